@@ -68,7 +68,7 @@ class HttpRequest:
         """Query-string parameters followed by an url-encoded body's (AWS merges both)."""
         params = self.query_params()
         ctype = (self.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if self.body and ctype in ("application/x-www-form-urlencoded", ""):
+        if self.body and ctype == "application/x-www-form-urlencoded":
             params += parse_qsl(self.body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         return params
 
@@ -115,3 +115,5 @@ class RequestContext:
     # The account an operation acts on. Normally the principal's; the system administrator may
     # act on another account with Eucalyptus' `DelegateAccount` parameter.
     account_id: str | None = None
+    # The owning service's unit of work (a database session) opened around the handler call.
+    session: Any = None

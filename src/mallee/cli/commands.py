@@ -1,0 +1,102 @@
+"""The administrator commands of `mallee`, each a small client of the public API."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mallee.cli.client import AdminClient
+from mallee.core import awsprofile
+from mallee.core import config as config_mod
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def status(args: argparse.Namespace) -> int:
+    root = AdminClient.from_profile(args.profile).call("ec2", "DescribeServices")
+    rows = [
+        [
+            item.findtext("serviceType", ""),
+            item.findtext("serviceName", ""),
+            item.findtext("partition", "") or "-",
+            f"{item.findtext('host', '')}:{item.findtext('port', '')}",
+            item.findtext("state", ""),
+            item.findtext("version", ""),
+        ]
+        for item in root.iterfind("./serviceStatusSet/item")
+    ]
+    print(_table(rows, ["TYPE", "NAME", "ZONE", "HOST", "STATE", "VERSION"]))
+    return 0
+
+
+def account(args: argparse.Namespace) -> int:
+    client = AdminClient.from_profile(args.profile)
+    if args.account_command == "create":
+        root = client.call("iam", "CreateAccount", {"AccountName": args.name})
+        print(f"{root.findtext('.//AccountName')}\t{root.findtext('.//AccountId')}")
+    elif args.account_command == "list":
+        root = client.call("iam", "ListAccounts")
+        for member in root.iterfind(".//Accounts/member"):
+            print(f"{member.findtext('AccountName')}\t{member.findtext('AccountId')}")
+    else:
+        params = {"AccountName": args.name}
+        if args.recursive:
+            params["Recursive"] = "true"
+        client.call("iam", "DeleteAccount", params)
+    return 0
+
+
+def credentials(args: argparse.Namespace) -> int:
+    client = AdminClient.from_profile(args.profile)
+    params = {"DelegateAccount": args.account}
+    if args.user:
+        params["UserName"] = args.user
+    key = client.call("iam", "CreateAccessKey", params).find(".//AccessKey")
+    assert key is not None
+    caller = client.call("iam", "ListAccounts")
+    account_id = next(
+        (m.findtext("AccountId", "") for m in caller.iterfind(".//Accounts/member") if args.account in (m.findtext("AccountName"), m.findtext("AccountId"))),
+        "",
+    )
+    name = args.profile_name or (f"{args.account}-{args.user}" if args.user else args.account)
+    cfg = config_mod.load(args.data_dir)
+    akid, secret = key.findtext("AccessKeyId", ""), key.findtext("SecretAccessKey", "")
+    awsprofile.write_profile(
+        cfg.aws_config_file, cfg.aws_credentials_file, name, akid, secret, client.region, client.endpoint_url
+    )
+    eucarc: Path = args.eucarc or cfg.data_dir / "credentials" / f"{name}.eucarc"
+    awsprofile.write_eucarc(eucarc, akid, secret, client.region, client.endpoint_url, account_id)
+    print(f"wrote aws profile '{name}' ({cfg.aws_config_file}) and {eucarc}")
+    print(f"  aws --profile {name} sts get-caller-identity")
+    return 0
+
+
+def instance_type(args: argparse.Namespace) -> int:
+    client = AdminClient.from_profile(args.profile)
+    if args.type_command == "set":
+        params: dict[str, str] = {"Name": args.name}
+        for flag, member in (("cpus", "Cpu"), ("memory", "Memory"), ("disk", "Disk")):
+            value = getattr(args, flag)
+            if value is not None:
+                params[member] = str(value)
+        if args.reset:
+            params["Reset"] = "true"
+        client.call("ec2", "ModifyInstanceTypeAttribute", params)
+    root = client.call("ec2", "DescribeInstanceTypes")
+    rows = [
+        [
+            item.findtext("instanceType", ""),
+            item.findtext("vCpuInfo/defaultVCpus", ""),
+            item.findtext("memoryInfo/sizeInMiB", ""),
+            item.findtext("instanceStorageInfo/totalSizeInGB", ""),
+        ]
+        for item in root.iterfind("./instanceTypeSet/item")
+    ]
+    if args.type_command == "set":
+        rows = [r for r in rows if r[0] == args.name]
+    print(_table(rows, ["TYPE", "CPUS", "MEMORY_MIB", "DISK_GIB"]))
+    return 0

@@ -1,0 +1,83 @@
+"""The `mallee` command. Running the cloud (`up`, `serve`) execs into the supervisor; everything
+else is a client of the public API over HTTP, with the administrator's aws profile."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from mallee.cli import commands
+from mallee.cli.client import ApiError
+
+SERVICES = ("clc", "walrus", "cc", "sc", "nc")
+
+
+def _exec_supervisor(args: argparse.Namespace, rest: list[str]) -> int:
+    argv = [sys.executable, "-m", "mallee.supervisor"]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    os.execv(sys.executable, argv + rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mallee", description="Mallee: an AWS-compatible private cloud.")
+    parser.add_argument("--data-dir", help="data directory (default: $MALLEE_DATA_DIR or ~/.mallee)")
+    parser.add_argument("--profile", default="mallee", help="aws profile of the administrator (default: mallee)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("up", help="initialise (first run) and run the whole cloud on this machine")
+    serve = sub.add_parser("serve", help="run one service in the foreground (multi-host set-ups)")
+    serve.add_argument("service", choices=SERVICES)
+
+    sub.add_parser("status", help="registered services, their hosts, states and versions")
+
+    account = sub.add_parser("account", help="cloud accounts").add_subparsers(dest="account_command", required=True)
+    account.add_parser("create", help="create an account").add_argument("name")
+    account.add_parser("list", help="list accounts")
+    delete = account.add_parser("delete", help="delete an account")
+    delete.add_argument("name")
+    delete.add_argument("--recursive", action="store_true", help="also delete its users, groups and keys")
+
+    creds = sub.add_parser("credentials", help="make an access key and write an aws profile and a eucarc")
+    creds.add_argument("account")
+    creds.add_argument("user", nargs="?")
+    creds.add_argument("--profile-name", help="profile to write (default: ACCOUNT or ACCOUNT-USER)")
+    creds.add_argument("--eucarc", type=Path, help="where to write the eucarc (default: DATA_DIR/credentials/)")
+
+    itype = sub.add_parser("instance-type", help="instance types").add_subparsers(dest="type_command", required=True)
+    itype.add_parser("list", help="list instance types")
+    set_type = itype.add_parser("set", help="change a type's vCPUs, memory or disk")
+    set_type.add_argument("name")
+    set_type.add_argument("--cpus", type=int)
+    set_type.add_argument("--memory", type=int, help="MiB")
+    set_type.add_argument("--disk", type=int, help="GiB")
+    set_type.add_argument("--reset", action="store_true", help="back to the default size")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return _exec_supervisor(args, ["up"])
+    if args.command == "serve":
+        return _exec_supervisor(args, ["serve", args.service])
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
+        "status": commands.status,
+        "account": commands.account,
+        "credentials": commands.credentials,
+        "instance-type": commands.instance_type,
+    }
+    try:
+        return handlers[args.command](args)
+    except ApiError as exc:
+        print(f"mallee: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Configuration in one typed place, read once. Nothing else in Mallee reads os.environ.
+
+Sources, later ones winning: built-in defaults, `<data_dir>/mallee.toml`, then `MALLEE_*` environment
+variables. The data directory is `$MALLEE_DATA_DIR`, else `~/.mallee`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mallee.core.errors import ConfigError
+
+SERVICES = ("clc", "walrus", "cc", "sc", "nc")
+# Offsets from port_base: the public endpoint is port_base itself (8773, as Eucalyptus).
+PORT_OFFSETS = {"clc": 0, "cc": 1, "nc": 2, "sc": 3, "walrus": 4}
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    host: str = "127.0.0.1"  # where services listen; loopback by default
+    port_base: int = 8773
+    region: str = "mallee-1"
+    zone: str = "mallee-1a"  # the availability zone of this host's cluster controller
+    clc_host: str = "127.0.0.1"  # where other services find the CLC
+    database_url: str = ""  # empty: SQLite in the data directory
+    aws_config_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "config")
+    aws_credentials_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "credentials")
+    log_level: str = "INFO"
+    max_request_body: int = 1024 * 1024  # query-protocol bodies; S3 bodies are streamed
+    # How long a service may stay silent before `mallee status` calls it NOTREADY.
+    heartbeat_seconds: float = 5.0
+
+    def port(self, service: str) -> int:
+        return self.port_base + PORT_OFFSETS[service]
+
+    def url(self, service: str, host: str | None = None) -> str:
+        return f"http://{host or self.host}:{self.port(service)}"
+
+    @property
+    def endpoint_url(self) -> str:
+        """The public endpoint (EC2, S3, IAM, STS) as clients should address it."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port('clc')}"
+
+    @property
+    def clc_url(self) -> str:
+        return f"http://{self.clc_host}:{self.port('clc')}"
+
+    def database_url_for(self, service: str) -> str:
+        if service == "clc" and self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / (service + '.db')}"
+
+    @property
+    def deployment_key_file(self) -> Path:
+        return self.data_dir / "deployment.key"
+
+
+_ENV_KEYS = {f.name: "MALLEE_" + f.name.upper() for f in fields(Config) if f.name != "data_dir"}
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw).expanduser()
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r}: cannot use {raw!r} ({exc})") from exc
+
+
+def load(data_dir: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    env = os.environ if environ is None else environ
+    base = Path(data_dir or env.get("MALLEE_DATA_DIR") or Path.home() / ".mallee").expanduser().resolve()
+    cfg = Config(data_dir=base)
+    if env.get("AWS_CONFIG_FILE"):
+        cfg = replace(cfg, aws_config_file=Path(env["AWS_CONFIG_FILE"]))
+    if env.get("AWS_SHARED_CREDENTIALS_FILE"):
+        cfg = replace(cfg, aws_credentials_file=Path(env["AWS_SHARED_CREDENTIALS_FILE"]))
+    updates: dict[str, Any] = {}
+    toml_path = base / "mallee.toml"
+    if toml_path.exists():
+        try:
+            file_values = tomllib.loads(toml_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{toml_path}: {exc}") from exc
+        for key, raw in file_values.items():
+            if key not in _ENV_KEYS:
+                raise ConfigError(f"{toml_path}: unknown setting {key!r}")
+            updates[key] = raw
+    for key, env_name in _ENV_KEYS.items():
+        if env_name in env:
+            updates[key] = env[env_name]
+    for key, raw in updates.items():
+        updates[key] = _coerce(key, raw, getattr(cfg, key))
+    return replace(cfg, **updates)
+
+
+def environ_for_children(cfg: Config) -> dict[str, str]:
+    """The environment a supervised service process needs to load the same configuration."""
+    env = dict(os.environ)
+    env["MALLEE_DATA_DIR"] = str(cfg.data_dir)
+    return env

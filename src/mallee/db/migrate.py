@@ -1,0 +1,35 @@
+"""Alembic migrations, run in-process. Each service with a database has its own migration tree
+under `db/migrations/<service>/`; the tree's scripts create tables with explicit columns, so they
+never import service code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _alembic_config(tree: str, engine: Engine) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS / tree))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, tree: str, revision: str = "head") -> None:
+    command.upgrade(_alembic_config(tree, engine), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision(tree: str, engine: Engine) -> str | None:
+    return ScriptDirectory.from_config(_alembic_config(tree, engine)).get_current_head()

@@ -1,0 +1,166 @@
+"""The public API's request chain: route -> authenticate -> parse -> authorize -> dispatch -> serialize.
+
+Framework-free and synchronous: `services/clc/app.py` feeds it `HttpRequest`s from the ASGI server.
+Identity (who owns an access key, what they may do) is a port the CLC implements, so the chain itself
+knows nothing of the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from mallee.core import clock, ids
+from mallee.core.context import HttpRequest, HttpResponse, Principal, RequestContext
+from mallee.core.errors import CloudError
+from mallee.protocol import auth, parser, routing, serializer
+from mallee.protocol.auth import AuthError
+from mallee.protocol.dispatch import Operation, Registry
+from mallee.protocol.specs import load_service
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Credential:
+    principal: Principal
+    secret_key: str
+
+
+class IdentityPort(Protocol):
+    def resolve(self, access_key_id: str, session_token: str | None) -> Credential:
+        """The identity behind a key. Raises AuthError kinds "unknown-key", "inactive-key",
+        "expired-token" or "invalid-token"."""
+
+    def authorize(self, ctx: RequestContext, operation: Operation) -> None:
+        """Raise CloudError (UnauthorizedOperation / AccessDenied) unless the caller may run it.
+        Also settles `ctx.account_id` (the account acted on) from Eucalyptus' DelegateAccount."""
+
+
+# (service family, AuthError kind) -> (AWS code, message). EC2 answers AuthFailure where the query
+# APIs say SignatureDoesNotMatch / InvalidClientTokenId; S3 has its own vocabulary.
+_QUERY_ERRORS = {
+    "missing": ("MissingAuthenticationToken", "Request is missing Authentication Token"),
+    "incomplete": ("IncompleteSignature", "{m}"),
+    "signature": (
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your AWS Secret Access Key and signing method.",
+    ),
+    "unknown-key": ("InvalidClientTokenId", "The security token included in the request is invalid."),
+    "inactive-key": ("InvalidClientTokenId", "The security token included in the request is invalid."),
+    "invalid-token": ("InvalidClientTokenId", "The security token included in the request is invalid."),
+    "expired-token": ("ExpiredToken", "The security token included in the request is expired"),
+    "expired": ("RequestExpired", "Request has expired. {m}"),
+    "skewed": ("SignatureDoesNotMatch", "Signature expired: {m}"),
+    "unsupported": ("IncompleteSignature", "{m}"),
+}
+_EC2_ERRORS = {
+    **_QUERY_ERRORS,
+    "incomplete": ("AuthFailure", "{m}"),
+    "signature": ("AuthFailure", "AWS was not able to validate the provided access credentials"),
+    "unknown-key": ("AuthFailure", "AWS was not able to validate the provided access credentials"),
+    "inactive-key": ("AuthFailure", "AWS was not able to validate the provided access credentials"),
+    "invalid-token": ("AuthFailure", "AWS was not able to validate the provided access credentials"),
+    "expired-token": ("RequestExpired", "The security token included in the request is expired"),
+    "skewed": ("RequestExpired", "Request has expired. {m}"),
+    "unsupported": ("AuthFailure", "{m}"),
+}
+_S3_ERRORS = {
+    "missing": ("AccessDenied", "Access Denied"),
+    "incomplete": ("AuthorizationHeaderMalformed", "{m}"),
+    "signature": (
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method.",
+    ),
+    "unknown-key": ("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."),
+    "inactive-key": ("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."),
+    "invalid-token": ("InvalidToken", "The provided token is malformed or otherwise invalid."),
+    "expired-token": ("ExpiredToken", "The provided token has expired."),
+    "expired": ("AccessDenied", "Request has expired"),
+    "skewed": ("RequestTimeTooSkewed", "The difference between the request time and the current time is too large."),
+    "unsupported": ("InvalidRequest", "{m}"),
+}
+_S3_STATUS = {"AuthorizationHeaderMalformed": 400, "InvalidToken": 400, "RequestTimeTooSkewed": 403}
+
+
+def auth_error(service: str, err: AuthError) -> CloudError:
+    table = _S3_ERRORS if service == "s3" else _EC2_ERRORS if service == "ec2" else _QUERY_ERRORS
+    code, template = table.get(err.kind, table["signature"])
+    status = _S3_STATUS.get(code) if service == "s3" else None
+    if code == "ExpiredToken" and service == "iam":
+        status = 403
+    return CloudError(code, template.format(m=err.message).strip(), status)
+
+
+UnitOfWork = Callable[[RequestContext, Operation], AbstractContextManager[object]]
+
+
+def _no_unit_of_work(ctx: RequestContext, operation: Operation) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+class Gateway:
+    def __init__(
+        self,
+        registries: Mapping[str, Registry],
+        identity: IdentityPort,
+        region: str,
+        unit_of_work: UnitOfWork = _no_unit_of_work,
+    ) -> None:
+        self.registries = registries
+        self.identity = identity
+        self.region = region
+        # Opened around each handler call: the owning service's transaction (it sets ctx.session).
+        self.unit_of_work = unit_of_work
+
+    def handle(self, request: HttpRequest, **context: Any) -> HttpResponse:
+        ctx = RequestContext(request=request, request_id=ids.request_id(), region=self.region, **context)
+        service = "ec2"
+        try:
+            info = auth.extract(request)
+            service = routing.route(request, info)
+            ctx.service = service
+            return self._handle(ctx, service, info)
+        except AuthError as err:
+            return self._error(ctx, service, auth_error(service, err))
+        except CloudError as err:
+            return self._error(ctx, service, err)
+        except Exception:
+            log.exception("request %s failed", ctx.request_id)
+            return self._error(ctx, service, CloudError("InternalError", "An internal error has occurred."))
+
+    def _handle(self, ctx: RequestContext, service: str, info: auth.SignatureInfo | None) -> HttpResponse:
+        request = ctx.request
+        model = load_service(service)
+        if info is None:
+            if service != "s3":
+                raise AuthError("missing", "Request is missing Authentication Token")
+        else:
+            credential = self.identity.resolve(info.access_key_id, info.session_token)
+            auth.verify(request, info, credential.secret_key, clock.now())
+            ctx.principal = credential.principal
+        found = routing.path_prefix(request.raw_path)
+        if found is not None:  # parse as if the API sat at the root, as clients address AWS
+            request = replace(request, raw_path=request.raw_path[len(found[0]) :] or "/")
+        operation_model, params = parser.parse_request(model, request)
+        ctx.operation = operation_model.name
+        ctx.params = params
+        operation = self.registries[service].get(operation_model.name) if service in self.registries else None
+        if operation is None:
+            raise CloudError(
+                "NotImplemented", f"{operation_model.name} is not implemented by Mallee yet.", status=501
+            )
+        self.identity.authorize(ctx, operation)
+        with self.unit_of_work(ctx, operation):
+            output = operation.handler(ctx, params) or {}
+        return serializer.serialize_response(model, operation_model, output, ctx.request_id)
+
+    def _error(self, ctx: RequestContext, service: str, err: CloudError) -> HttpResponse:
+        if err.status >= 500:
+            log.warning("%s %s -> %s %s", ctx.request_id, ctx.operation, err.code, err.message)
+        return serializer.serialize_error(load_service(service), err, ctx.request_id)

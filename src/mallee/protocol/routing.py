@@ -1,0 +1,70 @@
+"""Which API a request on the one public endpoint is for.
+
+In order: the service named in the SigV4 credential scope, then the Eucalyptus-style path prefix,
+then the request's shape (an `Action=` form is EC2, IAM or STS, told apart by the action and the
+`Version`; anything else is S3's REST API).
+"""
+
+from __future__ import annotations
+
+from mallee.core.context import HttpRequest
+from mallee.core.errors import CloudError
+from mallee.protocol.auth import SignatureInfo
+from mallee.protocol.specs import load_service
+
+SERVICES = ("ec2", "iam", "sts", "s3")
+
+# Eucalyptus' service paths: /services/compute, /services/Euare, /services/Tokens, /services/objectstorage.
+PATH_PREFIXES = {
+    "/services/compute": "ec2",
+    "/services/euare": "iam",
+    "/services/tokens": "sts",
+    "/services/objectstorage": "s3",
+    "/services/walrus": "s3",
+}
+
+_API_VERSIONS = {"2016-11-15": "ec2", "2010-05-08": "iam", "2011-06-15": "sts"}
+
+
+def path_prefix(raw_path: str) -> tuple[str, str] | None:
+    """(prefix, service) when the path starts with a Eucalyptus service path."""
+    lowered = raw_path.lower()
+    for prefix, service in PATH_PREFIXES.items():
+        if lowered == prefix or lowered.startswith(prefix + "/"):
+            return raw_path[: len(prefix)], service
+    return None
+
+
+def route(request: HttpRequest, info: SignatureInfo | None) -> str:
+    if info is not None and info.service:
+        if info.service not in SERVICES:
+            raise CloudError("InvalidAction", f"Mallee does not serve the '{info.service}' API on this endpoint.")
+        return info.service
+    found = path_prefix(request.raw_path)
+    if found is not None:
+        return found[1]
+    action, version = _action_and_version(request)
+    if action is None:
+        return "s3"
+    if version in _API_VERSIONS:
+        return _API_VERSIONS[version]
+    for service in ("ec2", "iam", "sts"):
+        if action in load_service(service).operation_names:
+            return service
+    return "ec2"  # unknown action: let the EC2 parser answer InvalidAction
+
+
+def _action_and_version(request: HttpRequest) -> tuple[str | None, str | None]:
+    if request.method not in ("GET", "POST"):
+        return None, None
+    action = version = None
+    try:
+        params = request.form_params() if request.method == "POST" else request.query_params()
+    except UnicodeDecodeError:
+        params = request.query_params()
+    for key, value in params:
+        if key == "Action":
+            action = value
+        elif key == "Version":
+            version = value
+    return action, version

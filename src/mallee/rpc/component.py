@@ -1,0 +1,66 @@
+"""The ASGI app of a component that only speaks internal rpc (cc, nc, sc, and walrus for now):
+rpc methods, a heartbeat to the CLC while it runs, and `/healthz` for supervisors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mallee import __version__
+from mallee.core.config import Config
+from mallee.rpc.cloud import Heartbeater
+from mallee.rpc.transport import PREFIX, Client, Method, Receive, Scope, Send, load_key, send_response, serve_rpc
+
+App = Callable[[Scope, Receive, Send], Any]
+
+
+def component_app(key: bytes, methods: dict[str, Method], heartbeater: Heartbeater | None) -> App:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    if heartbeater:
+                        heartbeater.start()
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    if heartbeater:
+                        heartbeater.stop()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/healthz":
+            await send_response(send, 200, [("content-type", "text/plain")], b"ok\n")
+        elif scope["path"].startswith(PREFIX):
+            await serve_rpc(scope, receive, send, key, methods)
+        else:
+            await send_response(send, 404, [("content-type", "text/plain")], b"not found\n")
+
+    return app
+
+
+def reporting_app(
+    cfg: Config,
+    service: str,
+    name: str,
+    partition: str,
+    detail: Callable[[], dict[str, Any]],
+    methods: dict[str, Method] | None = None,
+) -> App:
+    """A component app that heartbeats `describe()` to the CLC and answers the `describe` rpc."""
+
+    def describe() -> dict[str, Any]:
+        return {
+            "name": name,
+            "type": service,
+            "partition": partition,
+            "host": cfg.host,
+            "port": cfg.port(service),
+            "version": __version__,
+            "detail": detail(),
+        }
+
+    key = load_key(cfg.deployment_key_file)
+    beats = Heartbeater(Client(cfg.clc_url, key), describe, cfg.heartbeat_seconds)
+    return component_app(key, {"describe": lambda _params: describe(), **(methods or {})}, beats)

@@ -1,0 +1,146 @@
+"""Internal rpc: small JSON-over-HTTP calls between components, signed with the deployment key.
+
+A request is `POST /internal/v1/<method>` with a JSON body and two headers: `X-Mallee-Date` (unix
+seconds) and `X-Mallee-Signature` = hex HMAC-SHA256(key, "<path>\\n<date>\\n<sha256(body)>").
+Signatures older than a minute are refused, so a captured request cannot be replayed later.
+This module and `services/*/app.py` are the only places that know the web server (ASGI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from mallee.core.errors import CloudError
+
+PREFIX = "/internal/v1/"
+MAX_SKEW = 60.0
+MAX_BODY = 8 * 1024 * 1024
+
+Method = Callable[[dict[str, Any]], Any]
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class RpcError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+def load_key(path: Path) -> bytes:
+    return bytes.fromhex(path.read_text().strip())
+
+
+def sign(key: bytes, path: str, date: str, body: bytes) -> str:
+    text = f"{path}\n{date}\n{hashlib.sha256(body).hexdigest()}".encode()
+    return hmac.new(key, text, hashlib.sha256).hexdigest()
+
+
+def verify(key: bytes, path: str, date: str | None, signature: str | None, body: bytes) -> None:
+    if not date or not signature:
+        raise RpcError(403, "MissingAuthenticationToken", "rpc request is not signed")
+    try:
+        skew = abs(time.time() - float(date))
+    except ValueError as exc:
+        raise RpcError(403, "AuthFailure", "bad rpc date") from exc
+    if skew > MAX_SKEW:
+        raise RpcError(403, "AuthFailure", "rpc request too old or clock skewed")
+    if not hmac.compare_digest(sign(key, path, date, body), signature):
+        raise RpcError(403, "AuthFailure", "bad rpc signature")
+
+
+class Client:
+    """A caller of one component's rpc methods."""
+
+    def __init__(self, base_url: str, key: bytes, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.key = key
+        self.timeout = timeout
+
+    def call(self, method: str, **params: Any) -> Any:
+        path = PREFIX + method
+        body = json.dumps(params, default=str).encode()
+        date = str(time.time())
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "X-Mallee-Date": date,
+                "X-Mallee-Signature": sign(self.key, path, date, body),
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                err = json.loads(exc.read())
+                raise RpcError(exc.code, err.get("code", "Error"), err.get("message", "")) from exc
+            except (ValueError, AttributeError):
+                raise RpcError(exc.code, "Error", str(exc)) from exc
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body, or CloudError RequestEntityTooLarge past `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise CloudError("RequestEntityTooLarge", f"The request body exceeds {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+async def send_response(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    if not any(k.lower() == "content-length" for k, _ in headers):
+        raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def serve_rpc(scope: Scope, receive: Receive, send: Send, key: bytes, methods: dict[str, Method]) -> None:
+    """Answer one rpc request: verify, run the method in a thread, reply JSON."""
+    path: str = scope["path"]
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    try:
+        if scope["method"] != "POST":
+            raise RpcError(405, "MethodNotAllowed", "rpc takes POST")
+        body = await read_body(receive, MAX_BODY)
+        verify(key, path, headers.get("x-mallee-date"), headers.get("x-mallee-signature"), body)
+        method = methods.get(path[len(PREFIX) :])
+        if method is None:
+            raise RpcError(404, "UnknownMethod", f"no rpc method {path}")
+        try:
+            params = json.loads(body or b"{}")
+        except ValueError as exc:
+            raise RpcError(400, "MalformedRequest", "rpc body is not JSON") from exc
+        if not isinstance(params, dict):
+            raise RpcError(400, "MalformedRequest", "rpc body must be a JSON object")
+        result = await asyncio.to_thread(method, params)
+        await send_response(send, 200, [("content-type", "application/json")], json.dumps(result, default=str).encode())
+    except RpcError as err:
+        payload = json.dumps({"code": err.code, "message": err.message}).encode()
+        await send_response(send, err.status, [("content-type", "application/json")], payload)
+    except CloudError as err:
+        payload = json.dumps({"code": err.code, "message": err.message}).encode()
+        await send_response(send, err.status, [("content-type", "application/json")], payload)

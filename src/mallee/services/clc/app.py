@@ -1,0 +1,133 @@
+"""The CLC process: the public endpoint (EC2, IAM, STS; S3 routed by the same front door) and the
+internal rpc that components heartbeat to. A plain ASGI app, served by uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from mallee import __version__
+from mallee.core import config as config_mod
+from mallee.core.config import Config
+from mallee.core.context import Headers, HttpRequest, RequestContext
+from mallee.core.errors import CloudError
+from mallee.db.session import Database
+from mallee.protocol.dispatch import Operation
+from mallee.protocol.gateway import Gateway
+from mallee.protocol.serializer import serialize_error
+from mallee.protocol.specs import load_service
+from mallee.rpc.transport import PREFIX, Receive, Scope, Send, load_key, read_body, send_response, serve_rpc
+from mallee.services.clc import components
+from mallee.services.clc.handlers import REGISTRIES
+from mallee.services.clc.iam.identity import Identity
+
+log = logging.getLogger(__name__)
+
+
+class CloudController:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.db = Database(cfg.database_url_for("clc"))
+        self.identity = Identity(self.db)
+        self.gateway = Gateway(REGISTRIES, self.identity, cfg.region, unit_of_work=self._unit_of_work)
+        self.key = load_key(cfg.deployment_key_file)
+        # Handlers are synchronous (SQLAlchemy); a small pool keeps the event loop free.
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="api")
+        self.rpc_methods = {"heartbeat": self._heartbeat}
+
+    @contextmanager
+    def _unit_of_work(self, ctx: RequestContext, operation: Operation) -> Iterator[None]:
+        with self.db.session() as s:
+            ctx.session = s
+            yield
+        if ctx.service in ("iam", "sts") and not operation.name.startswith(("Get", "List")):
+            self.identity.invalidate()  # a changed key or policy applies to the very next request
+
+    def _heartbeat(self, params: dict[str, Any]) -> dict[str, Any]:
+        beat = components.Heartbeat(
+            name=str(params["name"]),
+            type=str(params["type"]),
+            partition=str(params.get("partition", "")),
+            host=str(params["host"]),
+            port=int(params["port"]),
+            version=str(params.get("version", "")),
+            detail=dict(params.get("detail", {})),
+        )
+        with self.db.session() as s:
+            components.record(s, beat)
+        return {"ok": True}
+
+    def register_self(self) -> None:
+        self._heartbeat(
+            {"name": "clc", "type": "clc", "host": self.cfg.host, "port": self.cfg.port("clc"), "version": __version__}
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path.startswith(PREFIX):
+            await serve_rpc(scope, receive, send, self.key, self.rpc_methods)
+            return
+        if path == "/healthz":
+            await send_response(send, 200, [("content-type", "text/plain")], b"ok\n")
+            return
+        await self._public(scope, receive, send)
+
+    async def _public(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body = await read_body(receive, self.cfg.max_request_body)
+        except CloudError as err:
+            response = serialize_error(load_service("ec2"), err, "")
+            await send_response(send, response.status, response.headers + [("connection", "close")], response.body)
+            return
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        request = HttpRequest(
+            method=scope["method"],
+            raw_path=raw_path.decode("latin-1").split("?", 1)[0],
+            query_string=scope.get("query_string", b"").decode("latin-1"),
+            headers=Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
+            body=body,
+            remote_addr=(scope.get("client") or ("", 0))[0],
+        )
+        loop = asyncio.get_running_loop()
+        response = await loop.run_in_executor(self.pool, self.gateway.handle, request)
+        body_out = b"" if request.method == "HEAD" else response.body
+        await send_response(send, response.status, response.headers, body_out)
+
+    async def _beat_self(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(self.pool, self.register_self)
+            except Exception:
+                log.exception("could not record the CLC's own heartbeat")
+            await asyncio.sleep(self.cfg.heartbeat_seconds)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        beating: asyncio.Task[None] | None = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                for name in ("ec2", "iam", "sts", "s3"):
+                    load_service(name)  # parse the models now, not on a client's first request
+                beating = asyncio.create_task(self._beat_self())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if beating:
+                    beating.cancel()
+                self.pool.shutdown(wait=False)
+                self.db.dispose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(cfg: Config | None = None) -> CloudController:
+    return CloudController(cfg or config_mod.load())

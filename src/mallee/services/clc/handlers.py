@@ -1,0 +1,16 @@
+"""Imports every handler module of the CLC so their operations register in `apis`."""
+
+from __future__ import annotations
+
+from mallee.services.clc import sts  # noqa: F401
+from mallee.services.clc.ec2 import (  # noqa: F401
+    account_attributes,
+    instance_types,
+    regions,
+    services,
+    zones,
+)
+from mallee.services.clc.iam import access_keys, accounts, groups, policies, users  # noqa: F401
+from mallee.services.clc.apis import EC2, IAM, STS
+
+REGISTRIES = {"ec2": EC2, "iam": IAM, "sts": STS}

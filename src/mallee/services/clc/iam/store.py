@@ -1,0 +1,203 @@
+"""Identity records: accounts, users, groups, access keys and where their policies come from.
+
+Functions take an open SQLAlchemy session and raise CloudError with IAM's codes; the handlers in this
+package turn them into API operations, and `bootstrap` uses them to create the system account.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from mallee.core import clock, ids
+from mallee.core.errors import CloudError
+from mallee.services.clc.iam.managed import AWS_MANAGED
+from mallee.services.clc.tables import (
+    Account,
+    AccessKey,
+    Group,
+    GroupMember,
+    InlinePolicy,
+    ManagedPolicy,
+    PolicyAttachment,
+    User,
+)
+
+# Eucalyptus account names are DNS-label-like (they become IAM account aliases).
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])?$")
+MAX_KEYS_PER_IDENTITY = 2  # IAM's quota of access keys per user
+
+
+# -- accounts ----------------------------------------------------------------------------------
+
+
+def check_account_name(name: str) -> None:
+    if not _ACCOUNT_NAME.match(name) or "--" in name:
+        raise CloudError(
+            "ValidationError",
+            f"Account name {name!r} must be 3-63 lower-case letters, digits and single hyphens, "
+            "starting and ending with a letter or digit.",
+        )
+
+
+def create_account(s: Session, name: str, *, is_system: bool = False) -> Account:
+    check_account_name(name)
+    if s.scalar(select(Account).where(Account.name == name)) is not None:
+        raise CloudError("EntityAlreadyExists", f"Account {name} already exists.")
+    account_id = ids.account_id()
+    while s.get(Account, account_id) is not None:
+        account_id = ids.account_id()
+    account = Account(id=account_id, name=name, is_system=is_system, created=clock.now())
+    s.add(account)
+    s.flush()
+    return account
+
+
+def find_account(s: Session, name_or_id: str) -> Account:
+    account = s.get(Account, name_or_id) if name_or_id.isdigit() else None
+    account = account or s.scalar(select(Account).where(Account.name == name_or_id))
+    if account is None:
+        raise CloudError("NoSuchEntity", f"The account {name_or_id} cannot be found.")
+    return account
+
+
+def system_account(s: Session) -> Account | None:
+    return s.scalar(select(Account).where(Account.is_system.is_(True)))
+
+
+def delete_account(s: Session, account: Account, *, recursive: bool) -> None:
+    if account.is_system:
+        raise CloudError("DeleteConflict", "The system account cannot be deleted.")
+    if not recursive and s.scalar(select(func.count()).select_from(User).where(User.account_id == account.id)):
+        raise CloudError("DeleteConflict", "Cannot delete an account that has users; use Recursive=true.")
+    user_ids = select(User.id).where(User.account_id == account.id)
+    group_ids = select(Group.id).where(Group.account_id == account.id)
+    owned = or_(InlinePolicy.owner_id.in_(user_ids), InlinePolicy.owner_id.in_(group_ids))
+    s.execute(delete(InlinePolicy).where(owned))
+    s.execute(
+        delete(PolicyAttachment).where(
+            or_(PolicyAttachment.owner_id.in_(user_ids), PolicyAttachment.owner_id.in_(group_ids))
+        )
+    )
+    s.execute(delete(GroupMember).where(GroupMember.group_id.in_(group_ids)))
+    for model in (AccessKey, ManagedPolicy, Group, User):
+        s.execute(delete(model).where(model.account_id == account.id))
+    s.delete(account)
+
+
+# -- users and groups ----------------------------------------------------------------------------
+
+
+def get_user(s: Session, account_id: str, name: str) -> User:
+    user = s.scalar(select(User).where(User.account_id == account_id, User.name == name))
+    if user is None:
+        raise CloudError("NoSuchEntity", f"The user with name {name} cannot be found.")
+    return user
+
+
+def get_group(s: Session, account_id: str, name: str) -> Group:
+    group = s.scalar(select(Group).where(Group.account_id == account_id, Group.name == name))
+    if group is None:
+        raise CloudError("NoSuchEntity", f"The group with name {name} cannot be found.")
+    return group
+
+
+def groups_of_user(s: Session, user_id: str) -> list[Group]:
+    q = select(Group).join(GroupMember, GroupMember.group_id == Group.id).where(GroupMember.user_id == user_id)
+    return list(s.scalars(q.order_by(Group.name)))
+
+
+# -- access keys ---------------------------------------------------------------------------------
+
+
+def create_access_key(s: Session, account_id: str, user_id: str | None) -> AccessKey:
+    count = s.scalar(
+        select(func.count())
+        .select_from(AccessKey)
+        .where(
+            AccessKey.account_id == account_id,
+            AccessKey.user_id.is_(None) if user_id is None else AccessKey.user_id == user_id,
+            AccessKey.session_token.is_(None),
+        )
+    )
+    if (count or 0) >= MAX_KEYS_PER_IDENTITY:
+        raise CloudError("LimitExceeded", f"Cannot exceed quota for AccessKeysPerUser: {MAX_KEYS_PER_IDENTITY}")
+    key = AccessKey(
+        id=ids.access_key_id(),
+        secret=ids.secret_access_key(),
+        account_id=account_id,
+        user_id=user_id,
+        active=True,
+        created=clock.now(),
+    )
+    s.add(key)
+    s.flush()
+    return key
+
+
+def create_session_credentials(
+    s: Session, account_id: str, user_id: str | None, lifetime: _dt.timedelta
+) -> AccessKey:
+    now = clock.now()
+    key = AccessKey(
+        id=ids.access_key_id(temporary=True),
+        secret=ids.secret_access_key(),
+        account_id=account_id,
+        user_id=user_id,
+        active=True,
+        created=now,
+        session_token=ids.session_token(),
+        expires=now + lifetime,
+    )
+    s.add(key)
+    # Expired temporary keys are useless; drop them as new ones are made so the table stays small.
+    s.execute(delete(AccessKey).where(AccessKey.expires < now - _dt.timedelta(hours=1)))
+    s.flush()
+    return key
+
+
+# -- policies ------------------------------------------------------------------------------------
+
+
+def policy_documents_for_user(s: Session, user: User) -> list[str]:
+    """Every identity policy that applies to a user: inline and attached, its own and its groups'."""
+    group_ids = [g.id for g in groups_of_user(s, user.id)]
+    owners = [("user", user.id)] + [("group", gid) for gid in group_ids]
+    docs: list[str] = []
+    arns: list[str] = []
+    for kind, owner_id in owners:
+        docs += s.scalars(
+            select(InlinePolicy.document).where(InlinePolicy.owner_kind == kind, InlinePolicy.owner_id == owner_id)
+        )
+        arns += s.scalars(
+            select(PolicyAttachment.policy_arn).where(
+                PolicyAttachment.owner_kind == kind, PolicyAttachment.owner_id == owner_id
+            )
+        )
+    for arn in arns:
+        doc = managed_policy_document(s, arn)
+        if doc is not None:
+            docs.append(doc)
+    return docs
+
+
+def managed_policy_document(s: Session, arn: str) -> str | None:
+    if arn in AWS_MANAGED:
+        return AWS_MANAGED[arn].document
+    policy = find_managed_policy(s, arn)
+    return policy.document if policy else None
+
+
+def find_managed_policy(s: Session, arn: str) -> ManagedPolicy | None:
+    m = re.match(r"^arn:aws:iam::(\d{12}):policy(/(?:.*/)?)([^/]+)$", arn)
+    if not m:
+        return None
+    account_id, path, name = m.groups()
+    return s.scalar(
+        select(ManagedPolicy).where(
+            ManagedPolicy.account_id == account_id, ManagedPolicy.name == name, ManagedPolicy.path == path
+        )
+    )

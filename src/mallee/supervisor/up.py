@@ -1,0 +1,132 @@
+"""`mallee up`: initialise the data directory, then run the five services as child processes,
+restarting any that crash, and stopping them all on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from types import FrameType
+
+from mallee.core import logging as mlog
+from mallee.core.config import SERVICES, Config, environ_for_children
+from mallee.services.clc.bootstrap import ADMIN_PROFILE, initialise
+
+log = logging.getLogger("mallee.up")
+
+MAX_BACKOFF = 30.0
+STOP_GRACE = 10.0
+
+
+@dataclass
+class Child:
+    service: str
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+
+class Supervisor:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.children = [Child(s) for s in SERVICES]
+        self.stopping = False
+
+    def _spawn(self, child: Child) -> None:
+        cmd = [sys.executable, "-m", "mallee.supervisor", "serve", child.service]
+        child.process = subprocess.Popen(cmd, env=environ_for_children(self.cfg))
+        child.started_at = time.monotonic()
+        log.info("started %s (pid %d)", child.service, child.process.pid)
+
+    def _stop_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._stop_signal)
+        signal.signal(signal.SIGINT, self._stop_signal)
+        for child in self.children:
+            self._spawn(child)
+            if child.service == "clc":
+                self._wait_healthy("clc", timeout=30)
+        self._announce()
+        while not self.stopping:
+            self._watch()
+            time.sleep(0.2)
+        return self._stop_all()
+
+    def _watch(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            if child.process is None:
+                if now >= child.next_start:
+                    self._spawn(child)
+                continue
+            code = child.process.poll()
+            if code is None:
+                if now - child.started_at > 60:
+                    child.restarts = 0  # it has been stable: forget old crashes
+                continue
+            child.restarts += 1
+            delay = min(MAX_BACKOFF, 0.5 * 2 ** (child.restarts - 1))
+            log.warning(
+                "%s exited with code %s; restarting in %.1fs (restart #%d)", child.service, code, delay, child.restarts
+            )
+            child.process = None
+            child.next_start = now + delay
+
+    def _stop_all(self) -> int:
+        log.info("stopping all services")
+        running = [c.process for c in self.children if c.process and c.process.poll() is None]
+        for p in running:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for p in running:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d did not stop in time; killing it", p.pid)
+                p.kill()
+                p.wait()
+        log.info("all services stopped")
+        return 0
+
+    def _wait_healthy(self, service: str, timeout: float) -> None:
+        url = f"http://{self.cfg.host}:{self.cfg.port(service)}/healthz"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        log.warning("%s did not answer %s within %ss", service, url, timeout)
+
+    def _announce(self) -> None:
+        cfg = self.cfg
+        lines = [
+            "",
+            f"Mallee is up. Public endpoint (EC2, S3, IAM, STS): {cfg.endpoint_url}  region {cfg.region}",
+            f"  data directory: {cfg.data_dir}",
+            f"  admin credentials: aws profile '{ADMIN_PROFILE}' in {cfg.aws_config_file}",
+            f"  try:  aws --profile {ADMIN_PROFILE} ec2 describe-availability-zones",
+            f"        mallee status",
+            "  stop:  Ctrl-C (or SIGTERM to this process)",
+            "",
+        ]
+        print("\n".join(lines), flush=True)
+
+
+def up(cfg: Config) -> int:
+    mlog.setup("up", cfg.log_level)
+    admin = initialise(cfg)
+    if admin.created:
+        log.info("initialised %s: system account %s", cfg.data_dir, admin.account_id)
+    log.info("supervisor pid %d", os.getpid())
+    return Supervisor(cfg).run()
