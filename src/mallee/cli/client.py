@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 import boto3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ProfileNotFound
 
 API_VERSIONS = {"ec2": "2016-11-15", "iam": "2010-05-08", "sts": "2011-06-15"}
@@ -26,7 +27,7 @@ class ApiError(Exception):
 
 @dataclass
 class AdminClient:
-    session: boto3.Session
+    credentials: ReadOnlyCredentials
     endpoint_url: str
     region: str
 
@@ -36,11 +37,13 @@ class AdminClient:
             session = boto3.Session(profile_name=profile)
         except ProfileNotFound as exc:
             raise ApiError(0, "ProfileNotFound", f"no aws profile '{profile}' (has `mallee up` run here?)") from exc
-        scoped = session._session.get_scoped_config()
-        endpoint = scoped.get("endpoint_url")
+        endpoint = session._session.get_scoped_config().get("endpoint_url")
         if not endpoint:
             raise ApiError(0, "NoEndpoint", f"profile '{profile}' has no endpoint_url")
-        return cls(session, endpoint, session.region_name or "mallee-1")
+        credentials = session.get_credentials()
+        if credentials is None:
+            raise ApiError(0, "NoCredentials", f"profile '{profile}' has no credentials")
+        return cls(credentials.get_frozen_credentials(), endpoint, session.region_name or "mallee-1")
 
     def call(self, service: str, action: str, params: dict[str, Any] | None = None) -> ET.Element:
         form = {"Action": action, "Version": API_VERSIONS[service]}
@@ -52,10 +55,7 @@ class AdminClient:
             data=body,
             headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
         )
-        credentials = self.session.get_credentials()
-        if credentials is None:
-            raise ApiError(0, "NoCredentials", "the profile has no credentials")
-        SigV4Auth(credentials.get_frozen_credentials(), service, self.region).add_auth(request)
+        SigV4Auth(self.credentials, service, self.region).add_auth(request)
         prepared = request.prepare()
         http_request = urllib.request.Request(
             prepared.url, data=body.encode(), method="POST", headers=dict(prepared.headers.items())

@@ -1,0 +1,326 @@
+"""The `rest-xml` protocol (S3), request side: see botocore.serialize.RestXMLSerializer.
+
+The operation is the one whose HTTP method and `requestUri` template match the request. S3
+reuses paths heavily (`PUT /{Bucket}/{Key+}` is PutObject, UploadPart, CopyObject and
+UploadPartCopy), so among matching templates the most specific wins: the one needing the most
+query keys (`?uploads`, `?list-type=2`), required query members (`uploadId`) and required headers
+(`x-amz-copy-source`). Members then come from the URI labels, query string, headers and body.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote
+
+from botocore.model import OperationModel, ServiceModel, Shape
+
+from mallee.core.context import HttpRequest
+from mallee.core.errors import CloudError
+from mallee.protocol.scalars import convert_scalar
+from mallee.protocol.xmlcodec import XmlError, local_name, parse_xml
+
+# Operations that lose a tie with an equally specific one: S3 Express (directory bucket) twins
+# of the general-purpose operations. Deprecated operations lose ties too.
+DEMOTED_OPERATIONS = frozenset({"ListDirectoryBuckets"})
+_LABEL_RE = re.compile(r"\{([^}]+)\}")
+_MAX_XML_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class Route:
+    """One operation's `http` trait, ready for matching."""
+
+    operation: OperationModel
+    method: str
+    path: re.Pattern[str]
+    labels: dict[str, str]  # regex group → URI label name (without the greedy '+')
+    query: tuple[tuple[str, str | None], ...]  # fixed query keys of the template (`?list-type=2`)
+    required_query: tuple[str, ...]  # query keys of required querystring members
+    required_headers: tuple[str, ...]  # header names of required header members
+    rank: tuple[int, int]  # (specificity, not demoted): the highest matching rank wins
+
+    def matches(self, path: str, query: dict[str, list[str]], request: HttpRequest) -> bool:
+        if not self.path.fullmatch(path):
+            return False
+        for key, value in self.query:
+            if key not in query or (value is not None and value not in query[key]):
+                return False
+        return all(key in query for key in self.required_query) and all(
+            name in request.headers for name in self.required_headers
+        )
+
+
+def _route(operation: OperationModel) -> Route:
+    uri = operation.http.get("requestUri", "/")
+    path_template, _, query_template = uri.partition("?")
+    labels: dict[str, str] = {}
+    pattern = ""
+    position = 0
+    for index, match in enumerate(_LABEL_RE.finditer(path_template)):
+        pattern += re.escape(path_template[position : match.start()])
+        name = match.group(1)
+        group = f"g{index}"
+        labels[group] = name.rstrip("+")
+        pattern += f"(?P<{group}>.+)" if name.endswith("+") else f"(?P<{group}>[^/]+)"
+        position = match.end()
+    pattern += re.escape(path_template[position:])
+    if path_template.endswith("}") and not path_template.endswith("+}"):
+        pattern += "/?"  # `/bucket/` is the bucket too
+    query = tuple(
+        (key, value if sep else None)
+        for key, sep, value in (part.partition("=") for part in query_template.split("&") if part)
+    )
+    shape = operation.input_shape
+    required_query: list[str] = []
+    required_headers: list[str] = []
+    if shape is not None:
+        for name in shape.required_members:
+            member = shape.members[name]
+            location = member.serialization.get("location")
+            if location == "querystring":
+                required_query.append(member.serialization.get("name", name))
+            elif location == "header":
+                required_headers.append(member.serialization.get("name", name))
+    demoted = operation.deprecated or operation.name in DEMOTED_OPERATIONS
+    specificity = len(query) + len(required_query) + len(required_headers)
+    return Route(
+        operation,
+        operation.http.get("method", "POST").upper(),
+        re.compile(pattern, re.DOTALL),
+        labels,
+        query,
+        tuple(required_query),
+        tuple(required_headers),
+        (specificity, 0 if demoted else 1),
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def routes(service: ServiceModel) -> tuple[Route, ...]:
+    return tuple(_route(service.operation_model(name)) for name in service.operation_names)
+
+
+class RestXmlRequestParser:
+    """Finds the operation and binds labels, query string, headers and payload to its input."""
+
+    def __init__(self, service: ServiceModel) -> None:
+        self.service = service
+
+    def parse(
+        self, request: HttpRequest, *, virtual_host_bucket: str | None = None
+    ) -> tuple[OperationModel, dict[str, Any]]:
+        path = request.raw_path or "/"
+        if virtual_host_bucket:
+            # Virtual-hosted style: the bucket came in the Host header; put it back in the path.
+            path = "/" + quote(virtual_host_bucket, safe="") + (path if path != "/" else "")
+        query: dict[str, list[str]] = {}
+        for key, value in request.query_params():
+            query.setdefault(key, []).append(value)
+        route = self._match(request, path, query)
+        shape = route.operation.input_shape
+        if shape is None:
+            return route.operation, {}
+        params: dict[str, Any] = {}
+        self._bind_labels(route, shape, path, params)
+        self._bind_query(route, shape, query, params)
+        self._bind_headers(shape, request, params)
+        self._bind_body(shape, request.body, params)
+        return route.operation, params
+
+    def _match(self, request: HttpRequest, path: str, query: dict[str, list[str]]) -> Route:
+        method = request.method.upper()
+        candidates = [r for r in routes(self.service) if r.matches(path, query, request)]
+        chosen = [r for r in candidates if r.method == method]
+        if chosen:
+            return max(chosen, key=lambda r: r.rank)
+        if candidates:
+            raise CloudError("MethodNotAllowed", "The specified method is not allowed against this resource.")
+        raise CloudError(
+            "NotImplemented", "A header or query you provided requested a function that is not implemented."
+        )
+
+    # locations
+
+    def _bind_labels(self, route: Route, shape: Shape, path: str, params: dict[str, Any]) -> None:
+        match = route.path.fullmatch(path)
+        assert match is not None  # _match only returns matching routes
+        by_label = {
+            member.serialization.get("name", name): name
+            for name, member in shape.members.items()
+            if member.serialization.get("location") == "uri"
+        }
+        for group, label in route.labels.items():
+            member_name = by_label.get(label)
+            if member_name is None:
+                continue
+            try:
+                raw = unquote(match.group(group), errors="strict")
+            except UnicodeDecodeError:
+                raise CloudError("InvalidURI", "Couldn't parse the specified URI.") from None
+            params[member_name] = self._convert(shape.members[member_name], raw, label, "iso8601")
+
+    def _bind_query(
+        self, route: Route, shape: Shape, query: dict[str, list[str]], params: dict[str, Any]
+    ) -> None:
+        bound = {key for key, _ in route.query}
+        map_member = None
+        for name, member in shape.members.items():
+            if member.serialization.get("location") != "querystring":
+                continue
+            if member.type_name == "map":
+                map_member = name  # takes whatever no other member claims (below)
+                continue
+            key = member.serialization.get("name", name)
+            bound.add(key)
+            if key not in query:
+                continue
+            if member.type_name == "list":
+                params[name] = [self._convert(member.member, v, key, "iso8601") for v in query[key]]
+            else:
+                params[name] = self._convert(member, query[key][0], key, "iso8601")
+        if map_member is not None:
+            rest = {key: values[0] for key, values in query.items() if key not in bound}
+            if rest:
+                params[map_member] = rest
+
+    def _bind_headers(self, shape: Shape, request: HttpRequest, params: dict[str, Any]) -> None:
+        for name, member in shape.members.items():
+            location = member.serialization.get("location")
+            if location == "header":
+                header = member.serialization.get("name", name)
+                raw = request.headers.get(header)
+                if raw is None:
+                    continue
+                if member.type_name == "list":
+                    params[name] = [
+                        self._convert(member.member, item.strip(), header, "rfc822")
+                        for item in raw.split(",")
+                    ]
+                else:
+                    params[name] = self._convert(member, raw, header, "rfc822")
+            elif location == "headers":
+                prefix = member.serialization.get("name", "").lower()
+                values = {
+                    k[len(prefix) :]: v for k, v in request.headers if k.startswith(prefix) and k != prefix
+                }
+                if values:
+                    params[name] = values
+
+    def _bind_body(self, shape: Shape, body: bytes, params: dict[str, Any]) -> None:
+        payload = shape.serialization.get("payload")
+        if payload is not None:
+            member = shape.members[payload]
+            if member.type_name == "blob":
+                if body:
+                    params[payload] = body  # raw bytes: an object's content is never parsed
+            elif member.type_name == "string":
+                if body:
+                    try:
+                        params[payload] = body.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise CloudError("InvalidArgument", "The request body is not valid UTF-8.") from None
+            elif body.strip():
+                params[payload] = XmlBodyReader().read(member, self._xml_root(body), 0)
+            elif payload in shape.required_members:
+                raise CloudError("MissingRequestBodyError", "Request Body is empty")
+            return
+        body_members = [name for name, m in shape.members.items() if "location" not in m.serialization]
+        if body_members and body.strip():
+            params.update(XmlBodyReader().read(shape, self._xml_root(body), 0))
+
+    @staticmethod
+    def _xml_root(body: bytes) -> ET.Element:
+        try:
+            return parse_xml(body)
+        except XmlError:
+            raise CloudError(
+                "MalformedXML",
+                "The XML you provided was not well-formed or did not validate against our published schema",
+            ) from None
+
+    @staticmethod
+    def _convert(shape: Shape, raw: str, where: str, timestamp_format: str) -> Any:
+        try:
+            if shape.type_name == "timestamp":
+                return convert_scalar(
+                    shape, raw, shape.serialization.get("timestampFormat", timestamp_format)
+                )
+            return convert_scalar(shape, raw)
+        except ValueError as exc:
+            raise CloudError("InvalidArgument", f"Invalid value for {where}: expected {exc}.") from None
+
+
+class XmlBodyReader:
+    """An XML element → the member values of a shape (botocore's XML response parser, mirrored)."""
+
+    def read(self, shape: Shape, element: ET.Element, depth: int) -> Any:
+        if depth > _MAX_XML_DEPTH:
+            raise self._malformed()
+        kind = shape.type_name
+        if kind == "structure":
+            return self._structure(shape, element, depth)
+        if kind == "list":
+            item_name = shape.member.serialization.get("name", "member")
+            return [
+                self.read(shape.member, child, depth + 1)
+                for child in element
+                if local_name(child.tag) == item_name
+            ]
+        if kind == "map":
+            return self._map(shape, [child for child in element if local_name(child.tag) == "entry"], depth)
+        try:
+            return convert_scalar(shape, element.text or "")
+        except ValueError:
+            raise self._malformed() from None
+
+    def _structure(self, shape: Shape, element: ET.Element, depth: int) -> dict[str, Any]:
+        children: dict[str, list[ET.Element]] = {}
+        for child in element:
+            children.setdefault(local_name(child.tag), []).append(child)
+        attributes = {local_name(key): value for key, value in element.attrib.items()}
+        result: dict[str, Any] = {}
+        for name, member in shape.members.items():
+            xml_name = member.serialization.get("name", name)
+            if member.serialization.get("xmlAttribute"):
+                if local_name(xml_name) in attributes:
+                    result[name] = attributes[local_name(xml_name)]
+                continue
+            flattened = member.serialization.get("flattened")
+            if flattened and member.type_name == "list":
+                nodes = children.get(member.member.serialization.get("name", xml_name), [])
+                if nodes:
+                    result[name] = [self.read(member.member, node, depth + 1) for node in nodes]
+            elif flattened and member.type_name == "map":
+                if xml_name in children:
+                    result[name] = self._map(member, children[xml_name], depth)
+            elif xml_name in children:
+                result[name] = self.read(member, children[xml_name][0], depth + 1)
+        body_required = (
+            n for n in shape.required_members if "location" not in shape.members[n].serialization
+        )
+        if any(name not in result for name in body_required):
+            raise self._malformed()
+        return result
+
+    def _map(self, shape: Shape, entries: list[ET.Element], depth: int) -> dict[str, Any]:
+        key_name = shape.key.serialization.get("name", "key")
+        value_name = shape.value.serialization.get("name", "value")
+        result: dict[str, Any] = {}
+        for entry in entries:
+            parts = {local_name(child.tag): child for child in entry}
+            if key_name not in parts or value_name not in parts:
+                raise self._malformed()
+            key = self.read(shape.key, parts[key_name], depth + 1)
+            result[key] = self.read(shape.value, parts[value_name], depth + 1)
+        return result
+
+    @staticmethod
+    def _malformed() -> CloudError:
+        return CloudError(
+            "MalformedXML",
+            "The XML you provided was not well-formed or did not validate against our published schema",
+        )

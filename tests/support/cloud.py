@@ -1,0 +1,171 @@
+"""A real all-in-one cloud (`mallee up` in a temporary data directory on free loopback ports),
+shared by the functional tests, and helpers to act as its administrator or as a new account."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+from mallee.cli.client import AdminClient
+
+VENV_BIN = Path(sys.executable).parent
+BOTO = BotoConfig(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30)
+
+
+def _free_port_base(count: int = 5) -> int:
+    for _ in range(200):
+        base = 20000 + secrets.randbelow(20000)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+@dataclass
+class Keys:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+    account_id: str = ""
+
+
+@dataclass
+class Cloud:
+    endpoint: str
+    region: str
+    data_dir: Path
+    env: dict[str, str]
+    admin: Keys
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def client(self, service: str, keys: Keys | None = None, **kwargs: Any) -> Any:
+        keys = keys or self.admin
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=keys.access_key_id,
+            aws_secret_access_key=keys.secret_access_key,
+            aws_session_token=keys.session_token,
+            config=kwargs.pop("config", BOTO),
+            **kwargs,
+        )
+
+    def run(self, program: str, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(VENV_BIN / program), *args], env=self.env, capture_output=True, text=True, timeout=60, check=check
+        )
+
+    def admin_api(self) -> AdminClient:
+        old = {k: os.environ.get(k) for k in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")}
+        os.environ.update({k: self.env[k] for k in old})
+        try:
+            return AdminClient.from_profile("mallee")
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def new_account(self, prefix: str = "acct") -> Keys:
+        """A fresh account (so tests do not see each other's users) and its root's access key."""
+        name = f"{prefix}-{secrets.token_hex(4)}"
+        api = self.admin_api()
+        account_id = api.call("iam", "CreateAccount", {"AccountName": name}).findtext(".//AccountId") or ""
+        key = api.call("iam", "CreateAccessKey", {"DelegateAccount": name}).find(".//AccessKey")
+        assert key is not None
+        return Keys(key.findtext("AccessKeyId", ""), key.findtext("SecretAccessKey", ""), account_id=account_id)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _wait_ready(cloud: Cloud, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if cloud.process.poll() is not None:
+            raise RuntimeError(f"mallee up exited early:\n{cloud.log()}")
+        try:
+            with urllib.request.urlopen(cloud.endpoint + "/healthz", timeout=1):
+                pass
+            root = cloud.admin_api().call("ec2", "DescribeServices")
+            states = [item.findtext("state") for item in root.iterfind("./serviceStatusSet/item")]
+            if len(states) == 5 and all(s == "ENABLED" for s in states):
+                return
+            last = states
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(0.2)
+    raise RuntimeError(f"cloud not ready after {timeout}s (last: {last}):\n{cloud.log()}")
+
+
+def start_cloud(base_dir: Path) -> Cloud:
+    port_base = _free_port_base()
+    env = dict(os.environ)
+    env.update(
+        MALLEE_DATA_DIR=str(base_dir / "data"),
+        MALLEE_PORT_BASE=str(port_base),
+        MALLEE_HEARTBEAT_SECONDS="1",
+        AWS_CONFIG_FILE=str(base_dir / "aws" / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(base_dir / "aws" / "credentials"),
+        PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
+    )
+    env.pop("AWS_PROFILE", None)
+    log_path = base_dir / "mallee-up.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mallee.supervisor", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 30
+    creds = configparser.RawConfigParser()
+    while time.monotonic() < deadline and not creds.has_section("mallee"):
+        creds.read(base_dir / "aws" / "credentials")
+        time.sleep(0.1)
+    if not creds.has_section("mallee"):
+        process.kill()
+        raise RuntimeError(f"no admin profile written:\n{log_path.read_text()}")
+    admin = Keys(creds.get("mallee", "aws_access_key_id"), creds.get("mallee", "aws_secret_access_key"))
+    cloud = Cloud(f"http://127.0.0.1:{port_base}", "mallee-1", base_dir / "data", env, admin, process, log_path)
+    try:
+        _wait_ready(cloud, 60)
+    except BaseException:
+        stop_cloud(cloud)
+        raise
+    return cloud
+
+
+def stop_cloud(cloud: Cloud) -> int | None:
+    if cloud.process.poll() is None:
+        cloud.process.send_signal(signal.SIGTERM)
+        try:
+            cloud.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            cloud.process.kill()
+            cloud.process.wait()
+    return cloud.process.returncode
