@@ -12,7 +12,9 @@ from support.cloud import Cloud, Keys
 
 def test_describe_regions_names_this_region_and_endpoint(cloud: Cloud) -> None:
     regions = cloud.client("ec2").describe_regions()["Regions"]
-    assert regions == [{"RegionName": "mallee-1", "Endpoint": cloud.endpoint, "OptInStatus": "opt-in-not-required"}]
+    assert regions == [
+        {"RegionName": "mallee-1", "Endpoint": cloud.endpoint, "OptInStatus": "opt-in-not-required"}
+    ]
 
 
 def test_describe_regions_unknown_region_is_invalid_parameter(cloud: Cloud) -> None:
@@ -29,7 +31,9 @@ def test_describe_regions_filter_by_name(cloud: Cloud) -> None:
 
 def test_availability_zones_are_the_registered_clusters(cloud: Cloud) -> None:
     zones = cloud.client("ec2").describe_availability_zones()["AvailabilityZones"]
-    assert [(z["ZoneName"], z["State"], z["RegionName"]) for z in zones] == [("mallee-1a", "available", "mallee-1")]
+    assert [(z["ZoneName"], z["State"], z["RegionName"]) for z in zones] == [
+        ("mallee-1a", "available", "mallee-1")
+    ]
 
 
 def test_availability_zones_verbose_lists_capacity_per_type(cloud: Cloud) -> None:
@@ -84,7 +88,9 @@ def test_account_attributes_say_ec2_classic_without_default_vpc(cloud: Cloud) ->
     values = {a["AttributeName"]: [v["AttributeValue"] for v in a["AttributeValues"]] for a in attrs}
     assert values["supported-platforms"] == ["EC2"]
     assert values["default-vpc"] == ["none"]
-    one = cloud.client("ec2").describe_account_attributes(AttributeNames=["max-instances"])["AccountAttributes"]
+    one = cloud.client("ec2").describe_account_attributes(AttributeNames=["max-instances"])[
+        "AccountAttributes"
+    ]
     assert [a["AttributeName"] for a in one] == ["max-instances"]
 
 
@@ -114,8 +120,15 @@ def test_aws_cli_describe_availability_zones_with_the_written_profile(cloud: Clo
 
 def test_aws_cli_at_eucalyptus_service_path(cloud: Cloud) -> None:
     result = cloud.run(
-        "aws", "--profile", "mallee", "--endpoint-url", cloud.endpoint + "/services/compute",
-        "ec2", "describe-regions", "--output", "json",
-    )  # fmt: skip
+        "aws",
+        "--profile",
+        "mallee",
+        "--endpoint-url",
+        cloud.endpoint + "/services/compute",
+        "ec2",
+        "describe-regions",
+        "--output",
+        "json",
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["Regions"][0]["RegionName"] == "mallee-1"

@@ -62,8 +62,11 @@ def test_list_users_paginates_with_marker(cloud: Cloud, account: Keys) -> None:
         iam.create_user(UserName=f"u{i}")
     first = iam.list_users(MaxItems=3)
     assert first["IsTruncated"] and len(first["Users"]) == 3
-    names = [u["UserName"] for page in iam.get_paginator("list_users").paginate(PaginationConfig={"PageSize": 3})
-             for u in page["Users"]]  # fmt: skip
+    names = [
+        u["UserName"]
+        for page in iam.get_paginator("list_users").paginate(PaginationConfig={"PageSize": 3})
+        for u in page["Users"]
+    ]
     assert names == [f"u{i}" for i in range(7)]
 
 
@@ -82,13 +85,17 @@ def test_access_key_life_cycle_and_quota(cloud: Cloud, account: Keys) -> None:
     iam = cloud.client("iam", account)
     iam.create_user(UserName="dave")
     k1 = iam.create_access_key(UserName="dave")["AccessKey"]
-    assert k1["AccessKeyId"].startswith("AKIA") and len(k1["SecretAccessKey"]) == 40 and k1["Status"] == "Active"
+    assert (
+        k1["AccessKeyId"].startswith("AKIA") and len(k1["SecretAccessKey"]) == 40 and k1["Status"] == "Active"
+    )
     iam.create_access_key(UserName="dave")
     with pytest.raises(ClientError) as err:
         iam.create_access_key(UserName="dave")
     assert code(err) == "LimitExceeded"
     iam.update_access_key(UserName="dave", AccessKeyId=k1["AccessKeyId"], Status="Inactive")
-    listed = {k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName="dave")["AccessKeyMetadata"]}
+    listed = {
+        k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName="dave")["AccessKeyMetadata"]
+    }
     assert listed[k1["AccessKeyId"]] == "Inactive" and len(listed) == 2
     with pytest.raises(ClientError) as err:
         iam.delete_access_key(UserName="dave", AccessKeyId="AKIAXXXXXXXXXXXXXXXX")
@@ -130,7 +137,10 @@ def test_inline_user_policy_grants_and_explicit_deny_wins(cloud: Cloud, account:
     iam.put_user_policy(UserName="gina", PolicyName="ec2-read", PolicyDocument=ALLOW_EC2_DESCRIBE)
     ec2 = cloud.client("ec2", keys)
     ec2.describe_availability_zones()
-    deny = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "ec2:DescribeRegions", "Resource": "*"}]}
+    deny = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Action": "ec2:DescribeRegions", "Resource": "*"}],
+    }
     iam.put_user_policy(UserName="gina", PolicyName="no-regions", PolicyDocument=json.dumps(deny))
     with pytest.raises(ClientError) as err:
         ec2.describe_regions()
@@ -147,7 +157,9 @@ def test_malformed_policy_is_refused(cloud: Cloud, account: Keys) -> None:
     iam = cloud.client("iam", account)
     iam.create_user(UserName="hank")
     with pytest.raises(ClientError) as err:
-        iam.put_user_policy(UserName="hank", PolicyName="bad", PolicyDocument='{"Statement": [{"Effect": "Maybe"}]}')
+        iam.put_user_policy(
+            UserName="hank", PolicyName="bad", PolicyDocument='{"Statement": [{"Effect": "Maybe"}]}'
+        )
     assert code(err) == "MalformedPolicyDocument"
 
 
@@ -183,15 +195,26 @@ def test_attached_managed_policies(cloud: Cloud, account: Keys) -> None:
     cloud.client("ec2", keys).describe_instance_types()
     with pytest.raises(ClientError):
         cloud.client("iam", keys).list_users()
-    mine = iam.create_policy(PolicyName="iam-read", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iam:List*", "Resource": "*"}]}
-    ))["Policy"]  # fmt: skip
+    mine = iam.create_policy(
+        PolicyName="iam-read",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "iam:List*", "Resource": "*"}],
+            }
+        ),
+    )["Policy"]
     iam.create_group(GroupName="auditors")
     iam.add_user_to_group(GroupName="auditors", UserName="jack")
     iam.attach_group_policy(GroupName="auditors", PolicyArn=mine["Arn"])
     cloud.client("iam", keys).list_users()
     attached = iam.list_attached_user_policies(UserName="jack")["AttachedPolicies"]
-    assert attached == [{"PolicyName": "AmazonEC2ReadOnlyAccess", "PolicyArn": "arn:aws:iam::aws:policy/AmazonEC2ReadOnlyAccess"}]
+    assert attached == [
+        {
+            "PolicyName": "AmazonEC2ReadOnlyAccess",
+            "PolicyArn": "arn:aws:iam::aws:policy/AmazonEC2ReadOnlyAccess",
+        }
+    ]
     assert iam.get_policy(PolicyArn=mine["Arn"])["Policy"]["AttachmentCount"] == 1
     with pytest.raises(ClientError) as err:
         iam.delete_policy(PolicyArn=mine["Arn"])
@@ -210,7 +233,11 @@ def test_account_alias_and_summary(cloud: Cloud, account: Keys) -> None:
     assert iam.list_account_aliases()["AccountAliases"] == [alias]
     iam.create_user(UserName="kate")
     summary = iam.get_account_summary()["SummaryMap"]
-    assert summary["Users"] == 1 and summary["AccessKeysPerUserQuota"] == 2 and summary["AccountAccessKeysPresent"] == 1
+    assert (
+        summary["Users"] == 1
+        and summary["AccessKeysPerUserQuota"] == 2
+        and summary["AccountAccessKeysPresent"] == 1
+    )
 
 
 def test_account_alias_taken_by_another_account(cloud: Cloud, account: Keys) -> None:
@@ -236,11 +263,15 @@ def test_one_account_never_sees_anothers_users(cloud: Cloud, account: Keys) -> N
 
 
 def test_only_the_cloud_administrator_creates_accounts(cloud: Cloud, account: Keys) -> None:
-    from mallee.cli.client import AdminClient, ApiError
     from botocore.credentials import ReadOnlyCredentials
 
-    outsider = AdminClient(ReadOnlyCredentials(account.access_key_id, account.secret_access_key, None),
-                           cloud.endpoint, cloud.region)  # fmt: skip
+    from mallee.cli.client import AdminClient, ApiError
+
+    outsider = AdminClient(
+        ReadOnlyCredentials(account.access_key_id, account.secret_access_key, None),
+        cloud.endpoint,
+        cloud.region,
+    )
     with pytest.raises(ApiError) as err:
         outsider.call("iam", "CreateAccount", {"AccountName": "sneaky"})
     assert err.value.code == "AccessDenied"

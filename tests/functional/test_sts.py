@@ -15,7 +15,9 @@ from support.cloud import Cloud, Keys
 
 def test_caller_identity_of_root_and_user(cloud: Cloud, account: Keys) -> None:
     ident = cloud.client("sts", account).get_caller_identity()
-    assert ident["Account"] == account.account_id and ident["Arn"] == f"arn:aws:iam::{account.account_id}:root"
+    assert (
+        ident["Account"] == account.account_id and ident["Arn"] == f"arn:aws:iam::{account.account_id}:root"
+    )
     iam = cloud.client("iam", account)
     iam.create_user(UserName="mona")
     key = iam.create_access_key(UserName="mona")["AccessKey"]

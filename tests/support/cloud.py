@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +76,12 @@ class Cloud:
 
     def run(self, program: str, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(VENV_BIN / program), *args], env=self.env, capture_output=True, text=True, timeout=60, check=check
+            [str(VENV_BIN / program), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
         )
 
     def admin_api(self) -> AdminClient:
@@ -99,7 +103,9 @@ class Cloud:
         account_id = api.call("iam", "CreateAccount", {"AccountName": name}).findtext(".//AccountId") or ""
         key = api.call("iam", "CreateAccessKey", {"DelegateAccount": name}).find(".//AccessKey")
         assert key is not None
-        return Keys(key.findtext("AccessKeyId", ""), key.findtext("SecretAccessKey", ""), account_id=account_id)
+        return Keys(
+            key.findtext("AccessKeyId", ""), key.findtext("SecretAccessKey", ""), account_id=account_id
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -151,7 +157,9 @@ def start_cloud(base_dir: Path) -> Cloud:
         process.kill()
         raise RuntimeError(f"no admin profile written:\n{log_path.read_text()}")
     admin = Keys(creds.get("mallee", "aws_access_key_id"), creds.get("mallee", "aws_secret_access_key"))
-    cloud = Cloud(f"http://127.0.0.1:{port_base}", "mallee-1", base_dir / "data", env, admin, process, log_path)
+    cloud = Cloud(
+        f"http://127.0.0.1:{port_base}", "mallee-1", base_dir / "data", env, admin, process, log_path
+    )
     try:
         _wait_ready(cloud, 60)
     except BaseException:

@@ -36,7 +36,9 @@ class AdminClient:
         try:
             session = boto3.Session(profile_name=profile)
         except ProfileNotFound as exc:
-            raise ApiError(0, "ProfileNotFound", f"no aws profile '{profile}' (has `mallee up` run here?)") from exc
+            raise ApiError(
+                0, "ProfileNotFound", f"no aws profile '{profile}' (has `mallee up` run here?)"
+            ) from exc
         endpoint = session._session.get_scoped_config().get("endpoint_url")
         if not endpoint:
             raise ApiError(0, "NoEndpoint", f"profile '{profile}' has no endpoint_url")

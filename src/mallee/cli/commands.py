@@ -12,7 +12,9 @@ from mallee.core import config as config_mod
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -59,7 +61,11 @@ def credentials(args: argparse.Namespace) -> int:
     assert key is not None
     caller = client.call("iam", "ListAccounts")
     account_id = next(
-        (m.findtext("AccountId", "") for m in caller.iterfind(".//Accounts/member") if args.account in (m.findtext("AccountName"), m.findtext("AccountId"))),
+        (
+            m.findtext("AccountId", "")
+            for m in caller.iterfind(".//Accounts/member")
+            if args.account in (m.findtext("AccountName"), m.findtext("AccountId"))
+        ),
         "",
     )
     name = args.profile_name or (f"{args.account}-{args.user}" if args.user else args.account)

@@ -25,7 +25,9 @@ def _exec_supervisor(args: argparse.Namespace, rest: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mallee", description="Mallee: an AWS-compatible private cloud.")
     parser.add_argument("--data-dir", help="data directory (default: $MALLEE_DATA_DIR or ~/.mallee)")
-    parser.add_argument("--profile", default="mallee", help="aws profile of the administrator (default: mallee)")
+    parser.add_argument(
+        "--profile", default="mallee", help="aws profile of the administrator (default: mallee)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("up", help="initialise (first run) and run the whole cloud on this machine")
@@ -34,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", help="registered services, their hosts, states and versions")
 
-    account = sub.add_parser("account", help="cloud accounts").add_subparsers(dest="account_command", required=True)
+    account = sub.add_parser("account", help="cloud accounts").add_subparsers(
+        dest="account_command", required=True
+    )
     account.add_parser("create", help="create an account").add_argument("name")
     account.add_parser("list", help="list accounts")
     delete = account.add_parser("delete", help="delete an account")
@@ -45,9 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     creds.add_argument("account")
     creds.add_argument("user", nargs="?")
     creds.add_argument("--profile-name", help="profile to write (default: ACCOUNT or ACCOUNT-USER)")
-    creds.add_argument("--eucarc", type=Path, help="where to write the eucarc (default: DATA_DIR/credentials/)")
+    creds.add_argument(
+        "--eucarc", type=Path, help="where to write the eucarc (default: DATA_DIR/credentials/)"
+    )
 
-    itype = sub.add_parser("instance-type", help="instance types").add_subparsers(dest="type_command", required=True)
+    itype = sub.add_parser("instance-type", help="instance types").add_subparsers(
+        dest="type_command", required=True
+    )
     itype.add_parser("list", help="list instance types")
     set_type = itype.add_parser("set", help="change a type's vCPUs, memory or disk")
     set_type.add_argument("name")

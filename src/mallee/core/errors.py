@@ -32,7 +32,12 @@ STATUS: dict[str, int] = {
     "UnsupportedProtocol": 400,
     "ValidationError": 400,
     "RequestEntityTooLarge": 413,
-    "RequestHeaderSectionTooLarge": 431,
+    "RequestHeaderSectionTooLarge": 400,
+    "InvalidURI": 400,
+    "MissingRequestBodyError": 400,
+    "AuthorizationHeaderMalformed": 400,
+    "RequestTimeTooSkewed": 403,
+    "InvalidToken": 400,
     # IAM
     "NoSuchEntity": 404,
     "EntityAlreadyExists": 409,

@@ -26,7 +26,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from mallee.core.policy_conditions import Condition, RequestContext, Template, conditions_match, malformed, parse_conditions
+from mallee.core.policy_conditions import (
+    Condition,
+    RequestContext,
+    Template,
+    conditions_match,
+    malformed,
+    parse_conditions,
+)
 
 __all__ = [
     "Decision",

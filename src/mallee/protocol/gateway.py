@@ -54,8 +54,8 @@ _QUERY_ERRORS = {
     "inactive-key": ("InvalidClientTokenId", "The security token included in the request is invalid."),
     "invalid-token": ("InvalidClientTokenId", "The security token included in the request is invalid."),
     "expired-token": ("ExpiredToken", "The security token included in the request is expired"),
-    "expired": ("RequestExpired", "Request has expired. {m}"),
-    "skewed": ("SignatureDoesNotMatch", "Signature expired: {m}"),
+    "expired": ("RequestExpired", "{m}"),
+    "skewed": ("SignatureDoesNotMatch", "{m}"),
     "unsupported": ("IncompleteSignature", "{m}"),
 }
 _EC2_ERRORS = {
@@ -66,7 +66,7 @@ _EC2_ERRORS = {
     "inactive-key": ("AuthFailure", "AWS was not able to validate the provided access credentials"),
     "invalid-token": ("AuthFailure", "AWS was not able to validate the provided access credentials"),
     "expired-token": ("RequestExpired", "The security token included in the request is expired"),
-    "skewed": ("RequestExpired", "Request has expired. {m}"),
+    "skewed": ("RequestExpired", "{m}"),
     "unsupported": ("AuthFailure", "{m}"),
 }
 _S3_ERRORS = {
@@ -77,12 +77,21 @@ _S3_ERRORS = {
         "The request signature we calculated does not match the signature you provided. "
         "Check your key and signing method.",
     ),
-    "unknown-key": ("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."),
-    "inactive-key": ("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."),
+    "unknown-key": (
+        "InvalidAccessKeyId",
+        "The AWS Access Key Id you provided does not exist in our records.",
+    ),
+    "inactive-key": (
+        "InvalidAccessKeyId",
+        "The AWS Access Key Id you provided does not exist in our records.",
+    ),
     "invalid-token": ("InvalidToken", "The provided token is malformed or otherwise invalid."),
     "expired-token": ("ExpiredToken", "The provided token has expired."),
     "expired": ("AccessDenied", "Request has expired"),
-    "skewed": ("RequestTimeTooSkewed", "The difference between the request time and the current time is too large."),
+    "skewed": (
+        "RequestTimeTooSkewed",
+        "The difference between the request time and the current time is too large.",
+    ),
     "unsupported": ("InvalidRequest", "{m}"),
 }
 _S3_STATUS = {"AuthorizationHeaderMalformed": 400, "InvalidToken": 400, "RequestTimeTooSkewed": 403}

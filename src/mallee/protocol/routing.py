@@ -38,7 +38,9 @@ def path_prefix(raw_path: str) -> tuple[str, str] | None:
 def route(request: HttpRequest, info: SignatureInfo | None) -> str:
     if info is not None and info.service:
         if info.service not in SERVICES:
-            raise CloudError("InvalidAction", f"Mallee does not serve the '{info.service}' API on this endpoint.")
+            raise CloudError(
+                "InvalidAction", f"Mallee does not serve the '{info.service}' API on this endpoint."
+            )
         return info.service
     found = path_prefix(request.raw_path)
     if found is not None:

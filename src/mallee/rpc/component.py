@@ -9,7 +9,17 @@ from typing import Any
 from mallee import __version__
 from mallee.core.config import Config
 from mallee.rpc.cloud import Heartbeater
-from mallee.rpc.transport import PREFIX, Client, Method, Receive, Scope, Send, load_key, send_response, serve_rpc
+from mallee.rpc.transport import (
+    PREFIX,
+    Client,
+    Method,
+    Receive,
+    Scope,
+    Send,
+    load_key,
+    send_response,
+    serve_rpc,
+)
 
 App = Callable[[Scope, Receive, Send], Any]
 

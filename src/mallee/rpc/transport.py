@@ -118,7 +118,9 @@ async def send_response(send: Send, status: int, headers: list[tuple[str, str]],
     await send({"type": "http.response.body", "body": body})
 
 
-async def serve_rpc(scope: Scope, receive: Receive, send: Send, key: bytes, methods: dict[str, Method]) -> None:
+async def serve_rpc(
+    scope: Scope, receive: Receive, send: Send, key: bytes, methods: dict[str, Method]
+) -> None:
     """Answer one rpc request: verify, run the method in a thread, reply JSON."""
     path: str = scope["path"]
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -137,7 +139,9 @@ async def serve_rpc(scope: Scope, receive: Receive, send: Send, key: bytes, meth
         if not isinstance(params, dict):
             raise RpcError(400, "MalformedRequest", "rpc body must be a JSON object")
         result = await asyncio.to_thread(method, params)
-        await send_response(send, 200, [("content-type", "application/json")], json.dumps(result, default=str).encode())
+        await send_response(
+            send, 200, [("content-type", "application/json")], json.dumps(result, default=str).encode()
+        )
     except RpcError as err:
         payload = json.dumps({"code": err.code, "message": err.message}).encode()
         await send_response(send, err.status, [("content-type", "application/json")], payload)

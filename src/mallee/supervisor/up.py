@@ -75,7 +75,11 @@ class Supervisor:
             child.restarts += 1
             delay = min(MAX_BACKOFF, 0.5 * 2 ** (child.restarts - 1))
             log.warning(
-                "%s exited with code %s; restarting in %.1fs (restart #%d)", child.service, code, delay, child.restarts
+                "%s exited with code %s; restarting in %.1fs (restart #%d)",
+                child.service,
+                code,
+                delay,
+                child.restarts,
             )
             child.process = None
             child.next_start = now + delay
@@ -116,7 +120,7 @@ class Supervisor:
             f"  data directory: {cfg.data_dir}",
             f"  admin credentials: aws profile '{ADMIN_PROFILE}' in {cfg.aws_config_file}",
             f"  try:  aws --profile {ADMIN_PROFILE} ec2 describe-availability-zones",
-            f"        mallee status",
+            "        mallee status",
             "  stop:  Ctrl-C (or SIGTERM to this process)",
             "",
         ]

@@ -20,12 +20,24 @@ from mallee.protocol.dispatch import Operation
 from mallee.protocol.gateway import Gateway
 from mallee.protocol.serializer import serialize_error
 from mallee.protocol.specs import load_service
-from mallee.rpc.transport import PREFIX, Receive, Scope, Send, load_key, read_body, send_response, serve_rpc
+from mallee.rpc.transport import (
+    PREFIX,
+    Method,
+    Receive,
+    Scope,
+    Send,
+    load_key,
+    read_body,
+    send_response,
+    serve_rpc,
+)
 from mallee.services.clc import components
 from mallee.services.clc.handlers import REGISTRIES
 from mallee.services.clc.iam.identity import Identity
 
 log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 64 * 1024  # S3 refuses header sections past 8 KiB of metadata; 64 KiB in all is ample
 
 
 class CloudController:
@@ -37,7 +49,7 @@ class CloudController:
         self.key = load_key(cfg.deployment_key_file)
         # Handlers are synchronous (SQLAlchemy); a small pool keeps the event loop free.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="api")
-        self.rpc_methods = {"heartbeat": self._heartbeat}
+        self.rpc_methods: dict[str, Method] = {"heartbeat": self._heartbeat}
 
     @contextmanager
     def _unit_of_work(self, ctx: RequestContext, operation: Operation) -> Iterator[None]:
@@ -63,7 +75,13 @@ class CloudController:
 
     def register_self(self) -> None:
         self._heartbeat(
-            {"name": "clc", "type": "clc", "host": self.cfg.host, "port": self.cfg.port("clc"), "version": __version__}
+            {
+                "name": "clc",
+                "type": "clc",
+                "host": self.cfg.host,
+                "port": self.cfg.port("clc"),
+                "version": __version__,
+            }
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -83,15 +101,24 @@ class CloudController:
 
     async def _public(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
+            header_bytes = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+            if header_bytes > MAX_HEADER_BYTES:
+                raise CloudError(
+                    "RequestHeaderSectionTooLarge",
+                    f"Your request's headers exceed the maximum of {MAX_HEADER_BYTES} bytes.",
+                )
             body = await read_body(receive, self.cfg.max_request_body)
         except CloudError as err:
             response = serialize_error(load_service("ec2"), err, "")
-            await send_response(send, response.status, response.headers + [("connection", "close")], response.body)
+            await send_response(
+                send, response.status, response.headers + [("connection", "close")], response.body
+            )
             return
         raw_path = scope.get("raw_path") or scope["path"].encode()
         request = HttpRequest(
             method=scope["method"],
-            raw_path=raw_path.decode("latin-1").split("?", 1)[0],
+            # Clients percent-encode paths; stray raw bytes are read as UTF-8 (what SigV4 signs).
+            raw_path=raw_path.decode("utf-8", "replace").split("?", 1)[0],
             query_string=scope.get("query_string", b"").decode("latin-1"),
             headers=Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
             body=body,

@@ -55,7 +55,12 @@ def ensure_keys(cfg: Config) -> None:
     key_file, cert_file = cfg.data_dir / "cloud-pk.pem", cfg.data_dir / "cloud-cert.pem"
     if not key_file.exists():
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mallee cloud"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Mallee")])
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, "mallee cloud"),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Mallee"),
+            ]
+        )
         now = clock.now()
         cert = (
             x509.CertificateBuilder()
@@ -69,7 +74,9 @@ def ensure_keys(cfg: Config) -> None:
         )
         _private_file(
             key_file,
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
         )
         cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
@@ -81,14 +88,26 @@ def ensure_database(cfg: Config) -> AdminCredentials:
         with db.session() as s:
             install_defaults(s)
             if s.get(Cluster, cfg.zone) is None:
-                s.add(Cluster(zone=cfg.zone, name=f"cluster-{cfg.zone}", host=cfg.host, port=cfg.port("cc"), created=clock.now()))
+                s.add(
+                    Cluster(
+                        zone=cfg.zone,
+                        name=f"cluster-{cfg.zone}",
+                        host=cfg.host,
+                        port=cfg.port("cc"),
+                        created=clock.now(),
+                    )
+                )
             account = store.system_account(s)
             created = account is None
             if account is None:
                 account = store.create_account(s, SYSTEM_ACCOUNT, is_system=True)
             key = s.scalar(
                 select(AccessKey)
-                .where(AccessKey.account_id == account.id, AccessKey.user_id.is_(None), AccessKey.session_token.is_(None))
+                .where(
+                    AccessKey.account_id == account.id,
+                    AccessKey.user_id.is_(None),
+                    AccessKey.session_token.is_(None),
+                )
                 .order_by(AccessKey.created)
             )
             if key is None:

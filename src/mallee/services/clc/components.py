@@ -53,4 +53,6 @@ def all_services(s: Session) -> list[ServiceRecord]:
 
 
 def cluster_service(s: Session, cluster: Cluster) -> ServiceRecord | None:
-    return s.scalar(select(ServiceRecord).where(ServiceRecord.type == "cc", ServiceRecord.partition == cluster.zone))
+    return s.scalar(
+        select(ServiceRecord).where(ServiceRecord.type == "cc", ServiceRecord.partition == cluster.zone)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mallee.services.clc import sts  # noqa: F401
+from mallee.services.clc.apis import EC2, IAM, STS
 from mallee.services.clc.ec2 import (  # noqa: F401
     account_attributes,
     instance_types,
@@ -11,6 +12,5 @@ from mallee.services.clc.ec2 import (  # noqa: F401
     zones,
 )
 from mallee.services.clc.iam import access_keys, accounts, groups, policies, users  # noqa: F401
-from mallee.services.clc.apis import EC2, IAM, STS
 
 REGISTRIES = {"ec2": EC2, "iam": IAM, "sts": STS}

@@ -36,12 +36,17 @@ def page(
     return chunk, (_encode(following) if following < len(items) else None)
 
 
-def marker_page(key: str, items: Sequence[T], p: dict[str, object], *, default: int = 100) -> dict[str, object]:
+def marker_page(
+    key: str, items: Sequence[T], p: dict[str, object], *, default: int = 100
+) -> dict[str, object]:
     """IAM's list answer: `{key: [...], "IsTruncated": bool, "Marker": token?}` from Marker/MaxItems."""
     marker = p.get("Marker")
     limit = p.get("MaxItems")
     chunk, following = page(
-        items, marker if isinstance(marker, str) else None, limit if isinstance(limit, int) else None, default=default
+        items,
+        marker if isinstance(marker, str) else None,
+        limit if isinstance(limit, int) else None,
+        default=default,
     )
     out: dict[str, object] = {key: chunk, "IsTruncated": following is not None}
     if following:

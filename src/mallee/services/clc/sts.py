@@ -31,7 +31,9 @@ def get_session_token(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     if principal.is_root:
         seconds = min(seconds, ROOT_MAX_SESSION)
     user_id = None if principal.is_root else principal.user_id
-    key = store.create_session_credentials(ctx.session, principal.account_id, user_id, _dt.timedelta(seconds=seconds))
+    key = store.create_session_credentials(
+        ctx.session, principal.account_id, user_id, _dt.timedelta(seconds=seconds)
+    )
     return {
         "Credentials": {
             "AccessKeyId": key.id,

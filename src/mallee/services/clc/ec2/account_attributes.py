@@ -27,6 +27,7 @@ def describe_account_attributes(ctx: RequestContext, p: dict[str, Any]) -> dict[
         raise CloudError("InvalidParameterValue", f"Invalid attribute name: {unknown[0]}")
     return {
         "AccountAttributes": [
-            {"AttributeName": n, "AttributeValues": [{"AttributeValue": v} for v in ATTRIBUTES[n]]} for n in names
+            {"AttributeName": n, "AttributeValues": [{"AttributeValue": v} for v in ATTRIBUTES[n]]}
+            for n in names
         ]
     }

@@ -28,7 +28,9 @@ def _matches(actual: Any, wanted: list[str]) -> bool:
     return any(_pattern(w).match(t) for w in wanted for t in texts)
 
 
-def apply(items: Iterable[T], filters: list[dict[str, Any]] | None, getters: Mapping[str, Getter[T]]) -> list[T]:
+def apply(
+    items: Iterable[T], filters: list[dict[str, Any]] | None, getters: Mapping[str, Getter[T]]
+) -> list[T]:
     result = list(items)
     for f in filters or []:
         name = f.get("Name")

@@ -64,7 +64,11 @@ def _view(t: InstanceType) -> dict[str, Any]:
             "Disks": [{"SizeInGB": t.disk_gib, "Count": 1, "Type": "hdd"}],
         },
         "EbsInfo": {"EbsOptimizedSupport": "unsupported", "EncryptionSupport": "unsupported"},
-        "NetworkInfo": {"NetworkPerformance": "Moderate", "MaximumNetworkInterfaces": 1, "Ipv4AddressesPerInterface": 1},
+        "NetworkInfo": {
+            "NetworkPerformance": "Moderate",
+            "MaximumNetworkInterfaces": 1,
+            "Ipv4AddressesPerInterface": 1,
+        },
         "PlacementGroupInfo": {"SupportedStrategies": []},
         "HibernationSupported": False,
         "BurstablePerformanceSupported": False,
@@ -104,7 +108,8 @@ def describe_instance_types(ctx: RequestContext, p: dict[str, Any]) -> dict[str,
         unknown = [w for w in wanted if w not in known]
         if unknown:
             raise CloudError(
-                "InvalidInstanceType", f"The following supplied instance types do not exist: [{', '.join(unknown)}]"
+                "InvalidInstanceType",
+                f"The following supplied instance types do not exist: [{', '.join(unknown)}]",
             )
         types = [t for t in types if t.name in wanted]
     views = filters.apply([_view(t) for t in types], p.get("Filters"), _FILTERS)
@@ -123,7 +128,9 @@ def modify_instance_type_attribute(ctx: RequestContext, p: dict[str, Any]) -> di
     name = p["Name"]
     t = ctx.session.get(InstanceType, name)
     if t is None:
-        raise CloudError("InvalidInstanceType", f"The following supplied instance types do not exist: [{name}]")
+        raise CloudError(
+            "InvalidInstanceType", f"The following supplied instance types do not exist: [{name}]"
+        )
     if p.get("Reset"):
         defaults = {d[0]: d[1:] for d in DEFAULT_TYPES}
         if name in defaults:

@@ -46,7 +46,10 @@ def _capacity_rows(ctx: RequestContext, cluster: Cluster) -> list[dict[str, Any]
         free = sum(_fits(n.get("free", {}), t) for n in nodes)
         most = sum(_fits(n.get("total", {}), t) for n in nodes)
         rows.append(
-            {"ZoneName": f"|- {t.name}", "State": f"{free:04d} / {most:04d}   {t.cpus}   {t.memory_mib}    {t.disk_gib}"}
+            {
+                "ZoneName": f"|- {t.name}",
+                "State": f"{free:04d} / {most:04d}   {t.cpus}   {t.memory_mib}    {t.disk_gib}",
+            }
         )
     return [{**r, "RegionName": ctx.region, "ZoneType": "availability-zone"} for r in rows]
 
@@ -72,7 +75,11 @@ def describe_availability_zones(ctx: RequestContext, p: dict[str, Any]) -> dict[
     if missing:
         raise CloudError("InvalidParameterValue", f"The zone '{missing[0]}' does not exist.")
     ids_wanted = p.get("ZoneIds", [])
-    views = [v for v in views if (not names or v["ZoneName"] in names) and (not ids_wanted or v["ZoneId"] in ids_wanted)]
+    views = [
+        v
+        for v in views
+        if (not names or v["ZoneName"] in names) and (not ids_wanted or v["ZoneId"] in ids_wanted)
+    ]
     views = filters.apply(
         views,
         p.get("Filters"),

@@ -28,9 +28,14 @@ def _owner(ctx: RequestContext, p: dict[str, Any]) -> User | None:
 
 
 def _key_of(ctx: RequestContext, owner: User | None, key_id: str) -> AccessKey:
-    key = ctx.session.get(AccessKey, key_id)
+    key: AccessKey | None = ctx.session.get(AccessKey, key_id)
     owner_id = owner.id if owner else None
-    if key is None or key.session_token is not None or key.account_id != account_of(ctx) or key.user_id != owner_id:
+    if (
+        key is None
+        or key.session_token is not None
+        or key.account_id != account_of(ctx)
+        or key.user_id != owner_id
+    ):
         raise CloudError("NoSuchEntity", f"The Access Key with id {key_id} cannot be found.")
     return key
 

@@ -12,7 +12,7 @@ from mallee.core.errors import CloudError
 from mallee.services.clc.apis import IAM
 from mallee.services.clc.iam import store
 from mallee.services.clc.iam.views import account_of
-from mallee.services.clc.tables import Account, AccessKey, Group, InlinePolicy, ManagedPolicy, User
+from mallee.services.clc.tables import AccessKey, Account, Group, InlinePolicy, ManagedPolicy, User
 
 
 @IAM.operation()

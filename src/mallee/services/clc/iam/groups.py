@@ -23,7 +23,11 @@ def create_group(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     if s.scalar(select(Group).where(Group.account_id == account_id, Group.name.ilike(name))) is not None:
         raise CloudError("EntityAlreadyExists", f"Group with name {name} already exists.")
     group = Group(
-        id=ids.unique_id("AGPA"), account_id=account_id, name=name, path=p.get("Path", "/"), created=clock.now()
+        id=ids.unique_id("AGPA"),
+        account_id=account_id,
+        name=name,
+        path=p.get("Path", "/"),
+        created=clock.now(),
     )
     s.add(group)
     s.flush()
@@ -61,7 +65,10 @@ def delete_group(ctx: RequestContext, p: dict[str, Any]) -> None:
     group = store.get_group(s, account_id, p["GroupName"])
     for what, query in (
         ("users", exists().where(GroupMember.group_id == group.id)),
-        ("inline policies", exists().where(InlinePolicy.owner_kind == "group", InlinePolicy.owner_id == group.id)),
+        (
+            "inline policies",
+            exists().where(InlinePolicy.owner_kind == "group", InlinePolicy.owner_id == group.id),
+        ),
         (
             "attached policies",
             exists().where(PolicyAttachment.owner_kind == "group", PolicyAttachment.owner_id == group.id),
@@ -88,7 +95,9 @@ def remove_user_from_group(ctx: RequestContext, p: dict[str, Any]) -> None:
     s, account_id = ctx.session, account_of(ctx)
     group = store.get_group(s, account_id, p["GroupName"])
     user = store.get_user(s, account_id, p["UserName"])
-    result = s.execute(delete(GroupMember).where(GroupMember.group_id == group.id, GroupMember.user_id == user.id))
+    result = s.execute(
+        delete(GroupMember).where(GroupMember.group_id == group.id, GroupMember.user_id == user.id)
+    )
     if result.rowcount == 0:
         raise CloudError("NoSuchEntity", f"User {user.name} is not in group {group.name}.")
     return None

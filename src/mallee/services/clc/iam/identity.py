@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from mallee.core import clock
+from mallee.core import policy as iam_policy
 from mallee.core.context import Principal, RequestContext
 from mallee.core.errors import CloudError
 from mallee.db.session import Database
 from mallee.protocol.auth import AuthError
 from mallee.protocol.dispatch import Operation
 from mallee.protocol.gateway import Credential
-from mallee.core import policy as iam_policy
 from mallee.services.clc.iam import store
-from mallee.services.clc.tables import Account, AccessKey, User
+from mallee.services.clc.tables import AccessKey, Account, User
 
 CACHE_SECONDS = 5.0
 
@@ -107,7 +107,9 @@ class Identity:
             entry = self._lookup(principal.access_key_id, principal.session_token)
             action = f"{ctx.service}:{operation.name}"
             resource = _resource(ctx, principal.account_id)
-            decision = iam_policy.evaluate(entry.policies, action, resource, _condition_context(ctx, principal))
+            decision = iam_policy.evaluate(
+                entry.policies, action, resource, _condition_context(ctx, principal)
+            )
             if decision is not iam_policy.Decision.ALLOW:
                 raise _denied(ctx, principal)
         if delegate is not None:
@@ -156,7 +158,8 @@ def _denied(ctx: RequestContext, principal: Principal, why: str = "") -> CloudEr
     action = f"{ctx.service}:{ctx.operation}"
     if ctx.service == "ec2":
         return CloudError("UnauthorizedOperation", "You are not authorized to perform this operation.")
-    message = f"User: {principal.arn} is not authorized to perform: {action} on resource: {_resource(ctx, principal.account_id)}"
+    resource = _resource(ctx, principal.account_id)
+    message = f"User: {principal.arn} is not authorized to perform: {action} on resource: {resource}"
     if why:
         message += f" ({why})"
     return CloudError("AccessDenied", message)

@@ -10,10 +10,10 @@ from sqlalchemy import delete, func, select
 from mallee.core import clock, ids
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
+from mallee.core.policy import parse_policy
 from mallee.services.clc.apis import IAM
 from mallee.services.clc.iam import store
 from mallee.services.clc.iam.managed import AWS_MANAGED
-from mallee.core.policy import parse_policy
 from mallee.services.clc.iam.views import account_of
 from mallee.services.clc.paging import marker_page
 from mallee.services.clc.tables import InlinePolicy, ManagedPolicy, PolicyAttachment
@@ -31,7 +31,9 @@ def _encoded(document: str) -> str:
 
 def _owner_id(ctx: RequestContext, kind: str, name: str) -> str:
     s, account_id = ctx.session, account_of(ctx)
-    return (store.get_user(s, account_id, name) if kind == "user" else store.get_group(s, account_id, name)).id
+    return (
+        store.get_user(s, account_id, name) if kind == "user" else store.get_group(s, account_id, name)
+    ).id
 
 
 # -- inline --------------------------------------------------------------------------------------
@@ -56,7 +58,7 @@ def _get_inline(ctx: RequestContext, kind: str, owner: str, name: str) -> Inline
     q = select(InlinePolicy).where(
         InlinePolicy.owner_kind == kind, InlinePolicy.owner_id == owner_id, InlinePolicy.name == name
     )
-    found = ctx.session.scalar(q)
+    found: InlinePolicy | None = ctx.session.scalar(q)
     if found is None:
         raise CloudError("NoSuchEntity", f"The {kind} policy with name {name} cannot be found.")
     return found
@@ -177,7 +179,9 @@ def create_policy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     s, account_id = ctx.session, account_of(ctx)
     parse_policy(p["PolicyDocument"], max_size=MANAGED_MAX)
     path = p.get("Path", "/")
-    taken = select(ManagedPolicy).where(ManagedPolicy.account_id == account_id, ManagedPolicy.name == p["PolicyName"])
+    taken = select(ManagedPolicy).where(
+        ManagedPolicy.account_id == account_id, ManagedPolicy.name == p["PolicyName"]
+    )
     if s.scalar(taken) is not None:
         raise CloudError("EntityAlreadyExists", f"A policy called {p['PolicyName']} already exists.")
     now = clock.now()
@@ -227,7 +231,11 @@ def list_policies(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     if scope in ("All", "AWS"):
         views += [_aws_view(ctx, arn) for arn in sorted(AWS_MANAGED)]
     if scope in ("All", "Local"):
-        q = select(ManagedPolicy).where(ManagedPolicy.account_id == account_of(ctx)).order_by(ManagedPolicy.name)
+        q = (
+            select(ManagedPolicy)
+            .where(ManagedPolicy.account_id == account_of(ctx))
+            .order_by(ManagedPolicy.name)
+        )
         views += [_managed_view(ctx, pol) for pol in ctx.session.scalars(q)]
     if p.get("OnlyAttached"):
         views = [v for v in views if v["AttachmentCount"] > 0]

@@ -16,8 +16,8 @@ from mallee.core import clock, ids
 from mallee.core.errors import CloudError
 from mallee.services.clc.iam.managed import AWS_MANAGED
 from mallee.services.clc.tables import (
-    Account,
     AccessKey,
+    Account,
     Group,
     GroupMember,
     InlinePolicy,
@@ -27,7 +27,7 @@ from mallee.services.clc.tables import (
 )
 
 # Eucalyptus account names are DNS-label-like (they become IAM account aliases).
-_ACCOUNT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])?$")
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 MAX_KEYS_PER_IDENTITY = 2  # IAM's quota of access keys per user
 
 
@@ -71,7 +71,9 @@ def system_account(s: Session) -> Account | None:
 def delete_account(s: Session, account: Account, *, recursive: bool) -> None:
     if account.is_system:
         raise CloudError("DeleteConflict", "The system account cannot be deleted.")
-    if not recursive and s.scalar(select(func.count()).select_from(User).where(User.account_id == account.id)):
+    if not recursive and s.scalar(
+        select(func.count()).select_from(User).where(User.account_id == account.id)
+    ):
         raise CloudError("DeleteConflict", "Cannot delete an account that has users; use Recursive=true.")
     user_ids = select(User.id).where(User.account_id == account.id)
     group_ids = select(Group.id).where(Group.account_id == account.id)
@@ -106,7 +108,11 @@ def get_group(s: Session, account_id: str, name: str) -> Group:
 
 
 def groups_of_user(s: Session, user_id: str) -> list[Group]:
-    q = select(Group).join(GroupMember, GroupMember.group_id == Group.id).where(GroupMember.user_id == user_id)
+    q = (
+        select(Group)
+        .join(GroupMember, GroupMember.group_id == Group.id)
+        .where(GroupMember.user_id == user_id)
+    )
     return list(s.scalars(q.order_by(Group.name)))
 
 
@@ -124,7 +130,9 @@ def create_access_key(s: Session, account_id: str, user_id: str | None) -> Acces
         )
     )
     if (count or 0) >= MAX_KEYS_PER_IDENTITY:
-        raise CloudError("LimitExceeded", f"Cannot exceed quota for AccessKeysPerUser: {MAX_KEYS_PER_IDENTITY}")
+        raise CloudError(
+            "LimitExceeded", f"Cannot exceed quota for AccessKeysPerUser: {MAX_KEYS_PER_IDENTITY}"
+        )
     key = AccessKey(
         id=ids.access_key_id(),
         secret=ids.secret_access_key(),
@@ -170,7 +178,9 @@ def policy_documents_for_user(s: Session, user: User) -> list[str]:
     arns: list[str] = []
     for kind, owner_id in owners:
         docs += s.scalars(
-            select(InlinePolicy.document).where(InlinePolicy.owner_kind == kind, InlinePolicy.owner_id == owner_id)
+            select(InlinePolicy.document).where(
+                InlinePolicy.owner_kind == kind, InlinePolicy.owner_id == owner_id
+            )
         )
         arns += s.scalars(
             select(PolicyAttachment.policy_arn).where(

@@ -76,7 +76,9 @@ def update_user(ctx: RequestContext, p: dict[str, Any]) -> None:
     user = store.get_user(s, account_id, p["UserName"])
     new_name = p.get("NewUserName")
     if new_name and new_name != user.name:
-        taken = select(User).where(User.account_id == account_id, User.name.ilike(new_name), User.id != user.id)
+        taken = select(User).where(
+            User.account_id == account_id, User.name.ilike(new_name), User.id != user.id
+        )
         if s.scalar(taken) is not None:
             raise CloudError("EntityAlreadyExists", f"User with name {new_name} already exists.")
         user.name = new_name
@@ -93,7 +95,10 @@ def delete_user(ctx: RequestContext, p: dict[str, Any]) -> None:
     for what, query in (
         ("access keys", exists().where(AccessKey.user_id == user.id, AccessKey.session_token.is_(None))),
         ("group memberships", exists().where(GroupMember.user_id == user.id)),
-        ("inline policies", exists().where(InlinePolicy.owner_kind == "user", InlinePolicy.owner_id == user.id)),
+        (
+            "inline policies",
+            exists().where(InlinePolicy.owner_kind == "user", InlinePolicy.owner_id == user.id),
+        ),
         (
             "attached policies",
             exists().where(PolicyAttachment.owner_kind == "user", PolicyAttachment.owner_id == user.id),

@@ -1,0 +1,95 @@
+"""The `mallee` administrator commands, run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from support.cloud import Cloud
+
+
+def test_status_lists_five_enabled_services(cloud: Cloud) -> None:
+    result = cloud.run("mallee", "status")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].split() == ["TYPE", "NAME", "ZONE", "HOST", "STATE", "VERSION"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == {"clc", "walrus", "cc", "sc", "nc"}
+    assert all(r[4] == "ENABLED" for r in rows.values())
+    assert rows["cc"][2] == "mallee-1a"
+
+
+def test_account_create_then_credentials_profile_works_with_aws_cli(cloud: Cloud) -> None:
+    name = f"team-{secrets.token_hex(3)}"
+    created = cloud.run("mallee", "account", "create", name)
+    assert created.returncode == 0, created.stderr
+    account_id = created.stdout.split()[1]
+    assert len(account_id) == 12 and account_id.isdigit()
+    assert name in cloud.run("mallee", "account", "list").stdout
+    wrote = cloud.run("mallee", "credentials", name)
+    assert wrote.returncode == 0, wrote.stderr
+    ident = cloud.run("aws", "--profile", name, "sts", "get-caller-identity", "--output", "json")
+    assert ident.returncode == 0, ident.stderr
+    assert json.loads(ident.stdout)["Account"] == account_id
+    eucarc = cloud.data_dir / "credentials" / f"{name}.eucarc"
+    assert "AWS_ACCESS_KEY_ID=AKIA" in eucarc.read_text()
+
+
+def test_credentials_for_a_user_of_an_account(cloud: Cloud) -> None:
+    name = f"crew-{secrets.token_hex(3)}"
+    assert cloud.run("mallee", "account", "create", name).returncode == 0
+    assert cloud.run("mallee", "credentials", name).returncode == 0
+    made = cloud.run("aws", "--profile", name, "iam", "create-user", "--user-name", "pat")
+    assert made.returncode == 0, made.stderr
+    wrote = cloud.run("mallee", "credentials", name, "pat")
+    assert wrote.returncode == 0, wrote.stderr
+    ident = cloud.run("aws", "--profile", f"{name}-pat", "sts", "get-caller-identity", "--output", "json")
+    assert json.loads(ident.stdout)["Arn"].endswith(":user/pat")
+
+
+def test_duplicate_account_is_an_error_not_a_crash(cloud: Cloud) -> None:
+    name = f"dup-{secrets.token_hex(3)}"
+    assert cloud.run("mallee", "account", "create", name).returncode == 0
+    again = cloud.run("mallee", "account", "create", name)
+    assert again.returncode == 1 and "EntityAlreadyExists" in again.stderr
+
+
+def test_instance_type_set_changes_what_describe_shows(cloud: Cloud) -> None:
+    changed = cloud.run(
+        "mallee", "instance-type", "set", "c1.xlarge", "--cpus", "3", "--memory", "3000", "--disk", "20"
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.splitlines()[1].split() == ["c1.xlarge", "3", "3000", "20"]
+    shown = cloud.client("ec2").describe_instance_types(InstanceTypes=["c1.xlarge"])["InstanceTypes"][0]
+    assert (shown["VCpuInfo"]["DefaultVCpus"], shown["MemoryInfo"]["SizeInMiB"]) == (3, 3000)
+    reset = cloud.run("mallee", "instance-type", "set", "c1.xlarge", "--reset")
+    assert reset.stdout.splitlines()[1].split() == ["c1.xlarge", "2", "2048", "10"]
+
+
+def test_instance_type_set_rejects_nonsense(cloud: Cloud) -> None:
+    bad = cloud.run("mallee", "instance-type", "set", "m1.small", "--cpus", "0")
+    assert bad.returncode == 1 and "InvalidParameterValue" in bad.stderr
+    unknown = cloud.run("mallee", "instance-type", "set", "z9.nope", "--cpus", "1")
+    assert unknown.returncode == 1 and "InvalidInstanceType" in unknown.stderr
+
+
+def test_only_the_administrator_may_change_instance_types(cloud: Cloud) -> None:
+    keys = cloud.new_account()
+    ec2 = cloud.client("ec2", keys)
+    import pytest
+    from botocore.credentials import ReadOnlyCredentials
+
+    from mallee.cli.client import AdminClient, ApiError
+
+    outsider = AdminClient(
+        ReadOnlyCredentials(keys.access_key_id, keys.secret_access_key, None), cloud.endpoint, cloud.region
+    )
+    with pytest.raises(ApiError) as err:
+        outsider.call("ec2", "ModifyInstanceTypeAttribute", {"Name": "m1.small", "Cpu": "8"})
+    assert err.value.code == "UnauthorizedOperation"
+    assert (
+        ec2.describe_instance_types(InstanceTypes=["m1.small"])["InstanceTypes"][0]["VCpuInfo"][
+            "DefaultVCpus"
+        ]
+        == 1
+    )
