@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 
@@ -50,9 +51,21 @@ class Headers:
         return f"Headers({self._items!r})"
 
 
+class BodyStream(Protocol):
+    """A request body read as it arrives (S3 objects are never held whole in memory)."""
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes (all that is left for -1); b"" at the end."""
+        ...
+
+
 @dataclass
 class HttpRequest:
-    """An HTTP request exactly as received: SigV4 needs the raw path and query bytes."""
+    """An HTTP request exactly as received: SigV4 needs the raw path and query bytes.
+
+    Query-protocol requests carry their (small) body in `body`; streamed requests leave `body`
+    empty and carry `stream` instead.
+    """
 
     method: str
     raw_path: str  # percent-encoded, as on the wire, without the query string
@@ -60,6 +73,7 @@ class HttpRequest:
     headers: Headers
     body: bytes = b""
     remote_addr: str = ""
+    stream: BodyStream | None = None
 
     def query_params(self) -> list[tuple[str, str]]:
         return parse_qsl(self.query_string, keep_blank_values=True)
@@ -73,11 +87,21 @@ class HttpRequest:
         return params
 
 
+@dataclass(frozen=True)
+class FileBody:
+    """A response body sent from a file (a stored object or a range of it)."""
+
+    path: Path
+    offset: int
+    length: int
+
+
 @dataclass
 class HttpResponse:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    files: tuple[FileBody, ...] = ()  # sent one after another instead of `body` when set
 
 
 @dataclass
@@ -117,3 +141,5 @@ class RequestContext:
     account_id: str | None = None
     # The owning service's unit of work (a database session) opened around the handler call.
     session: Any = None
+    # The signing secret of the caller's key: S3 needs it to check aws-chunked chunk signatures.
+    secret_key: str | None = None

@@ -153,6 +153,7 @@ class Gateway:
             credential = self.identity.resolve(info.access_key_id, info.session_token)
             auth.verify(request, info, credential.secret_key, clock.now())
             ctx.principal = credential.principal
+            ctx.secret_key = credential.secret_key
         found = routing.path_prefix(request.raw_path)
         if found is not None:  # parse as if the API sat at the root, as clients address AWS
             request = replace(request, raw_path=request.raw_path[len(found[0]) :] or "/")

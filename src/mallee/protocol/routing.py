@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from mallee.core.context import HttpRequest
 from mallee.core.errors import CloudError
+from mallee.protocol import auth
 from mallee.protocol.auth import SignatureInfo
 from mallee.protocol.specs import load_service
 
@@ -70,3 +71,21 @@ def _action_and_version(request: HttpRequest) -> tuple[str | None, str | None]:
         elif key == "Version":
             version = value
     return action, version
+
+
+def is_s3_from_head(request: HttpRequest) -> bool:
+    """True when the request line and headers alone show an S3 request (its body need not be read
+    to route it); False for the query APIs and whenever the body must be read to tell."""
+    try:
+        info = auth.extract(request)
+    except auth.AuthError:
+        return False  # let the gateway answer the malformed signature
+    if info is not None and info.service:
+        return info.service == "s3"
+    found = path_prefix(request.raw_path)
+    if found is not None:
+        return found[1] == "s3"
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype == "application/x-www-form-urlencoded":
+        return False
+    return not any(key == "Action" for key, _ in request.query_params())

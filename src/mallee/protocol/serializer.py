@@ -20,7 +20,7 @@ from typing import Any
 
 from botocore.model import OperationModel, ServiceModel, Shape
 
-from mallee.core.context import HttpResponse
+from mallee.core.context import FileBody, HttpResponse
 from mallee.core.errors import CloudError
 from mallee.protocol.scalars import format_scalar
 from mallee.protocol.xmlcodec import Element
@@ -231,6 +231,11 @@ class EC2ResponseSerializer(QueryResponseSerializer):
         return self.response(error.status, root, request_id)
 
 
+# A handler may answer with another success status than the operation's (S3 GetObject with a Range
+# answers 206): it sets this key in its output.
+STATUS_OVERRIDE = "$status"
+
+
 class RestXmlResponseSerializer:
     """The `rest-xml` protocol (S3): see botocore.parsers.RestXMLParser for the client side."""
 
@@ -252,21 +257,30 @@ class RestXmlResponseSerializer:
         status = int(operation.http.get("responseCode", 200))
         headers: list[tuple[str, str]] = []
         body = b""
+        files: tuple[FileBody, ...] = ()
         content_type = "application/xml"
         shape = operation.output_shape
         if shape is not None:
             status = self.headers(shape, output, headers) or status
+            status = int(output.get(STATUS_OVERRIDE, status))
             payload = shape.serialization.get("payload")
-            if payload is not None:
+            value = output.get(payload) if payload is not None else None
+            if isinstance(value, FileBody) or (
+                isinstance(value, tuple) and all(isinstance(v, FileBody) for v in value)
+            ):
+                # Streamed from files by the app (an object, or a multipart object's parts).
+                files = value if isinstance(value, tuple) else (value,)
+                content_type = "binary/octet-stream"
+            elif payload is not None:
                 body, content_type = self.payload(shape.members[payload], payload, output.get(payload))
             elif any(m.serialization.get("location") in _BODY_LOCATIONS for m in shape.members.values()):
                 body = self.document(operation, shape, output).to_bytes()
         # Only a body gets a default type: botocore reports a Content-Type header as the output's
         # ContentType member (HeadObject), so an invented one would misstate the object's type.
-        if body and not any(name.lower() == "content-type" for name, _ in headers):
+        if (body or files) and not any(name.lower() == "content-type" for name, _ in headers):
             headers.append(("Content-Type", content_type))
         headers.append(("x-amz-request-id", request_id))
-        return HttpResponse(status, headers, body)
+        return HttpResponse(status, headers, body, files)
 
     def headers(self, shape: Shape, output: Mapping[str, Any], headers: list[tuple[str, str]]) -> int | None:
         """Append the header members to `headers`; return a `statusCode` member's value if any."""

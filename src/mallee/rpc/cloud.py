@@ -12,10 +12,19 @@ from mallee.rpc.transport import Client, RpcError
 log = logging.getLogger(__name__)
 
 HEARTBEAT = "heartbeat"  # params: name, type, partition, host, port, version, detail -> {"ok": true}
+# params: access_key_id, session_token -> {principal, secret_key, policies, token_expires} or {error, message}
+RESOLVE_KEY = "resolve_key"
 
 
 def heartbeat(client: Client, **service: Any) -> None:
     client.call(HEARTBEAT, **service)
+
+
+def resolve_key(client: Client, access_key_id: str, session_token: str | None) -> dict[str, Any]:
+    result: dict[str, Any] = client.call(
+        RESOLVE_KEY, access_key_id=access_key_id, session_token=session_token
+    )
+    return result
 
 
 class Heartbeater:

@@ -31,6 +31,30 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+# A front door that forwards a client's request to another component vouches for the client's
+# address with this header: "<address> <unix time> <hmac>", keyed with the deployment key.
+CLIENT_HEADER = "x-mallee-client"
+
+
+def client_assertion(key: bytes, address: str, now: float | None = None) -> str:
+    stamp = str(int(now if now is not None else time.time()))
+    mac = hmac.new(key, f"{address}\n{stamp}".encode(), hashlib.sha256).hexdigest()
+    return f"{address} {stamp} {mac}"
+
+
+def trusted_client(key: bytes, value: str | None, max_age: float = 300) -> str | None:
+    """The client address a front door vouched for, or None."""
+    if not value:
+        return None
+    try:
+        address, stamp, mac = value.split(" ")
+        fresh = abs(time.time() - int(stamp)) <= max_age
+    except ValueError:
+        return None
+    expected = hmac.new(key, f"{address}\n{stamp}".encode(), hashlib.sha256).hexdigest()
+    return address if fresh and hmac.compare_digest(expected, mac) else None
+
+
 class RpcError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{status} {code}: {message}")

@@ -17,9 +17,12 @@ from mallee.core.context import Headers, HttpRequest, RequestContext
 from mallee.core.errors import CloudError
 from mallee.db.session import Database
 from mallee.protocol.dispatch import Operation
+from mallee.protocol import routing
 from mallee.protocol.gateway import Gateway
 from mallee.protocol.serializer import serialize_error
 from mallee.protocol.specs import load_service
+from mallee.protocol.auth import AuthError
+from mallee.rpc import cloud
 from mallee.rpc.transport import (
     PREFIX,
     Method,
@@ -32,6 +35,7 @@ from mallee.rpc.transport import (
     serve_rpc,
 )
 from mallee.services.clc import components
+from mallee.services.clc.forward import forward
 from mallee.services.clc.handlers import REGISTRIES
 from mallee.services.clc.iam.identity import Identity
 
@@ -49,7 +53,10 @@ class CloudController:
         self.key = load_key(cfg.deployment_key_file)
         # Handlers are synchronous (SQLAlchemy); a small pool keeps the event loop free.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="api")
-        self.rpc_methods: dict[str, Method] = {"heartbeat": self._heartbeat}
+        self.rpc_methods: dict[str, Method] = {
+            cloud.HEARTBEAT: self._heartbeat,
+            cloud.RESOLVE_KEY: self._resolve_key,
+        }
 
     @contextmanager
     def _unit_of_work(self, ctx: RequestContext, operation: Operation) -> Iterator[None]:
@@ -72,6 +79,15 @@ class CloudController:
         with self.db.session() as s:
             components.record(s, beat)
         return {"ok": True}
+
+    def _resolve_key(self, params: dict[str, Any]) -> dict[str, Any]:
+        """For components that authenticate requests themselves (Walrus): a key's identity,
+        secret and IAM policy documents, or the AuthError kind that refuses it."""
+        try:
+            resolved = self.identity.describe_key(str(params["access_key_id"]), params.get("session_token"))
+        except AuthError as err:
+            return {"error": err.kind, "message": err.message}
+        return resolved
 
     def register_self(self) -> None:
         self._heartbeat(
@@ -100,6 +116,16 @@ class CloudController:
         await self._public(scope, receive, send)
 
     async def _public(self, scope: Scope, receive: Receive, send: Send) -> None:
+        head = self._request(scope, b"")
+        if routing.is_s3_from_head(head):
+            try:
+                await forward(scope, receive, send, self.cfg.host, self.cfg.port("walrus"), self.key)
+            except OSError as exc:
+                log.warning("cannot reach Walrus: %s", exc)
+                err = CloudError("ServiceUnavailable", "Walrus is not reachable; try again shortly.")
+                response = serialize_error(load_service("s3"), err, "")
+                await send_response(send, response.status, response.headers, response.body)
+            return
         try:
             header_bytes = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
             if header_bytes > MAX_HEADER_BYTES:
@@ -114,8 +140,16 @@ class CloudController:
                 send, response.status, response.headers + [("connection", "close")], response.body
             )
             return
+        request = self._request(scope, body)
+        loop = asyncio.get_running_loop()
+        response = await loop.run_in_executor(self.pool, self.gateway.handle, request)
+        body_out = b"" if request.method == "HEAD" else response.body
+        await send_response(send, response.status, response.headers, body_out)
+
+    @staticmethod
+    def _request(scope: Scope, body: bytes) -> HttpRequest:
         raw_path = scope.get("raw_path") or scope["path"].encode()
-        request = HttpRequest(
+        return HttpRequest(
             method=scope["method"],
             # Clients percent-encode paths; stray raw bytes are read as UTF-8 (what SigV4 signs).
             raw_path=raw_path.decode("utf-8", "replace").split("?", 1)[0],
@@ -124,10 +158,6 @@ class CloudController:
             body=body,
             remote_addr=(scope.get("client") or ("", 0))[0],
         )
-        loop = asyncio.get_running_loop()
-        response = await loop.run_in_executor(self.pool, self.gateway.handle, request)
-        body_out = b"" if request.method == "HEAD" else response.body
-        await send_response(send, response.status, response.headers, body_out)
 
     async def _beat_self(self) -> None:
         loop = asyncio.get_running_loop()

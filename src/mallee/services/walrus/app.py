@@ -1,13 +1,187 @@
-"""The Walrus process. For now it registers with the CLC (heartbeats) and answers rpc health
-checks; its API grows with the issues that build it (see docs/architecture.md)."""
+"""The Walrus process: the S3 API (bodies streamed both ways), its rpc, heartbeats to the CLC.
+
+S3 requests reach it from the public endpoint (the CLC forwards them) or directly on its own port.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from mallee import __version__
 from mallee.core import config as config_mod
 from mallee.core.config import Config
-from mallee.rpc import component
+from mallee.core.context import FileBody, Headers, HttpRequest, HttpResponse, RequestContext
+from mallee.core.errors import CloudError
+from mallee.db import migrate
+from mallee.db.session import Database
+from mallee.drivers.objectstore.filesystem import FilesystemObjectStore
+from mallee.protocol.dispatch import Operation
+from mallee.protocol.gateway import Gateway
+from mallee.protocol.serializer import serialize_error
+from mallee.protocol.specs import load_service
+from mallee.rpc.cloud import Heartbeater
+from mallee.rpc.transport import (
+    CLIENT_HEADER,
+    PREFIX,
+    Client,
+    Receive,
+    Scope,
+    Send,
+    load_key,
+    send_response,
+    serve_rpc,
+    trusted_client,
+)
+from mallee.services.walrus import garbage, runtime
+from mallee.services.walrus.access import S3Access
+from mallee.services.walrus.handlers import REGISTRIES
+from mallee.services.walrus.identity import RemoteIdentity
+from mallee.services.walrus.streaming import BridgeStream, BytesStream
+from mallee.services.walrus.tables import Bucket
+
+log = logging.getLogger(__name__)
+
+SMALL_BODY = 1024 * 1024  # bodies up to this size are read whole (XML payloads, small objects)
+MAX_HEADER_BYTES = 64 * 1024
+SEND_CHUNK = 1024 * 1024
 
 
-def create_app(cfg: Config | None = None) -> component.App:
-    cfg = cfg or config_mod.load()
-    return component.reporting_app(cfg, "walrus", f"walrus-{cfg.host}", "", lambda: {})
+class Walrus:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.db = Database(cfg.database_url_for("walrus"))
+        migrate.upgrade(self.db.engine, "walrus")
+        self.store = FilesystemObjectStore(cfg.data_dir / "walrus")
+        runtime.configure(self.store)
+        self.key = load_key(cfg.deployment_key_file)
+        self.identity = RemoteIdentity(Client(cfg.clc_url, self.key))
+        self.access = S3Access(self.identity, self._load_bucket)
+        self.gateway = Gateway(REGISTRIES, self.access, cfg.region, unit_of_work=self._unit_of_work)
+        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3")
+        self.heartbeater = Heartbeater(Client(cfg.clc_url, self.key), self.describe, cfg.heartbeat_seconds)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": f"walrus-{self.cfg.host}",
+            "type": "walrus",
+            "partition": "",
+            "host": self.cfg.host,
+            "port": self.cfg.port("walrus"),
+            "version": __version__,
+            "detail": {"objectstore": "filesystem"},
+        }
+
+    def _load_bucket(self, name: str) -> Bucket | None:
+        with self.db.session() as s:
+            return s.get(Bucket, name)
+
+    @contextlib.contextmanager
+    def _unit_of_work(self, ctx: RequestContext, operation: Operation) -> Iterator[None]:
+        with self.db.session() as s:
+            ctx.session = s
+            yield
+        garbage.collect(self.db, self.store)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] != "http":
+            return
+        elif scope["path"].startswith(PREFIX):
+            await serve_rpc(scope, receive, send, self.key, {"describe": lambda _p: self.describe()})
+        elif scope["path"] == "/healthz":
+            await send_response(send, 200, [("content-type", "text/plain")], b"ok\n")
+        else:
+            await self.public(scope, receive, send)
+
+    async def public(self, scope: Scope, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        headers = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+        if sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+            err = CloudError("RequestHeaderSectionTooLarge", "Your request's headers are too large.")
+            await self._send(send, scope, serialize_error(load_service("s3"), err, ""))
+            return
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        request = HttpRequest(
+            method=scope["method"],
+            raw_path=raw_path.decode("utf-8", "replace").split("?", 1)[0],
+            query_string=scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            remote_addr=trusted_client(self.key, headers.get(CLIENT_HEADER))
+            or (scope.get("client") or ("", 0))[0],
+        )
+        feeding: asyncio.Task[None] | None = None
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) <= SMALL_BODY:
+            body = b""
+            while True:
+                message = await receive()
+                body += message.get("body", b"")
+                if not message.get("more_body") or message["type"] == "http.disconnect":
+                    break
+            request.body = body
+            request.stream = BytesStream(body)
+        else:
+            bridge = BridgeStream(loop)
+            request.stream = bridge
+            feeding = asyncio.create_task(bridge.feed(receive))
+        try:
+            response = await loop.run_in_executor(self.pool, self.gateway.handle, request)
+        finally:
+            if feeding is not None and not feeding.done():
+                feeding.cancel()
+        await self._send(send, scope, response)
+
+    async def _send(self, send: Send, scope: Scope, response: HttpResponse) -> None:
+        head = scope["method"] == "HEAD"
+        if not response.files:
+            await send_response(send, response.status, response.headers, b"" if head else response.body)
+            return
+        total = sum(f.length for f in response.files)
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        if not any(k.lower() == b"content-length" for k, _ in headers):
+            headers.append((b"content-length", str(total).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        if not head:
+            for file in response.files:
+                await self._send_file(send, file)
+        await send({"type": "http.response.body", "body": b""})
+
+    @staticmethod
+    async def _send_file(send: Send, file: FileBody) -> None:
+        with open(file.path, "rb", buffering=0) as f:
+            f.seek(file.offset)
+            left = file.length
+            while left > 0:
+                chunk = f.read(min(SEND_CHUNK, left))
+                if not chunk:
+                    raise OSError(f"{file.path} is shorter than its recorded size")
+                left -= len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                load_service("s3")
+                removed = self.store.cleanup_incomplete()
+                if removed:
+                    log.info("removed %d incomplete uploads left by a previous run", removed)
+                garbage.collect(self.db, self.store)
+                self.heartbeater.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.heartbeater.stop()
+                self.pool.shutdown(wait=False)
+                self.db.dispose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(cfg: Config | None = None) -> Walrus:
+    return Walrus(cfg or config_mod.load())

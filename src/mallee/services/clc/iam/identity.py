@@ -6,9 +6,11 @@ this process clear the cache at once, so revoking a key or a policy takes effect
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -29,7 +31,8 @@ CACHE_SECONDS = 5.0
 @dataclass(frozen=True)
 class _Resolved:
     credential: Credential
-    policies: tuple[iam_policy.Policy, ...]  # empty for root identities (they need none)
+    documents: tuple[str, ...]  # the IAM policy documents that apply (none for root identities)
+    policies: tuple[iam_policy.Policy, ...]
     expires: float  # monotonic time the cache entry dies
     token_expires: float | None  # wall-clock epoch seconds, for temporary credentials
 
@@ -46,6 +49,16 @@ class Identity:
 
     def resolve(self, access_key_id: str, session_token: str | None) -> Credential:
         return self._lookup(access_key_id, session_token).credential
+
+    def describe_key(self, access_key_id: str, session_token: str | None) -> dict[str, Any]:
+        """What another component needs to authenticate and authorize this key's requests."""
+        entry = self._lookup(access_key_id, session_token)
+        return {
+            "principal": dataclasses.asdict(entry.credential.principal),
+            "secret_key": entry.credential.secret_key,
+            "policies": list(entry.documents),
+            "token_expires": entry.token_expires,
+        }
 
     def _lookup(self, access_key_id: str, session_token: str | None) -> _Resolved:
         entry = self._cache.get(access_key_id)
@@ -79,11 +92,11 @@ class Identity:
             is_system_admin=account.is_system,
             session_token=key.session_token,
         )
-        docs = store.policy_documents_for_user(s, user) if user else []
-        policies = tuple(iam_policy.parse_policy_cached(d) for d in docs)
+        docs = tuple(store.policy_documents_for_user(s, user)) if user else ()
         return _Resolved(
             credential=Credential(principal, key.secret),
-            policies=policies,
+            documents=docs,
+            policies=tuple(iam_policy.parse_policy_cached(d) for d in docs),
             expires=time.monotonic() + CACHE_SECONDS,
             token_expires=key.expires.timestamp() if key.expires else None,
         )

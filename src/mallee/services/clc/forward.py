@@ -1,0 +1,88 @@
+"""S3 on the public endpoint: the CLC forwards S3 requests to Walrus, streaming both ways.
+
+The request goes on unchanged (Walrus checks the signature itself), with the client's address in a
+header signed with the deployment key so Walrus can trust it for aws:SourceIp conditions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from mallee.rpc.transport import CLIENT_HEADER, Receive, Scope, Send, client_assertion
+
+READ_CHUNK = 1024 * 1024
+HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"proxy-connection", b"upgrade", b"te"}
+# The front door's own server already answered the client's `Expect: 100-continue`.
+NOT_FORWARDED = HOP_BY_HOP | {b"expect"}
+
+
+async def forward(scope: Scope, receive: Receive, send: Send, host: str, port: int, key: bytes) -> None:
+    reader, writer = await asyncio.open_connection(host, port, limit=READ_CHUNK)
+    try:
+        await _send_request(scope, receive, writer, key)
+        await _relay_response(reader, send)
+    finally:
+        writer.close()
+
+
+async def _send_request(scope: Scope, receive: Receive, writer: asyncio.StreamWriter, key: bytes) -> None:
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    target = raw_path + (b"?" + query if query else b"")
+    headers: list[tuple[bytes, bytes]] = [
+        (k, v)
+        for k, v in scope["headers"]
+        if k.lower() not in HOP_BY_HOP and k.lower() != CLIENT_HEADER.encode()
+    ]
+    has_length = any(k.lower() == b"content-length" for k, _ in headers)
+    client = (scope.get("client") or ("", 0))[0]
+    headers.append((CLIENT_HEADER.encode(), client_assertion(key, client).encode()))
+    headers.append((b"connection", b"close"))
+    method = scope["method"].encode()
+    # A body without Content-Length came chunked from the client (uvicorn decoded it): re-frame it.
+    body_expected = method not in (b"GET", b"HEAD", b"DELETE", b"OPTIONS") or has_length
+    chunked = body_expected and not has_length
+    if chunked:
+        headers.append((b"transfer-encoding", b"chunked"))
+    head = (
+        b"%s %s HTTP/1.1\r\n" % (method, target)
+        + b"".join(k + b": " + v + b"\r\n" for k, v in headers)
+        + b"\r\n"
+    )
+    writer.write(head)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionResetError("client went away")
+        body: bytes = message.get("body", b"")
+        if body:
+            writer.write(b"%x\r\n%s\r\n" % (len(body), body) if chunked else body)
+            await writer.drain()
+        if not message.get("more_body"):
+            break
+    if chunked:
+        writer.write(b"0\r\n\r\n")
+    await writer.drain()
+
+
+async def _relay_response(reader: asyncio.StreamReader, send: Send) -> None:
+    while True:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head[:-4].split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        if status >= 200:  # skip interim (1xx) responses
+            break
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() not in HOP_BY_HOP:
+            headers.append((name.strip().lower(), value.strip()))
+    start: dict[str, Any] = {"type": "http.response.start", "status": status, "headers": headers}
+    await send(start)
+    while True:
+        chunk = await reader.read(READ_CHUNK)
+        if not chunk:
+            break
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,172 @@
+"""May this caller do this S3 operation? AWS's combined evaluation of the caller's IAM policies,
+the bucket policy and the bucket's ACL:
+
+- an explicit Deny in either policy refuses;
+- the bucket owner's account: its root may do anything; its users need an IAM or bucket-policy Allow;
+- another account (or anonymous): the bucket policy or ACL must grant it, and an IAM user of that
+  account also needs its own IAM Allow.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from mallee.core import clock
+from mallee.core import policy as iam_policy
+from mallee.core.context import Principal, RequestContext
+from mallee.core.errors import CloudError
+from mallee.core.policy import Decision
+from mallee.protocol.dispatch import Operation
+from mallee.services.walrus.identity import RemoteIdentity
+from mallee.services.walrus.tables import Bucket
+
+# Operation -> IAM action where the names differ (the rest are "s3:" + operation name).
+ACTIONS = {
+    "ListBuckets": "s3:ListAllMyBuckets",
+    "HeadBucket": "s3:ListBucket",
+    "ListObjects": "s3:ListBucket",
+    "ListObjectsV2": "s3:ListBucket",
+    "ListObjectVersions": "s3:ListBucketVersions",
+    "HeadObject": "s3:GetObject",
+    "CopyObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "UploadPartCopy": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "ListParts": "s3:ListMultipartUploadParts",
+    "ListMultipartUploads": "s3:ListBucketMultipartUploads",
+    "DeleteObjects": "s3:DeleteObject",
+    "DeleteBucketTagging": "s3:PutBucketTagging",
+    "PutBucketCors": "s3:PutBucketCORS",
+    "GetBucketCors": "s3:GetBucketCORS",
+    "DeleteBucketCors": "s3:PutBucketCORS",
+    "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+    "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "DeleteBucketLifecycle": "s3:PutLifecycleConfiguration",
+    "DeleteObjectTagging": "s3:DeleteObjectTagging",
+}
+
+# ACL permission each kind of action needs (READ lists/reads, WRITE creates/deletes objects).
+_ACL_NEEDS = {
+    "s3:ListBucket": "READ",
+    "s3:ListBucketVersions": "READ",
+    "s3:ListBucketMultipartUploads": "READ",
+    "s3:GetObject": "READ",
+    "s3:GetObjectVersion": "READ",
+    "s3:PutObject": "WRITE",
+    "s3:DeleteObject": "WRITE",
+    "s3:AbortMultipartUpload": "WRITE",
+    "s3:GetBucketAcl": "READ_ACP",
+    "s3:PutBucketAcl": "WRITE_ACP",
+}
+ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
+AUTHENTICATED_USERS = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
+
+BucketLoader = Callable[[str], Bucket | None]
+
+
+def action_of(operation: str, params: dict[str, Any]) -> str:
+    action = ACTIONS.get(operation, f"s3:{operation}")
+    if action == "s3:GetObject" and params.get("VersionId"):
+        return "s3:GetObjectVersion"
+    return action
+
+
+def resource_of(params: dict[str, Any]) -> str:
+    bucket = params.get("Bucket")
+    if not bucket:
+        return "*"
+    key = params.get("Key")
+    return f"arn:aws:s3:::{bucket}/{key}" if key is not None else f"arn:aws:s3:::{bucket}"
+
+
+def acl_grants(bucket: Bucket, principal: Principal | None, needed: str) -> bool:
+    for grant in json.loads(bucket.acl or "[]"):
+        permission = grant.get("Permission")
+        if permission not in (needed, "FULL_CONTROL"):
+            continue
+        grantee = grant.get("Grantee", {})
+        uri, account = grantee.get("URI"), grantee.get("ID")
+        if uri == ALL_USERS or (uri == AUTHENTICATED_USERS and principal is not None):
+            return True
+        if principal is not None and account == principal.account_id:
+            return True
+    return False
+
+
+class S3Access:
+    def __init__(self, identity: RemoteIdentity, load_bucket: BucketLoader) -> None:
+        self.identity = identity
+        self.load_bucket = load_bucket
+
+    def resolve(self, access_key_id: str, session_token: str | None) -> Any:
+        return self.identity.resolve(access_key_id, session_token)
+
+    def authorize(self, ctx: RequestContext, operation: Operation) -> None:
+        principal = ctx.principal
+        ctx.account_id = principal.account_id if principal else None
+        if operation.access == "any":
+            return
+        params = ctx.params
+        action = action_of(operation.name, params)
+        resource = resource_of(params)
+        bucket = self.load_bucket(params["Bucket"]) if params.get("Bucket") else None
+        context = _condition_context(ctx, params)
+        policy_decision = Decision.IMPLICIT_DENY
+        if bucket is not None and bucket.policy:
+            policy_decision = iam_policy.evaluate(
+                [iam_policy.parse_resource_policy(bucket.policy)],
+                action,
+                resource,
+                context,
+                principal_arn=principal.arn if principal else None,
+                principal_account=principal.account_id if principal else None,
+            )
+        iam_decision = Decision.IMPLICIT_DENY
+        if principal is not None and not principal.is_root:
+            key = self.identity.lookup(principal.access_key_id, principal.session_token)
+            iam_decision = iam_policy.evaluate(key.policies, action, resource, context)
+        if Decision.DENY in (policy_decision, iam_decision):
+            raise _denied()
+        owner = bucket.owner_account_id if bucket else (principal.account_id if principal else None)
+        if principal is not None and principal.account_id == owner:
+            if principal.is_root or Decision.ALLOW in (iam_decision, policy_decision):
+                return
+            raise _denied()
+        granted = policy_decision is Decision.ALLOW or (
+            bucket is not None and action in _ACL_NEEDS and acl_grants(bucket, principal, _ACL_NEEDS[action])
+        )
+        if granted and (principal is None or principal.is_root or iam_decision is Decision.ALLOW):
+            return
+        raise _denied()
+
+
+def _denied() -> CloudError:
+    return CloudError("AccessDenied", "Access Denied")
+
+
+def _condition_context(ctx: RequestContext, params: dict[str, Any]) -> dict[str, str | list[str]]:
+    values: dict[str, str | list[str]] = {
+        "aws:currenttime": clock.iso8601(clock.now()),
+        "aws:securetransport": "false",
+    }
+    if ctx.request.remote_addr:
+        values["aws:sourceip"] = ctx.request.remote_addr
+    if ctx.principal is not None:
+        values["aws:principalaccount"] = ctx.principal.account_id
+        values["aws:principalarn"] = ctx.principal.arn
+        values["aws:userid"] = ctx.principal.user_id
+        if ctx.principal.user_name:
+            values["aws:username"] = ctx.principal.user_name
+    for member, key in (
+        ("Prefix", "s3:prefix"),
+        ("Delimiter", "s3:delimiter"),
+        ("VersionId", "s3:versionid"),
+    ):
+        if params.get(member) is not None:
+            values[key] = str(params[member])
+    if params.get("MaxKeys") is not None:
+        values["s3:max-keys"] = str(params["MaxKeys"])
+    return values

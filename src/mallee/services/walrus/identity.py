@@ -1,0 +1,66 @@
+"""Who signed an S3 request: keys resolved by the CLC over rpc, cached briefly in this process.
+
+IAM on AWS is eventually consistent too; a key revoked at the CLC stops working here within
+`CACHE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from mallee.core import clock
+from mallee.core import policy as iam_policy
+from mallee.core.context import Principal
+from mallee.protocol.auth import KINDS, AuthError
+from mallee.protocol.gateway import Credential
+from mallee.rpc import cloud
+from mallee.rpc.transport import Client
+
+CACHE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    credential: Credential
+    policies: tuple[iam_policy.Policy, ...]
+    token_expires: float | None
+    fetched: float
+
+
+class RemoteIdentity:
+    def __init__(self, clc: Client) -> None:
+        self.clc = clc
+        self._cache: dict[str, KnownKey] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, access_key_id: str, session_token: str | None) -> KnownKey:
+        entry = self._cache.get(access_key_id)
+        if entry is None or time.monotonic() - entry.fetched > CACHE_SECONDS:
+            entry = self._fetch(access_key_id, session_token)
+            with self._lock:
+                self._cache[access_key_id] = entry
+        principal = entry.credential.principal
+        if entry.token_expires is not None or session_token is not None:
+            if principal.session_token != session_token:
+                raise AuthError("invalid-token", "The provided token is malformed or otherwise invalid.")
+            if entry.token_expires is not None and entry.token_expires <= clock.now().timestamp():
+                raise AuthError("expired-token", "The provided token has expired.")
+        return entry
+
+    def _fetch(self, access_key_id: str, session_token: str | None) -> KnownKey:
+        answer = cloud.resolve_key(self.clc, access_key_id, session_token)
+        if "error" in answer:
+            kind = answer["error"] if answer["error"] in KINDS else "unknown-key"
+            raise AuthError(kind, str(answer.get("message", "")))
+        principal = Principal(**answer["principal"])
+        return KnownKey(
+            credential=Credential(principal, answer["secret_key"]),
+            policies=tuple(iam_policy.parse_policy_cached(d) for d in answer["policies"]),
+            token_expires=answer.get("token_expires"),
+            fetched=time.monotonic(),
+        )
+
+    def resolve(self, access_key_id: str, session_token: str | None) -> Credential:
+        return self.lookup(access_key_id, session_token).credential

@@ -1,0 +1,299 @@
+"""Objects: PutObject, GetObject, HeadObject, DeleteObject, with versions and conditional reads."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import secrets
+from typing import Any
+from urllib.parse import parse_qsl
+
+from sqlalchemy import select, update
+
+from mallee.core import clock
+from mallee.core.context import FileBody, RequestContext
+from mallee.core.errors import CloudError
+from mallee.protocol.serializer import STATUS_OVERRIDE
+from mallee.services.walrus import garbage
+from mallee.services.walrus.apis import S3
+from mallee.services.walrus.bodies import receive_body
+from mallee.services.walrus.buckets import get_bucket
+from mallee.services.walrus.ranges import parse_range
+from mallee.services.walrus.runtime import object_store
+from mallee.services.walrus.tables import Bucket, ObjectVersion
+
+# Object headers S3 stores and returns as they were sent: output member -> input member.
+STORED_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl",
+                  "WebsiteRedirectLocation")  # fmt: skip
+MAX_KEY_BYTES = 1024
+
+
+def check_key(key: str) -> None:
+    if not key or len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise CloudError("KeyTooLongError", "Your key is too long", 400)
+
+
+def new_version_id(bucket: Bucket) -> str:
+    return secrets.token_urlsafe(24) if bucket.versioning == "Enabled" else "null"
+
+
+def stored_headers(p: dict[str, Any]) -> dict[str, str]:
+    headers = {name: str(p[name]) for name in STORED_HEADERS if p.get(name) is not None}
+    if p.get("Expires") is not None:
+        expires = p["Expires"]
+        headers["Expires"] = expires.isoformat() if isinstance(expires, _dt.datetime) else str(expires)
+    return headers
+
+
+def add_version(ctx: RequestContext, bucket: Bucket, version: ObjectVersion) -> None:
+    """Make `version` the key's newest; outside versioning it replaces the previous "null" one."""
+    s = ctx.session
+    s.execute(
+        update(ObjectVersion)
+        .where(ObjectVersion.bucket == bucket.name, ObjectVersion.key == version.key, ObjectVersion.is_latest)
+        .values(is_latest=False)
+    )
+    if version.version_id == "null":
+        for old in s.scalars(
+            select(ObjectVersion).where(
+                ObjectVersion.bucket == bucket.name,
+                ObjectVersion.key == version.key,
+                ObjectVersion.version_id == "null",
+            )
+        ):
+            garbage.discard(s, old)
+        s.flush()
+    s.add(version)
+    s.flush()
+
+
+def find_version(ctx: RequestContext, bucket: str, key: str, version_id: str | None) -> ObjectVersion:
+    q = select(ObjectVersion).where(ObjectVersion.bucket == bucket, ObjectVersion.key == key)
+    found: ObjectVersion | None = ctx.session.scalar(
+        q.where(ObjectVersion.version_id == version_id) if version_id else q.where(ObjectVersion.is_latest)
+    )
+    if found is None:
+        if version_id:
+            raise CloudError("NoSuchVersion", "The specified version does not exist.", 404)
+        raise CloudError("NoSuchKey", "The specified key does not exist.")
+    if found.is_delete_marker:
+        if version_id:
+            raise CloudError("MethodNotAllowed", "The specified method is not allowed against this resource.")
+        raise CloudError("NoSuchKey", "The specified key does not exist.")
+    return found
+
+
+@S3.operation()
+def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    bucket = get_bucket(ctx, p["Bucket"])
+    check_key(p["Key"])
+    received = receive_body(ctx, object_store())
+    assert ctx.account_id is not None
+    version = ObjectVersion(
+        bucket=bucket.name,
+        key=p["Key"],
+        version_id=new_version_id(bucket),
+        is_latest=True,
+        size=received.blob.size,
+        etag=received.etag,
+        last_modified=clock.now(),
+        owner_account_id=ctx.account_id,
+        storage_class=p.get("StorageClass") or "STANDARD",
+        headers=json.dumps(stored_headers(p)),
+        metadata_=json.dumps(p.get("Metadata") or {}),
+        tags=json.dumps(_tags_from_header(p.get("Tagging"))),
+        checksums=json.dumps(received.checksums),
+        locator=received.blob.locator,
+    )
+    try:
+        add_version(ctx, bucket, version)
+    except BaseException:
+        object_store().delete(received.blob.locator)  # the DB never pointed at it
+        raise
+    out: dict[str, Any] = {"ETag": received.etag}
+    if bucket.versioning:
+        out["VersionId"] = version.version_id
+    for algorithm, value in received.checksums.items():
+        out[f"Checksum{algorithm.upper()}"] = value
+    return out
+
+
+def _tags_from_header(value: str | None) -> list[dict[str, str]]:
+    if not value:
+        return []
+    return [{"Key": k, "Value": v} for k, v in parse_qsl(value, keep_blank_values=True)]
+
+
+def object_view(version: ObjectVersion, p: dict[str, Any], versioned: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ETag": version.etag,
+        "LastModified": version.last_modified,
+        "ContentLength": version.size,
+        "AcceptRanges": "bytes",
+        "Metadata": json.loads(version.metadata_ or "{}"),
+    }
+    headers = json.loads(version.headers or "{}")
+    for name in STORED_HEADERS:
+        if name in headers:
+            out[name] = headers[name]
+    out.setdefault("ContentType", "binary/octet-stream")
+    if "Expires" in headers:
+        out["Expires"] = _dt.datetime.fromisoformat(headers["Expires"])
+    if version.storage_class != "STANDARD":
+        out["StorageClass"] = version.storage_class
+    if versioned:
+        out["VersionId"] = version.version_id
+    tags = json.loads(version.tags or "[]")
+    if tags:
+        out["TagCount"] = len(tags)
+    if (p.get("ChecksumMode") or "").upper() == "ENABLED":
+        for algorithm, value in json.loads(version.checksums or "{}").items():
+            out[f"Checksum{algorithm.upper()}"] = value
+    for override in (
+        "ContentType",
+        "ContentLanguage",
+        "ContentDisposition",
+        "ContentEncoding",
+        "CacheControl",
+    ):
+        if p.get(f"Response{override}"):
+            out[override] = p[f"Response{override}"]
+    if p.get("ResponseExpires"):
+        out["Expires"] = p["ResponseExpires"]
+    return out
+
+
+def check_conditions(version: ObjectVersion, p: dict[str, Any]) -> None:
+    """If-Match / If-None-Match / If-(Un)Modified-Since, in S3's order of precedence."""
+    etag = version.etag
+    modified = version.last_modified.replace(microsecond=0)
+    if_match, if_none = p.get("IfMatch"), p.get("IfNoneMatch")
+    if if_match is not None and not _etag_matches(if_match, etag):
+        raise CloudError(
+            "PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412
+        )
+    if if_match is None and p.get("IfUnmodifiedSince") is not None and modified > p["IfUnmodifiedSince"]:
+        raise CloudError(
+            "PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412
+        )
+    if if_none is not None and _etag_matches(if_none, etag):
+        raise CloudError("NotModified", "Not Modified", 304)
+    if if_none is None and p.get("IfModifiedSince") is not None and modified <= p["IfModifiedSince"]:
+        raise CloudError("NotModified", "Not Modified", 304)
+
+
+def _etag_matches(condition: str, etag: str) -> bool:
+    wanted = [c.strip() for c in condition.split(",")]
+    return "*" in wanted or etag in wanted or etag.strip('"') in [w.strip('"') for w in wanted]
+
+
+@S3.operation()
+def get_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    bucket = get_bucket(ctx, p["Bucket"])
+    version = find_version(ctx, bucket.name, p["Key"], p.get("VersionId"))
+    check_conditions(version, p)
+    out = object_view(version, p, bool(bucket.versioning))
+    offset, length = 0, version.size
+    if p.get("Range"):
+        found = parse_range(p["Range"], version.size)
+        if found is not None:
+            offset, length = found
+            out["ContentRange"] = f"bytes {offset}-{offset + length - 1}/{version.size}"
+            out[STATUS_OVERRIDE] = 206
+            # S3 sends no whole-object checksum with part of an object (clients would check it).
+            for name in [n for n in out if n.startswith("Checksum")]:
+                del out[name]
+    out["ContentLength"] = length
+    out["Body"] = _body(version, offset, length)
+    return out
+
+
+def segments(version: ObjectVersion) -> list[tuple[str, int]]:
+    """(locator, size) of each blob holding the object's bytes, in order (several for multipart)."""
+    if version.locator is not None:
+        return [(version.locator, version.size)]
+    return [(part[0], int(part[1])) for part in json.loads(version.parts or "[]")]
+
+
+def _body(version: ObjectVersion, offset: int, length: int) -> tuple[FileBody, ...]:
+    """The files (or file ranges) holding bytes offset..offset+length of the object."""
+    store = object_store()
+    pieces: list[FileBody] = []
+    start = 0
+    for locator, size in segments(version):
+        end = start + size
+        if end > offset and start < offset + length:
+            first = max(offset, start) - start
+            last = min(offset + length, end) - start
+            found = store.read(locator, first, last - first)
+            if not isinstance(found, FileBody):
+                raise CloudError("NotImplemented", "this object store cannot stream from files yet", 501)
+            pieces.append(found)
+        start = end
+    return tuple(pieces)
+
+
+@S3.operation()
+def head_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    bucket = get_bucket(ctx, p["Bucket"])
+    version = find_version(ctx, bucket.name, p["Key"], p.get("VersionId"))
+    check_conditions(version, p)
+    return object_view(version, p, bool(bucket.versioning))
+
+
+@S3.operation()
+def delete_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    bucket = get_bucket(ctx, p["Bucket"])
+    return delete_one(ctx, bucket, p["Key"], p.get("VersionId"))
+
+
+def delete_one(ctx: RequestContext, bucket: Bucket, key: str, version_id: str | None) -> dict[str, Any]:
+    s = ctx.session
+    if version_id:
+        found = s.scalar(
+            select(ObjectVersion).where(
+                ObjectVersion.bucket == bucket.name,
+                ObjectVersion.key == key,
+                ObjectVersion.version_id == version_id,
+            )
+        )
+        if found is None:
+            return {"VersionId": version_id}  # deleting what is not there succeeds, as on S3
+        was_latest, marker = found.is_latest, found.is_delete_marker
+        garbage.discard(s, found)
+        s.flush()
+        if was_latest:
+            _promote_newest(ctx, bucket.name, key)
+        out: dict[str, Any] = {"VersionId": version_id}
+        if marker:
+            out["DeleteMarker"] = True
+        return out
+    if bucket.versioning:
+        assert ctx.account_id is not None
+        marker_version = ObjectVersion(
+            bucket=bucket.name,
+            key=key,
+            version_id=new_version_id(bucket),
+            is_latest=True,
+            is_delete_marker=True,
+            last_modified=clock.now(),
+            owner_account_id=ctx.account_id,
+        )
+        add_version(ctx, bucket, marker_version)
+        return {"DeleteMarker": True, "VersionId": marker_version.version_id}
+    for old in s.scalars(
+        select(ObjectVersion).where(ObjectVersion.bucket == bucket.name, ObjectVersion.key == key)
+    ):
+        garbage.discard(s, old)
+    return {}
+
+
+def _promote_newest(ctx: RequestContext, bucket: str, key: str) -> None:
+    newest = ctx.session.scalar(
+        select(ObjectVersion)
+        .where(ObjectVersion.bucket == bucket, ObjectVersion.key == key)
+        .order_by(ObjectVersion.id.desc())
+        .limit(1)
+    )
+    if newest is not None:
+        newest.is_latest = True

@@ -1,0 +1,104 @@
+"""Walrus's metadata: buckets, object versions, multipart uploads and their parts.
+
+Object keys compare as raw UTF-8 bytes (S3's listing order): SQLite's default BINARY collation
+does that; on PostgreSQL the key columns use the "C" collation.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from sqlalchemy import BigInteger, Boolean, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from mallee.db.base import NAMING, UTCDateTime
+
+
+class Base(DeclarativeBase):
+    """Walrus has its own database (its own migration tree `db/migrations/walrus`)."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+KEY = String(1024).with_variant(String(1024, collation="C"), "postgresql")
+
+
+class Bucket(Base):
+    __tablename__ = "buckets"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    owner_account_id: Mapped[str] = mapped_column(String(12), index=True)
+    created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+    location: Mapped[str] = mapped_column(String(64), default="")
+    versioning: Mapped[str] = mapped_column(String(16), default="")  # "", Enabled, Suspended
+    acl: Mapped[str] = mapped_column(Text, default="[]")  # JSON grants beyond the owner's
+    policy: Mapped[str | None] = mapped_column(Text)
+    cors: Mapped[str | None] = mapped_column(Text)  # JSON CORSRules
+    lifecycle: Mapped[str | None] = mapped_column(Text)  # JSON Rules
+    tags: Mapped[str | None] = mapped_column(Text)  # JSON TagSet
+
+
+class ObjectVersion(Base):
+    """One stored version of a key, or a delete marker. The newest one of a key is `is_latest`."""
+
+    __tablename__ = "objects"
+    __table_args__ = (
+        Index("ix_objects_listing", "bucket", "key", "is_latest"),
+        UniqueConstraint("bucket", "key", "version_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bucket: Mapped[str] = mapped_column(String(63))
+    key: Mapped[str] = mapped_column(KEY)
+    version_id: Mapped[str] = mapped_column(String(64))  # "null" outside versioning, as S3 says
+    is_latest: Mapped[bool] = mapped_column(Boolean)
+    is_delete_marker: Mapped[bool] = mapped_column(Boolean, default=False)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    etag: Mapped[str] = mapped_column(String(80), default="")
+    last_modified: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+    owner_account_id: Mapped[str] = mapped_column(String(12))
+    storage_class: Mapped[str] = mapped_column(String(32), default="STANDARD")
+    headers: Mapped[str] = mapped_column(Text, default="{}")  # JSON: Content-Type, Cache-Control, …
+    metadata_: Mapped[str] = mapped_column("metadata", Text, default="{}")  # JSON x-amz-meta-*
+    tags: Mapped[str] = mapped_column(Text, default="[]")
+    acl: Mapped[str] = mapped_column(Text, default="[]")
+    checksums: Mapped[str] = mapped_column(Text, default="{}")  # JSON algorithm -> base64 value
+    parts: Mapped[str] = mapped_column(Text, default="[]")  # JSON [[locator, size, etag], …]: multipart
+    locator: Mapped[str | None] = mapped_column(String(255))  # single-blob objects
+
+
+class Upload(Base):
+    __tablename__ = "uploads"
+
+    upload_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(63), index=True)
+    key: Mapped[str] = mapped_column(KEY)
+    initiated: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+    owner_account_id: Mapped[str] = mapped_column(String(12))
+    storage_class: Mapped[str] = mapped_column(String(32), default="STANDARD")
+    headers: Mapped[str] = mapped_column(Text, default="{}")
+    metadata_: Mapped[str] = mapped_column("metadata", Text, default="{}")
+    tags: Mapped[str] = mapped_column(Text, default="[]")
+    acl: Mapped[str] = mapped_column(Text, default="[]")
+    checksum_algorithm: Mapped[str] = mapped_column(String(16), default="")
+
+
+class Part(Base):
+    __tablename__ = "parts"
+
+    upload_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    part_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    etag: Mapped[str] = mapped_column(String(80))
+    locator: Mapped[str] = mapped_column(String(255))
+    last_modified: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+    checksum: Mapped[str] = mapped_column(Text, default="")
+
+
+class Garbage(Base):
+    """Blobs the database no longer points at, deleted from the object store after commit."""
+
+    __tablename__ = "garbage"
+
+    locator: Mapped[str] = mapped_column(String(255), primary_key=True)
+    queued: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
