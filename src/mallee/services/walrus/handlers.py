@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from mallee.services.walrus import buckets, objects  # noqa: F401
+from mallee.services.walrus import (  # noqa: F401
+    acls,
+    bucket_config,
+    bucket_policy,
+    buckets,
+    copy,
+    deletes,
+    lifecycle,
+    listing,
+    multipart,
+    objects,
+    tagging,
+    versioning,
+)
 from mallee.services.walrus.apis import S3
 
 REGISTRIES = {"s3": S3}
