@@ -85,7 +85,9 @@ def is_s3_from_head(request: HttpRequest) -> bool:
     found = path_prefix(request.raw_path)
     if found is not None:
         return found[1] == "s3"
+    if request.method not in ("GET", "POST"):
+        return True  # the query APIs take only GET and POST
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if ctype == "application/x-www-form-urlencoded":
+    if request.method == "POST" and ctype == "application/x-www-form-urlencoded":
         return False
     return not any(key == "Action" for key, _ in request.query_params())
