@@ -106,3 +106,28 @@ def instance_type(args: argparse.Namespace) -> int:
         rows = [r for r in rows if r[0] == args.name]
     print(_table(rows, ["TYPE", "CPUS", "MEMORY_MIB", "DISK_GIB"]))
     return 0
+
+
+def usage(args: argparse.Namespace) -> int:
+    root = AdminClient.from_profile(args.profile).call("iam", "ListAccountUsage")
+    rows = [
+        [
+            m.findtext("AccountName", ""),
+            m.findtext("AccountId", ""),
+            m.findtext("Buckets", "0"),
+            m.findtext("Objects", "0"),
+            m.findtext("Bytes", "0"),
+            m.findtext("MaxObjects") or "-",
+            m.findtext("MaxBytes") or "-",
+        ]
+        for m in root.iterfind(".//Accounts/member")
+    ]
+    print(_table(rows, ["ACCOUNT", "ID", "BUCKETS", "OBJECTS", "BYTES", "MAX_OBJECTS", "MAX_BYTES"]))
+    return 0
+
+
+def quota(args: argparse.Namespace) -> int:
+    params = {"AccountName": args.account, "MaxObjects": str(args.objects), "MaxBytes": str(args.bytes)}
+    AdminClient.from_profile(args.profile).call("iam", "PutAccountQuota", params)
+    print(f"{args.account}: max objects {args.objects or 'unlimited'}, max bytes {args.bytes or 'unlimited'}")
+    return 0

@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     delete.add_argument("--recursive", action="store_true", help="also delete its users, groups and keys")
 
+    sub.add_parser("usage", help="object storage used by each account, and its quota")
+    quota = sub.add_parser("quota", help="object storage quotas").add_subparsers(
+        dest="quota_command", required=True
+    )
+    set_quota = quota.add_parser("set", help="limit an account's objects and bytes (0: no limit)")
+    set_quota.add_argument("account")
+    set_quota.add_argument("--objects", type=int, default=0)
+    set_quota.add_argument("--bytes", type=int, default=0)
+
     creds = sub.add_parser("credentials", help="make an access key and write an aws profile and a eucarc")
     creds.add_argument("account")
     creds.add_argument("user", nargs="?")
@@ -79,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         "account": commands.account,
         "credentials": commands.credentials,
         "instance-type": commands.instance_type,
+        "usage": commands.usage,
+        "quota": commands.quota,
     }
     try:
         return handlers[args.command](args)

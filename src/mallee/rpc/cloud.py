@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT = "heartbeat"  # params: name, type, partition, host, port, version, detail -> {"ok": true}
 # params: access_key_id, session_token -> {principal, secret_key, policies, token_expires} or {error, message}
 RESOLVE_KEY = "resolve_key"
+# params: account_id -> {"max_objects": int | None, "max_bytes": int | None}
+ACCOUNT_QUOTA = "account_quota"
 
 
 def heartbeat(client: Client, **service: Any) -> None:
@@ -24,6 +26,11 @@ def resolve_key(client: Client, access_key_id: str, session_token: str | None) -
     result: dict[str, Any] = client.call(
         RESOLVE_KEY, access_key_id=access_key_id, session_token=session_token
     )
+    return result
+
+
+def account_quota(client: Client, account_id: str) -> dict[str, Any]:
+    result: dict[str, Any] = client.call(ACCOUNT_QUOTA, account_id=account_id)
     return result
 
 

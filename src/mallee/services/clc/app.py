@@ -16,15 +16,16 @@ from mallee.core.config import Config
 from mallee.core.context import Headers, HttpRequest, RequestContext
 from mallee.core.errors import CloudError
 from mallee.db.session import Database
-from mallee.protocol.dispatch import Operation
 from mallee.protocol import routing
+from mallee.protocol.auth import AuthError
+from mallee.protocol.dispatch import Operation
 from mallee.protocol.gateway import Gateway
 from mallee.protocol.serializer import serialize_error
 from mallee.protocol.specs import load_service
-from mallee.protocol.auth import AuthError
 from mallee.rpc import cloud
 from mallee.rpc.transport import (
     PREFIX,
+    Client,
     Method,
     Receive,
     Scope,
@@ -34,10 +35,11 @@ from mallee.rpc.transport import (
     send_response,
     serve_rpc,
 )
-from mallee.services.clc import components
+from mallee.services.clc import components, peers
 from mallee.services.clc.forward import forward
 from mallee.services.clc.handlers import REGISTRIES
 from mallee.services.clc.iam.identity import Identity
+from mallee.services.clc.tables import Account
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,9 @@ class CloudController:
         self.rpc_methods: dict[str, Method] = {
             cloud.HEARTBEAT: self._heartbeat,
             cloud.RESOLVE_KEY: self._resolve_key,
+            cloud.ACCOUNT_QUOTA: self._account_quota,
         }
+        peers.configure(Client(cfg.url("walrus"), self.key))
 
     @contextmanager
     def _unit_of_work(self, ctx: RequestContext, operation: Operation) -> Iterator[None]:
@@ -88,6 +92,13 @@ class CloudController:
         except AuthError as err:
             return {"error": err.kind, "message": err.message}
         return resolved
+
+    def _account_quota(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self.db.session() as s:
+            account = s.get(Account, str(params["account_id"]))
+            if account is None:
+                return {"max_objects": None, "max_bytes": None}
+            return {"max_objects": account.max_objects, "max_bytes": account.max_bytes}
 
     def register_self(self) -> None:
         self._heartbeat(

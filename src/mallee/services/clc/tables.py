@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mallee.db.base import Base, UTCDateTime
@@ -18,6 +18,9 @@ class Account(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     is_system: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+    # Object-storage quotas Walrus enforces (None: unlimited).
+    max_objects: Mapped[int | None] = mapped_column(BigInteger)
+    max_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class User(Base):

@@ -25,10 +25,12 @@ from mallee.protocol.gateway import Gateway
 from mallee.protocol.serializer import serialize_error
 from mallee.protocol.specs import load_service
 from mallee.rpc.cloud import Heartbeater
+from mallee.rpc.objectstorage import USAGE
 from mallee.rpc.transport import (
     CLIENT_HEADER,
     PREFIX,
     Client,
+    Method,
     Receive,
     Scope,
     Send,
@@ -37,10 +39,11 @@ from mallee.rpc.transport import (
     serve_rpc,
     trusted_client,
 )
-from mallee.services.walrus import garbage, runtime
+from mallee.services.walrus import garbage, quota, runtime
 from mallee.services.walrus.access import S3Access
 from mallee.services.walrus.handlers import REGISTRIES
 from mallee.services.walrus.identity import RemoteIdentity
+from mallee.services.walrus.quota import Quotas
 from mallee.services.walrus.streaming import BridgeStream, BytesStream
 from mallee.services.walrus.tables import Bucket
 
@@ -57,12 +60,13 @@ class Walrus:
         self.db = Database(cfg.database_url_for("walrus"))
         migrate.upgrade(self.db.engine, "walrus")
         self.store = FilesystemObjectStore(cfg.data_dir / "walrus")
-        runtime.configure(self.store)
         self.key = load_key(cfg.deployment_key_file)
+        runtime.configure(self.store, Quotas(Client(cfg.clc_url, self.key)))
         self.identity = RemoteIdentity(Client(cfg.clc_url, self.key))
         self.access = S3Access(self.identity, self._load_bucket)
         self.gateway = Gateway(REGISTRIES, self.access, cfg.region, unit_of_work=self._unit_of_work)
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3")
+        self.rpc_methods: dict[str, Method] = {"describe": lambda _p: self.describe(), USAGE: self._usage}
         self.heartbeater = Heartbeater(Client(cfg.clc_url, self.key), self.describe, cfg.heartbeat_seconds)
 
     def describe(self) -> dict[str, Any]:
@@ -75,6 +79,10 @@ class Walrus:
             "version": __version__,
             "detail": {"objectstore": "filesystem"},
         }
+
+    def _usage(self, _params: dict[str, Any]) -> dict[str, Any]:
+        with self.db.session() as s:
+            return {"accounts": quota.usage(s)}
 
     def _load_bucket(self, name: str) -> Bucket | None:
         with self.db.session() as s:
@@ -93,7 +101,7 @@ class Walrus:
         elif scope["type"] != "http":
             return
         elif scope["path"].startswith(PREFIX):
-            await serve_rpc(scope, receive, send, self.key, {"describe": lambda _p: self.describe()})
+            await serve_rpc(scope, receive, send, self.key, self.rpc_methods)
         elif scope["path"] == "/healthz":
             await send_response(send, 200, [("content-type", "text/plain")], b"ok\n")
         else:

@@ -19,7 +19,7 @@ from mallee.services.walrus.apis import S3
 from mallee.services.walrus.bodies import receive_body
 from mallee.services.walrus.buckets import get_bucket
 from mallee.services.walrus.ranges import parse_range
-from mallee.services.walrus.runtime import object_store
+from mallee.services.walrus.runtime import object_store, quotas
 from mallee.services.walrus.tables import Bucket, ObjectVersion
 
 # Object headers S3 stores and returns as they were sent: output member -> input member.
@@ -89,6 +89,11 @@ def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     check_key(p["Key"])
     received = receive_body(ctx, object_store())
     assert ctx.account_id is not None
+    try:
+        quotas().check(ctx.session, bucket.owner_account_id, 1, received.blob.size)
+    except CloudError:
+        object_store().delete(received.blob.locator)
+        raise
     version = ObjectVersion(
         bucket=bucket.name,
         key=p["Key"],

@@ -9,6 +9,9 @@ from sqlalchemy import func, select
 
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
+from mallee.rpc import objectstorage
+from mallee.rpc.transport import RpcError
+from mallee.services.clc import peers
 from mallee.services.clc.apis import IAM
 from mallee.services.clc.iam import store
 from mallee.services.clc.iam.views import account_of
@@ -102,3 +105,35 @@ def delete_account(ctx: RequestContext, p: dict[str, Any]) -> None:
     account = store.find_account(ctx.session, p["AccountName"])
     store.delete_account(ctx.session, account, recursive=bool(p.get("Recursive")))
     return None
+
+
+@IAM.operation(access="system")
+def put_account_quota(ctx: RequestContext, p: dict[str, Any]) -> None:
+    account = store.find_account(ctx.session, p["AccountName"])
+    account.max_objects = p.get("MaxObjects") or None
+    account.max_bytes = p.get("MaxBytes") or None
+    return None
+
+
+@IAM.operation(access="system")
+def list_account_usage(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    try:
+        used = objectstorage.usage(peers.walrus())
+    except (OSError, RpcError) as exc:
+        raise CloudError("ServiceUnavailable", f"Walrus did not answer: {exc}", 503) from exc
+    rows = []
+    for a in ctx.session.scalars(select(Account).order_by(Account.name)):
+        u = used.get(a.id, {})
+        row: dict[str, Any] = {
+            "AccountName": a.name,
+            "AccountId": a.id,
+            "Buckets": u.get("buckets", 0),
+            "Objects": u.get("objects", 0),
+            "Bytes": u.get("bytes", 0),
+        }
+        if a.max_objects:
+            row["MaxObjects"] = a.max_objects
+        if a.max_bytes:
+            row["MaxBytes"] = a.max_bytes
+        rows.append(row)
+    return {"Accounts": rows}

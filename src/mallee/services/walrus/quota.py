@@ -1,0 +1,77 @@
+"""Per-account object storage: what each account uses, and the quotas the CLC sets on it.
+
+Usage is counted from the object table when needed (an indexed scan of the account's buckets);
+quotas come from the CLC and are cached briefly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mallee.core.errors import CloudError
+from mallee.rpc import cloud
+from mallee.rpc.transport import Client
+from mallee.services.walrus.tables import Bucket, ObjectVersion
+
+CACHE_SECONDS = 5.0
+
+
+def usage(s: Session, account_id: str | None = None) -> dict[str, dict[str, int]]:
+    """account id -> buckets, objects (stored versions, not delete markers) and bytes."""
+    buckets = select(Bucket.owner_account_id, func.count(Bucket.name)).group_by(Bucket.owner_account_id)
+    objects = (
+        select(
+            Bucket.owner_account_id,
+            func.count(ObjectVersion.id),
+            func.coalesce(func.sum(ObjectVersion.size), 0),
+        )
+        .join(ObjectVersion, ObjectVersion.bucket == Bucket.name)
+        .where(ObjectVersion.is_delete_marker.is_(False))
+        .group_by(Bucket.owner_account_id)
+    )
+    if account_id is not None:
+        buckets = buckets.where(Bucket.owner_account_id == account_id)
+        objects = objects.where(Bucket.owner_account_id == account_id)
+    result: dict[str, dict[str, int]] = {}
+    for owner, count in s.execute(buckets):
+        result[owner] = {"buckets": int(count), "objects": 0, "bytes": 0}
+    for owner, count, size in s.execute(objects):
+        result.setdefault(owner, {"buckets": 0, "objects": 0, "bytes": 0}).update(
+            objects=int(count), bytes=int(size)
+        )
+    return result
+
+
+class Quotas:
+    def __init__(self, clc: Client) -> None:
+        self.clc = clc
+        self._cache: dict[str, tuple[float, dict[str, int | None]]] = {}
+        self._lock = threading.Lock()
+
+    def limits(self, account_id: str) -> dict[str, int | None]:
+        cached = self._cache.get(account_id)
+        if cached is None or time.monotonic() - cached[0] > CACHE_SECONDS:
+            cached = (time.monotonic(), cloud.account_quota(self.clc, account_id))
+            with self._lock:
+                self._cache[account_id] = cached
+        return cached[1]
+
+    def check(self, s: Session, account_id: str, new_objects: int, new_bytes: int) -> None:
+        """Refuse a write that would take the account past its quota."""
+        limits = self.limits(account_id)
+        max_objects, max_bytes = limits.get("max_objects"), limits.get("max_bytes")
+        if not max_objects and not max_bytes:
+            return
+        used = usage(s, account_id).get(account_id, {"objects": 0, "bytes": 0})
+        if max_objects and used["objects"] + new_objects > max_objects:
+            raise CloudError(
+                "QuotaExceeded", f"The account's quota of {max_objects} objects would be exceeded.", 403
+            )
+        if max_bytes and used["bytes"] + new_bytes > max_bytes:
+            raise CloudError(
+                "QuotaExceeded", f"The account's quota of {max_bytes} bytes would be exceeded.", 403
+            )
