@@ -108,15 +108,23 @@ def test_s3cmd_multipart_upload(cloud: Cloud, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("signature_version", ["s3v4", "s3"])
 def test_presigned_get_and_put(cloud: Cloud, signature_version: str) -> None:
-    s3 = cloud.client("s3", config=BotoConfig(signature_version=signature_version, s3={"addressing_style": "path"}))
+    s3 = cloud.client(
+        "s3", config=BotoConfig(signature_version=signature_version, s3={"addressing_style": "path"})
+    )
     bucket = f"presign-{secrets.token_hex(4)}"
     cloud.client("s3").create_bucket(Bucket=bucket)
-    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "up.txt"}, ExpiresIn=60)
+    put_url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": "up.txt"}, ExpiresIn=60
+    )
     # urllib would add a form Content-Type, which SigV2 signs: send the (empty) type that was signed.
-    request = urllib.request.Request(put_url, data=b"uploaded by url", method="PUT", headers={"Content-Type": ""})
+    request = urllib.request.Request(
+        put_url, data=b"uploaded by url", method="PUT", headers={"Content-Type": ""}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
-    get_url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "up.txt"}, ExpiresIn=60)
+    get_url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "up.txt"}, ExpiresIn=60
+    )
     with urllib.request.urlopen(get_url, timeout=10) as response:
         assert response.read() == b"uploaded by url"
     tampered = get_url.replace("up.txt", "other.txt")

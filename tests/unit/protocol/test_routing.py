@@ -16,8 +16,8 @@ def req(method: str, path: str = "/", query: str = "", headers: list[tuple[str, 
 DATE = ("X-Amz-Date", "20260101T000000Z")
 FORM = [("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")]
 V4 = (
-    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/mallee-1/{svc}/aws4_request, SignedHeaders=host, Signature="
-    + "0" * 64
+    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/mallee-1/{svc}/aws4_request, "
+    "SignedHeaders=host, Signature=" + "0" * 64
 )
 
 

@@ -7,6 +7,7 @@ Each blob gets a new name: renaming over a live file makes ext4 write back insid
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -93,10 +94,8 @@ class FilesystemObjectStore(ObjectStore):
         return FileBody(path, offset, length)
 
     def delete(self, locator: str) -> None:
-        try:
+        with contextlib.suppress(BlobNotFound):  # not one of ours: nothing to delete
             self._path(locator).unlink(missing_ok=True)
-        except BlobNotFound:
-            pass
 
     def exists(self, locator: str) -> bool:
         try:

@@ -4,23 +4,28 @@ the bucket policy and the bucket's ACL:
 - an explicit Deny in either policy refuses;
 - the bucket owner's account: its root may do anything; its users need an IAM or bucket-policy Allow;
 - another account (or anonymous): the bucket policy or ACL must grant it, and an IAM user of that
-  account also needs its own IAM Allow.
+  account also needs its own IAM Allow. For object reads and object ACL operations, the object's
+  own ACL grants too (given the database to read it from).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy import select
 
 from mallee.core import clock
 from mallee.core import policy as iam_policy
 from mallee.core.context import Principal, RequestContext
 from mallee.core.errors import CloudError
 from mallee.core.policy import Decision
+from mallee.db.session import Database
 from mallee.protocol.dispatch import Operation
 from mallee.services.walrus.identity import RemoteIdentity
-from mallee.services.walrus.tables import Bucket
+from mallee.services.walrus.tables import Bucket, ObjectVersion
 
 # Operation -> IAM action where the names differ (the rest are "s3:" + operation name).
 ACTIONS = {
@@ -60,7 +65,16 @@ _ACL_NEEDS = {
     "s3:AbortMultipartUpload": "WRITE",
     "s3:GetBucketAcl": "READ_ACP",
     "s3:PutBucketAcl": "WRITE_ACP",
+    "s3:GetObjectAcl": "READ_ACP",
+    "s3:GetObjectVersionAcl": "READ_ACP",
+    "s3:PutObjectAcl": "WRITE_ACP",
+    "s3:PutObjectVersionAcl": "WRITE_ACP",
 }
+# Actions on one object whose permission the object's own ACL can grant.
+_OBJECT_ACL_ACTIONS = frozenset(
+    {"s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAcl", "s3:GetObjectVersionAcl"}
+    | {"s3:PutObjectAcl", "s3:PutObjectVersionAcl"}
+)
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTHENTICATED_USERS = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
 
@@ -69,8 +83,8 @@ BucketLoader = Callable[[str], Bucket | None]
 
 def action_of(operation: str, params: dict[str, Any]) -> str:
     action = ACTIONS.get(operation, f"s3:{operation}")
-    if action == "s3:GetObject" and params.get("VersionId"):
-        return "s3:GetObjectVersion"
+    if params.get("VersionId") and action in ("s3:GetObject", "s3:GetObjectAcl", "s3:PutObjectAcl"):
+        return action.replace("Object", "ObjectVersion", 1)
     return action
 
 
@@ -83,7 +97,12 @@ def resource_of(params: dict[str, Any]) -> str:
 
 
 def acl_grants(bucket: Bucket, principal: Principal | None, needed: str) -> bool:
-    for grant in json.loads(bucket.acl or "[]"):
+    return grants_allow(bucket.acl, principal, needed)
+
+
+def grants_allow(stored: str | None, principal: Principal | None, needed: str) -> bool:
+    """Does a stored JSON grant list give `principal` (None: anonymous) the `needed` permission?"""
+    for grant in json.loads(stored or "[]"):
         permission = grant.get("Permission")
         if permission not in (needed, "FULL_CONTROL"):
             continue
@@ -96,10 +115,41 @@ def acl_grants(bucket: Bucket, principal: Principal | None, needed: str) -> bool
     return False
 
 
+def with_owner(owner_account_id: str, stored: str | None) -> str:
+    """Stored grants plus the owner's FULL_CONTROL, which S3 gives an object's owner implicitly."""
+    owner = {"Grantee": {"Type": "CanonicalUser", "ID": owner_account_id}, "Permission": "FULL_CONTROL"}
+    return json.dumps([owner, *json.loads(stored or "[]")])
+
+
+@functools.lru_cache(maxsize=256)
+def _bucket_policy(document: str) -> iam_policy.Policy:
+    return iam_policy.parse_resource_policy(document)
+
+
 class S3Access:
-    def __init__(self, identity: RemoteIdentity, load_bucket: BucketLoader) -> None:
+    def __init__(
+        self, identity: RemoteIdentity, load_bucket: BucketLoader, db: Database | None = None
+    ) -> None:
         self.identity = identity
         self.load_bucket = load_bucket
+        self.db = db  # where object ACLs are read from (None: bucket ACLs only)
+
+    def object_acl(self, bucket: str, key: str, version_id: str | None) -> str | None:
+        """The JSON grants of the object version a request names (None when there is none),
+        its owner's implicit FULL_CONTROL included (see `with_owner`)."""
+        if self.db is None:
+            return None
+        with self.db.session() as s:
+            q = select(ObjectVersion.owner_account_id, ObjectVersion.acl).where(
+                ObjectVersion.bucket == bucket, ObjectVersion.key == key
+            )
+            q = (
+                q.where(ObjectVersion.version_id == version_id)
+                if version_id
+                else q.where(ObjectVersion.is_latest)
+            )
+            row = s.execute(q.where(ObjectVersion.is_delete_marker.is_(False))).first()
+            return with_owner(row[0], row[1]) if row is not None else None
 
     def resolve(self, access_key_id: str, session_token: str | None) -> Any:
         return self.identity.resolve(access_key_id, session_token)
@@ -117,7 +167,7 @@ class S3Access:
         policy_decision = Decision.IMPLICIT_DENY
         if bucket is not None and bucket.policy:
             policy_decision = iam_policy.evaluate(
-                [iam_policy.parse_resource_policy(bucket.policy)],
+                [_bucket_policy(bucket.policy)],
                 action,
                 resource,
                 context,
@@ -138,6 +188,9 @@ class S3Access:
         granted = policy_decision is Decision.ALLOW or (
             bucket is not None and action in _ACL_NEEDS and acl_grants(bucket, principal, _ACL_NEEDS[action])
         )
+        if not granted and bucket is not None and action in _OBJECT_ACL_ACTIONS and params.get("Key"):
+            stored = self.object_acl(bucket.name, params["Key"], params.get("VersionId"))
+            granted = stored is not None and grants_allow(stored, principal, _ACL_NEEDS[action])
         if granted and (principal is None or principal.is_root or iam_decision is Decision.ALLOW):
             return
         raise _denied()

@@ -39,8 +39,9 @@ from mallee.rpc.transport import (
     serve_rpc,
     trusted_client,
 )
-from mallee.services.walrus import garbage, quota, runtime
+from mallee.services.walrus import garbage, lifecycle, quota, runtime
 from mallee.services.walrus.access import S3Access
+from mallee.services.walrus.bucket_config import bucket_name, cors_headers, preflight
 from mallee.services.walrus.handlers import REGISTRIES
 from mallee.services.walrus.identity import RemoteIdentity
 from mallee.services.walrus.quota import Quotas
@@ -55,15 +56,17 @@ SEND_CHUNK = 1024 * 1024
 
 
 class Walrus:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, lifecycle_seconds: float = 60.0) -> None:
         self.cfg = cfg
+        self.lifecycle_seconds = lifecycle_seconds  # how often lifecycle rules are applied
+        self.lifecycle_task: asyncio.Task[None] | None = None
         self.db = Database(cfg.database_url_for("walrus"))
         migrate.upgrade(self.db.engine, "walrus")
         self.store = FilesystemObjectStore(cfg.data_dir / "walrus")
         self.key = load_key(cfg.deployment_key_file)
-        runtime.configure(self.store, Quotas(Client(cfg.clc_url, self.key)))
         self.identity = RemoteIdentity(Client(cfg.clc_url, self.key))
-        self.access = S3Access(self.identity, self._load_bucket)
+        self.access = S3Access(self.identity, self._load_bucket, self.db)
+        runtime.configure(self.store, Quotas(Client(cfg.clc_url, self.key)), self.access)
         self.gateway = Gateway(REGISTRIES, self.access, cfg.region, unit_of_work=self._unit_of_work)
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3")
         self.rpc_methods: dict[str, Method] = {"describe": lambda _p: self.describe(), USAGE: self._usage}
@@ -123,6 +126,11 @@ class Walrus:
             remote_addr=trusted_client(self.key, headers.get(CLIENT_HEADER))
             or (scope.get("client") or ("", 0))[0],
         )
+        if request.method == "OPTIONS":  # a CORS preflight, answered from the bucket's CORS rules
+            await self._send(
+                send, scope, await loop.run_in_executor(self.pool, preflight, request, self._load_bucket)
+            )
+            return
         feeding: asyncio.Task[None] | None = None
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) <= SMALL_BODY:
@@ -143,6 +151,9 @@ class Walrus:
         finally:
             if feeding is not None and not feeding.done():
                 feeding.cancel()
+        if headers.get("origin"):  # CORS: a request with an Origin the bucket's rules allow
+            bucket = await loop.run_in_executor(self.pool, self._load_bucket, bucket_name(request))
+            response.headers += cors_headers(request, bucket)
         await self._send(send, scope, response)
 
     async def _send(self, send: Send, scope: Scope, response: HttpResponse) -> None:
@@ -182,9 +193,14 @@ class Walrus:
                     log.info("removed %d incomplete uploads left by a previous run", removed)
                 garbage.collect(self.db, self.store)
                 self.heartbeater.start()
+                self.lifecycle_task = asyncio.create_task(
+                    lifecycle.run_every(self.lifecycle_seconds, self.db, self.store)
+                )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.heartbeater.stop()
+                if self.lifecycle_task is not None:
+                    self.lifecycle_task.cancel()
                 self.pool.shutdown(wait=False)
                 self.db.dispose()
                 await send({"type": "lifespan.shutdown.complete"})

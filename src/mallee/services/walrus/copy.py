@@ -1,3 +1,247 @@
-"""(being written)"""
+"""CopyObject: a new object (or version) from the bytes of an existing one, maybe in another bucket.
+
+The gateway has already checked s3:PutObject on the destination; the source needs s3:GetObject
+(s3:GetObjectVersion with a version id), checked here by the same evaluator (`S3Access`). The
+bytes are read from the source blob(s) and written as a new blob: versions never share blobs, so
+deleting one never takes another's bytes.
+"""
 
 from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote
+
+from mallee.core import clock
+from mallee.core.context import FileBody, RequestContext
+from mallee.core.errors import CloudError
+from mallee.drivers.objectstore.base import BlobWriter, ObjectStore, StoredBlob
+from mallee.protocol.dispatch import Operation
+from mallee.services.walrus import checksums, runtime
+from mallee.services.walrus.acl import canned_grants
+from mallee.services.walrus.apis import S3
+from mallee.services.walrus.buckets import get_bucket
+from mallee.services.walrus.objects import (
+    _tags_from_header,
+    add_version,
+    check_conditions,
+    check_key,
+    find_version,
+    new_version_id,
+    segments,
+    stored_headers,
+)
+from mallee.services.walrus.runtime import object_store, quotas
+from mallee.services.walrus.tables import ObjectVersion
+
+MAX_COPY = 5 * 1024**3  # S3's limit for one CopyObject
+READ_SIZE = 1024 * 1024
+_SELF_COPY = (
+    "This copy request is illegal because it is trying to copy an object to itself without changing "
+    "the object's metadata, storage class, website redirect location or encryption attributes."
+)
+
+
+def authorize_object(
+    ctx: RequestContext, operation: str, bucket: str, key: str, version_id: str | None
+) -> None:
+    """Raise AccessDenied unless the caller may do `operation` on bucket/key, evaluated as the
+    gateway evaluates a request for it (IAM policies, bucket policy, ACLs)."""
+    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if version_id:
+        params["VersionId"] = version_id
+    check = dataclasses.replace(ctx, params=params, operation=operation)
+    runtime.access().authorize(check, Operation(operation, _no_handler))
+
+
+def _no_handler(ctx: RequestContext, p: dict[str, Any]) -> None:
+    return None
+
+
+def parse_copy_source(value: str) -> tuple[str, str, str | None]:
+    """`bucket/key[?versionId=…]`, URL-encoded, with or without a leading slash."""
+    path, sep, query = value.partition("?")
+    version_id: str | None = None
+    if sep:
+        for part in query.split("&"):
+            name, _, raw = part.partition("=")
+            if name == "versionId":
+                version_id = unquote(raw)
+            else:
+                raise CloudError("InvalidArgument", "Invalid copy source: unknown query parameter")
+        if not version_id:
+            raise CloudError("InvalidArgument", "Invalid version id specified")
+    path = unquote(path)
+    if path.startswith("/"):
+        path = path[1:]
+    bucket, slash, key = path.partition("/")
+    if not bucket or not slash or not key:
+        raise CloudError(
+            "InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey"
+        )
+    if bucket.startswith("arn:"):
+        raise CloudError("InvalidArgument", "Access point copy sources are not supported.")
+    return bucket, key, version_id
+
+
+def _check_source_conditions(version: ObjectVersion, p: dict[str, Any]) -> None:
+    """x-amz-copy-source-if-*: like GET's conditions, but every failure is 412."""
+    conditions = {
+        "IfMatch": p.get("CopySourceIfMatch"),
+        "IfNoneMatch": p.get("CopySourceIfNoneMatch"),
+        "IfModifiedSince": p.get("CopySourceIfModifiedSince"),
+        "IfUnmodifiedSince": p.get("CopySourceIfUnmodifiedSince"),
+    }
+    try:
+        check_conditions(version, conditions)
+    except CloudError as err:
+        if err.code != "NotModified":
+            raise
+        raise CloudError(
+            "PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412
+        ) from err
+
+
+def _source_chunks(store: ObjectStore, version: ObjectVersion) -> Iterator[bytes]:
+    for locator, size in segments(version):
+        if size == 0:
+            continue
+        found = store.read(locator, 0, size)
+        if isinstance(found, FileBody):
+            with open(found.path, "rb") as f:
+                f.seek(found.offset)
+                left = found.length
+                while left > 0:
+                    chunk = f.read(min(READ_SIZE, left))
+                    if not chunk:
+                        raise OSError(f"{found.path} is shorter than its recorded size")
+                    left -= len(chunk)
+                    yield chunk
+        else:
+            yield from found
+
+
+def _copy_bytes(
+    store: ObjectStore, version: ObjectVersion, algorithms: list[str]
+) -> tuple[StoredBlob, str, dict[str, str]]:
+    """Write the source's bytes to a new blob: (blob, md5 hex, algorithm -> base64 checksum)."""
+    md5 = hashlib.md5()
+    hashers = {a: checksums._new(a) for a in algorithms}
+    writer: BlobWriter = store.writer()
+    try:
+        for chunk in _source_chunks(store, version):
+            md5.update(chunk)
+            for h in hashers.values():
+                h.update(chunk)
+            writer.write(chunk)
+        blob = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    sums = {a: base64.b64encode(h.digest()).decode() for a, h in hashers.items()}
+    return blob, md5.hexdigest(), sums
+
+
+def _is_self_copy_without_change(
+    p: dict[str, Any], bucket: str, key: str, source: ObjectVersion, directive: str
+) -> bool:
+    if bucket != source.bucket or key != source.key or not source.is_latest:
+        return False
+    if directive == "REPLACE":
+        return False
+    if p.get("StorageClass") and p["StorageClass"] != source.storage_class:
+        return False
+    return not (p.get("WebsiteRedirectLocation") or p.get("ServerSideEncryption"))
+
+
+def _directive(p: dict[str, Any], name: str) -> str:
+    value = p.get(name) or "COPY"
+    if value not in ("COPY", "REPLACE"):
+        raise CloudError("InvalidArgument", f"Unknown {name} value: {value}")
+    return str(value)
+
+
+@S3.operation()
+def copy_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    bucket = get_bucket(ctx, p["Bucket"])
+    check_key(p["Key"])
+    src_bucket_name, src_key, src_version_id = parse_copy_source(p["CopySource"])
+    src_bucket = get_bucket(ctx, src_bucket_name)
+    authorize_object(ctx, "GetObject", src_bucket_name, src_key, src_version_id)
+    try:
+        source = find_version(ctx, src_bucket.name, src_key, src_version_id)
+    except CloudError as err:
+        if err.code == "MethodNotAllowed":
+            raise CloudError(
+                "InvalidRequest",
+                "The source of a copy request may not specifically refer to a delete marker by version id.",
+            ) from err
+        raise
+    _check_source_conditions(source, p)
+    metadata_directive = _directive(p, "MetadataDirective")
+    tagging_directive = _directive(p, "TaggingDirective")
+    if _is_self_copy_without_change(p, bucket.name, p["Key"], source, metadata_directive):
+        raise CloudError("InvalidRequest", _SELF_COPY)
+    if source.size > MAX_COPY:
+        raise CloudError(
+            "InvalidRequest",
+            "The specified copy source is larger than the maximum allowable size for a copy source: "
+            f"{MAX_COPY}",
+        )
+    assert ctx.account_id is not None
+    quotas().check(ctx.session, bucket.owner_account_id, 1, source.size)
+
+    source_sums: dict[str, str] = json.loads(source.checksums or "{}") if source.locator else {}
+    algorithms = list(source_sums)
+    wanted = (p.get("ChecksumAlgorithm") or "").lower()
+    if wanted:
+        if wanted not in checksums.ALGORITHMS:
+            raise CloudError("InvalidRequest", f"Checksum algorithm {wanted} is not supported.")
+        if wanted not in algorithms:
+            algorithms.append(wanted)
+    store = object_store()
+    blob, md5, sums = _copy_bytes(store, source, algorithms)
+
+    if metadata_directive == "REPLACE":
+        headers, metadata = stored_headers(p), p.get("Metadata") or {}
+    else:
+        headers, metadata = json.loads(source.headers or "{}"), json.loads(source.metadata_ or "{}")
+    if tagging_directive == "REPLACE":
+        tags = _tags_from_header(p.get("Tagging"))
+    else:
+        tags = json.loads(source.tags or "[]")
+    version = ObjectVersion(
+        bucket=bucket.name,
+        key=p["Key"],
+        version_id=new_version_id(bucket),
+        is_latest=True,
+        size=blob.size,
+        etag=f'"{md5}"',
+        last_modified=clock.now(),
+        owner_account_id=ctx.account_id,
+        storage_class=p.get("StorageClass") or "STANDARD",
+        headers=json.dumps(headers),
+        metadata_=json.dumps(metadata),
+        tags=json.dumps(tags),
+        acl=canned_grants(p["ACL"], ctx.account_id) if p.get("ACL") else "[]",
+        checksums=json.dumps(sums),
+        locator=blob.locator,
+    )
+    try:
+        add_version(ctx, bucket, version)
+    except BaseException:
+        store.delete(blob.locator)  # the DB never pointed at it
+        raise
+    result: dict[str, Any] = {"ETag": version.etag, "LastModified": version.last_modified}
+    if wanted:
+        result[f"Checksum{wanted.upper()}"] = sums[wanted]
+    out: dict[str, Any] = {"CopyObjectResult": result}
+    if bucket.versioning:
+        out["VersionId"] = version.version_id
+    if src_bucket.versioning:
+        out["CopySourceVersionId"] = source.version_id
+    return out

@@ -14,7 +14,7 @@ from mallee.core import clock
 from mallee.core.context import FileBody, RequestContext
 from mallee.core.errors import CloudError
 from mallee.protocol.serializer import STATUS_OVERRIDE
-from mallee.services.walrus import garbage
+from mallee.services.walrus import acls, garbage
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.bodies import receive_body
 from mallee.services.walrus.buckets import get_bucket
@@ -107,6 +107,7 @@ def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         headers=json.dumps(stored_headers(p)),
         metadata_=json.dumps(p.get("Metadata") or {}),
         tags=json.dumps(_tags_from_header(p.get("Tagging"))),
+        acl=acls.acl_from_params(p, ctx.account_id, bucket.owner_account_id),
         checksums=json.dumps(received.checksums),
         locator=received.blob.locator,
     )
@@ -199,7 +200,9 @@ def get_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     check_conditions(version, p)
     out = object_view(version, p, bool(bucket.versioning))
     offset, length = 0, version.size
-    if p.get("Range"):
+    if p.get("PartNumber") is not None:
+        offset, length = select_part(version, p, out)
+    elif p.get("Range"):
         found = parse_range(p["Range"], version.size)
         if found is not None:
             offset, length = found
@@ -211,6 +214,27 @@ def get_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     out["ContentLength"] = length
     out["Body"] = _body(version, offset, length)
     return out
+
+
+def select_part(version: ObjectVersion, p: dict[str, Any], out: dict[str, Any]) -> tuple[int, int]:
+    """GetObject/HeadObject `PartNumber=N`: (offset, length) of part N, and the 206 answer's headers
+    in `out` (Content-Range, x-amz-mp-parts-count). A single-blob object has one part."""
+    if p.get("Range"):
+        raise CloudError("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
+    number = p["PartNumber"]
+    pieces = segments(version)
+    if not 1 <= number <= max(len(pieces), 1):
+        raise CloudError("InvalidPartNumber", "The requested partnumber is not satisfiable", 416)
+    offset = sum(size for _, size in pieces[: number - 1])
+    length = pieces[number - 1][1] if pieces else 0
+    if version.locator is None:
+        out["PartsCount"] = len(pieces)
+    if length:
+        out["ContentRange"] = f"bytes {offset}-{offset + length - 1}/{version.size}"
+    out[STATUS_OVERRIDE] = 206
+    for name in [n for n in out if n.startswith("Checksum")]:
+        del out[name]  # the object's checksum does not cover one part
+    return offset, length
 
 
 def segments(version: ObjectVersion) -> list[tuple[str, int]]:
@@ -243,7 +267,10 @@ def head_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
     version = find_version(ctx, bucket.name, p["Key"], p.get("VersionId"))
     check_conditions(version, p)
-    return object_view(version, p, bool(bucket.versioning))
+    out = object_view(version, p, bool(bucket.versioning))
+    if p.get("PartNumber") is not None:
+        out["ContentLength"] = select_part(version, p, out)[1]
+    return out
 
 
 @S3.operation()
