@@ -376,7 +376,8 @@ def _first_values(params: list[tuple[str, str]]) -> dict[str, str]:
 
 def _compare_base64(expected: bytes, provided: str) -> None:
     """Compare digests, not text: base64 may come padded or not, or with '+' turned into ' '."""
-    text = provided.strip().replace(" ", "+")
+    # Spaces first: a leading '+' that arrived as ' ' must not be stripped away as white space.
+    text = provided.replace(" ", "+").strip()
     try:
         decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):

@@ -179,6 +179,14 @@ def test_query_sigv2_unencoded_plus_in_signature_is_tolerated() -> None:
         check(with_(request, query_string=query))
 
 
+def test_signature_starting_with_plus_sent_unencoded_is_tolerated() -> None:
+    """Regression: a leading '+' read as ' ' used to be stripped before being turned back."""
+    expected = bytes.fromhex("fb" + "00" * 31)  # base64 starts with '+'
+    text = base64.b64encode(expected).decode()
+    assert text.startswith("+")
+    sigv2._compare_base64(expected, " " + text[1:])
+
+
 @pytest.mark.parametrize(
     ("params", "kind"),
     [

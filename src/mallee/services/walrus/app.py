@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -196,6 +197,7 @@ class Walrus:
                 self.lifecycle_task = asyncio.create_task(
                     lifecycle.run_every(self.lifecycle_seconds, self.db, self.store)
                 )
+                gc.freeze()  # as the CLC does: long-lived models out of the cyclic collector
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.heartbeater.stop()

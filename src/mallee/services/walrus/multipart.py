@@ -1,3 +1,652 @@
-"""(being written)"""
+"""Multipart uploads: CreateMultipartUpload, UploadPart, UploadPartCopy, CompleteMultipartUpload,
+AbortMultipartUpload, ListParts, ListMultipartUploads.
+
+Every part is its own blob. Completing an upload writes no bytes: one transaction creates the
+object version pointing at the parts' blobs in order (`ObjectVersion.parts`) and deletes the upload's
+rows, so readers see either no object or the whole one. Blobs no row points at any more (replaced,
+unused or aborted parts) are queued as garbage in the same transaction.
+"""
 
 from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import delete, or_, select, tuple_
+
+from mallee.core import clock
+from mallee.core.context import FileBody, RequestContext
+from mallee.core.errors import CloudError
+from mallee.drivers.objectstore.base import BlobNotFound, ObjectStore
+from mallee.services.walrus import acls, checksums, garbage
+from mallee.services.walrus.apis import S3
+from mallee.services.walrus.bodies import receive_body
+from mallee.services.walrus.buckets import get_bucket, owner_view
+from mallee.services.walrus.copy import authorize_object, parse_copy_source
+from mallee.services.walrus.objects import (
+    _tags_from_header,
+    add_version,
+    check_conditions,
+    check_key,
+    find_version,
+    new_version_id,
+    segments,
+    stored_headers,
+)
+from mallee.services.walrus.runtime import object_store, quotas
+from mallee.services.walrus.tables import Bucket, ObjectVersion, Part, Upload
+
+MIN_PART = 5 * 1024 * 1024  # every part but the last must be at least this big
+MAX_PART = 5 * 1024**3
+MAX_PART_NUMBER = 10000
+MAX_LISTED = 1000
+COPY_CHUNK = 1024 * 1024
+# The upload's id is recorded in the version it completes, so a retried Complete can find it.
+UPLOAD_ID_HEADER = "x-mallee-upload-id"
+# Full-object checksums only exist for the CRCs (their values over parts can be combined).
+_FULL_OBJECT_ALGORITHMS = ("crc32", "crc32c", "crc64nvme")
+
+
+_PART_ORDER = (
+    "The list of parts was not in ascending order. The parts list must be specified in order by part number."
+)
+_INVALID_PART = (
+    "One or more of the specified parts could not be found. The part may not have been uploaded, "
+    "or the specified entity tag may not match the part's entity tag."
+)
+
+
+def _no_such_upload() -> CloudError:
+    return CloudError(
+        "NoSuchUpload",
+        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been "
+        "aborted or completed.",
+        404,
+    )
+
+
+def _find_upload(ctx: RequestContext, bucket: Bucket, key: str, upload_id: str) -> Upload:
+    upload: Upload | None = ctx.session.get(Upload, upload_id)
+    if upload is None or upload.bucket != bucket.name or upload.key != key:
+        raise _no_such_upload()
+    return upload
+
+
+def _check_part_number(number: Any) -> int:
+    if not isinstance(number, int) or not 1 <= number <= MAX_PART_NUMBER:
+        raise CloudError("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive")
+    return number
+
+
+# -- checksum settings of an upload: Upload.checksum_algorithm holds "crc32" or "crc32:FULL_OBJECT" --
+
+
+def _checksum_setting(upload: Upload) -> tuple[str, str]:
+    """(algorithm in lower case or "", "COMPOSITE" | "FULL_OBJECT" | "")."""
+    algorithm, _, kind = (upload.checksum_algorithm or "").partition(":")
+    if not algorithm:
+        return "", ""
+    return algorithm, kind or "COMPOSITE"
+
+
+def _encode_setting(p: dict[str, Any]) -> str:
+    algorithm = (p.get("ChecksumAlgorithm") or "").lower()
+    kind = (p.get("ChecksumType") or "").upper()
+    if kind and not algorithm:
+        raise CloudError(
+            "InvalidRequest", "The x-amz-checksum-type header requires x-amz-checksum-algorithm."
+        )
+    if not algorithm:
+        return ""
+    if algorithm not in checksums.ALGORITHMS:
+        raise CloudError("InvalidRequest", f"Checksum algorithm {algorithm} is not supported.")
+    if not kind:
+        kind = "FULL_OBJECT" if algorithm == "crc64nvme" else "COMPOSITE"
+    if kind not in ("COMPOSITE", "FULL_OBJECT"):
+        raise CloudError("InvalidRequest", f"Value for x-amz-checksum-type header is invalid: {kind}")
+    if kind == "FULL_OBJECT" and algorithm not in _FULL_OBJECT_ALGORITHMS:
+        raise CloudError("InvalidRequest", f"The {algorithm.upper()} algorithm does not support FULL_OBJECT.")
+    if kind == "COMPOSITE" and algorithm == "crc64nvme":
+        raise CloudError("InvalidRequest", "The CRC64NVME algorithm supports only the FULL_OBJECT type.")
+    return algorithm if kind == "COMPOSITE" else f"{algorithm}:{kind}"
+
+
+def _checksum_members(values: dict[str, str]) -> dict[str, str]:
+    return {f"Checksum{algorithm.upper()}": value for algorithm, value in values.items()}
+
+
+def _read_blob(store: ObjectStore, locator: str, offset: int, length: int) -> Iterator[bytes]:
+    found = store.read(locator, offset, length)
+    if not isinstance(found, FileBody):
+        yield from found
+        return
+    with open(found.path, "rb", buffering=0) as f:
+        f.seek(found.offset)
+        left = found.length
+        while left > 0:
+            chunk = f.read(min(COPY_CHUNK, left))
+            if not chunk:
+                raise OSError(f"{found.path} is shorter than its recorded size")
+            left -= len(chunk)
+            yield chunk
+
+
+def _values(hashers: checksums.Hashers) -> dict[str, str]:
+    """algorithm -> base64 value of what `hashers` saw (no client value to compare with)."""
+    return {a: base64.b64encode(h.digest()).decode() for a, h in hashers._hashers.items()}
+
+
+def _digest_blob(store: ObjectStore, locator: str, size: int, algorithm: str) -> str:
+    hashers = checksums.Hashers([algorithm])
+    for chunk in _read_blob(store, locator, 0, size):
+        hashers.update(chunk)
+    return _values(hashers)[algorithm]
+
+
+# -- CreateMultipartUpload ------------------------------------------------------------------------
+
+
+@S3.operation()
+def create_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    bucket = get_bucket(ctx, p["Bucket"])
+    check_key(p["Key"])
+    assert ctx.account_id is not None
+    setting = _encode_setting(p)
+    upload = Upload(
+        upload_id=secrets.token_urlsafe(48),
+        bucket=bucket.name,
+        key=p["Key"],
+        initiated=clock.now(),
+        owner_account_id=ctx.account_id,
+        storage_class=p.get("StorageClass") or "STANDARD",
+        headers=json.dumps(stored_headers(p)),
+        metadata_=json.dumps(p.get("Metadata") or {}),
+        tags=json.dumps(_tags_from_header(p.get("Tagging"))),
+        acl=acls.acl_from_params(p, ctx.account_id, bucket.owner_account_id),
+        checksum_algorithm=setting,
+    )
+    ctx.session.add(upload)
+    ctx.session.flush()
+    out: dict[str, Any] = {"Bucket": bucket.name, "Key": upload.key, "UploadId": upload.upload_id}
+    algorithm, kind = _checksum_setting(upload)
+    if algorithm:
+        out["ChecksumAlgorithm"] = algorithm.upper()
+        out["ChecksumType"] = kind
+    return out
+
+
+# -- UploadPart / UploadPartCopy --------------------------------------------------------------------
+
+
+def _store_part(
+    ctx: RequestContext, upload: Upload, number: int, locator: str, size: int, etag: str, sums: dict[str, str]
+) -> None:
+    s = ctx.session
+    existing: Part | None = s.get(Part, (upload.upload_id, number))
+    if existing is not None:
+        garbage.queue(s, [existing.locator])
+        existing.locator, existing.size, existing.etag = locator, size, etag
+        existing.last_modified = clock.now()
+        existing.checksum = json.dumps(sums)
+    else:
+        s.add(
+            Part(
+                upload_id=upload.upload_id,
+                part_number=number,
+                size=size,
+                etag=etag,
+                locator=locator,
+                last_modified=clock.now(),
+                checksum=json.dumps(sums),
+            )
+        )
+    s.flush()
+
+
+def _part_checksums(upload: Upload, received: dict[str, str], locator: str, size: int) -> dict[str, str]:
+    """The part's checksums to keep: the upload's algorithm's value (computed if the client sent none)."""
+    algorithm, _ = _checksum_setting(upload)
+    if not algorithm:
+        return received
+    others = [a for a in received if a != algorithm]
+    if others:
+        raise CloudError(
+            "InvalidRequest",
+            f"Checksum Type mismatch occurred, expected checksum Type: {algorithm}, "
+            f"actual checksum Type: {others[0]}",
+        )
+    if algorithm not in received:
+        received = {algorithm: _digest_blob(object_store(), locator, size, algorithm)}
+    return received
+
+
+@S3.operation()
+def upload_part(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    bucket = get_bucket(ctx, p["Bucket"])
+    number = _check_part_number(p.get("PartNumber"))
+    upload = _find_upload(ctx, bucket, p["Key"], p["UploadId"])
+    store = object_store()
+    received = receive_body(ctx, store, limit=MAX_PART)
+    locator = received.blob.locator
+    try:
+        sums = _part_checksums(upload, received.checksums, locator, received.blob.size)
+        _store_part(ctx, upload, number, locator, received.blob.size, received.etag, sums)
+    except BaseException:
+        store.delete(locator)  # the DB never pointed at it
+        raise
+    return {"ETag": received.etag, **_checksum_members(sums)}
+
+
+def _copy_conditions(version: ObjectVersion, p: dict[str, Any]) -> None:
+    """x-amz-copy-source-if-*: as GetObject's conditions, but every failure is a 412."""
+    conditions = {
+        "IfMatch": p.get("CopySourceIfMatch"),
+        "IfNoneMatch": p.get("CopySourceIfNoneMatch"),
+        "IfModifiedSince": p.get("CopySourceIfModifiedSince"),
+        "IfUnmodifiedSince": p.get("CopySourceIfUnmodifiedSince"),
+    }
+    try:
+        check_conditions(version, conditions)
+    except CloudError as exc:
+        if exc.code == "NotModified":
+            raise CloudError(
+                "PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412
+            ) from exc
+        raise
+
+
+def _copy_range(header: str | None, size: int) -> tuple[int, int]:
+    if not header:
+        return 0, size
+    spec = header.strip()
+    first, sep, last = spec.removeprefix("bytes=").partition("-")
+    if not spec.startswith("bytes=") or not sep or not first.isdigit() or not last.isdigit():
+        raise CloudError(
+            "InvalidArgument", "The x-amz-copy-source-range value must be of the form bytes=first-last"
+        )
+    start, end = int(first), int(last)
+    if end < start or end >= size:
+        raise CloudError("InvalidRange", f"The requested range is not satisfiable (object size {size})", 416)
+    return start, end - start + 1
+
+
+@S3.operation()
+def upload_part_copy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    bucket = get_bucket(ctx, p["Bucket"])
+    number = _check_part_number(p.get("PartNumber"))
+    upload = _find_upload(ctx, bucket, p["Key"], p["UploadId"])
+    source_bucket_name, source_key, source_version = parse_copy_source(p["CopySource"])
+    source_bucket = get_bucket(ctx, source_bucket_name)
+    authorize_object(ctx, "GetObject", source_bucket.name, source_key, source_version)
+    source = find_version(ctx, source_bucket.name, source_key, source_version)
+    _copy_conditions(source, p)
+    offset, length = _copy_range(p.get("CopySourceRange"), source.size)
+    if length > MAX_PART:
+        raise CloudError("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")
+    algorithm, _ = _checksum_setting(upload)
+    hashers = checksums.Hashers([algorithm] if algorithm else [])
+    md5 = hashlib.md5()
+    store = object_store()
+    writer = store.writer()
+    try:
+        start = 0
+        for locator, size in segments(source):
+            end = start + size
+            if end > offset and start < offset + length:
+                first = max(offset, start) - start
+                last = min(offset + length, end) - start
+                for chunk in _read_blob(store, locator, first, last - first):
+                    md5.update(chunk)
+                    hashers.update(chunk)
+                    writer.write(chunk)
+            start = end
+        blob = writer.commit()
+    except BlobNotFound as exc:
+        writer.abort()
+        raise CloudError("NoSuchKey", "The specified key does not exist.") from exc
+    except BaseException:
+        writer.abort()
+        raise
+    etag = f'"{md5.hexdigest()}"'
+    sums = _values(hashers)
+    try:
+        _store_part(ctx, upload, number, blob.locator, blob.size, etag, sums)
+    except BaseException:
+        store.delete(blob.locator)
+        raise
+    result: dict[str, Any] = {"ETag": etag, "LastModified": clock.now(), **_checksum_members(sums)}
+    out: dict[str, Any] = {"CopyPartResult": result}
+    if source_bucket.versioning:
+        out["CopySourceVersionId"] = source.version_id
+    return out
+
+
+# -- CompleteMultipartUpload ---------------------------------------------------------------------
+
+
+def _plain_etag(etag: str) -> str:
+    return etag.strip().strip('"')
+
+
+def multipart_etag(part_etags: list[str]) -> str:
+    """S3's ETag of a multipart object: md5 of the parts' binary md5s, then -<number of parts>."""
+    digests = b"".join(bytes.fromhex(_plain_etag(e)) for e in part_etags)
+    return f'"{hashlib.md5(digests).hexdigest()}-{len(part_etags)}"'
+
+
+def _combine_crcs(algorithm: str, parts: list[tuple[str, int]]) -> str:
+    from awscrt import checksums as crt
+
+    combine = {"crc32": crt.combine_crc32, "crc32c": crt.combine_crc32c, "crc64nvme": crt.combine_crc64nvme}
+    width = 8 if algorithm == "crc64nvme" else 4
+    total = 0
+    for index, (value, size) in enumerate(parts):
+        crc = int.from_bytes(base64.b64decode(value), "big")
+        total = crc if index == 0 else combine[algorithm](total, crc, size)
+    return base64.b64encode(total.to_bytes(width, "big")).decode()
+
+
+def _object_checksum(upload: Upload, chosen: list[Part]) -> dict[str, str]:
+    algorithm, kind = _checksum_setting(upload)
+    if not algorithm:
+        return {}
+    values: list[str] = []
+    for part in chosen:
+        value = json.loads(part.checksum or "{}").get(algorithm)
+        if value is None:  # uploaded before a checksum could be computed: none for the object
+            return {}
+        values.append(value)
+    if kind == "FULL_OBJECT":
+        return {
+            algorithm: _combine_crcs(
+                algorithm, [(v, part.size) for v, part in zip(values, chosen, strict=True)]
+            )
+        }
+    hasher = checksums.Hashers([algorithm])
+    for value in values:
+        hasher.update(base64.b64decode(value))
+    composite = _values(hasher)[algorithm]
+    return {algorithm: f"{composite}-{len(chosen)}"}
+
+
+def _complete_retry(ctx: RequestContext, bucket: Bucket, p: dict[str, Any]) -> dict[str, Any] | None:
+    """A Complete retried after it succeeded: S3 answers with the object it made (same parts)."""
+    marker = json.dumps({UPLOAD_ID_HEADER: p["UploadId"]})[1:-1]
+    version: ObjectVersion | None = ctx.session.scalar(
+        select(ObjectVersion).where(
+            ObjectVersion.bucket == bucket.name,
+            ObjectVersion.key == p["Key"],
+            ObjectVersion.headers.contains(marker),
+        )
+    )
+    if version is None:
+        return None
+    listed = (p.get("MultipartUpload") or {}).get("Parts") or []
+    if multipart_etag([str(part.get("ETag", "")) for part in listed]) != version.etag:
+        return None
+    return _complete_answer(ctx, bucket, version)
+
+
+def _complete_answer(ctx: RequestContext, bucket: Bucket, version: ObjectVersion) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "Location": f"/{bucket.name}/{quote(version.key)}",
+        "Bucket": bucket.name,
+        "Key": version.key,
+        "ETag": version.etag,
+    }
+    sums = json.loads(version.checksums or "{}")
+    out.update(_checksum_members(sums))
+    if sums:
+        out["ChecksumType"] = "COMPOSITE" if any("-" in v for v in sums.values()) else "FULL_OBJECT"
+    if bucket.versioning:
+        out["VersionId"] = version.version_id
+    return out
+
+
+@S3.operation()
+def complete_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    bucket = get_bucket(ctx, p["Bucket"])
+    s = ctx.session
+    upload: Upload | None = s.get(Upload, p["UploadId"])
+    if upload is None or upload.bucket != bucket.name or upload.key != p["Key"]:
+        retried = _complete_retry(ctx, bucket, p) if upload is None else None
+        if retried is not None:
+            return retried
+        raise _no_such_upload()
+    listed = (p.get("MultipartUpload") or {}).get("Parts") or []
+    if not listed:
+        raise CloudError(
+            "MalformedXML",
+            "The XML you provided was not well-formed or did not validate against our published schema",
+        )
+    stored = {
+        part.part_number: part for part in s.scalars(select(Part).where(Part.upload_id == upload.upload_id))
+    }
+    algorithm, kind = _checksum_setting(upload)
+    chosen: list[Part] = []
+    previous = 0
+    for item in listed:
+        number = item.get("PartNumber")
+        if not isinstance(number, int) or number <= previous:
+            raise CloudError("InvalidPartOrder", _PART_ORDER)
+        previous = number
+        part = stored.get(number)
+        if part is None or _plain_etag(str(item.get("ETag") or "")) != _plain_etag(part.etag):
+            raise CloudError("InvalidPart", _INVALID_PART)
+        part_sums = json.loads(part.checksum or "{}")
+        for name, value in item.items():
+            if name.startswith("Checksum") and value is not None:
+                sent_algorithm = name[len("Checksum") :].lower()
+                if part_sums.get(sent_algorithm) not in (None, value) or (
+                    algorithm and sent_algorithm != algorithm
+                ):
+                    message = f"The {sent_algorithm.upper()} checksum of part {number} does not match."
+                    raise CloudError("InvalidPart", message)
+        chosen.append(part)
+    for part in chosen[:-1]:
+        if part.size < MIN_PART:
+            raise CloudError(
+                "EntityTooSmall", "Your proposed upload is smaller than the minimum allowed size"
+            )
+    total = sum(part.size for part in chosen)
+    sums = _object_checksum(upload, chosen)
+    if algorithm and kind == "FULL_OBJECT" and sums:
+        sent = p.get(f"Checksum{algorithm.upper()}")
+        if sent is not None and sent != sums[algorithm]:
+            raise CloudError(
+                "BadDigest", f"The {algorithm.upper()} you specified did not match the calculated checksum."
+            )
+    if p.get("MpuObjectSize") is not None and int(p["MpuObjectSize"]) != total:
+        raise CloudError("InvalidRequest", "The provided MpuObjectSize does not match the object's size.")
+    quotas().check(s, bucket.owner_account_id, 1, total)
+    # The upload row goes first: of two concurrent Completes only one deletes it.
+    gone = s.execute(delete(Upload).where(Upload.upload_id == upload.upload_id))
+    if getattr(gone, "rowcount", 1) != 1:
+        raise _no_such_upload()
+    used = {part.part_number for part in chosen}
+    garbage.queue(s, [part.locator for number, part in stored.items() if number not in used])
+    s.execute(delete(Part).where(Part.upload_id == upload.upload_id))
+    headers = json.loads(upload.headers or "{}")
+    headers[UPLOAD_ID_HEADER] = upload.upload_id
+    version = ObjectVersion(
+        bucket=bucket.name,
+        key=upload.key,
+        version_id=new_version_id(bucket),
+        is_latest=True,
+        size=total,
+        etag=multipart_etag([part.etag for part in chosen]),
+        last_modified=clock.now(),
+        owner_account_id=upload.owner_account_id,
+        storage_class=upload.storage_class,
+        headers=json.dumps(headers),
+        metadata_=upload.metadata_,
+        tags=upload.tags,
+        acl=upload.acl,
+        checksums=json.dumps(sums),
+        parts=json.dumps([[part.locator, part.size, part.etag] for part in chosen]),
+        locator=None,
+    )
+    add_version(ctx, bucket, version)
+    return _complete_answer(ctx, bucket, version)
+
+
+# -- AbortMultipartUpload ---------------------------------------------------------------------------
+
+
+@S3.operation()
+def abort_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    bucket = get_bucket(ctx, p["Bucket"])
+    upload = _find_upload(ctx, bucket, p["Key"], p["UploadId"])
+    s = ctx.session
+    garbage.queue(s, list(s.scalars(select(Part.locator).where(Part.upload_id == upload.upload_id))))
+    s.execute(delete(Part).where(Part.upload_id == upload.upload_id))
+    s.delete(upload)
+    s.flush()
+    return {}
+
+
+# -- ListParts / ListMultipartUploads ---------------------------------------------------------------
+
+
+def _max_items(value: Any) -> int:
+    if value is None:
+        return MAX_LISTED
+    if not isinstance(value, int) or value < 0:
+        raise CloudError("InvalidArgument", "Provided max value must be a non-negative integer")
+    return min(value, MAX_LISTED)
+
+
+@S3.operation()
+def list_parts(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    bucket = get_bucket(ctx, p["Bucket"])
+    upload = _find_upload(ctx, bucket, p["Key"], p["UploadId"])
+    max_parts = _max_items(p.get("MaxParts"))
+    marker = int(p.get("PartNumberMarker") or 0)
+    rows = list(
+        ctx.session.scalars(
+            select(Part)
+            .where(Part.upload_id == upload.upload_id, Part.part_number > marker)
+            .order_by(Part.part_number)
+            .limit(max_parts + 1)
+        )
+    )
+    truncated = len(rows) > max_parts
+    rows = rows[:max_parts]
+    parts = [
+        {
+            "PartNumber": part.part_number,
+            "LastModified": part.last_modified,
+            "ETag": part.etag,
+            "Size": part.size,
+            **_checksum_members(json.loads(part.checksum or "{}")),
+        }
+        for part in rows
+    ]
+    out: dict[str, Any] = {
+        "Bucket": bucket.name,
+        "Key": upload.key,
+        "UploadId": upload.upload_id,
+        "PartNumberMarker": marker,
+        "MaxParts": max_parts,
+        "IsTruncated": truncated,
+        "Parts": parts,
+        "Initiator": owner_view(upload.owner_account_id),
+        "Owner": owner_view(upload.owner_account_id),
+        "StorageClass": upload.storage_class,
+    }
+    if rows:
+        out["NextPartNumberMarker"] = rows[-1].part_number
+    algorithm, kind = _checksum_setting(upload)
+    if algorithm:
+        out["ChecksumAlgorithm"] = algorithm.upper()
+        out["ChecksumType"] = kind
+    return out
+
+
+def _upload_view(upload: Upload, encode: bool) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "UploadId": upload.upload_id,
+        "Key": quote(upload.key, safe="/") if encode else upload.key,
+        "Initiated": upload.initiated,
+        "StorageClass": upload.storage_class,
+        "Owner": owner_view(upload.owner_account_id),
+        "Initiator": owner_view(upload.owner_account_id),
+    }
+    algorithm, kind = _checksum_setting(upload)
+    if algorithm:
+        view["ChecksumAlgorithm"] = algorithm.upper()
+        view["ChecksumType"] = kind
+    return view
+
+
+@S3.operation()
+def list_multipart_uploads(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    bucket = get_bucket(ctx, p["Bucket"])
+    max_uploads = _max_items(p.get("MaxUploads"))
+    prefix, delimiter = p.get("Prefix") or "", p.get("Delimiter") or ""
+    key_marker, id_marker = p.get("KeyMarker") or "", p.get("UploadIdMarker") or ""
+    encode = p.get("EncodingType") == "url"
+    q = select(Upload).where(Upload.bucket == bucket.name)
+    if prefix:
+        q = q.where(Upload.key.startswith(prefix, autoescape=True))
+    if key_marker:
+        after = Upload.key > key_marker
+        marker_upload = ctx.session.get(Upload, id_marker) if id_marker else None
+        if marker_upload is not None and marker_upload.key == key_marker:
+            after = or_(
+                after,
+                (Upload.key == key_marker)
+                & (
+                    tuple_(Upload.initiated, Upload.upload_id)
+                    > tuple_(marker_upload.initiated, marker_upload.upload_id)
+                ),
+            )
+        q = q.where(after)
+    q = q.order_by(Upload.key, Upload.initiated, Upload.upload_id)
+    uploads: list[dict[str, Any]] = []
+    prefixes: list[str] = []
+    truncated = False
+    last_key, last_id = "", ""
+    for upload in ctx.session.scalars(q.execution_options(yield_per=500)):
+        common = None
+        if delimiter:
+            rest = upload.key[len(prefix) :]
+            cut = rest.find(delimiter)
+            if cut >= 0:
+                common = prefix + rest[: cut + len(delimiter)]
+        if common is not None and (common == key_marker or (prefixes and prefixes[-1] == common)):
+            continue
+        if len(uploads) + len(prefixes) >= max_uploads:
+            truncated = True
+            break
+        if common is not None:
+            prefixes.append(common)
+            last_key, last_id = common, ""
+        else:
+            uploads.append(_upload_view(upload, encode))
+            last_key, last_id = upload.key, upload.upload_id
+    out: dict[str, Any] = {
+        "Bucket": bucket.name,
+        "KeyMarker": key_marker,
+        "UploadIdMarker": id_marker,
+        "MaxUploads": max_uploads,
+        "IsTruncated": truncated,
+        "Uploads": uploads,
+    }
+    if prefix:
+        out["Prefix"] = quote(prefix, safe="/") if encode else prefix
+    if delimiter:
+        out["Delimiter"] = quote(delimiter, safe="/") if encode else delimiter
+    if prefixes:
+        out["CommonPrefixes"] = [{"Prefix": quote(c, safe="/") if encode else c} for c in prefixes]
+    if encode:
+        out["EncodingType"] = "url"
+    if truncated:
+        out["NextKeyMarker"] = quote(last_key, safe="/") if encode else last_key
+        out["NextUploadIdMarker"] = last_id
+    return out
