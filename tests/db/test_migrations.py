@@ -17,6 +17,7 @@ from mallee.services.clc.tables import Account
 
 CLC_TABLES = {
     "accounts",
+    "instances",
     "users",
     "groups",
     "group_members",
@@ -27,6 +28,10 @@ CLC_TABLES = {
     "services",
     "clusters",
     "instance_types",
+    "key_pairs",
+    "images",
+    "launch_permissions",
+    "tags",
 }
 
 

@@ -42,7 +42,11 @@ def test_availability_zones_verbose_lists_capacity_per_type(cloud: Cloud) -> Non
     assert names[0] == "mallee-1a"
     assert "|- m1.small" in names and "|- hs1.8xlarge" in names
     small = next(z for z in zones if z["ZoneName"] == "|- m1.small")
-    assert small["State"].startswith("0000 / 0000")  # no node controllers with resources yet
+    free, _, most, cpus, ram, disk = small["State"].split()
+    # The test cloud's node offers 16 cores, 16 GiB, 200 GiB: m1.small (1 CPU, 256 MiB, 5 GiB)
+    # fits 16 times when empty, limited by cores.
+    assert (most, cpus, ram, disk) == ("0016", "1", "256", "5")
+    assert 0 <= int(free) <= 16
 
 
 def test_unknown_zone_is_refused(cloud: Cloud) -> None:

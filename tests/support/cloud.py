@@ -25,7 +25,7 @@ VENV_BIN = Path(sys.executable).parent
 BOTO = BotoConfig(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30)
 
 
-def _free_port_base(count: int = 5) -> int:
+def _free_port_base(count: int = 6) -> int:
     for _ in range(200):
         base = 20000 + secrets.randbelow(20000)
         socks = []
@@ -131,18 +131,26 @@ def _wait_ready(cloud: Cloud, timeout: float) -> None:
     raise RuntimeError(f"cloud not ready after {timeout}s (last: {last}):\n{cloud.log()}")
 
 
-def start_cloud(base_dir: Path) -> Cloud:
+def start_cloud(base_dir: Path, extra_env: dict[str, str] | None = None) -> Cloud:
+    """`extra_env`: more environment for `mallee up` (MALLEE_* settings such as MALLEE_S3_DOMAIN)."""
     port_base = _free_port_base()
     env = dict(os.environ)
     env.update(
         MALLEE_DATA_DIR=str(base_dir / "data"),
         MALLEE_PORT_BASE=str(port_base),
         MALLEE_HEARTBEAT_SECONDS="1",
+        # API tests run the node controller on its fake drivers; tests/e2e boots real VMs.
+        MALLEE_HYPERVISOR="fake",
+        MALLEE_NETWORK="fake",
+        MALLEE_NODE_CORES="16",
+        MALLEE_NODE_MEMORY_MIB="16384",
+        MALLEE_NODE_DISK_GIB="200",
         AWS_CONFIG_FILE=str(base_dir / "aws" / "config"),
         AWS_SHARED_CREDENTIALS_FILE=str(base_dir / "aws" / "credentials"),
         PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
     )
     env.pop("AWS_PROFILE", None)
+    env.update(extra_env or {})
     log_path = base_dir / "mallee-up.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

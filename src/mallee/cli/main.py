@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mallee.cli import commands
+from mallee.cli import commands, images
 from mallee.cli.client import ApiError
 
 SERVICES = ("clc", "walrus", "cc", "sc", "nc")
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     set_type.add_argument("--memory", type=int, help="MiB")
     set_type.add_argument("--disk", type=int, help="GiB")
     set_type.add_argument("--reset", action="store_true", help="back to the default size")
+    images.add_parsers(sub)
     return parser
 
 
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         "instance-type": commands.instance_type,
         "usage": commands.usage,
         "quota": commands.quota,
+        "image": images.image,
+        "cloud-cert": images.cloud_cert,
     }
     try:
         return handlers[args.command](args)

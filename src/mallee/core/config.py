@@ -16,7 +16,7 @@ from mallee.core.errors import ConfigError
 
 SERVICES = ("clc", "walrus", "cc", "sc", "nc")
 # Offsets from port_base: the public endpoint is port_base itself (8773, as Eucalyptus).
-PORT_OFFSETS = {"clc": 0, "cc": 1, "nc": 2, "sc": 3, "walrus": 4}
+PORT_OFFSETS = {"clc": 0, "cc": 1, "nc": 2, "sc": 3, "walrus": 4, "metadata": 5}
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,24 @@ class Config:
     max_request_body: int = 1024 * 1024  # query-protocol bodies; S3 bodies are streamed
     # How long a service may stay silent before `mallee status` calls it NOTREADY.
     heartbeat_seconds: float = 5.0
+    # Virtual-hosted-style S3: when set (e.g. "s3.example.com"), Host `<bucket>.<s3_domain>` names
+    # the bucket. Empty: path-style addressing only.
+    s3_domain: str = ""
+    # Compute: the zone's private subnet (its first address is each node bridge's gateway), the
+    # cluster's nodes ("host:port,…"; empty: this host's node controller), placement policy, and
+    # the node's drivers ("libvirt" or "fake"; "edge" or "fake").
+    private_subnet: str = "10.111.0.0/24"
+    nodes: str = ""
+    scheduler: str = "ROUNDROBIN"
+    hypervisor: str = "libvirt"
+    network: str = "edge"
+    image_cache_gib: int = 20
+    bridge: str = "mallee0"  # the node's instance bridge (≤ 15 characters)
+    # What the node offers instances, overriding what the hypervisor measures (Eucalyptus'
+    # MAX_CORES / MAX_MEM / MAX_DISK; 0: as measured). Cores may be oversubscribed.
+    node_cores: int = 0
+    node_memory_mib: int = 0
+    node_disk_gib: int = 0
 
     def port(self, service: str) -> int:
         return self.port_base + PORT_OFFSETS[service]

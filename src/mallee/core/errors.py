@@ -71,11 +71,18 @@ class CloudError(Exception):
     nothing else for client mistakes; anything else that escapes a handler is an InternalError (500).
     """
 
-    def __init__(self, code: str, message: str = "", status: int | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str = "",
+        status: int | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.status = status if status is not None else STATUS.get(code, 400)
+        self.headers = list(headers or [])  # extra response headers (S3: x-amz-delete-marker)
 
     @property
     def is_server_fault(self) -> bool:

@@ -120,19 +120,21 @@ class Gateway:
         identity: IdentityPort,
         region: str,
         unit_of_work: UnitOfWork = _no_unit_of_work,
+        s3_domain: str = "",
     ) -> None:
         self.registries = registries
         self.identity = identity
         self.region = region
         # Opened around each handler call: the owning service's transaction (it sets ctx.session).
         self.unit_of_work = unit_of_work
+        self.s3_domain = s3_domain  # virtual-hosted-style S3 (`<bucket>.<s3_domain>`); "" = off
 
     def handle(self, request: HttpRequest, **context: Any) -> HttpResponse:
         ctx = RequestContext(request=request, request_id=ids.request_id(), region=self.region, **context)
         service = "ec2"
         try:
             info = auth.extract(request)
-            service = routing.route(request, info)
+            service = routing.route(request, info, self.s3_domain)
             ctx.service = service
             return self._handle(ctx, service, info)
         except AuthError as err:
@@ -146,18 +148,20 @@ class Gateway:
     def _handle(self, ctx: RequestContext, service: str, info: auth.SignatureInfo | None) -> HttpResponse:
         request = ctx.request
         model = load_service(service)
+        vhost = routing.virtual_host_bucket(request, self.s3_domain) if service == "s3" else None
         if info is None:
             if service != "s3":
                 raise AuthError("missing", "Request is missing Authentication Token")
         else:
             credential = self.identity.resolve(info.access_key_id, info.session_token)
-            auth.verify(request, info, credential.secret_key, clock.now())
+            auth.verify(request, info, credential.secret_key, clock.now(), virtual_host_bucket=vhost)
             ctx.principal = credential.principal
             ctx.secret_key = credential.secret_key
         found = routing.path_prefix(request.raw_path)
         if found is not None:  # parse as if the API sat at the root, as clients address AWS
             request = replace(request, raw_path=request.raw_path[len(found[0]) :] or "/")
-        operation_model, params = parser.parse_request(model, request)
+        operation_model, params = parser.parse_request(model, request, virtual_host_bucket=vhost)
+        ctx.request.body = request.body  # the parser may have read a streamed XML body
         ctx.operation = operation_model.name
         ctx.params = params
         operation = self.registries[service].get(operation_model.name) if service in self.registries else None
@@ -173,4 +177,6 @@ class Gateway:
     def _error(self, ctx: RequestContext, service: str, err: CloudError) -> HttpResponse:
         if err.status >= 500:
             log.warning("%s %s -> %s %s", ctx.request_id, ctx.operation, err.code, err.message)
-        return serializer.serialize_error(load_service(service), err, ctx.request_id)
+        response = serializer.serialize_error(load_service(service), err, ctx.request_id)
+        response.headers += err.headers
+        return response

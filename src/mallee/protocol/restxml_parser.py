@@ -28,6 +28,9 @@ from mallee.protocol.xmlcodec import XmlError, local_name, parse_xml
 DEMOTED_OPERATIONS = frozenset({"ListDirectoryBuckets"})
 _LABEL_RE = re.compile(r"\{([^}]+)\}")
 _MAX_XML_DEPTH = 32
+# A streamed (large) request whose payload is parsed (XML, or a string such as a bucket policy) is
+# read up to this size; a bigger one is refused. DeleteObjects with 1000 long keys is about 1.1 MiB.
+MAX_PARSED_BODY = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ class RestXmlRequestParser:
         self._bind_labels(route, shape, path, params)
         self._bind_query(route, shape, query, params)
         self._bind_headers(shape, request, params)
-        self._bind_body(shape, request.body, params)
+        self._bind_body(shape, _read_parsed_body(shape, request), params)
         return route.operation, params
 
     def _match(self, request: HttpRequest, path: str, query: dict[str, list[str]]) -> Route:
@@ -252,6 +255,34 @@ class RestXmlRequestParser:
             return convert_scalar(shape, raw)
         except ValueError as exc:
             raise CloudError("InvalidArgument", f"Invalid value for {where}: expected {exc}.") from None
+
+
+def _read_parsed_body(shape: Shape, request: HttpRequest) -> bytes:
+    """The body, when the operation parses it: read from the request's stream when the front door
+    streamed it (too big to read whole there) and kept in `request.body` for the handler."""
+    if request.body or request.stream is None:
+        return request.body
+    payload = shape.serialization.get("payload")
+    if payload is not None:
+        if shape.members[payload].type_name == "blob":
+            return b""  # an object's content: the handler streams it
+    elif not any("location" not in m.serialization for m in shape.members.values()):
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = request.stream.read(64 * 1024)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > MAX_PARSED_BODY:
+            raise CloudError(
+                "MalformedXML",
+                f"The request body is larger than the {MAX_PARSED_BODY} bytes this operation accepts.",
+            )
+        chunks.append(chunk)
+    request.body = b"".join(chunks)
+    return request.body
 
 
 class XmlBodyReader:

@@ -36,7 +36,23 @@ def path_prefix(raw_path: str) -> tuple[str, str] | None:
     return None
 
 
-def route(request: HttpRequest, info: SignatureInfo | None) -> str:
+def virtual_host_bucket(request: HttpRequest, s3_domain: str) -> str | None:
+    """The bucket a Host header `<bucket>.<s3_domain>[:port]` names (None: not such a host)."""
+    if not s3_domain:
+        return None
+    host = (request.headers.get("host") or "").strip().lower()
+    if host.startswith("["):
+        return None  # an IPv6 literal names no bucket
+    host = host.rsplit(":", 1)[0].rstrip(".")
+    suffix = "." + s3_domain.strip(".").lower()
+    if host.endswith(suffix) and len(host) > len(suffix):
+        return host[: -len(suffix)]
+    return None
+
+
+def route(request: HttpRequest, info: SignatureInfo | None, s3_domain: str = "") -> str:
+    if virtual_host_bucket(request, s3_domain) is not None:
+        return "s3"
     if info is not None and info.service:
         if info.service not in SERVICES:
             raise CloudError(
@@ -73,9 +89,12 @@ def _action_and_version(request: HttpRequest) -> tuple[str | None, str | None]:
     return action, version
 
 
-def is_s3_from_head(request: HttpRequest) -> bool:
+def is_s3_from_head(request: HttpRequest, s3_domain: str = "") -> bool:
     """True when the request line and headers alone show an S3 request (its body need not be read
-    to route it); False for the query APIs and whenever the body must be read to tell."""
+    to route it); False for the query APIs and whenever the body must be read to tell.
+    `s3_domain`: with virtual-hosted-style addressing on, any request to `<bucket>.<s3_domain>`."""
+    if virtual_host_bucket(request, s3_domain) is not None:
+        return True
     try:
         info = auth.extract(request)
     except auth.AuthError:

@@ -16,6 +16,8 @@ HEARTBEAT = "heartbeat"  # params: name, type, partition, host, port, version, d
 RESOLVE_KEY = "resolve_key"
 # params: account_id -> {"max_objects": int | None, "max_bytes": int | None}
 ACCOUNT_QUOTA = "account_quota"
+# params: private_ip, path -> {"status": int, "body": base64}: a guest's metadata request, proxied by its node
+METADATA = "metadata"
 
 
 def heartbeat(client: Client, **service: Any) -> None:

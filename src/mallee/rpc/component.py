@@ -3,6 +3,8 @@ rpc methods, a heartbeat to the CLC while it runs, and `/healthz` for supervisor
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,20 +24,45 @@ from mallee.rpc.transport import (
 )
 
 App = Callable[[Scope, Receive, Send], Any]
+log = logging.getLogger(__name__)
 
 
-def component_app(key: bytes, methods: dict[str, Method], heartbeater: Heartbeater | None) -> App:
+class Periodic:
+    """Runs `work` every `interval` seconds in a daemon thread while the app runs; errors are
+    logged and the next round tries again (reconciliation repairs what one round missed)."""
+
+    def __init__(self, name: str, work: Callable[[], None], interval: float) -> None:
+        self.name, self.work, self.interval = name, work, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.work()
+            except Exception:
+                log.exception("%s failed; retrying in %.1fs", self.name, self.interval)
+            self._stop.wait(self.interval)
+
+
+def component_app(key: bytes, methods: dict[str, Method], *background: Heartbeater | Periodic) -> App:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    if heartbeater:
-                        heartbeater.start()
+                    for task in background:
+                        task.start()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
-                    if heartbeater:
-                        heartbeater.stop()
+                    for task in background:
+                        task.stop()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
@@ -57,6 +84,7 @@ def reporting_app(
     partition: str,
     detail: Callable[[], dict[str, Any]],
     methods: dict[str, Method] | None = None,
+    background: tuple[Periodic, ...] = (),
 ) -> App:
     """A component app that heartbeats `describe()` to the CLC and answers the `describe` rpc."""
 
@@ -73,4 +101,4 @@ def reporting_app(
 
     key = load_key(cfg.deployment_key_file)
     beats = Heartbeater(Client(cfg.clc_url, key), describe, cfg.heartbeat_seconds)
-    return component_app(key, {"describe": lambda _params: describe(), **(methods or {})}, beats)
+    return component_app(key, {"describe": lambda _params: describe(), **(methods or {})}, beats, *background)

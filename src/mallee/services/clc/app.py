@@ -4,18 +4,25 @@ internal rpc that components heartbeat to. A plain ASGI app, served by uvicorn."
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
+
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import ReadOnlyCredentials
+from sqlalchemy import select
 
 from mallee import __version__
 from mallee.core import config as config_mod
 from mallee.core.config import Config
 from mallee.core.context import Headers, HttpRequest, RequestContext
-from mallee.core.errors import CloudError
+from mallee.core.errors import CloudError, ConfigError
 from mallee.db.session import Database
 from mallee.protocol import routing
 from mallee.protocol.auth import AuthError
@@ -36,15 +43,18 @@ from mallee.rpc.transport import (
     send_response,
     serve_rpc,
 )
-from mallee.services.clc import components, peers
+from mallee.services.clc import components, metadata, peers
 from mallee.services.clc.forward import forward
 from mallee.services.clc.handlers import REGISTRIES
+from mallee.services.clc.iam import store
 from mallee.services.clc.iam.identity import Identity
-from mallee.services.clc.tables import Account
+from mallee.services.clc.reconcile import reconcile
+from mallee.services.clc.tables import AccessKey, Account
 
 log = logging.getLogger(__name__)
 
-MAX_HEADER_BYTES = 64 * 1024  # S3 refuses header sections past 8 KiB of metadata; 64 KiB in all is ample
+MAX_HEADER_BYTES = 64 * 1024
+RECONCILE_SECONDS = 2.0  # S3 refuses header sections past 8 KiB of metadata; 64 KiB in all is ample
 
 
 class CloudController:
@@ -60,8 +70,15 @@ class CloudController:
             cloud.HEARTBEAT: self._heartbeat,
             cloud.RESOLVE_KEY: self._resolve_key,
             cloud.ACCOUNT_QUOTA: self._account_quota,
+            cloud.METADATA: self._metadata,
         }
-        peers.configure(Client(cfg.url("walrus"), self.key))
+        peers.configure(
+            peers.Peers(
+                walrus=Client(cfg.url("walrus"), self.key),
+                clusters={cfg.zone: Client(cfg.url("cc"), self.key)},
+                presign=self._presigner(),
+            )
+        )
 
     @contextmanager
     def _unit_of_work(self, ctx: RequestContext, operation: Operation) -> Iterator[None]:
@@ -93,6 +110,38 @@ class CloudController:
         except AuthError as err:
             return {"error": err.kind, "message": err.message}
         return resolved
+
+    def _presigner(self) -> peers.Presigner:
+        """Presigned GETs of image objects, signed with the system account's key."""
+        key: AccessKey | None = None
+        with self.db.session() as s:
+            account = store.system_account(s)
+            if account is not None:
+                key = s.scalar(
+                    select(AccessKey).where(
+                        AccessKey.account_id == account.id,
+                        AccessKey.user_id.is_(None),
+                        AccessKey.session_token.is_(None),
+                        AccessKey.active.is_(True),
+                    )
+                )
+        if key is None:
+            raise ConfigError("the system account has no active access key; run `mallee up` once")
+        credentials = ReadOnlyCredentials(key.id, key.secret, None)
+        endpoint, region = self.cfg.endpoint_url, self.cfg.region
+
+        def presign(bucket: str, object_key: str, seconds: int) -> str:
+            url = f"{endpoint}/{quote(bucket)}/{quote(object_key, safe='/')}"
+            request = AWSRequest(method="GET", url=url)
+            S3SigV4QueryAuth(credentials, "s3", region, expires=seconds).add_auth(request)
+            return str(request.prepare().url)
+
+        return presign
+
+    def _metadata(self, params: dict[str, Any]) -> dict[str, Any]:
+        with self.db.session() as s:
+            status, body = metadata.answer(s, str(params["private_ip"]), str(params["path"]))
+        return {"status": status, "body": base64.b64encode(body).decode()}
 
     def _account_quota(self, params: dict[str, Any]) -> dict[str, Any]:
         with self.db.session() as s:
@@ -129,7 +178,7 @@ class CloudController:
 
     async def _public(self, scope: Scope, receive: Receive, send: Send) -> None:
         head = self._request(scope, b"")
-        if routing.is_s3_from_head(head):
+        if routing.is_s3_from_head(head, self.cfg.s3_domain):
             try:
                 await forward(scope, receive, send, self.cfg.host, self.cfg.port("walrus"), self.key)
             except OSError as exc:
@@ -180,21 +229,34 @@ class CloudController:
                 log.exception("could not record the CLC's own heartbeat")
             await asyncio.sleep(self.cfg.heartbeat_seconds)
 
+    async def _reconcile(self) -> None:
+        loop = asyncio.get_running_loop()
+        clusters = peers.get().clusters
+        while True:
+            try:
+                await loop.run_in_executor(self.pool, reconcile, self.db, clusters)
+            except Exception:
+                log.exception("reconciliation failed; retrying")
+            await asyncio.sleep(RECONCILE_SECONDS)
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         beating: asyncio.Task[None] | None = None
+        reconciling: asyncio.Task[None] | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 for name in ("ec2", "iam", "sts", "s3"):
                     load_service(name)  # parse the models now, not on a client's first request
                 beating = asyncio.create_task(self._beat_self())
+                reconciling = asyncio.create_task(self._reconcile())
                 # The service models are ~100k long-lived objects; keeping them out of the cyclic
                 # collector's generations cut request latency measurably (bench/api.py).
                 gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if beating:
-                    beating.cancel()
+                for task in (beating, reconciling):
+                    if task:
+                        task.cancel()
                 self.pool.shutdown(wait=False)
                 self.db.dispose()
                 await send({"type": "lifespan.shutdown.complete"})

@@ -6,9 +6,13 @@ from mallee.services.clc import sts  # noqa: F401
 from mallee.services.clc.apis import EC2, IAM, STS
 from mallee.services.clc.ec2 import (  # noqa: F401
     account_attributes,
+    images,
     instance_types,
+    instances,
+    keypairs,
     regions,
     services,
+    tags,
     zones,
 )
 from mallee.services.clc.iam import access_keys, accounts, groups, policies, users  # noqa: F401

@@ -1,17 +1,36 @@
-"""The CLC's rpc clients for the components it calls, set up once by the app at start-up."""
+"""What the CLC's handlers reach beyond their database, set up once by the app at start-up:
+rpc clients for Walrus and the zones' cluster controllers, and a presigner that lets a node
+fetch an image object from Walrus with a short-lived URL (as Eucalyptus' NCs did)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from mallee.rpc.transport import Client
 
-_walrus: Client | None = None
+Presigner = Callable[[str, str, int], str]  # (bucket, key, seconds) -> URL
 
 
-def configure(walrus: Client) -> None:
-    global _walrus
-    _walrus = walrus
+@dataclass
+class Peers:
+    walrus: Client
+    clusters: dict[str, Client]  # zone -> its cluster controller
+    presign: Presigner
+
+
+_peers: Peers | None = None
+
+
+def configure(peers: Peers) -> None:
+    global _peers
+    _peers = peers
+
+
+def get() -> Peers:
+    assert _peers is not None, "the CLC app configures its peers at start-up"
+    return _peers
 
 
 def walrus() -> Client:
-    assert _walrus is not None, "the CLC app configures its peers at start-up"
-    return _walrus
+    return get().walrus

@@ -141,3 +141,97 @@ class InstanceType(Base):
     memory_mib: Mapped[int] = mapped_column(Integer)
     disk_gib: Mapped[int] = mapped_column(Integer)
     position: Mapped[int] = mapped_column(Integer, default=0)  # Eucalyptus' listing order
+
+
+class Instance(Base):
+    """An instance as the CLC records it: what the user asked for (desired state) and what the
+    cluster last reported (state). Terminated instances stay visible for an hour, as on AWS."""
+
+    __tablename__ = "instances"
+    __table_args__ = (UniqueConstraint("account_id", "client_token"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # i-…
+    reservation_id: Mapped[str] = mapped_column(String(32), index=True)  # r-…
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    image_id: Mapped[str] = mapped_column(String(32))
+    kernel_id: Mapped[str | None] = mapped_column(String(32))
+    ramdisk_id: Mapped[str | None] = mapped_column(String(32))
+    instance_type: Mapped[str] = mapped_column(String(32))
+    zone: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending running shutting-down terminated
+    desired: Mapped[str] = mapped_column(String(16))  # running | terminated
+    state_reason: Mapped[str] = mapped_column(String(255), default="")
+    transition_reason: Mapped[str] = mapped_column(String(255), default="")
+    node: Mapped[str] = mapped_column(String(255), default="")
+    private_ip: Mapped[str] = mapped_column(String(45), default="", index=True)
+    mac: Mapped[str] = mapped_column(String(17), default="")
+    key_name: Mapped[str | None] = mapped_column(String(255))
+    user_data: Mapped[str] = mapped_column(Text, default="")  # base64, as sent
+    security_groups: Mapped[str] = mapped_column(Text, default="[]")
+    launch_index: Mapped[int] = mapped_column(Integer, default=0)
+    launch_time: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+    terminated_at: Mapped[_dt.datetime | None] = mapped_column(UTCDateTime)
+    client_token: Mapped[str | None] = mapped_column(String(64))
+    disable_api_termination: Mapped[bool] = mapped_column(Boolean, default=False)
+    shutdown_behavior: Mapped[str] = mapped_column(String(16), default="stop")
+
+
+class KeyPair(Base):
+    """An EC2 key pair: the public half only (OpenSSH format, for the metadata service)."""
+
+    __tablename__ = "key_pairs"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # key-…
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    key_type: Mapped[str] = mapped_column(String(16))  # rsa | ed25519
+    fingerprint: Mapped[str] = mapped_column(String(128))
+    public_key: Mapped[str] = mapped_column(Text)  # "ssh-rsa AAAA… comment"
+    created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+
+
+class Image(Base):
+    """A registered image (ami-/aki-/ari-): where its bytes are in Walrus and how to boot it."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    image_type: Mapped[str] = mapped_column(String(16))  # machine | kernel | ramdisk
+    location: Mapped[str] = mapped_column(String(1024))  # bucket/key
+    source_format: Mapped[str] = mapped_column(String(16))  # bundle | raw | qcow2
+    size: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of the image itself
+    architecture: Mapped[str] = mapped_column(String(16))
+    kernel_id: Mapped[str | None] = mapped_column(String(32))
+    ramdisk_id: Mapped[str | None] = mapped_column(String(32))
+    virtualization_type: Mapped[str] = mapped_column(String(16))  # hvm | paravirtual
+    root_device_name: Mapped[str | None] = mapped_column(String(64))
+    block_device_mappings: Mapped[str] = mapped_column(Text, default="[]")  # JSON, as given
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(16), default="available")
+    created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+
+
+class LaunchPermission(Base):
+    """An account (other than the owner) allowed to launch an image; `Group=all` is Image.is_public."""
+
+    __tablename__ = "launch_permissions"
+
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(12), primary_key=True)
+
+
+class Tag(Base):
+    """An EC2 resource tag (images, key pairs, and later instances, volumes …)."""
+
+    __tablename__ = "tags"
+
+    resource_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256), default="")
+    resource_type: Mapped[str] = mapped_column(String(32))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)

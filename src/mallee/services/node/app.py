@@ -1,13 +1,120 @@
-"""The Node Controller process. For now it registers with the CLC (heartbeats) and answers rpc health
-checks; its API grows with the issues that build it (see docs/architecture.md)."""
+"""The Node Controller process: runs this host's instances through the hypervisor driver, wires
+them into the zone's network, caches images, and serves the metadata service to its guests."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import logging
+from typing import Any
+
+import mallee.drivers.registry as registry
 from mallee.core import config as config_mod
 from mallee.core.config import Config
-from mallee.rpc import component
+from mallee.drivers.network.base import HostNetwork
+from mallee.rpc import node
+from mallee.rpc.component import App, reporting_app
+from mallee.rpc.transport import Client, Receive, Scope, Send, load_key
+from mallee.services.node.imagecache import ImageCache
+from mallee.services.node.instances import InstanceManager
+from mallee.services.node.metadata_proxy import MetadataProxy
+
+log = logging.getLogger(__name__)
+
+GIB = 1024**3
 
 
-def create_app(cfg: Config | None = None) -> component.App:
+def host_network(cfg: Config) -> HostNetwork:
+    subnet = ipaddress.ip_network(cfg.private_subnet)
+    gateway = str(next(subnet.hosts()))
+    # Guests reach the metadata proxy on the bridge address; with the fake network there is no
+    # bridge, so it listens where the node's rpc does.
+    return HostNetwork(
+        bridge=cfg.bridge,
+        address=gateway,
+        prefix=subnet.prefixlen,
+        metadata_host=gateway if cfg.network != "fake" else cfg.host,
+        metadata_port=cfg.port("metadata"),
+    )
+
+
+def create_app(cfg: Config | None = None) -> App:
     cfg = cfg or config_mod.load()
-    return component.reporting_app(cfg, "nc", f"nc-{cfg.host}", cfg.zone, lambda: {})
+    key = load_key(cfg.deployment_key_file)
+    hypervisor = registry.hypervisor(cfg.hypervisor)
+    network = registry.network(cfg.network, state_dir=cfg.data_dir / "nc-network")
+    manager = InstanceManager(
+        cfg.data_dir / "nc-instances",
+        hypervisor,
+        network,
+        ImageCache(cfg.data_dir / "nc-cache", cfg.image_cache_gib * GIB),
+        cfg.bridge,
+    )
+    proxy = MetadataProxy(key, Client(cfg.clc_url, key))
+    hostnet = host_network(cfg)
+
+    def describe() -> dict[str, Any]:
+        measured = hypervisor.host_resources()
+        resources = {
+            "cores": cfg.node_cores or measured.cores,
+            "memory_mib": cfg.node_memory_mib or measured.memory_mib,
+            "disk_gib": cfg.node_disk_gib or measured.disk_gib,
+        }
+        return {
+            "instances": manager.describe(),
+            "resources": resources,
+            "hypervisor": str(hypervisor.capabilities.get("accelerator", cfg.hypervisor)),
+        }
+
+    def run(p: dict[str, Any]) -> dict[str, Any]:
+        manager.run(dict(p["launch"]))
+        return {"ok": True}
+
+    def terminate(p: dict[str, Any]) -> dict[str, Any]:
+        manager.terminate(str(p["instance_id"]))
+        return {"ok": True}
+
+    def reboot(p: dict[str, Any]) -> dict[str, Any]:
+        manager.reboot(str(p["instance_id"]))
+        return {"ok": True}
+
+    methods: dict[str, Any] = {
+        node.RUN_INSTANCE: run,
+        node.TERMINATE_INSTANCE: terminate,
+        node.REBOOT_INSTANCE: reboot,
+        node.DESCRIBE: lambda _p: describe(),
+        node.CONSOLE_OUTPUT: lambda p: {"output": manager.console_output(str(p["instance_id"]))},
+    }
+    inner = reporting_app(
+        cfg,
+        "nc",
+        f"nc-{cfg.host}",
+        cfg.zone,
+        lambda: {
+            "hypervisor": str(hypervisor.capabilities.get("accelerator", cfg.hypervisor)),
+            "reason": str(hypervisor.capabilities.get("accelerator_reason", "")),
+            "network": cfg.network,
+        },
+        methods,
+    )
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await inner(scope, receive, send)
+            return
+
+        async def wrapped_receive() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, network.setup, hostnet)
+                await loop.run_in_executor(None, manager.adopt)
+                await proxy.start(hostnet.metadata_host, hostnet.metadata_port)
+                log.info("metadata service on %s:%d", hostnet.metadata_host, hostnet.metadata_port)
+            elif message["type"] == "lifespan.shutdown":
+                await proxy.stop()
+            return message
+
+        await inner(scope, wrapped_receive, send)
+
+    return app

@@ -53,6 +53,10 @@ ACTIONS = {
     "DeleteObjectTagging": "s3:DeleteObjectTagging",
 }
 
+# What the cloud administrator's root identity may do in any bucket: read objects, so the CLC can
+# hand nodes presigned URLs for the images they boot (on AWS, EC2's own read access).
+CLOUD_READS = {"s3:GetObject", "s3:GetObjectVersion"}
+
 # ACL permission each kind of action needs (READ lists/reads, WRITE creates/deletes objects).
 _ACL_NEEDS = {
     "s3:ListBucket": "READ",
@@ -161,6 +165,13 @@ class S3Access:
             return
         params = ctx.params
         action = action_of(operation.name, params)
+        if (
+            principal is not None
+            and principal.is_root
+            and principal.is_system_admin
+            and action in CLOUD_READS
+        ):
+            return  # the cloud itself fetching images for its nodes (what aws-exec-read grants EC2)
         resource = resource_of(params)
         bucket = self.load_bucket(params["Bucket"]) if params.get("Bucket") else None
         context = _condition_context(ctx, params)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import Iterator
@@ -40,7 +41,7 @@ from mallee.rpc.transport import (
     serve_rpc,
     trusted_client,
 )
-from mallee.services.walrus import garbage, lifecycle, quota, runtime
+from mallee.services.walrus import garbage, lifecycle, post_upload, quota, runtime
 from mallee.services.walrus.access import S3Access
 from mallee.services.walrus.bucket_config import bucket_name, cors_headers, preflight
 from mallee.services.walrus.handlers import REGISTRIES
@@ -68,7 +69,9 @@ class Walrus:
         self.identity = RemoteIdentity(Client(cfg.clc_url, self.key))
         self.access = S3Access(self.identity, self._load_bucket, self.db)
         runtime.configure(self.store, Quotas(Client(cfg.clc_url, self.key)), self.access)
-        self.gateway = Gateway(REGISTRIES, self.access, cfg.region, unit_of_work=self._unit_of_work)
+        self.gateway = Gateway(
+            REGISTRIES, self.access, cfg.region, unit_of_work=self._unit_of_work, s3_domain=cfg.s3_domain
+        )
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3")
         self.rpc_methods: dict[str, Method] = {"describe": lambda _p: self.describe(), USAGE: self._usage}
         self.heartbeater = Heartbeater(Client(cfg.clc_url, self.key), self.describe, cfg.heartbeat_seconds)
@@ -129,7 +132,11 @@ class Walrus:
         )
         if request.method == "OPTIONS":  # a CORS preflight, answered from the bucket's CORS rules
             await self._send(
-                send, scope, await loop.run_in_executor(self.pool, preflight, request, self._load_bucket)
+                send,
+                scope,
+                await loop.run_in_executor(
+                    self.pool, preflight, request, self._load_bucket, self.cfg.s3_domain
+                ),
             )
             return
         feeding: asyncio.Task[None] | None = None
@@ -147,13 +154,17 @@ class Walrus:
             bridge = BridgeStream(loop)
             request.stream = bridge
             feeding = asyncio.create_task(bridge.feed(receive))
+        handler = self.gateway.handle  # browser-based (form POST) uploads are no botocore operation:
+        if post_upload.is_post_upload(request, self.cfg.s3_domain):
+            handler = functools.partial(post_upload.handle, self.gateway)
         try:
-            response = await loop.run_in_executor(self.pool, self.gateway.handle, request)
+            response = await loop.run_in_executor(self.pool, handler, request)
         finally:
             if feeding is not None and not feeding.done():
                 feeding.cancel()
         if headers.get("origin"):  # CORS: a request with an Origin the bucket's rules allow
-            bucket = await loop.run_in_executor(self.pool, self._load_bucket, bucket_name(request))
+            name = bucket_name(request, self.cfg.s3_domain)
+            bucket = await loop.run_in_executor(self.pool, self._load_bucket, name)
             response.headers += cors_headers(request, bucket)
         await self._send(send, scope, response)
 

@@ -180,8 +180,12 @@ def _match(
     return None
 
 
-def bucket_name(request: HttpRequest) -> str:
-    """The bucket a path-style request names ("" for none); Eucalyptus' service prefix is skipped."""
+def bucket_name(request: HttpRequest, s3_domain: str = "") -> str:
+    """The bucket a request names ("" for none): by its Host `<bucket>.<s3_domain>` when virtual-
+    hosted style is on, else by its path (Eucalyptus' service prefix skipped)."""
+    vhost = routing.virtual_host_bucket(request, s3_domain)
+    if vhost is not None:
+        return vhost
     path = request.raw_path
     found = routing.path_prefix(path)
     if found is not None:
@@ -208,7 +212,9 @@ def _forbidden(message: str, status: int = 403, code: str = "AccessForbidden") -
     return serialize_error(load_service("s3"), CloudError(code, message, status), ids.request_id())
 
 
-def preflight(request: HttpRequest, load_bucket: Callable[[str], Bucket | None]) -> HttpResponse:
+def preflight(
+    request: HttpRequest, load_bucket: Callable[[str], Bucket | None], s3_domain: str = ""
+) -> HttpResponse:
     """Answer a CORS preflight (`OPTIONS`) from the bucket's CORS rules, as S3 does."""
     origin = request.headers.get("origin")
     method = request.headers.get("access-control-request-method")
@@ -216,7 +222,7 @@ def preflight(request: HttpRequest, load_bucket: Callable[[str], Bucket | None])
         return _forbidden("Insufficient information. Origin request header needed.", 400, "BadRequest")
     if not method:
         return _forbidden(f"Invalid Access-Control-Request-Method: {method}", 400, "BadRequest")
-    name = bucket_name(request)
+    name = bucket_name(request, s3_domain)
     bucket = load_bucket(name) if name else None
     if bucket is None:
         return _forbidden("CORSResponse: Bucket not found", 403)

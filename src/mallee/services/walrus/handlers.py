@@ -12,6 +12,7 @@ from mallee.services.walrus import (  # noqa: F401
     lifecycle,
     listing,
     multipart,
+    multipart_listing,
     objects,
     tagging,
     versioning,

@@ -1,5 +1,5 @@
 """Multipart uploads: CreateMultipartUpload, UploadPart, UploadPartCopy, CompleteMultipartUpload,
-AbortMultipartUpload, ListParts, ListMultipartUploads.
+AbortMultipartUpload (ListParts and ListMultipartUploads: `multipart_listing`).
 
 Every part is its own blob. Completing an upload writes no bytes: one transaction creates the
 object version pointing at the parts' blobs in order (`ObjectVersion.parts`) and deletes the upload's
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import delete, or_, select, tuple_
+from sqlalchemy import delete, select
 
 from mallee.core import clock
 from mallee.core.context import FileBody, RequestContext
@@ -26,7 +26,7 @@ from mallee.drivers.objectstore.base import BlobNotFound, ObjectStore
 from mallee.services.walrus import acls, checksums, garbage
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.bodies import receive_body
-from mallee.services.walrus.buckets import get_bucket, owner_view
+from mallee.services.walrus.buckets import get_bucket
 from mallee.services.walrus.copy import authorize_object, parse_copy_source
 from mallee.services.walrus.objects import (
     _tags_from_header,
@@ -70,7 +70,7 @@ def _no_such_upload() -> CloudError:
     )
 
 
-def _find_upload(ctx: RequestContext, bucket: Bucket, key: str, upload_id: str) -> Upload:
+def find_upload(ctx: RequestContext, bucket: Bucket, key: str, upload_id: str) -> Upload:
     upload: Upload | None = ctx.session.get(Upload, upload_id)
     if upload is None or upload.bucket != bucket.name or upload.key != key:
         raise _no_such_upload()
@@ -86,7 +86,7 @@ def _check_part_number(number: Any) -> int:
 # -- checksum settings of an upload: Upload.checksum_algorithm holds "crc32" or "crc32:FULL_OBJECT" --
 
 
-def _checksum_setting(upload: Upload) -> tuple[str, str]:
+def checksum_setting(upload: Upload) -> tuple[str, str]:
     """(algorithm in lower case or "", "COMPOSITE" | "FULL_OBJECT" | "")."""
     algorithm, _, kind = (upload.checksum_algorithm or "").partition(":")
     if not algorithm:
@@ -116,7 +116,7 @@ def _encode_setting(p: dict[str, Any]) -> str:
     return algorithm if kind == "COMPOSITE" else f"{algorithm}:{kind}"
 
 
-def _checksum_members(values: dict[str, str]) -> dict[str, str]:
+def checksum_members(values: dict[str, str]) -> dict[str, str]:
     return {f"Checksum{algorithm.upper()}": value for algorithm, value in values.items()}
 
 
@@ -173,7 +173,7 @@ def create_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[str,
     ctx.session.add(upload)
     ctx.session.flush()
     out: dict[str, Any] = {"Bucket": bucket.name, "Key": upload.key, "UploadId": upload.upload_id}
-    algorithm, kind = _checksum_setting(upload)
+    algorithm, kind = checksum_setting(upload)
     if algorithm:
         out["ChecksumAlgorithm"] = algorithm.upper()
         out["ChecksumType"] = kind
@@ -210,7 +210,7 @@ def _store_part(
 
 def _part_checksums(upload: Upload, received: dict[str, str], locator: str, size: int) -> dict[str, str]:
     """The part's checksums to keep: the upload's algorithm's value (computed if the client sent none)."""
-    algorithm, _ = _checksum_setting(upload)
+    algorithm, _ = checksum_setting(upload)
     if not algorithm:
         return received
     others = [a for a in received if a != algorithm]
@@ -229,7 +229,7 @@ def _part_checksums(upload: Upload, received: dict[str, str], locator: str, size
 def upload_part(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
     number = _check_part_number(p.get("PartNumber"))
-    upload = _find_upload(ctx, bucket, p["Key"], p["UploadId"])
+    upload = find_upload(ctx, bucket, p["Key"], p["UploadId"])
     store = object_store()
     received = receive_body(ctx, store, limit=MAX_PART)
     locator = received.blob.locator
@@ -239,7 +239,7 @@ def upload_part(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     except BaseException:
         store.delete(locator)  # the DB never pointed at it
         raise
-    return {"ETag": received.etag, **_checksum_members(sums)}
+    return {"ETag": received.etag, **checksum_members(sums)}
 
 
 def _copy_conditions(version: ObjectVersion, p: dict[str, Any]) -> None:
@@ -279,7 +279,7 @@ def _copy_range(header: str | None, size: int) -> tuple[int, int]:
 def upload_part_copy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
     number = _check_part_number(p.get("PartNumber"))
-    upload = _find_upload(ctx, bucket, p["Key"], p["UploadId"])
+    upload = find_upload(ctx, bucket, p["Key"], p["UploadId"])
     source_bucket_name, source_key, source_version = parse_copy_source(p["CopySource"])
     source_bucket = get_bucket(ctx, source_bucket_name)
     authorize_object(ctx, "GetObject", source_bucket.name, source_key, source_version)
@@ -288,7 +288,7 @@ def upload_part_copy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     offset, length = _copy_range(p.get("CopySourceRange"), source.size)
     if length > MAX_PART:
         raise CloudError("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")
-    algorithm, _ = _checksum_setting(upload)
+    algorithm, _ = checksum_setting(upload)
     hashers = checksums.Hashers([algorithm] if algorithm else [])
     md5 = hashlib.md5()
     store = object_store()
@@ -319,7 +319,7 @@ def upload_part_copy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     except BaseException:
         store.delete(blob.locator)
         raise
-    result: dict[str, Any] = {"ETag": etag, "LastModified": clock.now(), **_checksum_members(sums)}
+    result: dict[str, Any] = {"ETag": etag, "LastModified": clock.now(), **checksum_members(sums)}
     out: dict[str, Any] = {"CopyPartResult": result}
     if source_bucket.versioning:
         out["CopySourceVersionId"] = source.version_id
@@ -352,7 +352,7 @@ def _combine_crcs(algorithm: str, parts: list[tuple[str, int]]) -> str:
 
 
 def _object_checksum(upload: Upload, chosen: list[Part]) -> dict[str, str]:
-    algorithm, kind = _checksum_setting(upload)
+    algorithm, kind = checksum_setting(upload)
     if not algorithm:
         return {}
     values: list[str] = []
@@ -400,7 +400,7 @@ def _complete_answer(ctx: RequestContext, bucket: Bucket, version: ObjectVersion
         "ETag": version.etag,
     }
     sums = json.loads(version.checksums or "{}")
-    out.update(_checksum_members(sums))
+    out.update(checksum_members(sums))
     if sums:
         out["ChecksumType"] = "COMPOSITE" if any("-" in v for v in sums.values()) else "FULL_OBJECT"
     if bucket.versioning:
@@ -427,7 +427,7 @@ def complete_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[st
     stored = {
         part.part_number: part for part in s.scalars(select(Part).where(Part.upload_id == upload.upload_id))
     }
-    algorithm, kind = _checksum_setting(upload)
+    algorithm, kind = checksum_setting(upload)
     chosen: list[Part] = []
     previous = 0
     for item in listed:
@@ -501,152 +501,10 @@ def complete_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[st
 @S3.operation()
 def abort_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
-    upload = _find_upload(ctx, bucket, p["Key"], p["UploadId"])
+    upload = find_upload(ctx, bucket, p["Key"], p["UploadId"])
     s = ctx.session
     garbage.queue(s, list(s.scalars(select(Part.locator).where(Part.upload_id == upload.upload_id))))
     s.execute(delete(Part).where(Part.upload_id == upload.upload_id))
     s.delete(upload)
     s.flush()
     return {}
-
-
-# -- ListParts / ListMultipartUploads ---------------------------------------------------------------
-
-
-def _max_items(value: Any) -> int:
-    if value is None:
-        return MAX_LISTED
-    if not isinstance(value, int) or value < 0:
-        raise CloudError("InvalidArgument", "Provided max value must be a non-negative integer")
-    return min(value, MAX_LISTED)
-
-
-@S3.operation()
-def list_parts(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    bucket = get_bucket(ctx, p["Bucket"])
-    upload = _find_upload(ctx, bucket, p["Key"], p["UploadId"])
-    max_parts = _max_items(p.get("MaxParts"))
-    marker = int(p.get("PartNumberMarker") or 0)
-    rows = list(
-        ctx.session.scalars(
-            select(Part)
-            .where(Part.upload_id == upload.upload_id, Part.part_number > marker)
-            .order_by(Part.part_number)
-            .limit(max_parts + 1)
-        )
-    )
-    truncated = len(rows) > max_parts
-    rows = rows[:max_parts]
-    parts = [
-        {
-            "PartNumber": part.part_number,
-            "LastModified": part.last_modified,
-            "ETag": part.etag,
-            "Size": part.size,
-            **_checksum_members(json.loads(part.checksum or "{}")),
-        }
-        for part in rows
-    ]
-    out: dict[str, Any] = {
-        "Bucket": bucket.name,
-        "Key": upload.key,
-        "UploadId": upload.upload_id,
-        "PartNumberMarker": marker,
-        "MaxParts": max_parts,
-        "IsTruncated": truncated,
-        "Parts": parts,
-        "Initiator": owner_view(upload.owner_account_id),
-        "Owner": owner_view(upload.owner_account_id),
-        "StorageClass": upload.storage_class,
-    }
-    if rows:
-        out["NextPartNumberMarker"] = rows[-1].part_number
-    algorithm, kind = _checksum_setting(upload)
-    if algorithm:
-        out["ChecksumAlgorithm"] = algorithm.upper()
-        out["ChecksumType"] = kind
-    return out
-
-
-def _upload_view(upload: Upload, encode: bool) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "UploadId": upload.upload_id,
-        "Key": quote(upload.key, safe="/") if encode else upload.key,
-        "Initiated": upload.initiated,
-        "StorageClass": upload.storage_class,
-        "Owner": owner_view(upload.owner_account_id),
-        "Initiator": owner_view(upload.owner_account_id),
-    }
-    algorithm, kind = _checksum_setting(upload)
-    if algorithm:
-        view["ChecksumAlgorithm"] = algorithm.upper()
-        view["ChecksumType"] = kind
-    return view
-
-
-@S3.operation()
-def list_multipart_uploads(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    bucket = get_bucket(ctx, p["Bucket"])
-    max_uploads = _max_items(p.get("MaxUploads"))
-    prefix, delimiter = p.get("Prefix") or "", p.get("Delimiter") or ""
-    key_marker, id_marker = p.get("KeyMarker") or "", p.get("UploadIdMarker") or ""
-    encode = p.get("EncodingType") == "url"
-    q = select(Upload).where(Upload.bucket == bucket.name)
-    if prefix:
-        q = q.where(Upload.key.startswith(prefix, autoescape=True))
-    if key_marker:
-        after = Upload.key > key_marker
-        marker_upload = ctx.session.get(Upload, id_marker) if id_marker else None
-        if marker_upload is not None and marker_upload.key == key_marker:
-            after = or_(
-                after,
-                (Upload.key == key_marker)
-                & (
-                    tuple_(Upload.initiated, Upload.upload_id)
-                    > tuple_(marker_upload.initiated, marker_upload.upload_id)
-                ),
-            )
-        q = q.where(after)
-    q = q.order_by(Upload.key, Upload.initiated, Upload.upload_id)
-    uploads: list[dict[str, Any]] = []
-    prefixes: list[str] = []
-    truncated = False
-    last_key, last_id = "", ""
-    for upload in ctx.session.scalars(q.execution_options(yield_per=500)):
-        common = None
-        if delimiter:
-            rest = upload.key[len(prefix) :]
-            cut = rest.find(delimiter)
-            if cut >= 0:
-                common = prefix + rest[: cut + len(delimiter)]
-        if common is not None and (common == key_marker or (prefixes and prefixes[-1] == common)):
-            continue
-        if len(uploads) + len(prefixes) >= max_uploads:
-            truncated = True
-            break
-        if common is not None:
-            prefixes.append(common)
-            last_key, last_id = common, ""
-        else:
-            uploads.append(_upload_view(upload, encode))
-            last_key, last_id = upload.key, upload.upload_id
-    out: dict[str, Any] = {
-        "Bucket": bucket.name,
-        "KeyMarker": key_marker,
-        "UploadIdMarker": id_marker,
-        "MaxUploads": max_uploads,
-        "IsTruncated": truncated,
-        "Uploads": uploads,
-    }
-    if prefix:
-        out["Prefix"] = quote(prefix, safe="/") if encode else prefix
-    if delimiter:
-        out["Delimiter"] = quote(delimiter, safe="/") if encode else delimiter
-    if prefixes:
-        out["CommonPrefixes"] = [{"Prefix": quote(c, safe="/") if encode else c} for c in prefixes]
-    if encode:
-        out["EncodingType"] = "url"
-    if truncated:
-        out["NextKeyMarker"] = quote(last_key, safe="/") if encode else last_key
-        out["NextUploadIdMarker"] = last_id
-    return out

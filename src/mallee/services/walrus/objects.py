@@ -67,7 +67,11 @@ def add_version(ctx: RequestContext, bucket: Bucket, version: ObjectVersion) -> 
     s.flush()
 
 
-def find_version(ctx: RequestContext, bucket: str, key: str, version_id: str | None) -> ObjectVersion:
+def find_version(
+    ctx: RequestContext, bucket: str, key: str, version_id: str | None, *, marker_headers: bool = False
+) -> ObjectVersion:
+    """The version a request names. `marker_headers`: when it is a delete marker, say so in the
+    error's headers (x-amz-delete-marker, x-amz-version-id), as S3 does for GetObject/HeadObject."""
     q = select(ObjectVersion).where(ObjectVersion.bucket == bucket, ObjectVersion.key == key)
     found: ObjectVersion | None = ctx.session.scalar(
         q.where(ObjectVersion.version_id == version_id) if version_id else q.where(ObjectVersion.is_latest)
@@ -77,9 +81,13 @@ def find_version(ctx: RequestContext, bucket: str, key: str, version_id: str | N
             raise CloudError("NoSuchVersion", "The specified version does not exist.", 404)
         raise CloudError("NoSuchKey", "The specified key does not exist.")
     if found.is_delete_marker:
+        marker = [("x-amz-delete-marker", "true"), ("x-amz-version-id", found.version_id)]
+        marker = marker if marker_headers else []
         if version_id:
-            raise CloudError("MethodNotAllowed", "The specified method is not allowed against this resource.")
-        raise CloudError("NoSuchKey", "The specified key does not exist.")
+            raise CloudError(
+                "MethodNotAllowed", "The specified method is not allowed against this resource.", 405, marker
+            )
+        raise CloudError("NoSuchKey", "The specified key does not exist.", 404, marker)
     return found
 
 
@@ -196,7 +204,7 @@ def _etag_matches(condition: str, etag: str) -> bool:
 @S3.operation()
 def get_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
-    version = find_version(ctx, bucket.name, p["Key"], p.get("VersionId"))
+    version = find_version(ctx, bucket.name, p["Key"], p.get("VersionId"), marker_headers=True)
     check_conditions(version, p)
     out = object_view(version, p, bool(bucket.versioning))
     offset, length = 0, version.size
@@ -265,7 +273,7 @@ def _body(version: ObjectVersion, offset: int, length: int) -> tuple[FileBody, .
 @S3.operation()
 def head_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
-    version = find_version(ctx, bucket.name, p["Key"], p.get("VersionId"))
+    version = find_version(ctx, bucket.name, p["Key"], p.get("VersionId"), marker_headers=True)
     check_conditions(version, p)
     out = object_view(version, p, bool(bucket.versioning))
     if p.get("PartNumber") is not None:

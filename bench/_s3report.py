@@ -1,0 +1,237 @@
+"""bench/s3.py's results, the targets they are judged against, and the printed report."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from _harness import print_facts
+from _loadgen import LoadResult
+from _s3client import Transfer
+
+GET_TARGET, PUT_TARGET, SMALL_TARGET = 0.8, 0.6, 10.0
+RSS_LIMIT_MIB = 150.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class LargeResult:
+    """One kind of large transfer (say, GET through the endpoint): every run's MiB/s."""
+
+    operation: str
+    route: str
+    runs: list[float] = field(default_factory=list)
+    server_cpu_pct: list[float] = field(default_factory=list)
+
+    def add(self, transfer: Transfer, server_cpu_pct: float) -> None:
+        self.runs.append(round(transfer.mb_per_s, 1))
+        self.server_cpu_pct.append(server_cpu_pct)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs) if self.runs else 0.0
+
+    def row(self) -> dict[str, Any]:
+        return {**asdict(self), "mib_per_s": round(self.median, 1)}
+
+
+@dataclass
+class SmallResult:
+    operation: str
+    target: str
+    load: LoadResult
+    server_cpu_pct: float
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "target": self.target,
+            **asdict(self.load),
+            "ops_per_s": round(self.load.rps, 1),
+            "errors": self.load.errors,
+            "server_cpu_pct": self.server_cpu_pct,
+            "loadgen_cpu_pct": round(100 * self.load.loadgen_cpu_seconds / self.load.seconds, 1)
+            if self.load.seconds
+            else 0.0,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets and report
+
+
+@dataclass
+class Verdict:
+    """One figure against its baseline: the ratio and whether the target is met (None: not judged)."""
+
+    name: str
+    figure: str
+    baseline: str
+    ratio: float | None
+    target: str
+    met: bool | None
+
+    @property
+    def result(self) -> str:
+        return {True: "met", False: "MISSED", None: "-"}[self.met]
+
+
+def _ratio(value: float, baseline: float) -> float | None:
+    return round(value / baseline, 2) if baseline else None
+
+
+def _large_verdicts(large: Sequence[LargeResult], limits: dict[str, float]) -> list[Verdict]:
+    by = {(r.operation, r.route): r.median for r in large}
+    labels = {"endpoint": "endpoint", "walrus": "Walrus port"}
+    verdicts = []
+    for op, limit_name, limit, target in (
+        ("GET", "loopback limit", limits["loopback_mib_per_s"], GET_TARGET),
+        ("PUT", "read+MD5+write", limits["store_mib_per_s"], PUT_TARGET),
+    ):
+        for route, judged in (("endpoint", True), ("walrus", False)):
+            ratio = _ratio(by[op, route], limit)
+            verdicts.append(
+                Verdict(
+                    f"large {op}, {labels[route]}",
+                    f"{by[op, route]:,.0f} MiB/s",
+                    f"{limit_name} {limit:,.0f} MiB/s",
+                    ratio,
+                    f">= {target:.1f}x" if judged else "(info)",
+                    (ratio is not None and ratio >= target) if judged else None,
+                )
+            )
+    return verdicts
+
+
+def _small_verdicts(small: Sequence[SmallResult]) -> list[Verdict]:
+    verdicts = []
+    for op in ("PutObject", "GetObject"):
+        by = {r.target: r.load.rps for r in small if r.operation == op}
+        ratio = _ratio(by["mallee"], by["moto"])
+        verdicts.append(
+            Verdict(
+                f"4 KiB {op} ops/s",
+                f"{by['mallee']:,.0f} ops/s",
+                f"moto {by['moto']:,.0f} ops/s",
+                ratio,
+                f">= {SMALL_TARGET:.0f}x",
+                ratio is not None and ratio >= SMALL_TARGET,
+            )
+        )
+    return verdicts
+
+
+def _memory_verdict(big: dict[str, Any] | None) -> Verdict:
+    name, target = "Walrus RSS, 5 GiB PUT+GET", f"< {RSS_LIMIT_MIB:.0f} MiB"
+    if big is None:
+        return Verdict(name, "not run", "needs --big", None, target, None)
+    if "skipped" in big:
+        return Verdict(name, "skipped", "not enough free disk", None, target, None)
+    peak = max(big["put_peak_rss_mib"], big["get_peak_rss_mib"])
+    return Verdict(
+        name, f"{peak:.0f} MiB", f"limit {RSS_LIMIT_MIB:.0f} MiB", None, target, peak < RSS_LIMIT_MIB
+    )
+
+
+def verdicts(
+    report: dict[str, Any], large: Sequence[LargeResult], small: Sequence[SmallResult]
+) -> list[Verdict]:
+    return [
+        *_large_verdicts(large, report["limits"]),
+        *_small_verdicts(small),
+        _memory_verdict(report.get("big")),
+    ]
+
+
+def _print_large(report: dict[str, Any], large: Sequence[LargeResult]) -> None:
+    settings = report["settings"]
+    header = f"{'large object':<32} {'MiB/s':>8}  {'runs (MiB/s)':<28} {'srv CPU':>8}"
+    print(f"large objects: {settings['size_mib']} MiB, median of {settings['repeat']} runs, one connection")
+    print(header)
+    print("-" * len(header))
+    labels = {
+        ("PUT", "limit"): "limit: read+MD5+write",
+        ("GET", "limit"): "limit: sendfile",
+        ("GET", "limit-copy"): "limit: read+send",
+    }
+    for r in large:
+        label = labels.get((r.operation, r.route)) or {"endpoint": "mallee endpoint"}.get(
+            r.route, "walrus port (direct)"
+        )
+        runs = ", ".join(f"{v:,.0f}" for v in r.runs)
+        cpu = statistics.median(r.server_cpu_pct) if r.server_cpu_pct else 0.0
+        print(f"{r.operation + ' ' + label:<32} {r.median:>8,.0f}  {runs:<28} {cpu:>7.0f}%")
+
+
+def _print_small(small: Sequence[SmallResult]) -> None:
+    header = (
+        f"{'small object (4 KiB)':<22} {'target':<7} {'ops/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'errors':>6} {'srv CPU':>8} {'gen CPU':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in small:
+        load, gen_cpu = r.load, r.row()["loadgen_cpu_pct"]
+        print(
+            f"{r.operation:<22} {r.target:<7} {load.rps:>8,.0f} {load.p50_ms:>8.2f} {load.p99_ms:>8.2f} "
+            f"{load.max_ms:>8.1f} {load.errors:>6} {r.server_cpu_pct:>7.0f}% {gen_cpu:>7.0f}%"
+        )
+
+
+def _print_memory(report: dict[str, Any]) -> None:
+    mem, big = report["memory"], report.get("big")
+    print(
+        f"memory:   walrus (pid {mem['walrus_pid']}) RSS {mem['start']['VmRSS']} MiB at start, "
+        f"{mem['end']['VmRSS']} MiB at the end, peak {mem['end']['VmHWM']} MiB (VmHWM); "
+        f"max sampled during the {report['settings']['size_mib']} MiB transfers "
+        f"{mem['large_peak_rss_mib']} MiB"
+    )
+    if big and "skipped" not in big:
+        print(
+            f"--big:    5 GiB PUT {big['put_mib_per_s']:,.0f} MiB/s "
+            f"(walrus RSS max {big['put_peak_rss_mib']} MiB), "
+            f"GET {big['get_mib_per_s']:,.0f} MiB/s (walrus RSS max {big['get_peak_rss_mib']} MiB)"
+        )
+
+
+def _print_verdicts(found: Sequence[Verdict]) -> None:
+    header = f"{'figure':<32} {'value':<16} {'baseline':<30} {'ratio':>6}  {'target':<10} result"
+    print(header)
+    print("-" * len(header))
+    for v in found:
+        ratio = "" if v.ratio is None else f"{v.ratio:.2f}x"
+        print(f"{v.name:<32} {v.figure:<16} {v.baseline:<30} {ratio:>6}  {v.target:<10} {v.result}")
+
+
+def print_report(
+    report: dict[str, Any],
+    large: Sequence[LargeResult],
+    small: Sequence[SmallResult],
+    found: Sequence[Verdict],
+) -> None:
+    print_facts(report["machine"], report["versions"])
+    limits, settings = report["limits"], report["settings"]
+    sendfile, copy = limits["loopback_sendfile_mib_per_s"], limits["loopback_copy_mib_per_s"]
+    print(
+        f"limits:   loopback {limits['loopback_mib_per_s']:,.0f} MiB/s (best of sendfile "
+        f"{sendfile:,.0f} and read+send {copy:,.0f}), "
+        f"read+MD5+write+fsync {limits['store_mib_per_s']:,.0f} MiB/s, "
+        f"MD5 on one core {limits['md5_mib_per_s']:,.0f} MiB/s"
+    )
+    print(
+        f"small:    {settings['client']}, {settings['connections']} connections, "
+        f"{settings['threads']} threads, "
+        f"{settings['warmup']} s warm-up + {settings['seconds']} s per measurement"
+    )
+    _print_memory(report)
+    print()
+    _print_large(report, large)
+    print()
+    _print_small(small)
+    print()
+    _print_verdicts(found)

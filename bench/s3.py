@@ -1,0 +1,451 @@
+"""S3 benchmark: Walrus's throughput for large and small objects, each figure measured against a
+baseline in the same run, with the ratio and whether the target is met.
+
+Targets: a large GET through the public endpoint at >= 0.8x the loopback limit, a large PUT at
+>= 0.6x the read+MD5+write limit, 4 KiB PUT and GET at >= 10x moto's ops/s, and (with --big)
+Walrus under 150 MiB RSS during a 5 GiB PUT and GET.
+
+Large objects go through a raw-socket client (bench/_s3client.py: requests signed once with
+UNSIGNED-PAYLOAD, bodies sent with sendfile and received into one reused buffer), to Mallee's public
+endpoint, to Walrus's own port (what the CLC's forwarding proxy costs), and to a tiny limit server
+(bench/_s3limits.py: sendfile or read+send for GET; recv, MD5, write, fsync for PUT). Small objects
+are replayed by wrk (bench/_load.lua) against Mallee and moto's server at 16 connections.
+
+    .venv/bin/python bench/s3.py [--size 256] [--repeat 3] [--seconds 5] [--big] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import botocore
+from _harness import (
+    LOOPBACK,
+    WALRUS_OFFSET,
+    ProcessSet,
+    Target,
+    boto_client,
+    cpu_seconds,
+    dist_version,
+    free_port_block,
+    interrupt_on_signals,
+    machine_facts,
+    mallee_ports,
+    mallee_version,
+    start_mallee,
+    start_moto,
+    wait_until,
+    workspace,
+)
+from _loadgen import LoadGenerator, LoadSettings, SignedRequest, choose_client, loadgen_version
+from _s3client import MIB, Transfer, get_discard, new_buffer, presign_s3, put_file, sign_s3
+from _s3limits import COPY_PATH, make_file, md5_rate
+from _s3report import LargeResult, SmallResult, Verdict, print_report, verdicts
+
+BUCKET = "bench"
+SMALL_SIZE = 4096
+SMALL_GET_KEY = "small-get"
+SMALL_PUT_PREFIX = "small-put-"
+SMALL_PUT_KEYS = 2048
+BIG_SIZE = 5 * 1024**3
+BIG_FREE_NEEDED = 12 * 1024**3
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory
+
+
+def _status_kib(pid: int, field_name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field_name} for pid {pid}")
+
+
+def memory(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak RSS over the process's life) in MiB."""
+    return {name: round(_status_kib(pid, name) / 1024, 1) for name in ("VmRSS", "VmHWM")}
+
+
+def service_pid(log_path: Path, service: str) -> int:
+    """The pid of a Mallee service, from the supervisor's last `started <service> (pid N)` line."""
+    found = re.findall(rf"started {service} \(pid (\d+)\)", log_path.read_text(errors="replace"))
+    if not found:
+        raise RuntimeError(f"no 'started {service} (pid N)' line in {log_path}")
+    return int(found[-1])
+
+
+class RssSampler:
+    """Samples a process's VmRSS every 20 ms in a thread while in use; `peak_mib` is the largest."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak_mib = max(self.peak_mib, _status_kib(self.pid, "VmRSS") / 1024)
+
+    def __enter__(self) -> RssSampler:
+        self.peak_mib = _status_kib(self.pid, "VmRSS") / 1024
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ---------------------------------------------------------------------------------------------
+# Large objects
+
+
+@dataclass
+class Route:
+    """Where large transfers go: signs a request for a key, and whose CPU to count."""
+
+    name: str
+    sign: Callable[[str, str], SignedRequest]  # (method, key) -> request
+    cpu_pid: int
+
+
+def _timed(route: Route, action: Callable[[], Transfer]) -> tuple[Transfer, float]:
+    cpu_before = cpu_seconds(route.cpu_pid)
+    transfer = action()
+    used = cpu_seconds(route.cpu_pid) - cpu_before
+    return transfer, round(100 * used / transfer.seconds, 1) if transfer.seconds else 0.0
+
+
+def put_large(route: Route, key: str, path: Path, size: int, md5: str) -> tuple[Transfer, float]:
+    request = route.sign("PUT", key)
+    transfer, cpu = _timed(route, lambda: put_file(request, path, size))
+    if transfer.status != 200 or transfer.nbytes != size or transfer.etag != md5:
+        raise RuntimeError(
+            f"PUT {key} via {route.name}: {transfer.status}, ETag {transfer.etag!r} (want {md5!r}), "
+            f"{transfer.answer[:500]!r}"
+        )
+    return transfer, cpu
+
+
+def get_large(route: Route, key: str, size: int, buffer: memoryview) -> tuple[Transfer, float]:
+    request = route.sign("GET", key)
+    transfer, cpu = _timed(route, lambda: get_discard(request, buffer))
+    if transfer.status != 200 or transfer.nbytes != size:
+        raise RuntimeError(
+            f"GET {key} via {route.name}: {transfer.status}, {transfer.nbytes} of {size} bytes "
+            f"{transfer.answer[:500]!r}"
+        )
+    return transfer, cpu
+
+
+def measure_large(
+    routes: Sequence[Route], limits: Sequence[Route], path: Path, size: int, md5: str, repeat: int
+) -> list[LargeResult]:
+    """`repeat` rounds, interleaved: PUT on every route and the first limit server route, then GET
+    on every route and every limit server route (sendfile, and read+send)."""
+    put_routes, get_routes = (*routes, limits[0]), (*routes, *limits)
+    results = {("PUT", r.name): LargeResult("PUT", r.name) for r in put_routes}
+    results.update({("GET", r.name): LargeResult("GET", r.name) for r in get_routes})
+    buffer = new_buffer()
+    for number in range(1, repeat + 1):
+        print(f"large objects: round {number}/{repeat} ...", file=sys.stderr)
+        for route in put_routes:
+            transfer, cpu = put_large(route, "large", path, size, md5)
+            results["PUT", route.name].add(transfer, cpu)
+        for route in get_routes:
+            transfer, cpu = get_large(route, "large", size, buffer)
+            results["GET", route.name].add(transfer, cpu)
+    return list(results.values())
+
+
+def measure_big(
+    route: Route, walrus_pid: int, workdir: Path, delete: Callable[[str], None]
+) -> dict[str, Any]:
+    """A 5 GiB PUT and GET through `route`, sampling Walrus's RSS; skipped without 12 GiB free."""
+    free = shutil.disk_usage(workdir).free
+    if free < BIG_FREE_NEEDED:
+        message = f"skipped: {free / 1024**3:.1f} GiB free in {workdir}, need {BIG_FREE_NEEDED // 1024**3}"
+        print(f"--big {message}", file=sys.stderr)
+        return {"skipped": message}
+    path = workdir / "big.bin"
+    print("--big: writing a 5 GiB file ...", file=sys.stderr)
+    md5 = make_file(path, BIG_SIZE)
+    try:
+        print("--big: 5 GiB PUT and GET ...", file=sys.stderr)
+        with RssSampler(walrus_pid) as put_rss:
+            put, _ = put_large(route, "big", path, BIG_SIZE, md5)
+        with RssSampler(walrus_pid) as get_rss:
+            got, _ = get_large(route, "big", BIG_SIZE, new_buffer())
+    finally:
+        path.unlink(missing_ok=True)
+        delete("big")
+    return {
+        "put_mib_per_s": round(put.mb_per_s, 1),
+        "get_mib_per_s": round(got.mb_per_s, 1),
+        "put_peak_rss_mib": round(put_rss.peak_mib, 1),
+        "get_peak_rss_mib": round(get_rss.peak_mib, 1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Small objects
+
+
+def small_requests(target: Target, keys: int) -> dict[str, SignedRequest]:
+    """PutObject of a 4 KiB body to `keys` distinct keys in turn (presigned URLs: moto's server
+    fails concurrent PUTs to one key), and GetObject of one fixed 4 KiB object (header-signed)."""
+    body = ("0123456789abcdef" * (SMALL_SIZE // 16))[:SMALL_SIZE]
+    urls = [presign_s3(target, "PUT", f"/{BUCKET}/{SMALL_PUT_PREFIX}{i:05d}") for i in range(keys)]
+    base = target.endpoint.rstrip("/")
+    paths = tuple(url[len(base) :] for url in urls)
+    put = SignedRequest(urls[0], {"Host": f"{LOOPBACK}:{target.port}"}, body, "PUT", paths)
+    return {"PutObject": put, "GetObject": sign_s3(target, "GET", f"/{BUCKET}/{SMALL_GET_KEY}")}
+
+
+def check_once(request: SignedRequest) -> None:
+    """The signed request must answer 200 before it is replayed (and a GET the whole 4 KiB)."""
+    data = request.body.encode() if request.method == "PUT" else None
+    req = urllib.request.Request(request.url, data=data, headers=request.headers, method=request.method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            status, payload = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, payload = exc.code, exc.read()
+    if status != 200 or (request.method == "GET" and len(payload) != SMALL_SIZE):
+        raise RuntimeError(f"{request.method} {request.url} answered {status}: {payload[:500]!r}")
+
+
+def measure_small(
+    targets: Sequence[Target], client: tuple[str, LoadGenerator], settings: LoadSettings, workdir: Path
+) -> list[SmallResult]:
+    results = []
+    requests = {t.name: small_requests(t, SMALL_PUT_KEYS) for t in targets}
+    for operation in ("PutObject", "GetObject"):
+        for target in targets:
+            print(f"small objects: {operation} on {target.name} ...", file=sys.stderr)
+            request = requests[target.name][operation]
+            check_once(request)
+            generate = client[1]
+            if settings.warmup > 0:
+                generate(request, settings.warmup, settings, workdir)
+            cpu_before = cpu_seconds(target.root_pid)
+            load = generate(request, settings.seconds, settings, workdir)
+            cpu = round(100 * (cpu_seconds(target.root_pid) - cpu_before) / load.seconds, 1)
+            results.append(SmallResult(operation, target.name, load, cpu))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+
+def _answers_s3(target: Target) -> bool:
+    try:
+        _s3(target).list_buckets()
+    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        return False
+    return True
+
+
+def _s3(target: Target) -> Any:
+    return boto_client("s3", target, s3={"addressing_style": "path"})
+
+
+def prepare_bucket(target: Target) -> None:
+    """The bench bucket and the 4 KiB object the small GETs read, made with boto3."""
+    client = _s3(target)
+    if target.region == "us-east-1":
+        client.create_bucket(Bucket=BUCKET)
+    else:
+        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": target.region})
+    client.put_object(Bucket=BUCKET, Key=SMALL_GET_KEY, Body=b"s" * SMALL_SIZE)
+
+
+def start_limit_server(procs: ProcessSet, workdir: Path, path: Path, avoid: set[int]) -> list[Route]:
+    """The limit server; routes `limit` (GET: sendfile; PUT: read+MD5+write) and `limit-copy`
+    (GET: read into a buffer and send)."""
+    port = free_port_block(1, avoid)
+    log_path = workdir / "limits.log"
+    script = Path(__file__).resolve().parent / "_s3limits.py"
+    cmd = [sys.executable, str(script), str(port), str(path), str(workdir)]
+    proc = procs.start(cmd, dict(os.environ), log_path)
+    wait_until(lambda: _port_open(port), proc, f"a listener on port {port}", log_path)
+    url = f"http://{LOOPBACK}:{port}"
+    return [
+        Route("limit", lambda method, key: SignedRequest(f"{url}/{key}", {}, "", method), proc.pid),
+        Route(
+            "limit-copy", lambda method, key: SignedRequest(f"{url}/{COPY_PATH}", {}, "", method), proc.pid
+        ),
+    ]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--size", type=int, default=256, help="large object size in MiB (256)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="large transfers of each kind; the median counts (3)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="measured seconds per small-object run (5)"
+    )
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each small run (1)")
+    parser.add_argument("--connections", type=int, default=16, help="small-object connections (16)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    parser.add_argument(
+        "--client", choices=("auto", "wrk", "python"), default="auto", help="small-object load"
+    )
+    parser.add_argument("--big", action="store_true", help="also a 5 GiB PUT and GET, sampling Walrus's RSS")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    parser.add_argument("--check", action="store_true", help="exit 3 when a target is missed")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
+    args = parser.parse_args(argv)
+    if args.size < 1 or args.repeat < 1 or args.seconds <= 0 or not 1 <= args.threads <= args.connections:
+        parser.error("need --size >= 1, --repeat >= 1, --seconds > 0, 1 <= --threads <= --connections")
+    return args
+
+
+@dataclass
+class Servers:
+    mallee: Target
+    moto: Target
+    walrus_pid: int
+    routes: list[Route]
+    limits: list[Route]
+
+
+def start_servers(procs: ProcessSet, workdir: Path, object_path: Path) -> Servers:
+    print("starting mallee, moto and the limit server ...", file=sys.stderr)
+    mallee = start_mallee(procs, workdir, set(), _answers_s3, "ListBuckets answer")
+    moto = start_moto(procs, workdir, mallee_ports(mallee), _answers_s3, "ListBuckets answer")
+    limits = start_limit_server(procs, workdir, object_path, mallee_ports(mallee) | {moto.port})
+    walrus = f"http://{LOOPBACK}:{mallee.port + WALRUS_OFFSET}"
+    routes = [
+        Route("endpoint", lambda m, k: sign_s3(mallee, m, f"/{BUCKET}/{k}"), mallee.root_pid),
+        Route("walrus", lambda m, k: sign_s3(mallee, m, f"/{BUCKET}/{k}", walrus), mallee.root_pid),
+    ]
+    for target in (mallee, moto):
+        prepare_bucket(target)
+    return Servers(mallee, moto, service_pid(workdir / "mallee.log", "walrus"), routes, limits)
+
+
+def _limits(large: Sequence[LargeResult]) -> dict[str, float]:
+    """The loopback limit is the better of sendfile and read+send (sendfile is not always faster)."""
+    by = {(r.operation, r.route): r.median for r in large}
+    return {
+        "loopback_mib_per_s": max(by["GET", "limit"], by["GET", "limit-copy"]),
+        "loopback_sendfile_mib_per_s": by["GET", "limit"],
+        "loopback_copy_mib_per_s": by["GET", "limit-copy"],
+        "store_mib_per_s": by["PUT", "limit"],
+    }
+
+
+Outcome = tuple[dict[str, Any], list[LargeResult], list[SmallResult], list[Verdict]]
+
+
+def run(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> Outcome:
+    machine = machine_facts()  # before our own servers add to the load average
+    client = choose_client(args.client)
+    settings = LoadSettings(args.seconds, args.warmup, args.connections, args.threads)
+    size = args.size * MIB
+    object_path = workdir / "object.bin"
+    md5 = make_file(object_path, size)
+    servers = start_servers(procs, workdir, object_path)
+    mem_start = memory(servers.walrus_pid)
+    with RssSampler(servers.walrus_pid) as sampler:
+        large = measure_large(servers.routes, servers.limits, object_path, size, md5, args.repeat)
+    small = measure_small((servers.mallee, servers.moto), client, settings, workdir)
+    delete = lambda key: _s3(servers.mallee).delete_object(Bucket=BUCKET, Key=key)  # noqa: E731
+    big = measure_big(servers.routes[0], servers.walrus_pid, workdir, delete) if args.big else None
+    report: dict[str, Any] = {
+        "machine": machine,
+        "versions": {
+            "mallee": mallee_version(),
+            "moto": dist_version("moto"),
+            "botocore": botocore.__version__,
+            "loadgen": loadgen_version(client[0]),
+        },
+        "settings": {**asdict(settings), "client": client[0], "size_mib": args.size, "repeat": args.repeat},
+        "limits": {**_limits(large), "md5_mib_per_s": round(md5_rate(), 1)},
+        "memory": {
+            "walrus_pid": servers.walrus_pid,
+            "start": mem_start,
+            "end": memory(servers.walrus_pid),
+            "large_peak_rss_mib": round(sampler.peak_mib, 1),
+        },
+        "large": [r.row() for r in large],
+        "small": [r.row() for r in small],
+        "big": big,
+    }
+    found = verdicts(report, large, small)
+    report["verdicts"] = [{**asdict(v), "result": v.result} for v in found]
+    return report, large, small, found
+
+
+def invalid_reasons(small: Sequence[SmallResult]) -> list[str]:
+    problems = []
+    for r in small:
+        if r.load.errors:
+            problems.append(
+                f"{r.operation} on {r.target}: {r.load.non2xx} non-2xx, {r.load.socket_errors} socket "
+                f"errors, {r.load.timeouts} timeouts"
+            )
+        elif r.load.requests == 0:
+            problems.append(f"{r.operation} on {r.target}: no request completed")
+    return problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    interrupt_on_signals()
+    procs = ProcessSet()
+    with workspace(args.keep) as workdir:
+        try:
+            report, large, small, found = run(args, workdir, procs)
+        except KeyboardInterrupt:
+            print("interrupted; stopping the servers", file=sys.stderr)
+            return 130
+        except (RuntimeError, OSError) as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            procs.stop_all()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report, large, small, found)
+    problems = invalid_reasons(small)
+    for problem in problems:
+        print(f"ERROR: {problem}: these figures are not valid", file=sys.stderr)
+    if problems:
+        return 1
+    return 3 if args.check and any(v.met is False for v in found) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

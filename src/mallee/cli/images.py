@@ -1,0 +1,158 @@
+"""`mallee image …` and `mallee cloud-cert`: build, bundle and publish images.
+
+`mallee cloud-cert` prints the cloud certificate (`cloud-cert.pem`) from the data directory: like
+`mallee up`, it runs on the cloud's host, so it reads the file rather than asking over HTTP
+(the certificate is public; any host that needs it can copy it from there).
+`image bundle` uses the same certificate by default.
+`image publish` is a boto3 client with the aws profile: it uploads to the bucket
+`mallee-images-<account id>` and registers with RegisterImage, like any user could.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
+
+from mallee.cli.client import ApiError
+from mallee.core import config as config_mod
+
+TINY_FILES = {"kernel": "vmlinux", "ramdisk": "initrd.img", "machine": "rootfs.img"}
+
+
+def add_parsers(sub: Any) -> None:
+    sub.add_parser("cloud-cert", help="print the cloud certificate (for bundling images)")
+    image = sub.add_parser("image", help="build, bundle and publish images").add_subparsers(
+        dest="image_command", required=True
+    )
+    build = image.add_parser("build", help="build a guest image").add_subparsers(dest="kind", required=True)
+    build.add_parser("tiny", help="the tiny Debian-based guest").add_argument("--out", type=Path)
+    bundle = image.add_parser("bundle", help="make a euca2ools-compatible bundle of a file")
+    bundle.add_argument("file", type=Path)
+    bundle.add_argument("--type", required=True, choices=("kernel", "ramdisk", "machine"))
+    bundle.add_argument("--out", type=Path, required=True)
+    bundle.add_argument("--cert", type=Path, help="cloud certificate (default: DATA_DIR/cloud-cert.pem)")
+    bundle.add_argument("--user", default="000000000000", help="account id written in the manifest")
+    bundle.add_argument("--kernel", help="aki- id of a machine image's kernel")
+    bundle.add_argument("--ramdisk", help="ari- id of a machine image's ramdisk")
+    bundle.add_argument("--arch", default="x86_64")
+    bundle.add_argument("--part-size", type=int, default=10 * 1024 * 1024)
+    publish = image.add_parser(
+        "publish", help="upload a tiny image directory or a bundle directory and register it"
+    )
+    publish.add_argument("dir", type=Path)
+    publish.add_argument("--name", required=True)
+    publish.add_argument("--public", action="store_true", help="let every account launch it")
+    publish.add_argument("--bucket", help="default: mallee-images-<account id>")
+
+
+def cloud_cert(args: argparse.Namespace) -> int:
+    path = config_mod.load(args.data_dir).data_dir / "cloud-cert.pem"
+    if not path.exists():
+        raise ApiError(0, "NoCertificate", f"{path} does not exist (has `mallee up` run here?)")
+    sys.stdout.write(path.read_text())
+    return 0
+
+
+def image(args: argparse.Namespace) -> int:
+    if args.image_command == "build":
+        return _build(args)
+    if args.image_command == "bundle":
+        return _bundle(args)
+    return _publish(args)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from mallee.images.tiny import build_tiny  # heavy; only for this command
+
+    built = build_tiny(args.out)
+    print(built.directory)
+    return 0
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from mallee.images.bundle import bundle_file
+
+    cert = args.cert or config_mod.load(args.data_dir).data_dir / "cloud-cert.pem"
+    if not cert.exists():
+        raise ApiError(0, "NoCertificate", f"{cert} does not exist; pass --cert (see `mallee cloud-cert`)")
+    made = bundle_file(
+        args.file,
+        args.out,
+        image_type=args.type,
+        cloud_cert_pem=cert.read_bytes(),
+        user=args.user,
+        architecture=args.arch,
+        kernel_id=args.kernel,
+        ramdisk_id=args.ramdisk,
+        part_size=args.part_size,
+    )
+    print(made.manifest)
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    try:
+        session = boto3.Session(profile_name=args.profile)
+        ec2, s3 = session.client("ec2"), session.client("s3")
+        account = session.client("sts").get_caller_identity()["Account"]
+        bucket = args.bucket or f"mallee-images-{account}"
+        try:
+            s3.head_bucket(Bucket=bucket)
+        except ClientError:
+            s3.create_bucket(Bucket=bucket)
+        directory: Path = args.dir
+        manifests = sorted(directory.glob("*.manifest.xml"))
+        if manifests:
+            ids = _publish_bundle(ec2, s3, bucket, args.name, directory, manifests[0])
+        else:
+            ids = _publish_tiny(ec2, s3, bucket, args.name, directory)
+        if args.public:
+            for image_id in ids.values():
+                ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"Group": "all"}]})
+    except ProfileNotFound as exc:
+        raise ApiError(0, "ProfileNotFound", str(exc)) from None
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise ApiError(0, error.get("Code", "Error"), error.get("Message", str(exc))) from None
+    except BotoCoreError as exc:
+        raise ApiError(0, "ConnectionError", str(exc)) from None
+    for kind, image_id in ids.items():
+        print(f"{kind}\t{image_id}")
+    return 0
+
+
+def _publish_bundle(
+    ec2: Any, s3: Any, bucket: str, name: str, directory: Path, manifest: Path
+) -> dict[str, str]:
+    prefix = f"{name}/"
+    for path in sorted(directory.iterdir()):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, prefix + path.name)
+    image_id = ec2.register_image(Name=name, ImageLocation=f"{bucket}/{prefix}{manifest.name}")["ImageId"]
+    return {"image": image_id}
+
+
+def _publish_tiny(ec2: Any, s3: Any, bucket: str, name: str, directory: Path) -> dict[str, str]:
+    missing = [f for f in TINY_FILES.values() if not (directory / f).is_file()]
+    if missing:
+        raise ApiError(0, "NotAnImage", f"{directory} has no {', '.join(missing)} and no *.manifest.xml")
+    location = {kind: f"{bucket}/{name}/{file}" for kind, file in TINY_FILES.items()}
+    for file in TINY_FILES.values():
+        s3.upload_file(str(directory / file), bucket, f"{name}/{file}")
+    kernel = ec2.register_image(Name=f"{name}-kernel", ImageLocation=location["kernel"])["ImageId"]
+    ramdisk = ec2.register_image(Name=f"{name}-ramdisk", ImageLocation=location["ramdisk"])["ImageId"]
+    machine = ec2.register_image(
+        Name=name,
+        ImageLocation=location["machine"],
+        KernelId=kernel,
+        RamdiskId=ramdisk,
+        VirtualizationType="paravirtual",
+        RootDeviceName="/dev/vda",
+        Architecture="x86_64",
+    )["ImageId"]
+    return {"kernel": kernel, "ramdisk": ramdisk, "machine": machine}

@@ -1,0 +1,150 @@
+"""An in-memory hypervisor that keeps the same contract as the real one: for unit tests and for
+simulating many nodes in control-plane scale tests (select it as `hypervisor("fake")`).
+
+Instances live in a FakeHost; two drivers given the same host see the same instances, which is how
+tests simulate a Node Controller restarting and re-adopting its VMs. Like libvirt, spawn fails (and
+leaves nothing) when the kernel, ramdisk or a disk file does not exist.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from mallee.drivers.hypervisor.base import (
+    DiskSpec,
+    HostResources,
+    Hypervisor,
+    HypervisorError,
+    InstanceNotFound,
+    InstanceSpec,
+    PowerState,
+    SpawnFailed,
+    validate_disk,
+    validate_spec,
+    without_disk,
+)
+
+
+@dataclass
+class FakeInstance:
+    spec: InstanceSpec
+    state: PowerState = PowerState.RUNNING
+    boots: int = 1
+
+
+@dataclass
+class FakeHost:
+    """The "machine" fake drivers share: its resources, its instances and their consoles."""
+
+    resources: HostResources = field(default_factory=lambda: HostResources(4, 8192, 100))
+    instances: dict[str, FakeInstance] = field(default_factory=dict)
+    consoles: dict[str, bytearray] = field(default_factory=dict)  # kept after destroy, like log files
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Tests may make the guest ignore the power button (a hung guest): shutdown then forces it off.
+    ignores_power_button: set[str] = field(default_factory=set)
+
+
+class FakeHypervisor(Hypervisor):
+    def __init__(
+        self,
+        host: FakeHost | None = None,
+        *,
+        check_files: bool = True,
+        on_spawn: Callable[[InstanceSpec], None] | None = None,
+    ) -> None:
+        self.host = host or FakeHost()
+        self.check_files = check_files  # scale tests spawn thousands with made-up paths: turn it off
+        self.on_spawn = on_spawn  # called before "starting"; may raise to simulate a failure
+        self.capabilities = {"accelerator": "fake", "live_disk_attach": True, "console_log": True}
+
+    def host_resources(self) -> HostResources:
+        return self.host.resources
+
+    def spawn(self, spec: InstanceSpec) -> None:
+        validate_spec(spec)
+        with self.host.lock:
+            present = self.host.instances.get(spec.instance_id)
+            if present is not None and present.state is not PowerState.SHUTOFF:
+                return
+            self._check_files(spec)
+            if self.on_spawn is not None:
+                try:
+                    self.on_spawn(spec)
+                except HypervisorError:
+                    raise
+                except Exception as error:
+                    self.host.instances.pop(spec.instance_id, None)
+                    raise SpawnFailed(f"instance {spec.instance_id}: {error}") from error
+            self.host.instances[spec.instance_id] = FakeInstance(spec)
+            console = self.host.consoles.setdefault(spec.instance_id, bytearray())
+            console[:] = f"fake boot of {spec.instance_id}\nMALLEE-READY instance-id=unknown\n".encode()
+
+    def destroy(self, instance_id: str) -> None:
+        with self.host.lock:
+            self.host.instances.pop(instance_id, None)
+
+    def shutdown(self, instance_id: str, timeout: float) -> bool:
+        with self.host.lock:
+            instance = self._require(instance_id)
+            instance.state = PowerState.SHUTOFF
+            return instance_id not in self.host.ignores_power_button
+
+    def reboot(self, instance_id: str) -> None:
+        with self.host.lock:
+            instance = self._require(instance_id)
+            if instance.state is not PowerState.RUNNING:
+                raise HypervisorError(f"instance {instance_id}: cannot reboot while {instance.state.value}")
+            instance.boots += 1
+            self.host.consoles[instance_id] += b"MALLEE-READY instance-id=unknown\n"
+
+    def state(self, instance_id: str) -> PowerState | None:
+        instance = self.host.instances.get(instance_id)
+        return None if instance is None else instance.state
+
+    def list_instances(self) -> list[str]:
+        with self.host.lock:
+            return sorted(self.host.instances)
+
+    def describe(self, instance_id: str) -> InstanceSpec | None:
+        instance = self.host.instances.get(instance_id)
+        return None if instance is None else instance.spec
+
+    def console_output(self, instance_id: str) -> bytes:
+        with self.host.lock:
+            if instance_id not in self.host.consoles:
+                raise InstanceNotFound(f"instance {instance_id} is unknown to this node")
+            return bytes(self.host.consoles[instance_id])
+
+    def attach_disk(self, instance_id: str, disk: DiskSpec) -> None:
+        validate_disk(instance_id, disk)
+        with self.host.lock:
+            instance = self._require(instance_id)
+            present = next((d for d in instance.spec.disks if d.target == disk.target), None)
+            if present == disk:
+                return
+            if present is not None:
+                raise HypervisorError(f"instance {instance_id}: {disk.target} already holds another disk")
+            if self.check_files and disk.path is not None and not disk.path.exists():
+                raise HypervisorError(f"instance {instance_id}: disk file {disk.path} does not exist")
+            instance.spec = replace(instance.spec, disks=(*instance.spec.disks, disk))
+
+    def detach_disk(self, instance_id: str, target: str) -> None:
+        with self.host.lock:
+            instance = self._require(instance_id)
+            instance.spec = without_disk(instance.spec, target)
+
+    def _require(self, instance_id: str) -> FakeInstance:
+        instance = self.host.instances.get(instance_id)
+        if instance is None:
+            raise InstanceNotFound(f"instance {instance_id} is not running on this node")
+        return instance
+
+    def _check_files(self, spec: InstanceSpec) -> None:
+        if not self.check_files:
+            return
+        files = [spec.kernel, spec.ramdisk, *(disk.path for disk in spec.disks)]
+        for path in files:
+            if path is not None and not path.exists():
+                raise SpawnFailed(f"instance {spec.instance_id}: cannot open {path}: no such file")

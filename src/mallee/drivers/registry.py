@@ -1,0 +1,79 @@
+"""Driver names to factories, one function per family: services choose drivers by name from their
+configuration and never import a concrete driver. Real drivers are imported only when chosen, so a
+fake works on a machine without libvirt-python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mallee.drivers.hypervisor.base import Hypervisor
+from mallee.drivers.network.base import NetworkDriver
+from mallee.drivers.objectstore.base import ObjectStore
+
+
+class UnknownDriver(LookupError):
+    pass
+
+
+def _libvirt_hypervisor(**options: Any) -> Hypervisor:
+    from mallee.drivers.hypervisor.libvirt import LibvirtHypervisor
+
+    return LibvirtHypervisor(**options)
+
+
+def _fake_hypervisor(**options: Any) -> Hypervisor:
+    from mallee.drivers.hypervisor.fake import FakeHypervisor
+
+    return FakeHypervisor(**options)
+
+
+def _filesystem_objectstore(**options: Any) -> ObjectStore:
+    from mallee.drivers.objectstore.filesystem import FilesystemObjectStore
+
+    return FilesystemObjectStore(**options)
+
+
+def _edge_network(**options: Any) -> NetworkDriver:
+    from mallee.drivers.network.edge import EdgeNetworkDriver
+
+    return EdgeNetworkDriver(**options)
+
+
+def _fake_network(**options: Any) -> NetworkDriver:
+    from mallee.drivers.network.fake import FakeNetworkDriver
+
+    options.pop("state_dir", None)  # keeps nothing on disk; accepted so configs can switch freely
+    return FakeNetworkDriver(**options)
+
+
+HYPERVISORS: dict[str, Callable[..., Hypervisor]] = {"libvirt": _libvirt_hypervisor, "fake": _fake_hypervisor}
+NETWORKS: dict[str, Callable[..., NetworkDriver]] = {"edge": _edge_network, "fake": _fake_network}
+OBJECTSTORES: dict[str, Callable[..., ObjectStore]] = {"filesystem": _filesystem_objectstore}
+
+
+def hypervisor(name: str = "libvirt", **options: Any) -> Hypervisor:
+    """A hypervisor driver: "libvirt" (the default everywhere a user runs Mallee) or "fake"."""
+    factory: Callable[..., Hypervisor] = _pick(HYPERVISORS, "hypervisor", name)
+    return factory(**options)
+
+
+def network(name: str = "edge", **options: Any) -> NetworkDriver:
+    """A node's network driver: "edge" (bridge, dnsmasq, nftables) or "fake"."""
+    factory: Callable[..., NetworkDriver] = _pick(NETWORKS, "network", name)
+    return factory(**options)
+
+
+def objectstore(name: str = "filesystem", **options: Any) -> ObjectStore:
+    """An object-store driver for Walrus: "filesystem"."""
+    factory: Callable[..., ObjectStore] = _pick(OBJECTSTORES, "object store", name)
+    return factory(**options)
+
+
+def _pick(table: dict[str, Callable[..., Any]], family: str, name: str) -> Callable[..., Any]:
+    try:
+        return table[name]
+    except KeyError:
+        choices = ", ".join(sorted(table))
+        raise UnknownDriver(f"no {family} driver named {name!r}; choose one of {choices}") from None

@@ -1,0 +1,333 @@
+"""Instances: RunInstances, DescribeInstances, TerminateInstances, RebootInstances, Stop/Start,
+GetConsoleOutput, DescribeInstanceStatus, Describe/ModifyInstanceAttribute.
+
+The CLC records what the user wants; the zone's cluster controller places and starts it (the call
+is synchronous, so capacity errors come back at once), and `reconcile` moves each instance's
+recorded state toward what the cluster reports.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+from typing import Any
+
+from sqlalchemy import select
+
+from mallee.core import clock, ids
+from mallee.core.context import RequestContext
+from mallee.core.errors import CloudError
+from mallee.rpc import cluster
+from mallee.rpc.transport import RpcError
+from mallee.services.clc import peers
+from mallee.services.clc.apis import EC2
+from mallee.services.clc.ec2 import filters, launch, tags
+from mallee.services.clc.ec2.instance_views import STATE_CODES, instance_view, reservation_views
+from mallee.services.clc.paging import page
+from mallee.services.clc.tables import Instance, InstanceType
+
+MAX_USER_DATA = 16 * 1024
+DEFAULT_TYPE = "m1.small"
+
+
+def _user_data(p: dict[str, Any]) -> str:
+    raw = p.get("UserData")
+    if not raw:
+        return ""
+    try:
+        decoded = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        decoded = raw.encode() if isinstance(raw, str) else bytes(raw)
+        raw = base64.b64encode(decoded).decode()
+    if len(decoded) > MAX_USER_DATA:
+        raise CloudError("InvalidParameterValue", f"User data is limited to {MAX_USER_DATA} bytes")
+    return str(raw)
+
+
+def _check_groups(p: dict[str, Any]) -> list[str]:
+    names = list(p.get("SecurityGroups") or [])
+    for group_id in p.get("SecurityGroupIds") or []:
+        if group_id != "default":
+            raise CloudError("InvalidGroup.NotFound", f"The security group '{group_id}' does not exist")
+    for name in names:
+        if name != "default":
+            raise CloudError("InvalidGroup.NotFound", f"The security group '{name}' does not exist")
+    return ["default"]
+
+
+@EC2.operation()
+def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    s, account_id = ctx.session, ctx.account_id
+    assert account_id is not None
+    min_count, max_count = int(p.get("MinCount", 1)), int(p.get("MaxCount", 1))
+    if min_count < 1 or max_count < min_count:
+        raise CloudError("InvalidParameterValue", "MinCount must be ≥ 1 and MaxCount ≥ MinCount")
+    token = p.get("ClientToken")
+    if token:
+        first = s.scalar(
+            select(Instance).where(Instance.account_id == account_id, Instance.client_token == token)
+        )
+        if first is not None:  # idempotent retry: the same reservation again
+            same = select(Instance).where(Instance.reservation_id == first.reservation_id)
+            return reservation_views(ctx, list(s.scalars(same.order_by(Instance.launch_index))))[0]
+    type_name = p.get("InstanceType") or DEFAULT_TYPE
+    itype = s.get(InstanceType, type_name)
+    if itype is None:
+        raise CloudError("InvalidParameterValue", f"Invalid value '{type_name}' for InstanceType.")
+    image = launch.resolve_image(ctx, p)
+    key = launch.resolve_key(ctx, p.get("KeyName"))
+    groups = _check_groups(p)
+    user_data = _user_data(p)
+    zone = (p.get("Placement") or {}).get("AvailabilityZone") or launch.default_zone(ctx)
+    client = peers.get().clusters.get(zone)
+    if client is None:
+        raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
+    reservation_id = ids.resource_id("r")
+    now = clock.now()
+    records = []
+    for index in range(max_count):
+        records.append(
+            Instance(
+                id=ids.resource_id("i"),
+                reservation_id=reservation_id,
+                account_id=account_id,
+                image_id=image.image_id,
+                kernel_id=image.kernel_id,
+                ramdisk_id=image.ramdisk_id,
+                instance_type=itype.name,
+                zone=zone,
+                state="pending",
+                desired="running",
+                state_reason="pending",
+                key_name=key.name if key else None,
+                user_data=user_data,
+                security_groups=json.dumps(groups),
+                launch_index=index,
+                launch_time=now,
+                client_token=(token if index == 0 else f"{token}#{index}") if token else None,
+                disable_api_termination=bool(p.get("DisableApiTermination")),
+                shutdown_behavior=p.get("InstanceInitiatedShutdownBehavior") or "stop",
+            )
+        )
+    launches = [launch.launch_request(ctx, r, itype, image, key) for r in records]
+    try:
+        placed = cluster.call(client, cluster.RUN_INSTANCES, instances=launches, min_count=min_count)[
+            "placed"
+        ]
+    except RpcError as err:
+        if err.code == "InsufficientInstanceCapacity":
+            raise CloudError(err.code, err.message, 500) from err
+        raise CloudError(
+            "InternalError", f"The cluster controller refused the launch: {err.message}"
+        ) from err
+    except OSError as exc:
+        raise CloudError(
+            "InsufficientInstanceCapacity", f"The zone {zone} is not reachable: {exc}", 500
+        ) from exc
+    kept = []
+    for record in records:
+        where = placed.get(record.id)
+        if where is None:
+            continue  # beyond what fitted (MinCount was met)
+        record.node, record.private_ip, record.mac = where["node"], where["private_ip"], where["mac"]
+        s.add(record)
+        kept.append(record)
+    launch.apply_tags(ctx, kept, p.get("TagSpecifications"))
+    s.flush()
+    return reservation_views(ctx, kept)[0]
+
+
+_FILTERS: dict[str, filters.Getter[dict[str, Any]]] = {
+    "instance-id": lambda v: v["InstanceId"],
+    "image-id": lambda v: v["ImageId"],
+    "instance-type": lambda v: v["InstanceType"],
+    "instance-state-name": lambda v: v["State"]["Name"],
+    "instance-state-code": lambda v: v["State"]["Code"],
+    "availability-zone": lambda v: v["Placement"]["AvailabilityZone"],
+    "private-ip-address": lambda v: v.get("PrivateIpAddress"),
+    "key-name": lambda v: v.get("KeyName"),
+    "reservation-id": lambda v: v["_reservation"],
+    "kernel-id": lambda v: v.get("KernelId"),
+    "ramdisk-id": lambda v: v.get("RamdiskId"),
+    "launch-index": lambda v: v["AmiLaunchIndex"],
+}
+
+
+def _visible(ctx: RequestContext, instance_ids: list[str] | None) -> list[Instance]:
+    q = (
+        select(Instance)
+        .where(Instance.account_id == ctx.account_id)
+        .order_by(Instance.launch_time, Instance.id)
+    )
+    found = list(ctx.session.scalars(q))
+    if instance_ids:
+        for instance_id in instance_ids:
+            if not ids.is_resource_id(instance_id, "i"):
+                raise CloudError("InvalidInstanceID.Malformed", f'Invalid id: "{instance_id}"')
+        known = {i.id for i in found}
+        missing = [i for i in instance_ids if i not in known]
+        if missing:
+            raise CloudError(
+                "InvalidInstanceID.NotFound", f"The instance ID '{', '.join(missing)}' does not exist"
+            )
+        found = [i for i in found if i.id in instance_ids]
+    return found
+
+
+@EC2.operation()
+def describe_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    found = _visible(ctx, p.get("InstanceIds"))
+    views = {i.id: {**instance_view(ctx, i), "_reservation": i.reservation_id} for i in found}
+    tagged = tags.with_tag_filters(list(views.values()), p.get("Filters"), _FILTERS)
+    keep = {v["InstanceId"] for v in tagged}
+    selected = [i for i in found if i.id in keep]
+    limit = p.get("MaxResults")
+    if limit is not None and not 5 <= limit <= 1000:
+        raise CloudError("InvalidParameterValue", "MaxResults must be between 5 and 1000.")
+    chunk, token = page(
+        selected, p.get("NextToken"), limit, default=len(selected) or 1, code="InvalidParameterValue"
+    )
+    out: dict[str, Any] = {"Reservations": reservation_views(ctx, chunk)}
+    if token:
+        out["NextToken"] = token
+    return out
+
+
+@EC2.operation()
+def terminate_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    found = _visible(ctx, p["InstanceIds"])
+    protected = [i.id for i in found if i.disable_api_termination and i.state != "terminated"]
+    if protected:
+        raise CloudError(
+            "OperationNotPermitted",
+            f"The instance '{protected[0]}' may not be terminated. Modify its 'disableApiTermination' "
+            "instance attribute and try again.",
+        )
+    changes = []
+    to_stop: dict[str, list[str]] = {}
+    for i in found:
+        before = {"Code": STATE_CODES[i.state], "Name": i.state}
+        if i.state not in ("shutting-down", "terminated"):
+            i.desired = "terminated"
+            i.state = "shutting-down"
+            i.transition_reason = f"User initiated ({clock.now():%Y-%m-%d %H:%M:%S GMT})"
+            i.state_reason = "Client.UserInitiatedShutdown: User initiated shutdown"
+            to_stop.setdefault(i.zone, []).append(i.id)
+        changes.append(
+            {
+                "InstanceId": i.id,
+                "PreviousState": before,
+                "CurrentState": {"Code": STATE_CODES[i.state], "Name": i.state},
+            }
+        )
+    for zone, instance_ids in to_stop.items():
+        # Recorded as desired either way; the reconciler retries until the cluster confirms.
+        with contextlib.suppress(OSError, RpcError, KeyError):
+            cluster.call(peers.get().clusters[zone], cluster.TERMINATE_INSTANCES, instance_ids=instance_ids)
+    return {"TerminatingInstances": changes}
+
+
+@EC2.operation()
+def reboot_instances(ctx: RequestContext, p: dict[str, Any]) -> None:
+    found = _visible(ctx, p["InstanceIds"])
+    by_zone: dict[str, list[str]] = {}
+    for i in found:
+        if i.state == "running":
+            by_zone.setdefault(i.zone, []).append(i.id)
+    for zone, instance_ids in by_zone.items():
+        try:
+            cluster.call(peers.get().clusters[zone], cluster.REBOOT_INSTANCES, instance_ids=instance_ids)
+        except (OSError, RpcError, KeyError) as exc:
+            raise CloudError("InternalError", f"The zone {zone} did not answer: {exc}") from exc
+    return None
+
+
+def _instance_store_refusal(ctx: RequestContext, p: dict[str, Any]) -> None:
+    found = _visible(ctx, p["InstanceIds"])
+    raise CloudError(
+        "UnsupportedOperation",
+        f"The instance '{found[0].id}' does not have an 'ebs' root device type and cannot be stopped.",
+    )
+
+
+@EC2.operation()
+def stop_instances(ctx: RequestContext, p: dict[str, Any]) -> None:
+    _instance_store_refusal(ctx, p)
+
+
+@EC2.operation()
+def start_instances(ctx: RequestContext, p: dict[str, Any]) -> None:
+    _instance_store_refusal(ctx, p)
+
+
+@EC2.operation()
+def get_console_output(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    instance = _visible(ctx, [p["InstanceId"]])[0]
+    output = ""
+    # AWS answers with no output rather than an error when it has none yet.
+    with contextlib.suppress(OSError, RpcError, KeyError):
+        answer = cluster.call(
+            peers.get().clusters[instance.zone], cluster.CONSOLE_OUTPUT, instance_id=instance.id
+        )
+        output = answer["output"]
+    return {"InstanceId": instance.id, "Timestamp": clock.now(), "Output": output}
+
+
+@EC2.operation()
+def describe_instance_status(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    found = _visible(ctx, p.get("InstanceIds"))
+    if not p.get("IncludeAllInstances"):
+        found = [i for i in found if i.state == "running"]
+    statuses = []
+    for i in found:
+        ok = "ok" if i.state == "running" else "not-applicable"
+        detail = [{"Name": "reachability", "Status": "passed" if ok == "ok" else "not-applicable"}]
+        statuses.append(
+            {
+                "InstanceId": i.id,
+                "AvailabilityZone": i.zone,
+                "InstanceState": {"Code": STATE_CODES[i.state], "Name": i.state},
+                "InstanceStatus": {"Status": ok, "Details": detail},
+                "SystemStatus": {"Status": ok, "Details": detail},
+            }
+        )
+    return {"InstanceStatuses": statuses}
+
+
+@EC2.operation()
+def describe_instance_attribute(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    i = _visible(ctx, [p["InstanceId"]])[0]
+    attribute = p["Attribute"]
+    values: dict[str, Any] = {
+        "instanceType": {"InstanceType": {"Value": i.instance_type}},
+        "kernel": {"KernelId": {"Value": i.kernel_id or ""}},
+        "ramdisk": {"RamdiskId": {"Value": i.ramdisk_id or ""}},
+        "userData": {"UserData": {"Value": i.user_data}},
+        "disableApiTermination": {"DisableApiTermination": {"Value": i.disable_api_termination}},
+        "instanceInitiatedShutdownBehavior": {
+            "InstanceInitiatedShutdownBehavior": {"Value": i.shutdown_behavior}
+        },
+        "rootDeviceName": {"RootDeviceName": {"Value": "/dev/vda"}},
+        "groupSet": {"Groups": [{"GroupId": "default"}]},
+    }
+    if attribute not in values:
+        raise CloudError("InvalidParameterValue", f"Value ({attribute}) for parameter attribute is invalid.")
+    return {"InstanceId": i.id, **values[attribute]}
+
+
+@EC2.operation()
+def modify_instance_attribute(ctx: RequestContext, p: dict[str, Any]) -> None:
+    i = _visible(ctx, [p["InstanceId"]])[0]
+    if "DisableApiTermination" in p:
+        i.disable_api_termination = bool(p["DisableApiTermination"]["Value"])
+    elif p.get("Attribute") == "disableApiTermination" and "Value" in p:
+        i.disable_api_termination = str(p["Value"]).lower() == "true"
+    elif "InstanceInitiatedShutdownBehavior" in p:
+        i.shutdown_behavior = p["InstanceInitiatedShutdownBehavior"]["Value"]
+    elif any(k in p for k in ("InstanceType", "UserData", "Kernel", "Ramdisk")):
+        raise CloudError("IncorrectInstanceState", f"The instance '{i.id}' is not in the 'stopped' state.")
+    else:
+        raise CloudError("InvalidParameterCombination", "No attribute to modify was given.")
+    return None

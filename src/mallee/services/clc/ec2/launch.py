@@ -1,0 +1,124 @@
+"""What RunInstances needs beyond its own parameters: the image (and its kernel and ramdisk) the
+caller may launch, the key pair, the zone, and the launch description sent to the cluster."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from mallee.core import ids
+from mallee.core.context import RequestContext
+from mallee.core.errors import CloudError
+from mallee.services.clc import peers
+from mallee.services.clc.ec2 import tags
+from mallee.services.clc.tables import Cluster, Image, Instance, InstanceType, KeyPair, LaunchPermission
+
+URL_SECONDS = 3600  # how long a node may take to start fetching an image
+
+
+@dataclass(frozen=True)
+class LaunchImage:
+    image_id: str
+    kernel_id: str | None
+    ramdisk_id: str | None
+    machine: Image
+    kernel: Image | None
+    ramdisk: Image | None
+
+
+def _launchable(ctx: RequestContext, image_id: str, kind: str) -> Image:
+    prefix = {"machine": "ami", "kernel": "aki", "ramdisk": "ari"}[kind]
+    if not ids.is_resource_id(image_id, prefix):
+        code = "InvalidAMIID.Malformed" if kind == "machine" else "InvalidParameterValue"
+        raise CloudError(code, f'Invalid id: "{image_id}" (expecting "{prefix}-...")')
+    image: Image | None = ctx.session.get(Image, image_id)
+    allowed = image is not None and (
+        image.account_id == ctx.account_id
+        or image.is_public
+        or ctx.session.get(LaunchPermission, (image_id, ctx.account_id)) is not None
+    )
+    if image is None or not allowed or image.state != "available":
+        code = "InvalidAMIID.NotFound" if kind == "machine" else "InvalidParameterValue"
+        raise CloudError(code, f"The image id '[{image_id}]' does not exist")
+    return image
+
+
+def resolve_image(ctx: RequestContext, p: dict[str, Any]) -> LaunchImage:
+    if not p.get("ImageId"):
+        raise CloudError("MissingParameter", "The request must contain the parameter ImageId")
+    machine = _launchable(ctx, p["ImageId"], "machine")
+    kernel_id = p.get("KernelId") or machine.kernel_id
+    ramdisk_id = p.get("RamdiskId") or machine.ramdisk_id
+    kernel = _launchable(ctx, kernel_id, "kernel") if kernel_id else None
+    ramdisk = _launchable(ctx, ramdisk_id, "ramdisk") if ramdisk_id else None
+    return LaunchImage(machine.id, kernel_id, ramdisk_id, machine, kernel, ramdisk)
+
+
+def resolve_key(ctx: RequestContext, name: str | None) -> KeyPair | None:
+    if not name:
+        return None
+    key: KeyPair | None = ctx.session.scalar(
+        select(KeyPair).where(KeyPair.account_id == ctx.account_id, KeyPair.name == name)
+    )
+    if key is None:
+        raise CloudError("InvalidKeyPair.NotFound", f"The key pair '{name}' does not exist")
+    return key
+
+
+def default_zone(ctx: RequestContext) -> str:
+    zone = ctx.session.scalar(select(Cluster.zone).order_by(Cluster.zone).limit(1))
+    if zone is None:
+        raise CloudError("InsufficientInstanceCapacity", "This cloud has no availability zone yet.", 500)
+    return str(zone)
+
+
+def _source(image: Image) -> dict[str, Any]:
+    bucket, _, key = image.location.partition("/")
+    return {
+        "key": image.id,
+        "url": peers.get().presign(bucket, key, URL_SECONDS),
+        "size": image.size or None,
+        "format": image.source_format,
+    }
+
+
+def launch_request(
+    ctx: RequestContext, record: Instance, itype: InstanceType, image: LaunchImage, key: KeyPair | None
+) -> dict[str, Any]:
+    """The InstanceLaunch description (see rpc/node.py) for one instance."""
+    return {
+        "instance_id": record.id,
+        "reservation_id": record.reservation_id,
+        "account_id": record.account_id,
+        "instance_type": {
+            "name": itype.name,
+            "cpus": itype.cpus,
+            "memory_mib": itype.memory_mib,
+            "disk_gib": itype.disk_gib,
+        },
+        "image": {
+            "root": _source(image.machine),
+            "kernel": _source(image.kernel) if image.kernel else None,
+            "ramdisk": _source(image.ramdisk) if image.ramdisk else None,
+        },
+        "hostname": record.id,
+        "key_name": key.name if key else None,
+        "public_key": key.public_key if key else None,
+        "user_data": record.user_data,
+        "availability_zone": record.zone,
+        "launch_index": record.launch_index,
+    }
+
+
+def apply_tags(ctx: RequestContext, records: list[Instance], specs: list[dict[str, Any]] | None) -> None:
+    assert ctx.account_id is not None
+    for record in records:
+        ctx.session.flush()
+        tags.from_specifications(ctx.session, ctx.account_id, record.id, "instance", specs)
+
+
+def user_data_bytes(record: Instance) -> bytes:
+    return base64.b64decode(record.user_data) if record.user_data else b""

@@ -1,0 +1,114 @@
+"""The EC2 instance metadata service's answers (169.254.169.254). A node controller proxies each
+guest request here with the guest's private address; the address identifies the instance, so an
+instance only ever reads its own metadata."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mallee.services.clc.tables import Instance, KeyPair
+
+Tree = dict[str, Any]  # a nested directory: str leaves, dict subdirectories
+
+
+def _tree(s: Session, i: Instance) -> Tree:
+    key = (
+        s.scalar(select(KeyPair).where(KeyPair.account_id == i.account_id, KeyPair.name == i.key_name))
+        if i.key_name
+        else None
+    )
+    hostname = f"ip-{i.private_ip.replace('.', '-')}"
+    meta: Tree = {
+        "ami-id": i.image_id,
+        "ami-launch-index": str(i.launch_index),
+        "ami-manifest-path": "(unknown)",
+        "block-device-mapping": {"ami": "/dev/vda", "root": "/dev/vda"},
+        "hostname": hostname,
+        "instance-action": "none",
+        "instance-id": i.id,
+        "instance-type": i.instance_type,
+        "local-hostname": hostname,
+        "local-ipv4": i.private_ip,
+        "mac": i.mac,
+        "placement": {"availability-zone": i.zone, "region": i.zone[:-1]},
+        "public-hostname": "",
+        "public-ipv4": "",
+        "reservation-id": i.reservation_id,
+        "security-groups": "default",
+    }
+    if i.kernel_id:
+        meta["kernel-id"] = i.kernel_id
+    if i.ramdisk_id:
+        meta["ramdisk-id"] = i.ramdisk_id
+    if key is not None:
+        meta["public-keys"] = {"0": {"openssh-key": key.public_key + "\n"}}
+    return meta
+
+
+def _listing(tree: Tree) -> str:
+    names = []
+    for name, value in tree.items():
+        if name == "public-keys":  # EC2 lists keys as "0=<key name>"
+            names.append(name + "/")
+        else:
+            names.append(name + "/" if isinstance(value, dict) else name)
+    return "\n".join(names)
+
+
+def answer(s: Session, private_ip: str, path: str) -> tuple[int, bytes]:
+    """(HTTP status, body) for a guest's GET of `path` (e.g. /latest/meta-data/instance-id)."""
+    instance = s.scalar(
+        select(Instance).where(Instance.private_ip == private_ip, Instance.state.in_(("pending", "running")))
+    )
+    if instance is None:
+        return 404, b"Not Found"
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        return 200, b"latest"
+    if parts[0] not in ("latest", "2009-04-04", "2016-09-02"):
+        return 404, b"Not Found"
+    if len(parts) == 1:
+        return 200, b"dynamic\nmeta-data\nuser-data"
+    section = parts[1]
+    if section == "user-data":
+        data = base64.b64decode(instance.user_data) if instance.user_data else b""
+        return (200, data) if data else (404, b"Not Found")
+    handlers: dict[str, Callable[[], Tree]] = {
+        "meta-data": lambda: _tree(s, instance),
+        "dynamic": lambda: {"instance-identity": {"document": _identity(instance)}},
+    }
+    if section not in handlers:
+        return 404, b"Not Found"
+    node: Any = handlers[section]()
+    for name in parts[2:]:
+        if not isinstance(node, dict) or name not in node:
+            return 404, b"Not Found"
+        node = node[name]
+    if isinstance(node, dict):
+        if parts[2:] == ["public-keys"] and instance.key_name:
+            return 200, f"0={instance.key_name}".encode()
+        return 200, _listing(node).encode()
+    return 200, str(node).encode()
+
+
+def _identity(i: Instance) -> str:
+    return json.dumps(
+        {
+            "accountId": i.account_id,
+            "architecture": "x86_64",
+            "availabilityZone": i.zone,
+            "imageId": i.image_id,
+            "instanceId": i.id,
+            "instanceType": i.instance_type,
+            "privateIp": i.private_ip,
+            "region": i.zone[:-1],
+            "version": "2017-09-30",
+        },
+        indent=2,
+    )

@@ -1,0 +1,111 @@
+"""Domain XML from a spec, and the spec back from it (re-adoption after a Node Controller restart)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from mallee.drivers import registry
+from mallee.drivers.hypervisor.base import DiskSpec, InstanceSpec, NicSpec, instance_uuid
+from mallee.drivers.hypervisor.domain_xml import (
+    DomainOptions,
+    domain_xml,
+    metadata_xml,
+    spec_from_domain,
+)
+from mallee.drivers.hypervisor.fake import FakeHypervisor
+
+SPEC = InstanceSpec(
+    instance_id="i-0123456789abcdef0",
+    vcpus=2,
+    memory_mib=256,
+    console_log=Path("/var/lib/mallee/instances/i-0123456789abcdef0/console.log"),
+    kernel=Path("/var/lib/mallee/cache/aki-1/vmlinux"),
+    ramdisk=Path("/var/lib/mallee/cache/ari-1/initrd.img"),
+    cmdline="console=ttyS0 root=/dev/vda",
+    disks=(
+        DiskSpec("vda", Path("/var/lib/mallee/instances/i-0123456789abcdef0/root.qcow2")),
+        DiskSpec(
+            "vdb",
+            nbd_socket=Path("/run/mallee/sc.sock"),
+            nbd_export="vol-1",
+            format="raw",
+            serial="vol-1",
+            read_only=True,
+        ),
+    ),
+    nics=(NicSpec("d0:0d:01:02:03:04", "mallee0", "tap-i-0123"),),
+)
+
+
+def _parse(spec: InstanceSpec, options: DomainOptions) -> ET.Element:
+    return ET.fromstring(domain_xml(spec, options))
+
+
+def test_tcg_domain_gets_a_small_translation_cache_and_no_host_cpu_model() -> None:
+    domain = _parse(SPEC, DomainOptions(domain_type="qemu"))
+
+    assert domain.get("type") == "qemu"
+    assert domain.findtext("features/tcg/tb-cache") == "32"
+    assert domain.find("cpu") is None
+    assert domain.findtext("on_crash") == "destroy"
+    assert domain.find("os/type").get("machine") == "q35"  # type: ignore[union-attr]
+
+
+def test_kvm_domain_uses_the_host_cpu_model_and_no_tcg_settings() -> None:
+    domain = _parse(SPEC, DomainOptions(domain_type="kvm"))
+
+    assert domain.find("cpu").get("mode") == "host-model"  # type: ignore[union-attr]
+    assert domain.find("features/tcg") is None
+
+
+def test_devices_follow_the_spec() -> None:
+    domain = _parse(SPEC, DomainOptions(domain_type="qemu", hotplug_ports=3))
+
+    assert domain.findtext("name") == SPEC.instance_id
+    assert domain.findtext("uuid") == instance_uuid(SPEC.instance_id)
+    assert domain.findtext("memory") == "256" and domain.find("memory").get("unit") == "MiB"  # type: ignore[union-attr]
+    assert domain.findtext("os/kernel") == str(SPEC.kernel)
+    assert domain.findtext("os/cmdline") == SPEC.cmdline
+    file_disk, nbd_disk = domain.findall("devices/disk")
+    assert file_disk.find("source").get("file") == str(SPEC.disks[0].path)  # type: ignore[union-attr]
+    assert nbd_disk.find("source/host").get("socket") == "/run/mallee/sc.sock"  # type: ignore[union-attr]
+    assert nbd_disk.findtext("serial") == "vol-1" and nbd_disk.find("readonly") is not None
+    assert domain.find("devices/interface/source").get("bridge") == "mallee0"  # type: ignore[union-attr]
+    assert domain.find("devices/interface/model").get("type") == "virtio"  # type: ignore[union-attr]
+    assert domain.find("devices/interface/target").get("dev") == "tap-i-0123"  # type: ignore[union-attr]
+    assert domain.find("devices/serial/log").get("file") == str(SPEC.console_log)  # type: ignore[union-attr]
+    ports = [c for c in domain.findall("devices/controller") if c.get("model") == "pcie-root-port"]
+    assert len(ports) == 3
+    assert domain.find("devices/memballoon").get("model") == "none"  # type: ignore[union-attr]
+    assert domain.findtext("devices/rng/backend") == "/dev/urandom"
+
+
+def test_rng_can_be_left_out() -> None:
+    assert _parse(SPEC, DomainOptions(rng=False)).find("devices/rng") is None
+
+
+def test_the_spec_reads_back_from_the_domain_xml() -> None:
+    assert spec_from_domain(domain_xml(SPEC, DomainOptions())) == SPEC
+
+
+def test_a_domain_without_our_metadata_is_not_ours() -> None:
+    assert spec_from_domain("<domain type='kvm'><name>i-0123456789abcdef0</name></domain>") is None
+
+
+def test_metadata_for_set_metadata_has_no_namespace_prefix() -> None:
+    assert metadata_xml(SPEC).startswith('<instance id="i-0123456789abcdef0"')
+
+
+def test_registry_selects_drivers_by_name() -> None:
+    assert isinstance(registry.hypervisor("fake"), FakeHypervisor)
+    with pytest.raises(registry.UnknownDriver, match="choose one of fake, libvirt"):
+        registry.hypervisor("xen")
+
+
+def test_registry_selects_network_drivers_by_name() -> None:
+    from mallee.drivers.network.fake import FakeNetworkDriver
+
+    assert isinstance(registry.network("fake", state_dir=Path("/nonexistent")), FakeNetworkDriver)
