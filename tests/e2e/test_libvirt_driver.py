@@ -83,9 +83,16 @@ def hv(node_images: Path) -> Iterator[contract.HypervisorEnv]:
     try:
         yield env
     finally:
-        env.cleanup()
-        shutil.rmtree(workdir, ignore_errors=True)
+        _forget(env, workdir)
     assert not set(env.created) & set(support.defined_domains())
+
+
+def _forget(env: contract.HypervisorEnv, workdir: Path) -> None:
+    """Destroy the test's instances, then remove its files and the logs libvirt kept about them."""
+    env.cleanup()
+    shutil.rmtree(workdir, ignore_errors=True)
+    for instance_id in env.created:
+        (support.QEMU_LOG_DIR / f"{instance_id}.log").unlink(missing_ok=True)
 
 
 def _rss_mib(instance_id: str) -> float:
@@ -114,8 +121,7 @@ def _boot_figures(node_images: Path, rng: bool, runs: int) -> list[tuple[float, 
             ready = define_start + env.wait_console(spec.instance_id)
             figures.append((define_start, ready, _rss_mib(spec.instance_id)))
         finally:
-            env.cleanup()
-            shutil.rmtree(workdir, ignore_errors=True)
+            _forget(env, workdir)
     return figures
 
 

@@ -107,7 +107,6 @@ def test_sigkill_during_puts_and_multipart_uploads(tmp_path: Path) -> None:
         s3: Any = cloud.client("s3", config=NO_RETRY)
         s3.create_bucket(Bucket=BUCKET)
         w = Writers(cloud)
-        print("start", time.monotonic())
         threads = [threading.Thread(target=w.put, args=(n,)) for n in range(3)]
         threads += [threading.Thread(target=w.multipart, args=(n,)) for n in range(4)]
         for t in threads:
@@ -120,10 +119,8 @@ def test_sigkill_during_puts_and_multipart_uploads(tmp_path: Path) -> None:
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
         w.stop.set()
-        print("killed", time.monotonic())
         for t in threads:
             t.join(timeout=120)
-        print("joined", time.monotonic(), w.completed)
         _wait_walrus_back(cloud, pid)
 
         assert w.completed >= 4, "no multipart upload completed before the crash; the test proves nothing"

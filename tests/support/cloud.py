@@ -142,6 +142,7 @@ def start_cloud(base_dir: Path, extra_env: dict[str, str] | None = None) -> Clou
         # API tests run the node controller on its fake drivers; tests/e2e boots real VMs.
         MALLEE_HYPERVISOR="fake",
         MALLEE_NETWORK="fake",
+        MALLEE_NODE_DIR=str(base_dir / "nc"),
         MALLEE_NODE_CORES="16",
         MALLEE_NODE_MEMORY_MIB="16384",
         MALLEE_NODE_DISK_GIB="200",

@@ -49,6 +49,9 @@ class Config:
     bridge: str = "mallee0"  # the node's instance bridge (≤ 15 characters)
     # What the node offers instances, overriding what the hypervisor measures (Eucalyptus'
     # MAX_CORES / MAX_MEM / MAX_DISK; 0: as measured). Cores may be oversubscribed.
+    # Where the node keeps images, instance disks and consoles: the hypervisor's own user must be
+    # able to reach it, so not under /root (Eucalyptus used /var/lib/eucalyptus/instances).
+    node_dir: str = "/var/lib/mallee/nc"
     node_cores: int = 0
     node_memory_mib: int = 0
     node_disk_gib: int = 0

@@ -53,6 +53,15 @@ NETWORKS: dict[str, Callable[..., NetworkDriver]] = {"edge": _edge_network, "fak
 OBJECTSTORES: dict[str, Callable[..., ObjectStore]] = {"filesystem": _filesystem_objectstore}
 
 
+def prepare_host(name: str) -> None:
+    """Whatever the named hypervisor driver needs from the host before it starts (for libvirt:
+    its daemons running and /dev/kvm usable by the qemu user); nothing for the fake."""
+    if name == "libvirt":
+        from mallee.drivers.hypervisor.host import prepare
+
+        prepare()
+
+
 def hypervisor(name: str = "libvirt", **options: Any) -> Hypervisor:
     """A hypervisor driver: "libvirt" (the default everywhere a user runs Mallee) or "fake"."""
     factory: Callable[..., Hypervisor] = _pick(HYPERVISORS, "hypervisor", name)

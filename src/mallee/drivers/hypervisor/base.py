@@ -199,8 +199,10 @@ class Hypervisor(abc.ABC):
         force it off. The definition stays. True when the guest shut down by itself."""
 
     @abc.abstractmethod
-    def reboot(self, instance_id: str) -> None:
-        """Ask the guest to reboot (ACPI); returns once asked, the instance keeps running."""
+    def reboot(self, instance_id: str, hard: bool = False) -> None:
+        """Ask the guest to reboot (ACPI power button) and return; the instance keeps running. A guest
+        that is not listening (still starting its ACPI daemon, or hung) misses the request: as EC2
+        does, the caller asks again or reboots with `hard=True` (a reset, like the reset button)."""
 
     @abc.abstractmethod
     def state(self, instance_id: str) -> PowerState | None:

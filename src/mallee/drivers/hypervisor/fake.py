@@ -91,7 +91,7 @@ class FakeHypervisor(Hypervisor):
             instance.state = PowerState.SHUTOFF
             return instance_id not in self.host.ignores_power_button
 
-    def reboot(self, instance_id: str) -> None:
+    def reboot(self, instance_id: str, hard: bool = False) -> None:
         with self.host.lock:
             instance = self._require(instance_id)
             if instance.state is not PowerState.RUNNING:

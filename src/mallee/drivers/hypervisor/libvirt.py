@@ -153,10 +153,13 @@ class LibvirtHypervisor(Hypervisor):
             domain.destroy()
         return False
 
-    def reboot(self, instance_id: str) -> None:
+    def reboot(self, instance_id: str, hard: bool = False) -> None:
         domain = self._require(instance_id)
         try:
-            domain.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+            if hard:
+                domain.reset(0)
+            else:
+                domain.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
         except libvirt.libvirtError as error:
             message = error.get_error_message()
             raise HypervisorError(f"instance {instance_id}: reboot failed: {message}") from error

@@ -185,7 +185,9 @@ class CloudController:
                 log.warning("cannot reach Walrus: %s", exc)
                 err = CloudError("ServiceUnavailable", "Walrus is not reachable; try again shortly.")
                 response = serialize_error(load_service("s3"), err, "")
-                await send_response(send, response.status, response.headers, response.body)
+                # The client's body may be unread: close, or its bytes would be read as the next request.
+                headers = response.headers + [("connection", "close")]
+                await send_response(send, response.status, headers, response.body)
             return
         try:
             header_bytes = sum(len(k) + len(v) + 4 for k, v in scope["headers"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from pathlib import Path
 from typing import Any
 
 import mallee.drivers.registry as registry
@@ -22,6 +23,15 @@ from mallee.services.node.metadata_proxy import MetadataProxy
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
+
+
+def reachable_dir(path: Path) -> Path:
+    """Create `path` so the hypervisor's unprivileged user can traverse to the files in it (0711)."""
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for created in missing:
+        created.chmod(0o711)
+    return path
 
 
 def host_network(cfg: Config) -> HostNetwork:
@@ -41,13 +51,16 @@ def host_network(cfg: Config) -> HostNetwork:
 def create_app(cfg: Config | None = None) -> App:
     cfg = cfg or config_mod.load()
     key = load_key(cfg.deployment_key_file)
-    hypervisor = registry.hypervisor(cfg.hypervisor)
-    network = registry.network(cfg.network, state_dir=cfg.data_dir / "nc-network")
+    node_dir = reachable_dir(Path(cfg.node_dir))
+    registry.prepare_host(cfg.hypervisor)
+    options = {"instances_dir": node_dir / "libvirt"} if cfg.hypervisor == "libvirt" else {}
+    hypervisor = registry.hypervisor(cfg.hypervisor, **options)
+    network = registry.network(cfg.network, state_dir=node_dir / "network")
     manager = InstanceManager(
-        cfg.data_dir / "nc-instances",
+        node_dir / "instances",
         hypervisor,
         network,
-        ImageCache(cfg.data_dir / "nc-cache", cfg.image_cache_gib * GIB),
+        ImageCache(node_dir / "cache", cfg.image_cache_gib * GIB),
         cfg.bridge,
     )
     proxy = MetadataProxy(key, Client(cfg.clc_url, key))
