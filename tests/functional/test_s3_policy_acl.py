@@ -377,3 +377,21 @@ def test_bucket_owner_full_control_names_the_bucket_owner(cloud: Cloud, account:
         (writer.account_id, "FULL_CONTROL"),
         (account.account_id, "FULL_CONTROL"),
     ]
+
+
+def test_anonymous_put_to_a_public_write_bucket_is_owned_by_the_bucket_owner(
+    cloud: Cloud, account: Keys
+) -> None:
+    """Regression: an anonymous PUT that an ACL allows used to trip an assertion (500)."""
+    s3 = cloud.client("s3", account)
+    bucket = f"open-{secrets.token_hex(4)}"
+    s3.create_bucket(Bucket=bucket, ACL="public-read-write")
+    put = urllib.request.Request(
+        f"{cloud.endpoint}/{bucket}/drop.txt",
+        data=b"anonymous",
+        method="PUT",
+        headers={"Content-Type": "text/plain"},
+    )
+    with urllib.request.urlopen(put, timeout=10) as response:
+        assert response.status == 200
+    assert s3.get_object(Bucket=bucket, Key="drop.txt")["Body"].read() == b"anonymous"

@@ -44,7 +44,7 @@ from mallee.rpc.transport import (
     serve_rpc,
 )
 from mallee.services.clc import components, metadata, peers
-from mallee.services.clc.forward import forward
+from mallee.services.clc.forward import WalrusUnavailable, forward
 from mallee.services.clc.handlers import REGISTRIES
 from mallee.services.clc.iam import store
 from mallee.services.clc.iam.identity import Identity
@@ -181,7 +181,7 @@ class CloudController:
         if routing.is_s3_from_head(head, self.cfg.s3_domain):
             try:
                 await forward(scope, receive, send, self.cfg.host, self.cfg.port("walrus"), self.key)
-            except OSError as exc:
+            except WalrusUnavailable as exc:
                 log.warning("cannot reach Walrus: %s", exc)
                 err = CloudError("ServiceUnavailable", "Walrus is not reachable; try again shortly.")
                 response = serialize_error(load_service("s3"), err, "")

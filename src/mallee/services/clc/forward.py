@@ -7,6 +7,7 @@ header signed with the deployment key so Walrus can trust it for aws:SourceIp co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from mallee.rpc.transport import CLIENT_HEADER, Receive, Scope, Send, client_assertion
@@ -17,13 +18,37 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"proxy-connec
 NOT_FORWARDED = HOP_BY_HOP | {b"expect"}
 
 
+class WalrusUnavailable(Exception):
+    """Walrus could not be reached, or went away before answering (nothing was sent to the client)."""
+
+
 async def forward(scope: Scope, receive: Receive, send: Send, host: str, port: int, key: bytes) -> None:
-    reader, writer = await asyncio.open_connection(host, port, limit=READ_CHUNK)
+    """Relay one S3 request to Walrus and its answer back. The request body is sent while the
+    answer is awaited, so an early answer (an error before Walrus read a large body) still reaches
+    the client. Raises WalrusUnavailable when no answer came at all."""
     try:
-        await _send_request(scope, receive, writer, key)
-        await _relay_response(reader, send)
+        reader, writer = await asyncio.open_connection(host, port, limit=READ_CHUNK)
+    except OSError as exc:
+        raise WalrusUnavailable(str(exc)) from exc
+    sending = asyncio.create_task(_send_request(scope, receive, writer, key))
+    try:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            while _status(head) < 200:  # skip interim (1xx) answers
+                head = await reader.readuntil(b"\r\n\r\n")
+        except (OSError, RuntimeError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            raise WalrusUnavailable(str(exc)) from exc
+        await _relay_response(head, reader, send)
     finally:
+        if not sending.done():
+            sending.cancel()
+        with contextlib.suppress(BaseException):
+            await sending  # a body cut short by an early answer is expected, not an error
         writer.close()
+
+
+def _status(head: bytes) -> int:
+    return int(head.split(b"\r\n", 1)[0].split(b" ", 2)[1])
 
 
 async def _send_request(scope: Scope, receive: Receive, writer: asyncio.StreamWriter, key: bytes) -> None:
@@ -66,13 +91,9 @@ async def _send_request(scope: Scope, receive: Receive, writer: asyncio.StreamWr
     await writer.drain()
 
 
-async def _relay_response(reader: asyncio.StreamReader, send: Send) -> None:
-    while True:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head[:-4].split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        if status >= 200:  # skip interim (1xx) responses
-            break
+async def _relay_response(head: bytes, reader: asyncio.StreamReader, send: Send) -> None:
+    lines = head[:-4].split(b"\r\n")
+    status = _status(head)
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         name, _, value = line.partition(b":")

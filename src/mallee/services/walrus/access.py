@@ -174,6 +174,10 @@ class S3Access:
             return  # the cloud itself fetching images for its nodes (what aws-exec-read grants EC2)
         resource = resource_of(params)
         bucket = self.load_bucket(params["Bucket"]) if params.get("Bucket") else None
+        if principal is None and bucket is not None:
+            # An anonymous request that a policy or ACL allows acts for the bucket's owner: what it
+            # writes is owned and counted (quotas) there.
+            ctx.account_id = bucket.owner_account_id
         context = _condition_context(ctx, params)
         policy_decision = Decision.IMPLICIT_DENY
         if bucket is not None and bucket.policy:
