@@ -143,6 +143,7 @@ def start_cloud(base_dir: Path, extra_env: dict[str, str] | None = None) -> Clou
         MALLEE_HYPERVISOR="fake",
         MALLEE_NETWORK="fake",
         MALLEE_NODE_DIR=str(base_dir / "nc"),
+        MALLEE_SEED_IMAGE="false",  # tests publish the images they need
         MALLEE_NODE_CORES="16",
         MALLEE_NODE_MEMORY_MIB="16384",
         MALLEE_NODE_DISK_GIB="200",

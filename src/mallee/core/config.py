@@ -52,6 +52,7 @@ class Config:
     # Where the node keeps images, instance disks and consoles: the hypervisor's own user must be
     # able to reach it, so not under /root (Eucalyptus used /var/lib/eucalyptus/instances).
     node_dir: str = "/var/lib/mallee/nc"
+    seed_image: bool = True  # on a new cloud, publish the tiny guest image (see supervisor/seed.py)
     node_cores: int = 0
     node_memory_mib: int = 0
     node_disk_gib: int = 0

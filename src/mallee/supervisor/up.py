@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from types import FrameType
 from mallee.core import logging as mlog
 from mallee.core.config import SERVICES, Config, environ_for_children
 from mallee.services.clc.bootstrap import ADMIN_PROFILE, initialise
+from mallee.supervisor.seed import launch_hint, seed_image
 
 log = logging.getLogger("mallee.up")
 
@@ -55,6 +57,8 @@ class Supervisor:
             if child.service == "clc":
                 self._wait_healthy("clc", timeout=30)
         self._announce()
+        if self.cfg.seed_image:
+            threading.Thread(target=self._seed, name="seed-image", daemon=True).start()
         while not self.stopping:
             self._watch()
             time.sleep(0.2)
@@ -111,6 +115,11 @@ class Supervisor:
             except OSError:
                 time.sleep(0.1)
         log.warning("%s did not answer %s within %ss", service, url, timeout)
+
+    def _seed(self) -> None:
+        ami = seed_image(self.cfg)
+        if ami and not self.stopping:
+            print(launch_hint(ami), flush=True)
 
     def _announce(self) -> None:
         cfg = self.cfg
