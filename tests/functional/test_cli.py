@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import time
+from collections.abc import Callable
 
 from support.cloud import Cloud
 
@@ -93,3 +96,28 @@ def test_only_the_administrator_may_change_instance_types(cloud: Cloud) -> None:
         ]
         == 1
     )
+
+
+def test_node_register_adds_capacity_to_the_zone(cloud: Cloud) -> None:
+    """A node controller registered with `mallee node register` adds its resources to the zone."""
+
+    def most_small() -> int:
+        zones = cloud.client("ec2").describe_availability_zones(ZoneNames=["verbose"])["AvailabilityZones"]
+        row = next(z for z in zones if z["ZoneName"] == "|- m1.small")
+        return int(row["State"].split()[2])
+
+    def wait(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 20
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.5)
+
+    wait(lambda: most_small() > 0, "the first node's capacity never showed")
+    before = most_small()
+    # This host's node controller once more under another name: the CC counts it as a second node.
+    nc_port = re.findall(r"nc-127\.0\.0\.1\s+\S+\s+127\.0\.0\.1:(\d+)", cloud.run("mallee", "status").stdout)[
+        0
+    ]
+    registered = cloud.run("mallee", "node", "register", "localhost", "--port", nc_port)
+    assert registered.returncode == 0, registered.stderr
+    wait(lambda: most_small() == 2 * before, "the registered node's capacity never showed")

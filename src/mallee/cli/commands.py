@@ -131,3 +131,12 @@ def quota(args: argparse.Namespace) -> int:
     AdminClient.from_profile(args.profile).call("iam", "PutAccountQuota", params)
     print(f"{args.account}: max objects {args.objects or 'unlimited'}, max bytes {args.bytes or 'unlimited'}")
     return 0
+
+
+def node(args: argparse.Namespace) -> int:
+    params = {"Host": args.host, "Port": str(args.port)}
+    if args.zone:
+        params["Zone"] = args.zone
+    AdminClient.from_profile(args.profile).call("ec2", "RegisterNode", params)
+    print(f"registered node {args.host}:{args.port} (see: describe-availability-zones --zone-names verbose)")
+    return 0

@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     delete.add_argument("--recursive", action="store_true", help="also delete its users, groups and keys")
 
+    node = sub.add_parser("node", help="node controllers").add_subparsers(dest="node_command", required=True)
+    register = node.add_parser("register", help="add a node controller to a zone's cluster")
+    register.add_argument("host")
+    register.add_argument("--port", type=int, default=8775)
+    register.add_argument("--zone", help="availability zone (default: the first)")
+
     sub.add_parser("usage", help="object storage used by each account, and its quota")
     quota = sub.add_parser("quota", help="object storage quotas").add_subparsers(
         dest="quota_command", required=True
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "credentials": commands.credentials,
         "instance-type": commands.instance_type,
         "usage": commands.usage,
+        "node": commands.node,
         "quota": commands.quota,
         "image": images.image,
         "cloud-cert": images.cloud_cert,

@@ -3,6 +3,13 @@ that boots from it (instances get copy-on-write overlays, never the cached file 
 
 Concurrent launches of one uncached image wait for a single download. Past `limit_bytes`, the least
 recently used images not in use are evicted.
+
+A source of format "bundle" is an image bundle (euca-bundle-image, `mallee image bundle`): its URL is
+the manifest's and `parts` are the parts' URLs. The node fetches the manifest and every part, checks
+each part's SHA-1 and the tar stream's digest, decrypts with the cloud's private key and caches the
+unbundled file, so instances of a bundled image cost what those of a plain one do. The key is the
+cloud's `cloud-pk.pem`: in the all-in-one the node reads it from the data directory; a node on another
+host needs its own copy of that file (as Eucalyptus NCs held the cloud's keys), given as `cloud_key`.
 """
 
 from __future__ import annotations
@@ -13,10 +20,13 @@ import logging
 import os
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from mallee.images import bundle
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +43,67 @@ class ImageSource:
     url: str  # where to fetch it (a presigned Walrus URL)
     size: int | None = None
     sha256: str | None = None
+    format: str = "raw"  # "raw" | "qcow2" | "bundle"
+    parts: tuple[str, ...] = ()  # a bundle's part URLs, in the manifest's order
 
 
 Fetcher = Callable[[ImageSource, Path], None]
+UrlReader = Callable[[str], bytes]
+QCOW2_MAGIC = b"QFI\xfb"
+MAX_MANIFEST = 4 * 1024 * 1024
+
+
+def read_url(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        data: bytes = response.read()
+    return data
+
+
+def disk_format(source: ImageSource, path: Path) -> str:
+    """The format of the cached file: as registered, or for an unbundled image, by its magic."""
+    if source.format in ("raw", "qcow2"):
+        return source.format
+    with path.open("rb") as f:
+        return "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
+
+
+def fetch_bundle(source: ImageSource, target: Path, cloud_key_pem: bytes, read: UrlReader = read_url) -> None:
+    """Unbundle the bundle at `source` into `target`: parts checked against the manifest's SHA-1s, the
+    whole against its digest, and the result against `source.size` when given."""
+    manifest_bytes = read(source.url)
+    if len(manifest_bytes) > MAX_MANIFEST:
+        raise ImageFetchError(f"{source.key}: the manifest is larger than {MAX_MANIFEST} bytes")
+    try:
+        names = [name for name, _digest in bundle.parse_manifest(manifest_bytes).parts]
+    except bundle.BundleError as exc:
+        raise ImageFetchError(f"{source.key}: {exc}") from exc
+    urls = _part_urls(source, names)
+    size = 0
+    try:
+        with open(target, "wb") as out:
+            for chunk in bundle.unbundle(manifest_bytes, lambda name: read(urls[name]), cloud_key_pem):
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except bundle.BundleError as exc:
+        raise ImageFetchError(f"{source.key}: {exc}") from exc
+    if source.size is not None and size != source.size:
+        raise ImageFetchError(f"{source.key}: unbundled {size} bytes, the manifest says {source.size}")
+
+
+def _part_urls(source: ImageSource, names: list[str]) -> dict[str, str]:
+    """Part file name -> URL: by the name the URL's path ends with, else by position."""
+    by_name = {
+        urllib.parse.unquote(urllib.parse.urlsplit(u).path.rpartition("/")[2]): u for u in source.parts
+    }
+    if all(name in by_name for name in names):
+        return {name: by_name[name] for name in names}
+    if len(source.parts) == len(names):
+        return dict(zip(names, source.parts, strict=True))
+    raise ImageFetchError(
+        f"{source.key}: the launch gives {len(source.parts)} part URLs for {len(names)} parts"
+    )
 
 
 def http_fetch(source: ImageSource, target: Path) -> None:
@@ -56,10 +124,19 @@ def http_fetch(source: ImageSource, target: Path) -> None:
 
 
 class ImageCache:
-    def __init__(self, root: Path, limit_bytes: int, fetch: Fetcher = http_fetch) -> None:
+    def __init__(
+        self,
+        root: Path,
+        limit_bytes: int,
+        fetch: Fetcher = http_fetch,
+        cloud_key: Path | None = None,
+        read: UrlReader = read_url,
+    ) -> None:
         self.root = root
         self.limit = limit_bytes
         self.fetch = fetch
+        self.cloud_key = cloud_key  # the cloud's private key (cloud-pk.pem), for bundles
+        self.read = read
         self.root.mkdir(parents=True, exist_ok=True)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -83,7 +160,10 @@ class ImageCache:
             if not target.exists():
                 tmp = target.with_suffix(".part")
                 try:
-                    self.fetch(source, tmp)
+                    if source.format == "bundle":
+                        self._fetch_bundle(source, tmp)
+                    else:
+                        self.fetch(source, tmp)
                     os.replace(tmp, target)
                     self.downloads += 1
                 except BaseException:
@@ -94,6 +174,14 @@ class ImageCache:
                 self._in_use[source.key] = self._in_use.get(source.key, 0) + 1
         self.evict()
         return target
+
+    def _fetch_bundle(self, source: ImageSource, target: Path) -> None:
+        if self.cloud_key is None or not self.cloud_key.exists():
+            raise ImageFetchError(
+                f"{source.key} is a bundle, and this node has no copy of the cloud's private key "
+                f"({self.cloud_key or 'cloud-pk.pem'}) to decrypt it"
+            )
+        fetch_bundle(source, target, self.cloud_key.read_bytes(), self.read)
 
     def release(self, key: str) -> None:
         with self._guard:

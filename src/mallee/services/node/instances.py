@@ -19,7 +19,7 @@ from typing import Any
 
 from mallee.drivers.hypervisor import base as hv
 from mallee.drivers.network import base as net
-from mallee.services.node.imagecache import ImageCache, ImageSource, save_json
+from mallee.services.node.imagecache import ImageCache, ImageSource, disk_format, save_json
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,18 @@ class Instance:
     @property
     def id(self) -> str:
         return str(self.launch["instance_id"])
+
+
+def _source(described: dict[str, Any]) -> ImageSource:
+    """An ImageSource from a launch's image description ({key, url, size, format, parts?})."""
+    return ImageSource(
+        described["key"],
+        described["url"],
+        described.get("size"),
+        described.get("sha256"),
+        described.get("format") or "raw",
+        tuple(described.get("parts") or ()),
+    )
 
 
 class InstanceManager:
@@ -121,17 +133,20 @@ class InstanceManager:
         launch = instance.launch
         image = launch["image"]
         itype = launch["instance_type"]
-        root_src = self._cached(instance, image["root"])
+        root_source = _source(image["root"])
+        root_src = self._cached(instance, root_source)
         root = directory / "root.qcow2"
         size = f"{int(itype['disk_gib'])}G"
-        fmt = image["root"].get("format", "raw")
+        fmt = disk_format(root_source, root_src)
+        # The overlay is at least the disk the instance type gives, never smaller than the image.
         subprocess.run(
             ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(root_src), str(root), size],
             check=True,
             capture_output=True,
         )
-        kernel = self._cached(instance, image["kernel"]) if image.get("kernel") else None
-        ramdisk = self._cached(instance, image["ramdisk"]) if image.get("ramdisk") else None
+        kernel = self._cached(instance, _source(image["kernel"])) if image.get("kernel") else None
+        ramdisk = self._cached(instance, _source(image["ramdisk"])) if image.get("ramdisk") else None
+        # With a kernel: direct boot, root on the whole disk. Without: the disk boots itself (HVM).
         cmdline = "console=ttyS0 root=/dev/vda" if kernel else ""
         return hv.InstanceSpec(
             instance_id=instance.id,
@@ -145,11 +160,9 @@ class InstanceManager:
             console_log=directory / "console.log",
         )
 
-    def _cached(self, instance: Instance, source: dict[str, Any]) -> Path:
-        path = self.cache.get(
-            ImageSource(source["key"], source["url"], source.get("size"), source.get("sha256"))
-        )
-        instance.images.append(source["key"])
+    def _cached(self, instance: Instance, source: ImageSource) -> Path:
+        path = self.cache.get(source)
+        instance.images.append(source.key)
         return path
 
     def terminate(self, instance_id: str) -> None:

@@ -4,6 +4,8 @@ caller may launch, the key pair, the zone, and the launch description sent to th
 from __future__ import annotations
 
 import base64
+import urllib.request
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ from mallee.services.clc.ec2 import tags
 from mallee.services.clc.tables import Cluster, Image, Instance, InstanceType, KeyPair, LaunchPermission
 
 URL_SECONDS = 3600  # how long a node may take to start fetching an image
+MAX_MANIFEST = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,34 @@ def default_zone(ctx: RequestContext) -> str:
 
 def _source(image: Image) -> dict[str, Any]:
     bucket, _, key = image.location.partition("/")
-    return {
+    source: dict[str, Any] = {
         "key": image.id,
         "url": peers.get().presign(bucket, key, URL_SECONDS),
         "size": image.size or None,
         "format": image.source_format,
     }
+    if image.source_format == "bundle":
+        source["parts"] = _bundle_parts(bucket, key, source["url"])
+    return source
+
+
+def _bundle_parts(bucket: str, manifest_key: str, manifest_url: str) -> list[str]:
+    """Presigned URLs of a bundle's parts, in the manifest's order: each part is an object named by
+    its <filename>, next to the manifest (as euca-upload-bundle stores them)."""
+    try:
+        with urllib.request.urlopen(manifest_url, timeout=10) as response:
+            root = ET.fromstring(response.read(MAX_MANIFEST))
+        parts = sorted(root.iterfind("image/parts/part"), key=lambda part: int(part.get("index", "0")))
+    except (OSError, ET.ParseError, ValueError) as exc:
+        raise CloudError(
+            "InvalidManifest", f"Cannot read the image manifest {bucket}/{manifest_key}: {exc}"
+        ) from exc
+    directory = manifest_key.rpartition("/")[0]
+    names = [(part.findtext("filename") or "").strip() for part in parts]
+    if not names or any(not name or "/" in name or name in (".", "..") for name in names):
+        raise CloudError("InvalidManifest", f"The manifest {bucket}/{manifest_key} names no usable parts.")
+    prefix = f"{directory}/" if directory else ""
+    return [peers.get().presign(bucket, prefix + name, URL_SECONDS) for name in names]
 
 
 def launch_request(

@@ -1,5 +1,5 @@
-"""DescribeServices (euca-describe-services): the registered components and their state.
-An administrator's extension; `mallee status` calls it."""
+"""Administrator extensions about the cloud's components: DescribeServices (euca-describe-services,
+what `mallee status` shows) and RegisterNode (euca_conf --register-nodes, `mallee node register`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ import json
 from typing import Any
 
 from mallee.core.context import RequestContext
-from mallee.services.clc import components
+from mallee.core.errors import CloudError
+from mallee.rpc import cluster
+from mallee.rpc.transport import RpcError
+from mallee.services.clc import components, peers
 from mallee.services.clc.apis import EC2
+
+DEFAULT_NODE_PORT = 8775  # a node controller's port with the default port_base
 
 
 @EC2.operation(access="system")
@@ -32,3 +37,20 @@ def describe_services(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             item["LastSeen"] = row.last_seen
         out.append(item)
     return {"ServiceStatuses": out}
+
+
+@EC2.operation(access="system")
+def register_node(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    clusters = peers.get().clusters
+    zone = p.get("Zone") or next(iter(sorted(clusters)), "")
+    client = clusters.get(zone)
+    if client is None:
+        raise CloudError("InvalidParameterValue", f"No cluster controller serves the zone '{zone}'.")
+    port = int(p.get("Port") or DEFAULT_NODE_PORT)
+    try:
+        cluster.call(client, cluster.REGISTER_NODE, host=p["Host"], port=port)
+    except (OSError, RpcError) as exc:
+        raise CloudError(
+            "ServiceUnavailable", f"The cluster controller of {zone} did not answer: {exc}", 503
+        ) from exc
+    return {"Return": True}
