@@ -36,7 +36,7 @@ from botocore.config import Config as BotoConfig
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 LOOPBACK = "127.0.0.1"
-MALLEE_PORTS = 5  # the supervisor uses base .. base+4
+MALLEE_PORTS = 6  # the supervisor uses base .. base+5 (the node's metadata proxy is base+5)
 WALRUS_OFFSET = 4  # Walrus's own port is the public port + 4
 STARTUP_TIMEOUT = 90.0
 STOP_GRACE = 20.0
@@ -194,14 +194,16 @@ def _http_ok(url: str) -> bool:
 
 
 def boto_client(service: str, target: Target, **config: Any) -> Any:
-    """A boto3 client for `target` that does not retry."""
+    """A boto3 client for `target` that does not retry; `config` adds to or overrides the defaults."""
     return boto3.client(
         service,
         endpoint_url=target.endpoint,
         region_name=target.region,
         aws_access_key_id=target.access_key,
         aws_secret_access_key=target.secret_key,
-        config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10, **config),
+        config=BotoConfig(
+            **{"retries": {"max_attempts": 1}, "connect_timeout": 2, "read_timeout": 10, **config}
+        ),
     )
 
 
@@ -237,18 +239,42 @@ def _read_mallee_profile(aws_dir: Path) -> tuple[str, str, str, str]:
     )
 
 
-def start_mallee(procs: ProcessSet, workdir: Path, avoid: set[int], ready: Ready, what: str) -> Target:
-    """`python -m mallee.supervisor up` on a fresh data dir (`workdir`/mallee-data, log in
-    `workdir`/mallee.log); ready when /healthz answers and then `ready(target)` is true."""
-    base = free_port_block(MALLEE_PORTS, avoid)
+def mallee_env(workdir: Path, port_base: int) -> dict[str, str]:
+    """The environment `mallee up` and the `mallee`/`aws` commands share for the cloud in `workdir`."""
     aws_dir = workdir / "mallee-aws"
     env = dict(os.environ)
     env.update(
         MALLEE_DATA_DIR=str(workdir / "mallee-data"),
-        MALLEE_PORT_BASE=str(base),
+        MALLEE_PORT_BASE=str(port_base),
+        # The API and S3 benchmarks need no VMs: the node runs its fake drivers (no bridge, no
+        # libvirt) unless a benchmark asks for real ones through extra_env (bench/launch.py does).
+        MALLEE_HYPERVISOR="fake",
+        MALLEE_NETWORK="fake",
+        MALLEE_NODE_DIR=str(workdir / "mallee-nc"),
+        MALLEE_SEED_IMAGE="false",
         AWS_CONFIG_FILE=str(aws_dir / "config"),
         AWS_SHARED_CREDENTIALS_FILE=str(aws_dir / "credentials"),
     )
+    return env
+
+
+def start_mallee(
+    procs: ProcessSet,
+    workdir: Path,
+    avoid: set[int],
+    ready: Ready,
+    what: str,
+    *,
+    extra_env: dict[str, str] | None = None,
+    ports: int = MALLEE_PORTS,
+) -> Target:
+    """`python -m mallee.supervisor up` on a fresh data dir (`workdir`/mallee-data, log in
+    `workdir`/mallee.log); ready when /healthz answers and then `ready(target)` is true.
+    `extra_env`: more MALLEE_* settings; `ports`: how many free ports from the base to reserve."""
+    base = free_port_block(ports, avoid)
+    aws_dir = workdir / "mallee-aws"
+    env = mallee_env(workdir, base)
+    env.update(extra_env or {})
     log_path = workdir / "mallee.log"
     proc = procs.start([sys.executable, "-m", "mallee.supervisor", "up"], env, log_path)
     health = f"http://{LOOPBACK}:{base}/healthz"

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from mallee.drivers import registry
 from support import libvirt as libvirt_support
 from support.cloud import Cloud, start_cloud, stop_cloud
 
@@ -49,6 +50,8 @@ def real_cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
             yield cloud
         finally:
             stop_cloud(cloud)
+            # The node keeps its network across restarts by design; the test removes it.
+            registry.network("edge", state_dir=node_dir / "network").teardown()
             shutil.rmtree(node_dir, ignore_errors=True)
 
 

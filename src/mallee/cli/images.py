@@ -4,8 +4,13 @@
 `mallee up`, it runs on the cloud's host, so it reads the file rather than asking over HTTP
 (the certificate is public; any host that needs it can copy it from there).
 `image bundle` uses the same certificate by default.
+`image build tiny-disk` makes the tiny guest as one bootable whole-disk image (`disk.img`: MBR,
+syslinux on a FAT boot partition, the ext4 root on the second partition; see images/disk.py).
 `image publish` is a boto3 client with the aws profile: it uploads to the bucket
-`mallee-images-<account id>` and registers with RegisterImage, like any user could.
+`mallee-images-<account id>` and registers with RegisterImage, like any user could. It publishes a
+bundle directory (`*.manifest.xml` and its parts), a whole-disk image (`disk.img` or `disk.qcow2`,
+registered as hvm with root device /dev/vda and no kernel), or a tiny image directory (kernel,
+ramdisk and root file system).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from mallee.cli.client import ApiError
 from mallee.core import config as config_mod
 
 TINY_FILES = {"kernel": "vmlinux", "ramdisk": "initrd.img", "machine": "rootfs.img"}
+DISK_FILES = ("disk.img", "disk.qcow2")
 
 
 def add_parsers(sub: Any) -> None:
@@ -31,6 +37,9 @@ def add_parsers(sub: Any) -> None:
     )
     build = image.add_parser("build", help="build a guest image").add_subparsers(dest="kind", required=True)
     build.add_parser("tiny", help="the tiny Debian-based guest").add_argument("--out", type=Path)
+    disk = build.add_parser("tiny-disk", help="the tiny guest as a whole-disk (hvm) image: OUT/disk.img")
+    disk.add_argument("--out", type=Path, required=True, help="directory for disk.img (or disk.qcow2)")
+    disk.add_argument("--format", default="raw", choices=("raw", "qcow2"))
     bundle = image.add_parser("bundle", help="make a euca2ools-compatible bundle of a file")
     bundle.add_argument("file", type=Path)
     bundle.add_argument("--type", required=True, choices=("kernel", "ramdisk", "machine"))
@@ -42,7 +51,7 @@ def add_parsers(sub: Any) -> None:
     bundle.add_argument("--arch", default="x86_64")
     bundle.add_argument("--part-size", type=int, default=10 * 1024 * 1024)
     publish = image.add_parser(
-        "publish", help="upload a tiny image directory or a bundle directory and register it"
+        "publish", help="upload a tiny image, bundle or whole-disk image directory and register it"
     )
     publish.add_argument("dir", type=Path)
     publish.add_argument("--name", required=True)
@@ -69,6 +78,17 @@ def image(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from mallee.images.tiny import build_tiny  # heavy; only for this command
 
+    if args.kind == "tiny-disk":
+        from mallee.images.disk import DiskError, build_disk
+
+        tiny = build_tiny()
+        name = "disk.img" if args.format == "raw" else "disk.qcow2"
+        try:
+            made = build_disk(tiny.bzimage, tiny.initrd, tiny.rootfs, args.out / name, args.format)
+        except DiskError as exc:
+            raise ApiError(0, "DiskImageFailed", str(exc)) from None
+        print(made.path)
+        return 0
     built = build_tiny(args.out)
     print(built.directory)
     return 0
@@ -107,8 +127,11 @@ def _publish(args: argparse.Namespace) -> int:
             s3.create_bucket(Bucket=bucket)
         directory: Path = args.dir
         manifests = sorted(directory.glob("*.manifest.xml"))
+        disks = [directory / name for name in DISK_FILES if (directory / name).is_file()]
         if manifests:
             ids = _publish_bundle(ec2, s3, bucket, args.name, directory, manifests[0])
+        elif disks:
+            ids = _publish_disk(ec2, s3, bucket, args.name, disks[0])
         else:
             ids = _publish_tiny(ec2, s3, bucket, args.name, directory)
         if args.public:
@@ -137,10 +160,26 @@ def _publish_bundle(
     return {"image": image_id}
 
 
+def _publish_disk(ec2: Any, s3: Any, bucket: str, name: str, disk: Path) -> dict[str, str]:
+    """A whole-disk image boots itself: hvm, root device /dev/vda, no kernel or ramdisk."""
+    key = f"{name}/{disk.name}"
+    s3.upload_file(str(disk), bucket, key)
+    machine = ec2.register_image(
+        Name=name,
+        ImageLocation=f"{bucket}/{key}",
+        VirtualizationType="hvm",
+        RootDeviceName="/dev/vda",
+        Architecture="x86_64",
+    )["ImageId"]
+    return {"machine": machine}
+
+
 def _publish_tiny(ec2: Any, s3: Any, bucket: str, name: str, directory: Path) -> dict[str, str]:
     missing = [f for f in TINY_FILES.values() if not (directory / f).is_file()]
     if missing:
-        raise ApiError(0, "NotAnImage", f"{directory} has no {', '.join(missing)} and no *.manifest.xml")
+        raise ApiError(
+            0, "NotAnImage", f"{directory} has no {', '.join(missing)}, no *.manifest.xml and no disk.img"
+        )
     location = {kind: f"{bucket}/{name}/{file}" for kind, file in TINY_FILES.items()}
     for file in TINY_FILES.values():
         s3.upload_file(str(directory / file), bucket, f"{name}/{file}")

@@ -347,7 +347,7 @@ class _ChunkReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._buf = b""
+        self._buf = memoryview(b"")  # slicing a memoryview copies nothing: tar reads 512-byte blocks
         self.sha1 = hashlib.sha1()
 
     def readable(self) -> bool:
@@ -358,12 +358,21 @@ class _ChunkReader(io.RawIOBase):
             nxt = next(self._chunks, None)
             if nxt is None:
                 return 0
-            self._buf = nxt
+            self._buf = memoryview(nxt)
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self.sha1.update(self._buf[:n])
         self._buf = self._buf[n:]
         return n
+
+
+def _inflated(inflate: Any, data: bytes) -> Iterator[bytes]:
+    """Decompress `data` in bounded pieces: a part of a mostly empty disk inflates a thousandfold."""
+    while data:
+        out = inflate.decompress(data, 4 * _CHUNK)
+        if out:
+            yield out
+        data = inflate.unconsumed_tail
 
 
 def unbundle(
@@ -387,12 +396,13 @@ def unbundle(
             data = read_part(filename)
             if hashlib.sha1(data).hexdigest() != digest:
                 raise BundleError(f"part {filename} does not match its digest")
-            yield inflate.decompress(unpad.update(dec.update(data)))
+            yield from _inflated(inflate, unpad.update(dec.update(data)))
         try:
             tail = unpad.update(dec.finalize()) + unpad.finalize()
         except ValueError as exc:
             raise BundleError("the bundle does not decrypt (bad padding)") from exc
-        yield inflate.decompress(tail) + inflate.flush()
+        yield from _inflated(inflate, tail)
+        yield inflate.flush()
 
     reader = _ChunkReader(decrypted())
     try:

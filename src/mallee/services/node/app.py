@@ -60,7 +60,9 @@ def create_app(cfg: Config | None = None) -> App:
         node_dir / "instances",
         hypervisor,
         network,
-        ImageCache(node_dir / "cache", cfg.image_cache_gib * GIB),
+        # Bundles are decrypted with the cloud's key: here in the all-in-one; a node on its own host
+        # needs a copy of cloud-pk.pem in its data directory (read when a bundle is first launched).
+        ImageCache(node_dir / "cache", cfg.image_cache_gib * GIB, cloud_key=cfg.data_dir / "cloud-pk.pem"),
         cfg.bridge,
     )
     proxy = MetadataProxy(key, Client(cfg.clc_url, key))

@@ -138,7 +138,6 @@ class InstanceManager:
         root = directory / "root.qcow2"
         size = f"{int(itype['disk_gib'])}G"
         fmt = disk_format(root_source, root_src)
-        # The overlay is at least the disk the instance type gives, never smaller than the image.
         subprocess.run(
             ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(root_src), str(root), size],
             check=True,

@@ -1,0 +1,183 @@
+"""The Mallee side of `launch.py`: the benchmark's own `mallee up` on libvirt and the EDGE network,
+images published with `mallee image publish`, a key pair, and timed launches driven with boto3
+(RunInstances, DescribeInstances until running, then SSH). The node controller's directory is
+watched while a launch runs, so each step of it gets a time (see `_launch_host.boot_probes`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _harness import ProcessSet, Target, boto_client, mallee_env, start_mallee
+from _launch_host import (
+    LaunchResult,
+    Timeline,
+    Watcher,
+    boot_probes,
+    exists,
+    qemu_pid,
+    qemu_rss_mib,
+    remove_network,
+    wait_for_login,
+)
+from botocore.credentials import ReadOnlyCredentials
+
+from mallee.cli.client import AdminClient
+from mallee.drivers.hypervisor.libvirt import LibvirtHypervisor
+
+MALLEE_BIN = Path(sys.executable).parent / "mallee"
+INSTANCE_TYPE = "m1.small"
+POLL_API = 0.25  # DescribeInstances every 0.25 s
+PORTS = 6  # clc, cc, nc, sc, walrus, and the metadata service
+
+
+def _services_enabled(target: Target) -> bool:
+    """All five services ENABLED (DescribeServices, an administrator extension)."""
+    credentials = ReadOnlyCredentials(target.access_key, target.secret_key, None)
+    try:
+        root = AdminClient(credentials, target.endpoint, target.region).call("ec2", "DescribeServices")
+    except Exception:
+        return False
+    states = [item.findtext("state") for item in root.iterfind("./serviceStatusSet/item")]
+    return len(states) == 5 and all(state == "ENABLED" for state in states)
+
+
+class Cloud:
+    """One `mallee up` with real VMs. `stop` terminates what is left, stops the supervisor, then
+    removes any domain it launched that is still defined and the node's network."""
+
+    def __init__(self, procs: ProcessSet, workdir: Path, subnet: ipaddress.IPv4Network) -> None:
+        self.procs, self.workdir, self.subnet = procs, workdir, subnet
+        self.node_dir = workdir / "nc"
+        self.bridge = f"mlbb{secrets.token_hex(2)}"
+        self.log = workdir / "mallee.log"
+        self.instances = self.node_dir / "instances"
+        self.leases = self.node_dir / "network" / "dhcp-leases"
+        self.launched: set[str] = set()
+        self.target: Target | None = None
+        self.ec2: Any = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> Target:
+        extra = {
+            "MALLEE_HYPERVISOR": "libvirt",
+            "MALLEE_NETWORK": "edge",
+            "MALLEE_BRIDGE": self.bridge,
+            "MALLEE_PRIVATE_SUBNET": str(self.subnet),
+            "MALLEE_NODE_DIR": str(self.node_dir),
+            "MALLEE_NODE_CORES": "4",
+            "MALLEE_NODE_MEMORY_MIB": "2048",
+            "MALLEE_SEED_IMAGE": "false",  # the benchmark publishes its images itself
+            "MALLEE_HEARTBEAT_SECONDS": "1",
+        }
+        self.target = start_mallee(
+            self.procs, self.workdir, set(), _services_enabled, "all services ENABLED", extra_env=extra,
+            ports=PORTS,
+        )  # fmt: skip
+        self.ec2 = boto_client("ec2", self.target, read_timeout=60)
+        return self.target
+
+    def stop(self) -> None:
+        if self.ec2 is not None and self.launched:
+            with contextlib.suppress(Exception):
+                self.terminate(sorted(self.launched), timeout=30)
+        self.procs.stop_all()
+        leftovers = [i for i in self.launched if qemu_pid(i) is not None or (self.instances / i).exists()]
+        if leftovers:  # the node controller keeps domains running when it stops (re-adoption)
+            hypervisor = LibvirtHypervisor(domain_type="qemu", instances_dir=self.node_dir / "libvirt")
+            for instance_id in leftovers:
+                with contextlib.suppress(Exception):
+                    hypervisor.destroy(instance_id)
+        remove_network(self.node_dir / "network", self.bridge)
+
+    # -- images, keys, types ----------------------------------------------------------------------
+
+    def publish(self, directory: Path, name: str) -> str:
+        """`mallee image publish DIR --name NAME`; returns the machine image's ami- id."""
+        assert self.target is not None
+        env = mallee_env(self.workdir, self.target.port)
+        env.pop("AWS_PROFILE", None)
+        done = subprocess.run(
+            [str(MALLEE_BIN), "image", "publish", str(directory), "--name", name],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        found = re.search(r"^machine\s+(ami-[0-9a-f]+)", done.stdout, re.MULTILINE)
+        if done.returncode != 0 or found is None:
+            raise RuntimeError(f"mallee image publish {name} failed: {done.stderr.strip() or done.stdout}")
+        return found.group(1)
+
+    def create_key(self, name: str) -> Path:
+        material = self.ec2.create_key_pair(KeyName=name)["KeyMaterial"]
+        path = self.workdir / f"{name}.pem"
+        path.write_text(material)
+        path.chmod(0o600)
+        return path
+
+    def instance_shape(self) -> tuple[int, int, int]:
+        """vCPUs, memory (MiB) and root disk (GiB) of INSTANCE_TYPE as the cloud describes it."""
+        found = self.ec2.describe_instance_types(InstanceTypes=[INSTANCE_TYPE])["InstanceTypes"][0]
+        disk = found.get("InstanceStorageInfo", {}).get("TotalSizeInGB", 5)
+        return int(found["VCpuInfo"]["DefaultVCpus"]), int(found["MemoryInfo"]["SizeInMiB"]), int(disk)
+
+    # -- launches ---------------------------------------------------------------------------------
+
+    def run(self, ami: str, key: str, count: int = 1) -> list[str]:
+        reservation = self.ec2.run_instances(
+            ImageId=ami, InstanceType=INSTANCE_TYPE, KeyName=key, MinCount=count, MaxCount=count
+        )
+        ids = [str(i["InstanceId"]) for i in reservation["Instances"]]
+        self.launched.update(ids)
+        return ids
+
+    def wait_running(self, ids: list[str], timeout: float) -> dict[str, str]:
+        """Poll DescribeInstances until every instance runs; returns id -> private IP."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.ec2.describe_instances(InstanceIds=ids)
+            instances = [i for r in found["Reservations"] for i in r["Instances"]]
+            for instance in instances:
+                if instance["State"]["Name"] in ("terminated", "shutting-down"):
+                    reason = instance.get("StateReason", {}).get("Message", "")
+                    raise RuntimeError(f"{instance['InstanceId']} ended while launching: {reason}")
+            if len(instances) == len(ids) and all(i["State"]["Name"] == "running" for i in instances):
+                return {str(i["InstanceId"]): str(i["PrivateIpAddress"]) for i in instances}
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{ids} not running within {timeout:.0f} s")
+            time.sleep(POLL_API)
+
+    def timed_launch(self, ami: str, image: str, key: Path, timeout: float) -> LaunchResult:
+        """RunInstances → running (DescribeInstances) → SSH login, with the node's steps timed."""
+        timeline = Timeline()
+        probes = {
+            "nc_received": exists(self.instances, "i-*/launch.json"),
+            "disk_ready": exists(self.instances, "i-*/root.qcow2"),
+            **boot_probes(self.instances, "i-*/console.log", self.leases),
+        }
+        with Watcher(timeline, probes):
+            instance_id = self.run(ami, key.stem)[0]
+            timeline.mark("api_returned")
+            ip = self.wait_running([instance_id], timeout)[instance_id]
+            timeline.mark("running")
+            seconds = wait_for_login(ip, key, timeline, timeout)
+        rss = qemu_rss_mib(instance_id)
+        self.terminate([instance_id])
+        return LaunchResult("mallee", image, instance_id, seconds, dict(timeline.events), rss)
+
+    def terminate(self, ids: list[str], timeout: float = 60.0) -> None:
+        """TerminateInstances, then wait until the node has destroyed each domain and removed its files."""
+        self.ec2.terminate_instances(InstanceIds=ids)
+        deadline = time.monotonic() + timeout
+        while any(qemu_pid(i) is not None or (self.instances / i).exists() for i in ids):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{ids} still on the node {timeout:.0f} s after TerminateInstances")
+            time.sleep(0.1)
+        self.launched.difference_update(ids)
