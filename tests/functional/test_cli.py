@@ -15,11 +15,17 @@ def test_status_lists_five_enabled_services(cloud: Cloud) -> None:
     result = cloud.run("mallee", "status")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert lines[0].split() == ["TYPE", "NAME", "ZONE", "HOST", "STATE", "VERSION"]
+    assert lines[0].split() == ["TYPE", "NAME", "ZONE", "HOST", "STATE", "VERSION", "DETAIL"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert set(rows) == {"clc", "walrus", "cc", "sc", "nc"}
     assert all(r[4] == "ENABLED" for r in rows.values())
     assert rows["cc"][2] == "mallee-1a"
+    # The node says which hypervisor it chose (the test cloud runs the fake one).
+    assert "hypervisor fake" in next(line for line in lines if line.startswith("nc "))
+    deadline = time.monotonic() + 15  # the CC reports its node after its first poll
+    while "1/1 nodes enabled" not in cloud.run("mallee", "status").stdout:
+        assert time.monotonic() < deadline, "the cluster never reported its node"
+        time.sleep(0.5)
 
 
 def test_account_create_then_credentials_profile_works_with_aws_cli(cloud: Cloud) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from mallee.cli.client import AdminClient
@@ -28,11 +29,27 @@ def status(args: argparse.Namespace) -> int:
             f"{item.findtext('host', '')}:{item.findtext('port', '')}",
             item.findtext("state", ""),
             item.findtext("version", ""),
+            _detail(item.findtext("detail", "")),
         ]
         for item in root.iterfind("./serviceStatusSet/item")
     ]
-    print(_table(rows, ["TYPE", "NAME", "ZONE", "HOST", "STATE", "VERSION"]))
+    print(_table(rows, ["TYPE", "NAME", "ZONE", "HOST", "STATE", "VERSION", "DETAIL"]))
     return 0
+
+
+def _detail(raw: str) -> str:
+    """A service's own report, in short: the node's accelerator and why, the cluster's nodes."""
+    try:
+        detail = json.loads(raw or "{}")
+    except ValueError:
+        return ""
+    if "hypervisor" in detail:
+        reason = f" ({detail['reason']})" if detail.get("reason") else ""
+        return f"hypervisor {detail['hypervisor']}{reason}"
+    if "nodes" in detail:
+        up = sum(1 for n in detail["nodes"] if n.get("state") == "ENABLED")
+        return f"{up}/{len(detail['nodes'])} nodes enabled"
+    return ""
 
 
 def account(args: argparse.Namespace) -> int:

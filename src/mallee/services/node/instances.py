@@ -209,7 +209,23 @@ class InstanceManager:
                 return base64.b64encode(path.read_bytes()[-64 * 1024 :]).decode()
         return ""
 
+    def notice_stopped_guests(self) -> None:
+        """A running instance whose VM powered off (or crashed) by itself is terminated, as EC2 does
+        with an instance-store instance that shuts down from inside."""
+        with self.lock:
+            running = [i for i in self.instances.values() if i.state == "running"]
+        for instance in running:
+            power = self.hypervisor.state(instance.id)
+            if power in (hv.PowerState.SHUTOFF, hv.PowerState.CRASHED, None):
+                why = "crashed" if power is hv.PowerState.CRASHED else "shut down"
+                log.info("%s %s by itself; terminating it", instance.id, why)
+                with self.lock:
+                    instance.state = "shutting-down"
+                    instance.reason = "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
+                self._terminate(instance)
+
     def describe(self) -> dict[str, Any]:
+        self.notice_stopped_guests()
         with self.lock:
             report = {
                 i.id: {

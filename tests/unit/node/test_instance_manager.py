@@ -1,0 +1,72 @@
+"""The node's instance manager on the fake drivers: launch, report, guest-initiated shutdown."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from mallee.drivers import registry
+from mallee.drivers.network.base import HostNetwork
+from mallee.services.node.imagecache import ImageCache, ImageSource
+from mallee.services.node.instances import InstanceManager
+
+
+def _launch(instance_id: str) -> dict[str, Any]:
+    return {
+        "instance_id": instance_id,
+        "instance_type": {"name": "m1.small", "cpus": 1, "memory_mib": 256, "disk_gib": 1},
+        "image": {
+            "root": {"key": "emi-1", "url": "unused", "format": "raw"},
+            "kernel": None,
+            "ramdisk": None,
+        },
+        "mac": "d0:0d:00:00:00:01",
+        "private_ip": "10.111.0.2",
+        "hostname": instance_id,
+    }
+
+
+def _manager(tmp_path: Path) -> tuple[InstanceManager, Any]:
+    def fetch(source: ImageSource, target: Path) -> None:
+        target.write_bytes(b"\0" * 65536)
+
+    hypervisor = registry.hypervisor("fake")
+    network = registry.network("fake")
+    network.setup(HostNetwork("br0", "10.111.0.1", 24, metadata_host="10.111.0.1", metadata_port=8778))
+    manager = InstanceManager(
+        tmp_path / "instances",
+        hypervisor,
+        network,
+        ImageCache(tmp_path / "cache", 10**9, fetch),
+        "br0",
+    )
+    return manager, hypervisor
+
+
+def _wait(manager: InstanceManager, instance_id: str, state: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while True:
+        report = manager.describe()
+        if report.get(instance_id, {}).get("state") == state:
+            return dict(report[instance_id])
+        assert time.monotonic() < deadline, report
+        time.sleep(0.05)
+
+
+def test_an_instance_whose_guest_powers_off_is_terminated(tmp_path: Path) -> None:
+    manager, hypervisor = _manager(tmp_path)
+    manager.run(_launch("i-0123456789abcdef0"))
+    _wait(manager, "i-0123456789abcdef0", "running")
+    hypervisor.destroy("i-0123456789abcdef0")  # the guest went away on its own
+    report = _wait(manager, "i-0123456789abcdef0", "terminated")
+    assert report["reason"].startswith("Client.InstanceInitiatedShutdown")
+    assert not (tmp_path / "instances" / "i-0123456789abcdef0").exists()
+
+
+def test_run_is_idempotent_on_the_instance_id(tmp_path: Path) -> None:
+    manager, hypervisor = _manager(tmp_path)
+    manager.run(_launch("i-0123456789abcdef1"))
+    manager.run(_launch("i-0123456789abcdef1"))
+    _wait(manager, "i-0123456789abcdef1", "running")
+    assert hypervisor.list_instances() == ["i-0123456789abcdef1"]
