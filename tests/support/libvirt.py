@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from mallee.drivers.hypervisor.host import (  # noqa: F401 - re-exported for tests
     DAEMONS,
+    QEMU_LOG_DIR,
     URI,
     ensure_running,
     restore_kvm,
