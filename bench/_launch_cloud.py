@@ -18,20 +18,22 @@ from typing import Any
 
 from _harness import ProcessSet, Target, boto_client, mallee_env, start_mallee
 from _launch_host import (
+    READY_GRACE,
     LaunchResult,
     Timeline,
     Watcher,
     boot_probes,
+    destroy_domains,
     exists,
     qemu_pid,
     qemu_rss_mib,
     remove_network,
+    wait_event,
     wait_for_login,
 )
 from botocore.credentials import ReadOnlyCredentials
 
 from mallee.cli.client import AdminClient
-from mallee.drivers.hypervisor.libvirt import LibvirtHypervisor
 
 MALLEE_BIN = Path(sys.executable).parent / "mallee"
 INSTANCE_TYPE = "m1.small"
@@ -91,12 +93,10 @@ class Cloud:
             with contextlib.suppress(Exception):
                 self.terminate(sorted(self.launched), timeout=30)
         self.procs.stop_all()
-        leftovers = [i for i in self.launched if qemu_pid(i) is not None or (self.instances / i).exists()]
-        if leftovers:  # the node controller keeps domains running when it stops (re-adoption)
-            hypervisor = LibvirtHypervisor(domain_type="qemu", instances_dir=self.node_dir / "libvirt")
-            for instance_id in leftovers:
-                with contextlib.suppress(Exception):
-                    hypervisor.destroy(instance_id)
+        # The node controller keeps its domains running when it stops (it re-adopts them on restart).
+        left = destroy_domains(self.launched)
+        if left:
+            print(f"WARNING: could not destroy domains {left}", file=sys.stderr)
         remove_network(self.node_dir / "network", self.bridge)
 
     # -- images, keys, types ----------------------------------------------------------------------
@@ -165,9 +165,19 @@ class Cloud:
         with Watcher(timeline, probes):
             instance_id = self.run(ami, key.stem)[0]
             timeline.mark("api_returned")
-            ip = self.wait_running([instance_id], timeout)[instance_id]
-            timeline.mark("running")
-            seconds = wait_for_login(ip, key, timeline, timeout)
+            try:
+                ip = self.wait_running([instance_id], timeout)[instance_id]
+                timeline.mark("running")
+                seconds = wait_for_login(ip, key, timeline, timeout)
+                wait_event(timeline, "guest_ready", READY_GRACE)  # the step table wants it; not timed
+            except Exception as error:
+                console = self.instances / instance_id / "console.log"
+                tail = console.read_text(errors="replace")[-800:] if console.exists() else "(no console)"
+                with contextlib.suppress(Exception):
+                    self.terminate([instance_id])
+                raise RuntimeError(
+                    f"launch of {instance_id}: {error} (steps {timeline.events})\n{tail}"
+                ) from error
         rss = qemu_rss_mib(instance_id)
         self.terminate([instance_id])
         return LaunchResult("mallee", image, instance_id, seconds, dict(timeline.events), rss)

@@ -17,21 +17,23 @@ import ipaddress
 import secrets
 import shutil
 import subprocess
+import sys
 import threading
-import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from _launch_host import (
-    POLL,
+    READY_GRACE,
     Images,
     LaunchResult,
     Timeline,
     Watcher,
     boot_probes,
+    destroy_domains,
     qemu_rss_mib,
     remove_network,
+    wait_event,
     wait_for_login,
 )
 
@@ -125,13 +127,18 @@ class DirectBoot:
     def stop(self) -> None:
         for instance_id in list(self.live):
             self._remove(instance_id)
+        left = destroy_domains(self.live)
+        if left:
+            print(f"WARNING: could not destroy domains {left}", file=sys.stderr)
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
         remove_network(self.network_dir, self.bridge)
 
     def boot(self, key: Path, timeout: float) -> LaunchResult:
-        """qemu-img overlay → network entry → define+start → MALLEE-READY on the serial log → SSH."""
+        """qemu-img overlay → network entry → define+start → SSH login. As on the Mallee path (whose
+        node marks an instance running once libvirt started it), SSH is tried from the moment the
+        domain runs; MALLEE-READY on the serial log is recorded as a step."""
         assert self.network is not None
         instance_id = f"i-{secrets.token_hex(8)}"
         directory = self.root / instance_id
@@ -150,9 +157,13 @@ class DirectBoot:
                 timeline.mark("network_ready")
                 self.hypervisor.spawn(spec)
                 timeline.mark("spawned")
-                _wait_event(timeline, "guest_ready", timeout)
                 seconds = wait_for_login(self.ip, key, timeline, timeout)
+                wait_event(timeline, "guest_ready", READY_GRACE)  # the step table wants it; not timed
             rss = qemu_rss_mib(instance_id)
+        except Exception as error:
+            raise RuntimeError(
+                f"direct boot {instance_id}: {error}\n{self._keep_console(instance_id)}"
+            ) from error
         finally:
             self._remove(instance_id)
         return LaunchResult("direct", "tiny", instance_id, seconds, dict(timeline.events), rss)
@@ -177,23 +188,26 @@ class DirectBoot:
             console_log=directory / "console.log",
         )
 
+    def _keep_console(self, instance_id: str) -> str:
+        """Keep a failed boot's console beside the work files; returns its last lines."""
+        console = self.root / instance_id / "console.log"
+        kept = self.root / f"failed-{instance_id}.console.log"
+        with contextlib.suppress(OSError):
+            shutil.copyfile(console, kept)
+            return f"console ({kept}):\n" + "\n".join(kept.read_text(errors="replace").splitlines()[-15:])
+        return "(no console log)"
+
     def _remove(self, instance_id: str) -> None:
-        with contextlib.suppress(Exception):
+        try:
             self.hypervisor.destroy(instance_id)
+            self.live.discard(instance_id)
+        except Exception as error:  # libvirtd restarting: stop() tries again
+            print(f"destroying {instance_id} failed (will retry): {error}", file=sys.stderr)
         if self.network is not None:
             with contextlib.suppress(Exception):
                 self.network.remove_instance(instance_id)
         shutil.rmtree(self.root / instance_id, ignore_errors=True)
-        self.live.discard(instance_id)
 
 
 def _tap(instance_id: str) -> str:
     return "vb" + instance_id.split("-", 1)[1][-12:]
-
-
-def _wait_event(timeline: Timeline, name: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while name not in timeline.events:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {name} within {timeout:.0f} s (seen: {timeline.events})")
-        time.sleep(POLL / 2)

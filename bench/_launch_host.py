@@ -17,7 +17,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from mallee.images.tiny import build_tiny
 MIB = 1 << 20
 POLL = 0.05  # how often the watcher looks at the files
 SSH_EVERY = 0.25  # how often the SSH probe tries
+READY_GRACE = 5.0  # how long to wait after a login for the guest's ready line (not timed)
 IMAGE_FILES = ("vmlinux", "initrd.img", "rootfs.img")  # what `mallee image publish` uploads
 QEMU_PID_DIR = Path("/run/libvirt/qemu")
 
@@ -37,18 +38,56 @@ QEMU_PID_DIR = Path("/run/libvirt/qemu")
 # libvirt and the network
 
 
+class Daemons:
+    """libvirtd and virtlogd, started when they do not run. Other users of the machine may stop
+    daemons they started while ours run, so `ensure` is called again before every launch; `stop`
+    stops only the daemons started here."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+
+    def ensure(self) -> None:
+        self.started += libvirt_host.ensure_running()
+
+    def stop(self) -> None:
+        libvirt_host.stop(self.started)
+        self.started.clear()
+        libvirt_host.restore_kvm()
+
+
 @contextlib.contextmanager
-def libvirt_daemons() -> Iterator[list[int]]:
+def libvirt_daemons() -> Iterator[Daemons]:
     """libvirtd and virtlogd up for the block; afterwards stop only the ones started here."""
     reason = libvirt_host.unavailable_reason()
     if reason:
         raise RuntimeError(f"libvirt cannot run here: {reason}")
-    started = libvirt_host.ensure_running()
+    daemons = Daemons()
     try:
-        yield started
+        daemons.ensure()
+        yield daemons
     finally:
-        libvirt_host.stop(started)
-        libvirt_host.restore_kvm()
+        daemons.stop()
+
+
+def destroy_domains(ids: Iterable[str]) -> list[str]:
+    """Destroy and undefine these domains of ours, retrying while libvirtd restarts (other users of
+    the machine start and stop the daemons too); returns the ids still there."""
+    left = sorted(ids)
+    if not left:
+        return []
+    from mallee.drivers.hypervisor.libvirt import LibvirtHypervisor
+
+    with libvirt_daemons():
+        hypervisor = LibvirtHypervisor(domain_type="qemu", instances_dir=Path("/tmp"))
+        for _ in range(5):
+            for instance_id in list(left):
+                with contextlib.suppress(Exception):
+                    hypervisor.destroy(instance_id)
+                    left.remove(instance_id)
+            if not left:
+                break
+            time.sleep(1.0)
+    return left
 
 
 def _networks_in_use() -> list[ipaddress.IPv4Network]:
@@ -176,6 +215,16 @@ class Watcher:
                         self._timeline.mark(name)
                         del self._probes[name]
             self._stop.wait(POLL)
+
+
+def wait_event(timeline: Timeline, name: str, timeout: float) -> bool:
+    """Wait until the watcher has marked `name`; False after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while name not in timeline.events:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL / 2)
+    return True
 
 
 def first(root: Path, pattern: str) -> Path | None:

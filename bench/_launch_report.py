@@ -41,6 +41,7 @@ class Results:
     size: list[LaunchResult] = field(default_factory=list)  # "root-32m" and "root-1g" via Mallee
     memory: dict[str, Any] = field(default_factory=dict)
     setup_seconds: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)  # launches that failed and were run again
     load_after: float = 0.0
 
 
@@ -95,6 +96,7 @@ def to_json(results: Results) -> str:
         "figures": figures(results),
         "steps": _all_steps(results),
         "memory": results.memory,
+        "failures": results.failures,
         "launch_runs": [asdict(r) for r in results.launch],
         "size_runs": [asdict(r) for r in results.size],
     }
@@ -128,6 +130,8 @@ def print_report(results: Results) -> None:
     print("\nsteps (median seconds from the start of the launch):")
     _print_steps(_all_steps(results))
     _print_memory(results.memory)
+    for failure in results.failures:
+        print(f"\nNOTE: a launch failed and was run again: {failure}")
     print()
     _print_verdict("RunInstances->SSH / direct boot", fig["launch"], "mallee", "direct")
     _print_verdict("1 GiB / 32 MiB cached launch", fig["size"], "root-1g", "root-32m")

@@ -24,13 +24,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from _harness import ProcessSet, dist_version, interrupt_on_signals, machine_facts, mallee_version, workspace
 from _launch_cloud import INSTANCE_TYPE, Cloud
 from _launch_direct import DirectBoot, Shape
 from _launch_host import (
+    Daemons,
     Images,
     Timeline,
     free_subnets,
@@ -46,6 +49,9 @@ from _launch_report import Results, print_report, to_json
 
 BOOT_TIMEOUT = 90.0  # seconds per wait (running, guest ready, SSH)
 KEY_NAME = "bench"
+T = TypeVar("T")
+Measure = Callable[[list[str]], None]
+ATTEMPTS = 3  # a launch broken by someone else restarting libvirt's daemons is run again
 
 
 def _progress(message: str) -> None:
@@ -72,8 +78,11 @@ def _versions(images: Images) -> dict[str, str]:
 class Bench:
     """The measurements, in order, on one cloud and one direct-boot bridge."""
 
-    def __init__(self, args: argparse.Namespace, cloud: Cloud, direct: DirectBoot, results: Results) -> None:
+    def __init__(
+        self, args: argparse.Namespace, cloud: Cloud, direct: DirectBoot, results: Results, daemons: Daemons
+    ) -> None:
         self.args, self.cloud, self.direct, self.results = args, cloud, direct, results
+        self.daemons = daemons
         self.key = Path()
         self.amis: dict[str, str] = {}
 
@@ -98,21 +107,45 @@ class Bench:
     def warm(self) -> None:
         """Fill the node's image cache: each image launched once, together (not timed)."""
         with self._timed("warm-up (3 uncached launches at once + 1 direct boot)"):
-            ids = [self.cloud.run(ami, KEY_NAME)[0] for ami in self.amis.values()]
-            ips = self.cloud.wait_running(ids, BOOT_TIMEOUT * 2)
-            for ip in ips.values():
-                wait_for_login(ip, self.key, Timeline(), BOOT_TIMEOUT)
+            self._attempt(
+                "warm-up", partial(self._boot_and_login, list(self.amis.values()), 2 * BOOT_TIMEOUT)
+            )
+            self._attempt("warm-up direct", partial(self.direct.boot, self.key, BOOT_TIMEOUT))
+
+    def _boot_and_login(self, amis: list[str], timeout: float, measure: Measure | None = None) -> None:
+        """Launch one instance of each ami, wait for SSH logins, call `measure(ids)`, terminate."""
+        ids = [self.cloud.run(ami, KEY_NAME)[0] for ami in amis]
+        try:
+            for ip in self.cloud.wait_running(ids, timeout).values():
+                wait_for_login(ip, self.key, Timeline(), timeout)
+            if measure is not None:
+                measure(ids)
+        finally:
             self.cloud.terminate(ids)
-            self.direct.boot(self.key, BOOT_TIMEOUT)
+
+    def _attempt(self, what: str, step: Callable[[], T]) -> T:
+        """Run a step; a failure is noted in the results and the step run again (twice)."""
+        for attempt in range(1, ATTEMPTS + 1):
+            self.daemons.ensure()
+            try:
+                return step()
+            except Exception as error:
+                if attempt == ATTEMPTS:
+                    raise
+                self.results.failures.append(f"{what}: {error}".splitlines()[0][:300])
+                _progress(f"{what} failed, running it again: {error}")
+        raise AssertionError("unreachable")
 
     def launch_vs_direct(self) -> None:
+        tiny = self.amis["tiny"]
         for run in range(self.args.runs):
             order = ("mallee", "direct") if run % 2 == 0 else ("direct", "mallee")
             for path in order:
                 if path == "mallee":
-                    result = self.cloud.timed_launch(self.amis["tiny"], "tiny", self.key, BOOT_TIMEOUT)
+                    launch = partial(self.cloud.timed_launch, tiny, "tiny", self.key, BOOT_TIMEOUT)
                 else:
-                    result = self.direct.boot(self.key, BOOT_TIMEOUT)
+                    launch = partial(self.direct.boot, self.key, BOOT_TIMEOUT)
+                result = self._attempt(f"run {run + 1} {path}", launch)
                 self.results.launch.append(result)
                 _progress(f"run {run + 1} {path}: {result.seconds:.2f} s to SSH login")
 
@@ -120,28 +153,31 @@ class Bench:
         for run in range(self.args.runs):
             order = ("root-32m", "root-1g") if run % 2 == 0 else ("root-1g", "root-32m")
             for name in order:
-                result = self.cloud.timed_launch(self.amis[name], name, self.key, BOOT_TIMEOUT)
+                launch = partial(self.cloud.timed_launch, self.amis[name], name, self.key, BOOT_TIMEOUT)
+                result = self._attempt(f"run {run + 1} {name}", launch)
                 self.results.size.append(result)
                 _progress(f"run {run + 1} {name}: {result.seconds:.2f} s to SSH login")
 
     def memory(self) -> None:
+        """The node controller's RSS with 0 and 2 instances, and each instance's QEMU RSS."""
         nc = service_pid(self.cloud.log, "nc")
         before = rss_mib(nc) if nc else None
-        ids = self.cloud.run(self.amis["tiny"], KEY_NAME, count=2)
-        ips = self.cloud.wait_running(ids, BOOT_TIMEOUT)
-        for ip in ips.values():
-            wait_for_login(ip, self.key, Timeline(), BOOT_TIMEOUT)
-        time.sleep(1.0)  # let the node controller's next report pass
-        after = rss_mib(nc) if nc else None
-        qemu = [qemu_rss_mib(i) for i in ids]
-        self.cloud.terminate(ids)
+        found: dict[str, Any] = {}
+
+        def measure(ids: list[str]) -> None:
+            time.sleep(1.0)  # let the node controller's next report pass
+            found.update(after=rss_mib(nc) if nc else None, qemu=[qemu_rss_mib(i) for i in ids])
+
+        tiny = self.amis["tiny"]
+        self._attempt("memory", partial(self._boot_and_login, [tiny, tiny], BOOT_TIMEOUT, measure))
+        after = found["after"]
         direct = [r.qemu_rss_mib for r in self.results.launch if r.path == "direct" and r.qemu_rss_mib]
         self.results.memory = {
             "nc_pid": nc,
             "nc_rss_0_mib": before,
             "nc_rss_2_mib": after,
             "nc_rss_per_instance_mib": round((after - before) / 2, 1) if before and after else None,
-            "qemu_rss_mib": [q for q in qemu if q is not None],
+            "qemu_rss_mib": [q for q in found["qemu"] if q is not None],
             "direct_qemu_rss_mib": round(statistics.median(direct), 1) if direct else None,
         }
 
@@ -170,10 +206,10 @@ def run(args: argparse.Namespace) -> Results:
         results = Results(machine, _versions(images), settings)
         cloud_net, direct_net = free_subnets(2)
         procs = ProcessSet()
-        with libvirt_daemons():
+        with libvirt_daemons() as daemons:
             cloud = Cloud(procs, workdir, cloud_net)
             direct = DirectBoot(workdir / "direct", direct_net, images, Shape(1, 256, 5))
-            bench = Bench(args, cloud, direct, results)
+            bench = Bench(args, cloud, direct, results, daemons)
             try:
                 bench.setup(images)
                 bench.warm()
