@@ -88,7 +88,7 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
     return bucket, key, version_id
 
 
-def _check_source_conditions(version: ObjectVersion, p: dict[str, Any]) -> None:
+def check_source_conditions(version: ObjectVersion, p: dict[str, Any]) -> None:
     """x-amz-copy-source-if-*: like GET's conditions, but every failure is 412."""
     conditions = {
         "IfMatch": p.get("CopySourceIfMatch"),
@@ -181,7 +181,7 @@ def copy_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
                 "The source of a copy request may not specifically refer to a delete marker by version id.",
             ) from err
         raise
-    _check_source_conditions(source, p)
+    check_source_conditions(source, p)
     metadata_directive = _directive(p, "MetadataDirective")
     tagging_directive = _directive(p, "TaggingDirective")
     if _is_self_copy_without_change(p, bucket.name, p["Key"], source, metadata_directive):

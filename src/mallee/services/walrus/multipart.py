@@ -27,11 +27,10 @@ from mallee.services.walrus import acls, checksums, garbage
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.bodies import receive_body
 from mallee.services.walrus.buckets import get_bucket
-from mallee.services.walrus.copy import authorize_object, parse_copy_source
+from mallee.services.walrus.copy import authorize_object, check_source_conditions, parse_copy_source
 from mallee.services.walrus.objects import (
     _tags_from_header,
     add_version,
-    check_conditions,
     check_key,
     find_version,
     new_version_id,
@@ -242,24 +241,6 @@ def upload_part(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     return {"ETag": received.etag, **checksum_members(sums)}
 
 
-def _copy_conditions(version: ObjectVersion, p: dict[str, Any]) -> None:
-    """x-amz-copy-source-if-*: as GetObject's conditions, but every failure is a 412."""
-    conditions = {
-        "IfMatch": p.get("CopySourceIfMatch"),
-        "IfNoneMatch": p.get("CopySourceIfNoneMatch"),
-        "IfModifiedSince": p.get("CopySourceIfModifiedSince"),
-        "IfUnmodifiedSince": p.get("CopySourceIfUnmodifiedSince"),
-    }
-    try:
-        check_conditions(version, conditions)
-    except CloudError as exc:
-        if exc.code == "NotModified":
-            raise CloudError(
-                "PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412
-            ) from exc
-        raise
-
-
 def _copy_range(header: str | None, size: int) -> tuple[int, int]:
     if not header:
         return 0, size
@@ -284,7 +265,7 @@ def upload_part_copy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     source_bucket = get_bucket(ctx, source_bucket_name)
     authorize_object(ctx, "GetObject", source_bucket.name, source_key, source_version)
     source = find_version(ctx, source_bucket.name, source_key, source_version)
-    _copy_conditions(source, p)
+    check_source_conditions(source, p)
     offset, length = _copy_range(p.get("CopySourceRange"), source.size)
     if length > MAX_PART:
         raise CloudError("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")
