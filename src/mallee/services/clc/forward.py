@@ -7,7 +7,6 @@ header signed with the deployment key so Walrus can trust it for aws:SourceIp co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from mallee.rpc.transport import CLIENT_HEADER, Receive, Scope, Send, client_assertion
@@ -40,11 +39,16 @@ async def forward(scope: Scope, receive: Receive, send: Send, host: str, port: i
             raise WalrusUnavailable(str(exc)) from exc
         await _relay_response(head, reader, send)
     finally:
-        if not sending.done():
-            sending.cancel()
-        with contextlib.suppress(BaseException):
-            await sending  # a body cut short by an early answer is expected, not an error
+        # A body cut short by an early answer is expected, not an error: collect the sender's
+        # outcome without waiting for it (and without swallowing a cancellation of this request).
+        sending.add_done_callback(_collect)
+        sending.cancel()
         writer.close()
+
+
+def _collect(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _status(head: bytes) -> int:
@@ -58,7 +62,7 @@ async def _send_request(scope: Scope, receive: Receive, writer: asyncio.StreamWr
     headers: list[tuple[bytes, bytes]] = [
         (k, v)
         for k, v in scope["headers"]
-        if k.lower() not in HOP_BY_HOP and k.lower() != CLIENT_HEADER.encode()
+        if k.lower() not in NOT_FORWARDED and k.lower() != CLIENT_HEADER.encode()
     ]
     has_length = any(k.lower() == b"content-length" for k, _ in headers)
     client = (scope.get("client") or ("", 0))[0]
