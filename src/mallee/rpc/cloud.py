@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
+from mallee.core.periodic import Periodic
 from mallee.rpc.transport import Client, RpcError
 
 log = logging.getLogger(__name__)
@@ -36,31 +36,23 @@ def account_quota(client: Client, account_id: str) -> dict[str, Any]:
     return result
 
 
-class Heartbeater:
-    """Sends a heartbeat every `interval` seconds from a daemon thread; failures are logged once
-    per outage and retried, since the CLC may start after us or restart."""
+class Heartbeater(Periodic):
+    """Sends a heartbeat every `interval` seconds; failures are logged once per outage and retried,
+    since the CLC may start after us or restart."""
 
     def __init__(self, client: Client, describe: Callable[[], dict[str, Any]], interval: float) -> None:
-        self.client, self.describe, self.interval = client, describe, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        super().__init__("heartbeat", self._beat, interval)
+        self.client, self.describe = client, describe
         self._failing = False
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                heartbeat(self.client, **self.describe())
-                if self._failing:
-                    log.info("heartbeat to the CLC works again")
-                self._failing = False
-            except (OSError, RpcError) as exc:
-                if not self._failing:
-                    log.warning("heartbeat to the CLC failed (will retry): %s", exc)
-                self._failing = True
-            self._stop.wait(self.interval)
+    def _beat(self) -> None:
+        try:
+            heartbeat(self.client, **self.describe())
+        except (OSError, RpcError) as exc:
+            if not self._failing:
+                log.warning("heartbeat to the CLC failed (will retry): %s", exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("heartbeat to the CLC works again")
+        self._failing = False

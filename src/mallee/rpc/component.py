@@ -4,12 +4,12 @@ rpc methods, a heartbeat to the CLC while it runs, and `/healthz` for supervisor
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from mallee import __version__
 from mallee.core.config import Config
+from mallee.core.periodic import Periodic
 from mallee.rpc.cloud import Heartbeater
 from mallee.rpc.transport import (
     PREFIX,
@@ -25,30 +25,6 @@ from mallee.rpc.transport import (
 
 App = Callable[[Scope, Receive, Send], Any]
 log = logging.getLogger(__name__)
-
-
-class Periodic:
-    """Runs `work` every `interval` seconds in a daemon thread while the app runs; errors are
-    logged and the next round tries again (reconciliation repairs what one round missed)."""
-
-    def __init__(self, name: str, work: Callable[[], None], interval: float) -> None:
-        self.name, self.work, self.interval = name, work, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.work()
-            except Exception:
-                log.exception("%s failed; retrying in %.1fs", self.name, self.interval)
-            self._stop.wait(self.interval)
 
 
 def component_app(key: bytes, methods: dict[str, Method], *background: Heartbeater | Periodic) -> App:

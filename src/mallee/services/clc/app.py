@@ -23,6 +23,7 @@ from mallee.core import config as config_mod
 from mallee.core.config import Config
 from mallee.core.context import Headers, HttpRequest, RequestContext
 from mallee.core.errors import CloudError, ConfigError
+from mallee.core.periodic import Periodic
 from mallee.db.session import Database
 from mallee.protocol import routing
 from mallee.protocol.auth import AuthError
@@ -66,6 +67,10 @@ class CloudController:
         self.key = load_key(cfg.deployment_key_file)
         # Handlers are synchronous (SQLAlchemy); a small pool keeps the event loop free.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="api")
+        self.background = (
+            Periodic("clc-heartbeat", self.register_self, cfg.heartbeat_seconds),
+            Periodic("reconcile", lambda: reconcile(self.db, peers.get().clusters), RECONCILE_SECONDS),
+        )
         self.rpc_methods: dict[str, Method] = {
             cloud.HEARTBEAT: self._heartbeat,
             cloud.RESOLVE_KEY: self._resolve_key,
@@ -222,43 +227,21 @@ class CloudController:
             remote_addr=(scope.get("client") or ("", 0))[0],
         )
 
-    async def _beat_self(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                await loop.run_in_executor(self.pool, self.register_self)
-            except Exception:
-                log.exception("could not record the CLC's own heartbeat")
-            await asyncio.sleep(self.cfg.heartbeat_seconds)
-
-    async def _reconcile(self) -> None:
-        loop = asyncio.get_running_loop()
-        clusters = peers.get().clusters
-        while True:
-            try:
-                await loop.run_in_executor(self.pool, reconcile, self.db, clusters)
-            except Exception:
-                log.exception("reconciliation failed; retrying")
-            await asyncio.sleep(RECONCILE_SECONDS)
-
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        beating: asyncio.Task[None] | None = None
-        reconciling: asyncio.Task[None] | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 for name in ("ec2", "iam", "sts", "s3"):
                     load_service(name)  # parse the models now, not on a client's first request
-                beating = asyncio.create_task(self._beat_self())
-                reconciling = asyncio.create_task(self._reconcile())
+                for task in self.background:
+                    task.start()
                 # The service models are ~100k long-lived objects; keeping them out of the cyclic
                 # collector's generations cut request latency measurably (bench/api.py).
                 gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                for task in (beating, reconciling):
-                    if task:
-                        task.cancel()
+                for task in self.background:
+                    task.stop()
                 self.pool.shutdown(wait=False)
                 self.db.dispose()
                 await send({"type": "lifespan.shutdown.complete"})

@@ -7,8 +7,9 @@ from typing import Any
 
 from mallee.core import config as config_mod
 from mallee.core.config import Config
+from mallee.core.periodic import Periodic
 from mallee.rpc import cluster
-from mallee.rpc.component import App, Periodic, reporting_app
+from mallee.rpc.component import App, reporting_app
 from mallee.rpc.transport import load_key
 from mallee.services.cluster.controller import ClusterController
 

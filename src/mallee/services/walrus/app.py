@@ -19,6 +19,7 @@ from mallee.core import config as config_mod
 from mallee.core.config import Config
 from mallee.core.context import FileBody, Headers, HttpRequest, HttpResponse, RequestContext
 from mallee.core.errors import CloudError
+from mallee.core.periodic import Periodic
 from mallee.db import migrate
 from mallee.db.session import Database
 from mallee.drivers.objectstore.filesystem import FilesystemObjectStore
@@ -60,8 +61,6 @@ SEND_CHUNK = 1024 * 1024
 class Walrus:
     def __init__(self, cfg: Config, lifecycle_seconds: float = 60.0) -> None:
         self.cfg = cfg
-        self.lifecycle_seconds = lifecycle_seconds  # how often lifecycle rules are applied
-        self.lifecycle_task: asyncio.Task[None] | None = None
         self.db = Database(cfg.database_url_for("walrus"))
         migrate.upgrade(self.db.engine, "walrus")
         self.store = FilesystemObjectStore(cfg.data_dir / "walrus")
@@ -74,6 +73,13 @@ class Walrus:
         )
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3")
         self.rpc_methods: dict[str, Method] = {"describe": lambda _p: self.describe(), USAGE: self._usage}
+        # Lifecycle rules are applied every `lifecycle_seconds`.
+        self.lifecycle_job = Periodic(
+            "lifecycle",
+            lambda: lifecycle.expire_and_log(self.db, self.store),
+            lifecycle_seconds,
+            wait_first=True,
+        )
         self.heartbeater = Heartbeater(Client(cfg.clc_url, self.key), self.describe, cfg.heartbeat_seconds)
 
     def describe(self) -> dict[str, Any]:
@@ -205,15 +211,12 @@ class Walrus:
                     log.info("removed %d incomplete uploads left by a previous run", removed)
                 garbage.collect(self.db, self.store)
                 self.heartbeater.start()
-                self.lifecycle_task = asyncio.create_task(
-                    lifecycle.run_every(self.lifecycle_seconds, self.db, self.store)
-                )
+                self.lifecycle_job.start()
                 gc.freeze()  # as the CLC does: long-lived models out of the cyclic collector
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.heartbeater.stop()
-                if self.lifecycle_task is not None:
-                    self.lifecycle_task.cancel()
+                self.lifecycle_job.stop()
                 self.pool.shutdown(wait=False)
                 self.db.dispose()
                 await send({"type": "lifespan.shutdown.complete"})

@@ -1,5 +1,5 @@
 """Bucket lifecycle: Put/Get/DeleteBucketLifecycleConfiguration, and `expire`, the background job
-that applies the rules (run periodically by `app`, see `run_every`).
+that applies the rules (run periodically by `app`, see `expire_and_log`).
 
 Supported actions: Expiration (Days, Date, ExpiredObjectDeleteMarker), NoncurrentVersionExpiration
 (NoncurrentDays, NewerNoncurrentVersions) and AbortIncompleteMultipartUpload; filters by Prefix,
@@ -12,7 +12,6 @@ a version becomes noncurrent when the next newer one is written.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import json
 import logging
@@ -364,13 +363,8 @@ def expire(db: Database, store: ObjectStore, now: _dt.datetime | None = None) ->
     return done
 
 
-async def run_every(seconds: float, db: Database, store: ObjectStore) -> None:
-    """Run `expire` every `seconds` until cancelled (the Walrus app starts it in its lifespan)."""
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            expired = await asyncio.to_thread(expire, db, store)
-            if expired:
-                log.info("lifecycle: %d versions, markers or uploads expired", expired)
-        except Exception:
-            log.exception("lifecycle pass failed")
+def expire_and_log(db: Database, store: ObjectStore) -> None:
+    """One lifecycle pass, as the Walrus app runs it periodically."""
+    expired = expire(db, store)
+    if expired:
+        log.info("lifecycle: %d versions, markers or uploads expired", expired)
