@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import signal
 import threading
 import time
@@ -13,26 +12,9 @@ from pathlib import Path
 
 from botocore.config import Config as BotoConfig
 
-from support.cloud import Cloud, start_cloud, stop_cloud
+from support.cloud import start_cloud, stop_cloud
 
 NO_RETRY = BotoConfig(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30)
-
-
-def _walrus_pid(cloud: Cloud) -> int:
-    return int(re.findall(r"started walrus \(pid (\d+)\)", cloud.log())[-1])
-
-
-def _wait_walrus_back(cloud: Cloud, old_pid: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if _walrus_pid(cloud) != old_pid:
-            try:
-                cloud.client("s3", config=NO_RETRY).list_buckets()
-                return
-            except Exception:
-                pass
-        time.sleep(0.2)
-    raise AssertionError("walrus did not come back:\n" + cloud.log()[-3000:])
 
 
 def test_sigkill_during_concurrent_puts_loses_no_acknowledged_object(tmp_path: Path) -> None:
@@ -63,13 +45,13 @@ def test_sigkill_during_concurrent_puts_loses_no_acknowledged_object(tmp_path: P
         for t in threads:
             t.start()
         time.sleep(2.0)
-        pid = _walrus_pid(cloud)
+        pid = cloud.service_pid("walrus")
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
         stop.set()
         for t in threads:
             t.join(timeout=60)
-        _wait_walrus_back(cloud, pid)
+        cloud.wait_restarted("walrus", pid, lambda: cloud.client("s3", config=NO_RETRY).list_buckets())
 
         assert len(acknowledged) > 10, "the writers barely ran; the test proves nothing"
         listed: dict[str, int] = {}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import signal
 import threading
 import time
@@ -22,23 +21,6 @@ NO_RETRY = BotoConfig(retries={"max_attempts": 1}, connect_timeout=5, read_timeo
 PART = 5 * 1024 * 1024
 PARTS = 3
 BUCKET = "durable-mpu"
-
-
-def _walrus_pid(cloud: Cloud) -> int:
-    return int(re.findall(r"started walrus \(pid (\d+)\)", cloud.log())[-1])
-
-
-def _wait_walrus_back(cloud: Cloud, old_pid: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if _walrus_pid(cloud) != old_pid:
-            try:
-                cloud.client("s3", config=NO_RETRY).list_buckets()
-                return
-            except Exception:
-                pass
-        time.sleep(0.2)
-    raise AssertionError("walrus did not come back:\n" + cloud.log()[-3000:])
 
 
 def _multipart_etag(body: bytes) -> str:
@@ -115,13 +97,13 @@ def test_sigkill_during_puts_and_multipart_uploads(tmp_path: Path) -> None:
         while time.monotonic() < deadline and w.completed < 4:  # some Completes went through
             time.sleep(0.1)
         time.sleep(0.7)  # ...and others are in flight
-        pid = _walrus_pid(cloud)
+        pid = cloud.service_pid("walrus")
         os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
         w.stop.set()
         for t in threads:
             t.join(timeout=120)
-        _wait_walrus_back(cloud, pid)
+        cloud.wait_restarted("walrus", pid, lambda: cloud.client("s3", config=NO_RETRY).list_buckets())
 
         assert w.completed >= 4, "no multipart upload completed before the crash; the test proves nothing"
         assert len(w.acknowledged) > 10

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import secrets
 import signal
 import socket
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,25 @@ class Cloud:
         return Keys(
             key.findtext("AccessKeyId", ""), key.findtext("SecretAccessKey", ""), account_id=account_id
         )
+
+    def service_pid(self, service: str) -> int:
+        """The pid of the service's current process, from the supervisor's log."""
+        return int(re.findall(rf"started {service} \(pid (\d+)\)", self.log())[-1])
+
+    def wait_restarted(
+        self, service: str, old_pid: int, answers: Callable[[], object], timeout: float = 30
+    ) -> None:
+        """Wait until the supervisor restarted `service` and `answers()` no longer raises."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.service_pid(service) != old_pid:
+                try:
+                    answers()
+                    return
+                except Exception:
+                    pass
+            time.sleep(0.2)
+        raise AssertionError(f"{service} did not come back:\n" + self.log()[-3000:])
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
