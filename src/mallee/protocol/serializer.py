@@ -156,6 +156,16 @@ class XmlShapeWriter:
             element.attrs["xmlns"] = namespace
 
 
+def service_namespace(service: ServiceModel, scheme: str) -> str:
+    """The XML namespace of a service's answers: the model's, else AWS's `doc/<version>/` URL
+    (https for the query services, http for S3, as each answers)."""
+    metadata = service.metadata
+    return str(
+        metadata.get("xmlNamespace")
+        or f"{scheme}://{metadata['endpointPrefix']}.amazonaws.com/doc/{metadata['apiVersion']}/"
+    )
+
+
 class QueryResponseSerializer:
     """The `query` protocol (IAM, STS): see botocore.parsers.QueryParser for the client side."""
 
@@ -167,11 +177,7 @@ class QueryResponseSerializer:
 
     @property
     def namespace(self) -> str:
-        metadata = self.service.metadata
-        return str(
-            metadata.get("xmlNamespace")
-            or f"https://{metadata['endpointPrefix']}.amazonaws.com/doc/{metadata['apiVersion']}/"
-        )
+        return service_namespace(self.service, "https")
 
     def serialize(
         self, operation: OperationModel, output: Mapping[str, Any], request_id: str
@@ -245,11 +251,7 @@ class RestXmlResponseSerializer:
 
     @property
     def namespace(self) -> str:
-        metadata = self.service.metadata
-        return str(
-            metadata.get("xmlNamespace")
-            or f"http://{metadata['endpointPrefix']}.amazonaws.com/doc/{metadata['apiVersion']}/"
-        )
+        return service_namespace(self.service, "http")
 
     def serialize(
         self, operation: OperationModel, output: Mapping[str, Any], request_id: str
