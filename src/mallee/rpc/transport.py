@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from mallee.core.context import Headers, HttpRequest
 from mallee.core.errors import CloudError
 
 PREFIX = "/internal/v1/"
@@ -114,6 +115,31 @@ class Client:
                 raise RpcError(exc.code, err.get("code", "Error"), err.get("message", "")) from exc
             except (ValueError, AttributeError):
                 raise RpcError(exc.code, "Error", str(exc)) from exc
+
+
+# S3 refuses header sections past 8 KiB of metadata; 64 KiB in all is ample for every API.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def check_header_size(scope: Scope) -> None:
+    """RequestHeaderSectionTooLarge (400) for a header section past MAX_HEADER_BYTES."""
+    if sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+        message = f"Your request's headers exceed the maximum of {MAX_HEADER_BYTES} bytes."
+        raise CloudError("RequestHeaderSectionTooLarge", message)
+
+
+def request_from_scope(scope: Scope) -> HttpRequest:
+    """The public API's view of an ASGI request: raw path and query as sent (SigV4 signs them),
+    headers, client address; the body is filled in by the caller, whole or as a stream."""
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+    return HttpRequest(
+        method=scope["method"],
+        # Clients percent-encode paths; stray raw bytes are read as UTF-8 (what SigV4 signs).
+        raw_path=raw_path.decode("utf-8", "replace").split("?", 1)[0],
+        query_string=scope.get("query_string", b"").decode("latin-1"),
+        headers=Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
+        remote_addr=(scope.get("client") or ("", 0))[0],
+    )
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:

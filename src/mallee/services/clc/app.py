@@ -21,7 +21,7 @@ from sqlalchemy import select
 from mallee import __version__
 from mallee.core import config as config_mod
 from mallee.core.config import Config
-from mallee.core.context import Headers, HttpRequest, RequestContext
+from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError, ConfigError
 from mallee.core.periodic import Periodic
 from mallee.db.session import Database
@@ -39,8 +39,10 @@ from mallee.rpc.transport import (
     Receive,
     Scope,
     Send,
+    check_header_size,
     load_key,
     read_body,
+    request_from_scope,
     send_response,
     serve_rpc,
 )
@@ -54,8 +56,7 @@ from mallee.services.clc.tables import AccessKey, Account
 
 log = logging.getLogger(__name__)
 
-MAX_HEADER_BYTES = 64 * 1024
-RECONCILE_SECONDS = 2.0  # S3 refuses header sections past 8 KiB of metadata; 64 KiB in all is ample
+RECONCILE_SECONDS = 2.0
 
 
 class CloudController:
@@ -182,8 +183,8 @@ class CloudController:
         await self._public(scope, receive, send)
 
     async def _public(self, scope: Scope, receive: Receive, send: Send) -> None:
-        head = self._request(scope, b"")
-        if routing.is_s3_from_head(head, self.cfg.s3_domain):
+        request = request_from_scope(scope)  # the head first: S3 is routed before any body is read
+        if routing.is_s3_from_head(request, self.cfg.s3_domain):
             try:
                 await forward(scope, receive, send, self.cfg.host, self.cfg.port("walrus"), self.key)
             except WalrusUnavailable as exc:
@@ -195,12 +196,7 @@ class CloudController:
                 await send_response(send, response.status, headers, response.body)
             return
         try:
-            header_bytes = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
-            if header_bytes > MAX_HEADER_BYTES:
-                raise CloudError(
-                    "RequestHeaderSectionTooLarge",
-                    f"Your request's headers exceed the maximum of {MAX_HEADER_BYTES} bytes.",
-                )
+            check_header_size(scope)
             body = await read_body(receive, self.cfg.max_request_body)
         except CloudError as err:
             response = serialize_error(load_service("ec2"), err, "")
@@ -208,24 +204,11 @@ class CloudController:
                 send, response.status, response.headers + [("connection", "close")], response.body
             )
             return
-        request = self._request(scope, body)
+        request.body = body
         loop = asyncio.get_running_loop()
         response = await loop.run_in_executor(self.pool, self.gateway.handle, request)
         body_out = b"" if request.method == "HEAD" else response.body
         await send_response(send, response.status, response.headers, body_out)
-
-    @staticmethod
-    def _request(scope: Scope, body: bytes) -> HttpRequest:
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        return HttpRequest(
-            method=scope["method"],
-            # Clients percent-encode paths; stray raw bytes are read as UTF-8 (what SigV4 signs).
-            raw_path=raw_path.decode("utf-8", "replace").split("?", 1)[0],
-            query_string=scope.get("query_string", b"").decode("latin-1"),
-            headers=Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
-            body=body,
-            remote_addr=(scope.get("client") or ("", 0))[0],
-        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -17,7 +17,7 @@ from typing import Any
 from mallee import __version__
 from mallee.core import config as config_mod
 from mallee.core.config import Config
-from mallee.core.context import FileBody, Headers, HttpRequest, HttpResponse, RequestContext
+from mallee.core.context import FileBody, HttpResponse, RequestContext
 from mallee.core.errors import CloudError
 from mallee.core.periodic import Periodic
 from mallee.db import migrate
@@ -37,7 +37,9 @@ from mallee.rpc.transport import (
     Receive,
     Scope,
     Send,
+    check_header_size,
     load_key,
+    request_from_scope,
     send_response,
     serve_rpc,
     trusted_client,
@@ -54,7 +56,6 @@ from mallee.services.walrus.tables import Bucket
 log = logging.getLogger(__name__)
 
 SMALL_BODY = 1024 * 1024  # bodies up to this size are read whole (XML payloads, small objects)
-MAX_HEADER_BYTES = 64 * 1024
 SEND_CHUNK = 1024 * 1024
 
 
@@ -122,20 +123,15 @@ class Walrus:
 
     async def public(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        headers = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
-        if sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > MAX_HEADER_BYTES:
-            err = CloudError("RequestHeaderSectionTooLarge", "Your request's headers are too large.")
+        try:
+            check_header_size(scope)
+        except CloudError as err:
             await self._send(send, scope, serialize_error(load_service("s3"), err, ""))
             return
-        raw_path = scope.get("raw_path") or scope["path"].encode()
-        request = HttpRequest(
-            method=scope["method"],
-            raw_path=raw_path.decode("utf-8", "replace").split("?", 1)[0],
-            query_string=scope.get("query_string", b"").decode("latin-1"),
-            headers=headers,
-            remote_addr=trusted_client(self.key, headers.get(CLIENT_HEADER))
-            or (scope.get("client") or ("", 0))[0],
-        )
+        request = request_from_scope(scope)
+        headers = request.headers
+        # Forwarded by the CLC's front door: the client's address is the one it vouches for.
+        request.remote_addr = trusted_client(self.key, headers.get(CLIENT_HEADER)) or request.remote_addr
         if request.method == "OPTIONS":  # a CORS preflight, answered from the bucket's CORS rules
             await self._send(
                 send,
