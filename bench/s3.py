@@ -7,7 +7,7 @@ Walrus under 150 MiB RSS during a 5 GiB PUT and GET.
 
 Large objects go through a raw-socket client (bench/_s3client.py: requests signed once with
 UNSIGNED-PAYLOAD, bodies sent with sendfile and received into one reused buffer), to Mallee's public
-endpoint, to Walrus's own port (what the CLC's forwarding proxy costs), and to a tiny limit server
+endpoint, to Walrus's own port (what the front door's hand-off costs), and to a tiny limit server
 (bench/_s3limits.py: sendfile or read+send for GET; recv, MD5, write, fsync for PUT). Small objects
 are replayed by wrk (bench/_load.lua) against Mallee and moto's server at 16 connections.
 

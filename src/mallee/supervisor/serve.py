@@ -1,14 +1,20 @@
-"""`mallee serve SERVICE`: run one service's ASGI app under uvicorn (uvloop + httptools)."""
+"""`mallee serve SERVICE`: run one service's ASGI app under uvicorn (uvloop + httptools).
+
+The CLC and Walrus on one host share the public endpoint's connections: the CLC's server hands S3
+connections to Walrus's server (handoff.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import socket
 from typing import Any
 
 import uvicorn
 
 from mallee.core import logging as mlog
 from mallee.core.config import Config
+from mallee.supervisor import handoff
 
 APP_MODULES = {
     "clc": "mallee.services.clc.app",
@@ -25,15 +31,39 @@ def build_app(service: str, cfg: Config) -> Any:
     return module.create_app(cfg)
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, plus Walrus's end of the hand-off once the app has started."""
+
+    def __init__(self, config: uvicorn.Config, receiver: handoff.HandoffReceiver | None) -> None:
+        super().__init__(config)
+        self.receiver = receiver
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.receiver is not None and self.started:
+            self.receiver.start(self.config, self.server_state, self.lifespan.state)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.receiver is not None:
+            self.receiver.stop()
+        await super().shutdown(sockets)
+
+
 def serve(service: str, cfg: Config) -> None:
     mlog.setup(service, cfg.log_level)
     app = build_app(service, cfg)
-    uvicorn.run(
+    http: Any = "httptools"
+    receiver = None
+    if service == "clc":
+        http = handoff.sending_protocol(app.for_walrus, handoff.HandoffSender(handoff.socket_name(cfg)))
+    elif service == "walrus":
+        receiver = handoff.HandoffReceiver(handoff.socket_name(cfg))
+    config = uvicorn.Config(
         app,
         host=cfg.host,
         port=cfg.port(service),
         loop="uvloop",
-        http="httptools",
+        http=http,
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -41,3 +71,8 @@ def serve(service: str, cfg: Config) -> None:
         date_header=True,
         timeout_graceful_shutdown=5,
     )
+    server = Server(config, receiver)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's exit status for a server that could not start

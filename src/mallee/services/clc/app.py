@@ -21,7 +21,7 @@ from sqlalchemy import select
 from mallee import __version__
 from mallee.core import config as config_mod
 from mallee.core.config import Config
-from mallee.core.context import RequestContext
+from mallee.core.context import HttpRequest, RequestContext
 from mallee.core.errors import CloudError, ConfigError
 from mallee.core.periodic import Periodic
 from mallee.db.session import Database
@@ -32,7 +32,9 @@ from mallee.protocol.gateway import Gateway
 from mallee.protocol.serializer import serialize_error
 from mallee.protocol.specs import load_service
 from mallee.rpc import cloud
+from mallee.rpc.relay import Unreachable, relay
 from mallee.rpc.transport import (
+    CLIENT_HEADER,
     PREFIX,
     Client,
     Method,
@@ -45,9 +47,9 @@ from mallee.rpc.transport import (
     request_from_scope,
     send_response,
     serve_rpc,
+    trusted_client,
 )
 from mallee.services.clc import components, metadata, peers
-from mallee.services.clc.forward import WalrusUnavailable, forward
 from mallee.services.clc.handlers import REGISTRIES
 from mallee.services.clc.iam import store
 from mallee.services.clc.iam.identity import Identity
@@ -182,12 +184,26 @@ class CloudController:
             return
         await self._public(scope, receive, send)
 
+    def for_walrus(self, request: HttpRequest) -> bool:
+        """Whether a public request is S3's, from its head alone (the front door's server hands
+        such connections to Walrus; see supervisor/handoff.py)."""
+        path = request.raw_path
+        return (
+            not path.startswith(PREFIX)
+            and path != "/healthz"
+            and routing.is_s3_from_head(request, self.cfg.s3_domain)
+        )
+
     async def _public(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = request_from_scope(scope)  # the head first: S3 is routed before any body is read
-        if routing.is_s3_from_head(request, self.cfg.s3_domain):
+        # Relayed by Walrus (a query-API request on a connection handed to it): the client's address.
+        request.remote_addr = (
+            trusted_client(self.key, request.headers.get(CLIENT_HEADER)) or request.remote_addr
+        )
+        if self.for_walrus(request):  # on a connection the front door kept
             try:
-                await forward(scope, receive, send, self.cfg.host, self.cfg.port("walrus"), self.key)
-            except WalrusUnavailable as exc:
+                await relay(scope, receive, send, self.cfg.host, self.cfg.port("walrus"), self.key)
+            except Unreachable as exc:
                 log.warning("cannot reach Walrus: %s", exc)
                 err = CloudError("ServiceUnavailable", "Walrus is not reachable; try again shortly.")
                 response = serialize_error(load_service("s3"), err, "")

@@ -1,6 +1,7 @@
 """The Walrus process: the S3 API (bodies streamed both ways), its rpc, heartbeats to the CLC.
 
-S3 requests reach it from the public endpoint (the CLC forwards them) or directly on its own port.
+S3 requests reach it on connections the public endpoint hands over (supervisor/handoff.py), relayed
+by the CLC, or directly on its own port.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from mallee.core.periodic import Periodic
 from mallee.db import migrate
 from mallee.db.session import Database
 from mallee.drivers.objectstore.filesystem import FilesystemObjectStore
+from mallee.protocol import routing
 from mallee.protocol.dispatch import Operation
 from mallee.protocol.gateway import Gateway
 from mallee.protocol.serializer import serialize_error
 from mallee.protocol.specs import load_service
 from mallee.rpc.cloud import Heartbeater
 from mallee.rpc.objectstorage import USAGE
+from mallee.rpc.relay import Unreachable, relay
 from mallee.rpc.transport import (
     CLIENT_HEADER,
     PREFIX,
@@ -118,8 +121,32 @@ class Walrus:
             await serve_rpc(scope, receive, send, self.key, self.rpc_methods)
         elif scope["path"] == "/healthz":
             await send_response(send, 200, [("content-type", "text/plain")], b"ok\n")
+        elif self._for_clc(scope):
+            await self._relay_to_clc(scope, receive, send)
         else:
             await self.public(scope, receive, send)
+
+    def _for_clc(self, scope: Scope) -> bool:
+        """A query-API request on a connection the front door handed over (its local port is the
+        public one), after S3 requests: the CLC serves it."""
+        server = scope.get("server")
+        if not server or server[1] == self.cfg.port("walrus"):
+            return False
+        return not routing.is_s3_from_head(request_from_scope(scope), self.cfg.s3_domain)
+
+    async def _relay_to_clc(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await relay(scope, receive, send, self.cfg.host, self.cfg.port("clc"), self.key)
+        except Unreachable as exc:
+            log.warning("cannot reach the CLC: %s", exc)
+            err = CloudError(
+                "ServiceUnavailable", "The cloud controller is not reachable; try again shortly."
+            )
+            response = serialize_error(load_service("ec2"), err, "")
+            # The client's body may be unread: close, or its bytes would be read as the next request.
+            await send_response(
+                send, response.status, response.headers + [("connection", "close")], response.body
+            )
 
     async def public(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()

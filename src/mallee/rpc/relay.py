@@ -1,7 +1,10 @@
-"""S3 on the public endpoint: the CLC forwards S3 requests to Walrus, streaming both ways.
+"""Relaying one public-API request to the service that serves it, streaming both ways.
 
-The request goes on unchanged (Walrus checks the signature itself), with the client's address in a
-header signed with the deployment key so Walrus can trust it for aws:SourceIp conditions.
+The front door relays S3 requests on a connection it kept to Walrus (see supervisor/handoff.py for
+connections it hands over whole), and Walrus relays the query APIs on a handed-over connection back
+to the CLC. The request goes on unchanged (the receiver checks the signature itself), with the
+client's address in a header signed with the deployment key so the receiver can trust it for
+aws:SourceIp conditions.
 """
 
 from __future__ import annotations
@@ -17,18 +20,19 @@ HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"proxy-connec
 NOT_FORWARDED = HOP_BY_HOP | {b"expect"}
 
 
-class WalrusUnavailable(Exception):
-    """Walrus could not be reached, or went away before answering (nothing was sent to the client)."""
+class Unreachable(Exception):
+    """The service could not be reached, or went away before answering (nothing was sent to the
+    client)."""
 
 
-async def forward(scope: Scope, receive: Receive, send: Send, host: str, port: int, key: bytes) -> None:
-    """Relay one S3 request to Walrus and its answer back. The request body is sent while the
-    answer is awaited, so an early answer (an error before Walrus read a large body) still reaches
-    the client. Raises WalrusUnavailable when no answer came at all."""
+async def relay(scope: Scope, receive: Receive, send: Send, host: str, port: int, key: bytes) -> None:
+    """Relay one request to the service at host:port and its answer back. The request body is sent while the
+    answer is awaited, so an early answer (an error before the service read a large body) still reaches
+    the client. Raises Unreachable when no answer came at all."""
     try:
         reader, writer = await asyncio.open_connection(host, port, limit=READ_CHUNK)
     except OSError as exc:
-        raise WalrusUnavailable(str(exc)) from exc
+        raise Unreachable(str(exc)) from exc
     sending = asyncio.create_task(_send_request(scope, receive, writer, key))
     try:
         try:
@@ -36,7 +40,7 @@ async def forward(scope: Scope, receive: Receive, send: Send, host: str, port: i
             while _status(head) < 200:  # skip interim (1xx) answers
                 head = await reader.readuntil(b"\r\n\r\n")
         except (OSError, RuntimeError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            raise WalrusUnavailable(str(exc)) from exc
+            raise Unreachable(str(exc)) from exc
         await _relay_response(head, reader, send)
     finally:
         # A body cut short by an early answer is expected, not an error: collect the sender's
