@@ -106,6 +106,28 @@ def test_s3cmd_multipart_upload(cloud: Cloud, tmp_path: Path) -> None:
     assert _digest(tmp_path / "back.bin") == _digest(src)
 
 
+def test_s3cmd_setacl_public_and_private(cloud: Cloud, tmp_path: Path) -> None:
+    bucket = f"s3cmdacl-{secrets.token_hex(4)}"
+    _s3cmd(cloud, tmp_path, "mb", f"s3://{bucket}")
+    src = tmp_path / "page.html"
+    src.write_bytes(b"<p>hello</p>")
+    _s3cmd(cloud, tmp_path, "put", str(src), f"s3://{bucket}/page.html")
+    url = f"{cloud.endpoint}/{bucket}/page.html"
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(url, timeout=10)
+    assert denied.value.code == 403
+    _s3cmd(cloud, tmp_path, "setacl", "--acl-public", f"s3://{bucket}/page.html")
+    assert "*anon*: READ" in _s3cmd(cloud, tmp_path, "info", f"s3://{bucket}/page.html")
+    with urllib.request.urlopen(url, timeout=10) as response:  # anonymous
+        assert response.read() == b"<p>hello</p>"
+    _s3cmd(cloud, tmp_path, "setacl", "--acl-private", f"s3://{bucket}/page.html")
+    with pytest.raises(urllib.error.HTTPError) as again:
+        urllib.request.urlopen(url, timeout=10)
+    assert again.value.code == 403
+    _s3cmd(cloud, tmp_path, "del", f"s3://{bucket}/page.html")
+    _s3cmd(cloud, tmp_path, "rb", f"s3://{bucket}")
+
+
 @pytest.mark.parametrize("signature_version", ["s3v4", "s3"])
 def test_presigned_get_and_put(cloud: Cloud, signature_version: str) -> None:
     s3 = cloud.client(
