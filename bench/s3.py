@@ -9,7 +9,8 @@ Large objects go through a raw-socket client (bench/_s3client.py: requests signe
 UNSIGNED-PAYLOAD, bodies sent with sendfile and received into one reused buffer), to Mallee's public
 endpoint, to Walrus's own port (what the front door's hand-off costs), and to a tiny limit server
 (bench/_s3limits.py: sendfile or read+send for GET; recv, MD5, write, fsync for PUT). Small objects
-are replayed by wrk (bench/_load.lua) against Mallee and moto's server at 16 connections.
+are replayed by wrk (bench/_load.lua) against Mallee (its endpoint, and Walrus's own port for
+information) and moto's server at 16 connections.
 
     .venv/bin/python bench/s3.py [--size 256] [--repeat 3] [--seconds 5] [--big] [--json]
 """
@@ -27,7 +28,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +334,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 @dataclass
 class Servers:
     mallee: Target
+    walrus: Target  # Mallee's Walrus on its own port, past the front door (informational)
     moto: Target
     walrus_pid: int
     routes: list[Route]
@@ -351,7 +353,8 @@ def start_servers(procs: ProcessSet, workdir: Path, object_path: Path) -> Server
     ]
     for target in (mallee, moto):
         prepare_bucket(target)
-    return Servers(mallee, moto, service_pid(workdir / "mallee.log", "walrus"), routes, limits)
+    direct = replace(mallee, name="walrus", endpoint=walrus)
+    return Servers(mallee, direct, moto, service_pid(workdir / "mallee.log", "walrus"), routes, limits)
 
 
 def _limits(large: Sequence[LargeResult]) -> dict[str, float]:
@@ -379,7 +382,7 @@ def run(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> Outcome:
     mem_start = memory(servers.walrus_pid)
     with RssSampler(servers.walrus_pid) as sampler:
         large = measure_large(servers.routes, servers.limits, object_path, size, md5, args.repeat)
-    small = measure_small((servers.mallee, servers.moto), client, settings, workdir)
+    small = measure_small((servers.mallee, servers.walrus, servers.moto), client, settings, workdir)
     delete = lambda key: _s3(servers.mallee).delete_object(Bucket=BUCKET, Key=key)  # noqa: E731
     big = measure_big(servers.routes[0], servers.walrus_pid, workdir, delete) if args.big else None
     report: dict[str, Any] = {

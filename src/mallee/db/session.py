@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -11,7 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, power_safe: bool = False) -> Engine:
+    """`power_safe`: on SQLite, every commit is on disk before it returns (PostgreSQL always is)."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     if url.startswith("sqlite"):
@@ -19,14 +20,16 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=16, max_overflow=8
         )
+        # WAL lets readers run while one writer commits. NORMAL sync is durable across process
+        # crashes (only an OS crash or power loss can lose the last transactions); FULL also
+        # fsyncs the WAL at each commit (about 0.4 ms on an SSD), which survives those too.
+        synchronous = "FULL" if power_safe else "NORMAL"
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            # WAL lets readers run while one writer commits; NORMAL sync is durable across process
-            # crashes (only an OS crash can lose the last transactions).
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -37,9 +40,9 @@ def make_engine(url: str) -> Engine:
 class Database:
     """An engine plus a session factory; `with db.session() as s:` commits on success."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, power_safe: bool = False) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, power_safe=power_safe)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -47,10 +50,16 @@ class Database:
         with self._factory() as session:
             try:
                 yield session
-                session.commit()
+                if session.in_transaction():  # an unused session has nothing to commit
+                    session.commit()
             except BaseException:
                 session.rollback()
                 raise
+
+    def listen(self, identifier: str, fn: Callable[..., Any]) -> None:
+        """Subscribe `fn` to a SQLAlchemy session event (after_flush, after_commit, …) of this
+        database's sessions only."""
+        event.listen(self._factory, identifier, fn)
 
     def dispose(self) -> None:
         self.engine.dispose()

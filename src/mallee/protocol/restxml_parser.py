@@ -47,13 +47,13 @@ class Route:
     rank: tuple[int, int]  # (specificity, not demoted): the highest matching rank wins
 
     def matches(self, path: str, query: dict[str, list[str]], request: HttpRequest) -> bool:
-        if not self.path.fullmatch(path):
-            return False
-        for key, value in self.query:
+        for key, value in self.query:  # the cheap tests first: most routes fail one of them
             if key not in query or (value is not None and value not in query[key]):
                 return False
-        return all(key in query for key in self.required_query) and all(
-            name in request.headers for name in self.required_headers
+        return (
+            all(key in query for key in self.required_query)
+            and all(name in request.headers for name in self.required_headers)
+            and self.path.fullmatch(path) is not None
         )
 
 
@@ -107,6 +107,16 @@ def routes(service: ServiceModel) -> tuple[Route, ...]:
     return tuple(_route(service.operation_model(name)) for name in service.operation_names)
 
 
+@functools.lru_cache(maxsize=32)
+def routes_by_method(service: ServiceModel) -> dict[str, tuple[Route, ...]]:
+    """Each HTTP method's routes, highest rank first; equal ranks keep the model's order (a stable
+    sort), so the first match is the one `max(matching, key=rank)` would pick."""
+    by_method: dict[str, list[Route]] = {}
+    for route in routes(service):
+        by_method.setdefault(route.method, []).append(route)
+    return {method: tuple(sorted(rs, key=lambda r: r.rank, reverse=True)) for method, rs in by_method.items()}
+
+
 class RestXmlRequestParser:
     """Finds the operation and binds labels, query string, headers and payload to its input."""
 
@@ -135,12 +145,10 @@ class RestXmlRequestParser:
         return route.operation, params
 
     def _match(self, request: HttpRequest, path: str, query: dict[str, list[str]]) -> Route:
-        method = request.method.upper()
-        candidates = [r for r in routes(self.service) if r.matches(path, query, request)]
-        chosen = [r for r in candidates if r.method == method]
-        if chosen:
-            return max(chosen, key=lambda r: r.rank)
-        if candidates:
+        for route in routes_by_method(self.service).get(request.method.upper(), ()):
+            if route.matches(path, query, request):
+                return route
+        if any(r.matches(path, query, request) for r in routes(self.service)):  # with another method
             raise CloudError("MethodNotAllowed", "The specified method is not allowed against this resource.")
         raise CloudError(
             "NotImplemented", "A header or query you provided requested a function that is not implemented."

@@ -17,6 +17,7 @@ reference, "Authenticating Requests (AWS Signature Version 4)".
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -261,8 +262,9 @@ def parse_basic_iso(value: str) -> datetime | None:
     """20150830T123600Z -> an aware datetime, None when it is anything else."""
     if not _BASIC_ISO.fullmatch(value):
         return None
-    try:
-        return as_utc(datetime.strptime(value, "%Y%m%dT%H%M%SZ"))
+    try:  # the digits by position: what strptime("%Y%m%dT%H%M%SZ") reads, several times faster
+        year, month, day = int(value[:4]), int(value[4:6]), int(value[6:8])
+        return as_utc(datetime(year, month, day, int(value[9:11]), int(value[11:13]), int(value[13:15])))
     except ValueError:
         return None
 
@@ -349,8 +351,10 @@ def compute_signature(request: HttpRequest, parsed: V4Signature, secret_key: str
     return hmac_sha256(key, string_to_sign(parsed.timestamp, parsed.scope, creq)).hex()
 
 
+@functools.lru_cache(maxsize=1024)
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
-    """kSigning = HMAC chain over "AWS4"+secret, date, region, service and "aws4_request"."""
+    """kSigning = HMAC chain over "AWS4"+secret, date, region, service and "aws4_request".
+    Cached: one key signs a day of requests (four HMACs fewer per request)."""
     key = hmac_sha256(("AWS4" + secret).encode("utf-8"), date)
     for part in (region, service, TERMINATOR):
         key = hmac_sha256(key, part)

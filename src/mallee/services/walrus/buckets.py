@@ -13,6 +13,7 @@ from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.services.walrus.acl import canned_grants
 from mallee.services.walrus.apis import S3
+from mallee.services.walrus.runtime import buckets
 from mallee.services.walrus.tables import Bucket, ObjectVersion, Upload
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -42,7 +43,16 @@ def _is_ip(name: str) -> bool:
 
 
 def get_bucket(ctx: RequestContext, name: str) -> Bucket:
-    bucket: Bucket | None = ctx.session.get(Bucket, name)
+    """The bucket, in the request's session (to change it, or to read it with the transaction)."""
+    return _existing(ctx.session.get(Bucket, name))
+
+
+def read_bucket(name: str) -> Bucket:
+    """The bucket as last committed, from the bucket cache: for handlers that only read it."""
+    return _existing(buckets().get(name))
+
+
+def _existing(bucket: Bucket | None) -> Bucket:
     if bucket is None:
         raise CloudError("NoSuchBucket", "The specified bucket does not exist")
     return bucket

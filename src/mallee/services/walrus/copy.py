@@ -232,7 +232,7 @@ def copy_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         locator=blob.locator,
     )
     try:
-        add_version(ctx, bucket, version)
+        add_version(ctx.session, bucket, version)
     except BaseException:
         store.delete(blob.locator)  # the DB never pointed at it
         raise

@@ -472,7 +472,7 @@ def complete_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[st
         parts=json.dumps([[part.locator, part.size, part.etag] for part in chosen]),
         locator=None,
     )
-    add_version(ctx, bucket, version)
+    add_version(ctx.session, bucket, version)
     return _complete_answer(ctx, bucket, version)
 
 

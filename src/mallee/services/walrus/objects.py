@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import secrets
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, delete, insert, inspect, or_, select, update
+from sqlalchemy.orm import Session
 
 from mallee.core import clock
 from mallee.core.context import FileBody, RequestContext
@@ -17,15 +19,28 @@ from mallee.protocol.serializer import STATUS_OVERRIDE
 from mallee.services.walrus import acls, garbage
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.bodies import receive_body
-from mallee.services.walrus.buckets import get_bucket
+from mallee.services.walrus.buckets import get_bucket, read_bucket
 from mallee.services.walrus.ranges import parse_range
-from mallee.services.walrus.runtime import object_store, quotas
+from mallee.services.walrus.runtime import object_store, quotas, writer
 from mallee.services.walrus.tables import Bucket, ObjectVersion
 
 # Object headers S3 stores and returns as they were sent: output member -> input member.
 STORED_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl",
                   "WebsiteRedirectLocation")  # fmt: skip
 MAX_KEY_BYTES = 1024
+
+
+# Core statements for the hot paths (built once; SQLAlchemy caches their compiled form).
+_TABLE = cast(Table, ObjectVersion.__table__)
+_COLUMN_OF = {attr.key: attr.columns[0] for attr in ObjectVersion.__mapper__.column_attrs}
+_ROW_OF_KEY = (_TABLE.c.bucket == bindparam("b_bucket"), _TABLE.c.key == bindparam("b_key"))
+_UNSET_LATEST = update(_TABLE).where(*_ROW_OF_KEY, _TABLE.c.is_latest).values(is_latest=False)
+_UNSET_LATEST_ID = update(_TABLE).where(_TABLE.c.id == bindparam("b_id")).values(is_latest=False)
+_LATEST_OR_NULL = select(_TABLE.c.id, _TABLE.c.version_id, _TABLE.c.locator, _TABLE.c.parts).where(
+    *_ROW_OF_KEY, or_(_TABLE.c.is_latest, _TABLE.c.version_id == "null")
+)
+_DELETE_IDS = delete(_TABLE).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
+_INSERT = insert(_TABLE)
 
 
 def check_key(key: str) -> None:
@@ -45,37 +60,62 @@ def stored_headers(p: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-def add_version(ctx: RequestContext, bucket: Bucket, version: ObjectVersion) -> None:
-    """Make `version` the key's newest; outside versioning it replaces the previous "null" one."""
-    s = ctx.session
-    s.execute(
-        update(ObjectVersion)
-        .where(ObjectVersion.bucket == bucket.name, ObjectVersion.key == version.key, ObjectVersion.is_latest)
-        .values(is_latest=False)
-    )
-    if version.version_id == "null":
-        for old in s.scalars(
-            select(ObjectVersion).where(
-                ObjectVersion.bucket == bucket.name,
-                ObjectVersion.key == version.key,
-                ObjectVersion.version_id == "null",
-            )
-        ):
-            garbage.discard(s, old)
-        s.flush()
-    s.add(version)
-    s.flush()
+def add_version(s: Session, bucket: Bucket, version: ObjectVersion) -> None:
+    """Make `version` the key's newest; outside versioning it replaces the previous "null" one.
+
+    Core statements on the session's connection (every PUT runs this, in the group committer):
+    `version` itself stays out of the session, and versions the session loaded are not updated."""
+    s.flush()  # the session's own changes first, in order
+    conn = s.connection()
+    where = {"b_bucket": bucket.name, "b_key": version.key}
+    if version.version_id != "null":
+        conn.execute(_UNSET_LATEST, where)
+    else:  # one read finds both what stops being newest and the "null" version it replaces
+        current = conn.execute(_LATEST_OR_NULL, where).all()
+        replaced = [row for row in current if row.version_id == "null"]
+        for row in current:
+            if row.version_id != "null":
+                conn.execute(_UNSET_LATEST_ID, {"b_id": row.id})
+        if replaced:
+            garbage.queue(s, [blob for row in replaced for blob in garbage.blobs_of(row.locator, row.parts)])
+            conn.execute(_DELETE_IDS, {"ids": [row.id for row in replaced]})
+    given = inspect(version).dict  # the attributes it was given (the rest take column defaults)
+    conn.execute(_INSERT, {col.key: given[attr] for attr, col in _COLUMN_OF.items() if attr in given})
 
 
 def find_version(
     ctx: RequestContext, bucket: str, key: str, version_id: str | None, *, marker_headers: bool = False
 ) -> ObjectVersion:
-    """The version a request names. `marker_headers`: when it is a delete marker, say so in the
-    error's headers (x-amz-delete-marker, x-amz-version-id), as S3 does for GetObject/HeadObject."""
+    """The version a request names, in the request's session. `marker_headers`: when it is a delete
+    marker, say so in the error's headers (x-amz-delete-marker, x-amz-version-id), as S3 does for
+    GetObject/HeadObject."""
     q = select(ObjectVersion).where(ObjectVersion.bucket == bucket, ObjectVersion.key == key)
     found: ObjectVersion | None = ctx.session.scalar(
         q.where(ObjectVersion.version_id == version_id) if version_id else q.where(ObjectVersion.is_latest)
     )
+    return _readable(found, version_id, marker_headers)
+
+
+# Every column labelled with its attribute's name, so that a row builds an ObjectVersion.
+_COLUMNS = [column.label(attr) for attr, column in _COLUMN_OF.items()]
+_BY_KEY = select(*_COLUMNS).where(_TABLE.c.bucket == bindparam("bucket"), _TABLE.c.key == bindparam("key"))
+_LATEST = _BY_KEY.where(_TABLE.c.is_latest)
+_VERSION = _BY_KEY.where(_TABLE.c.version_id == bindparam("version_id"))
+
+
+def read_version(
+    ctx: RequestContext, bucket: str, key: str, version_id: str | None, *, marker_headers: bool = False
+) -> ObjectVersion:
+    """`find_version` for handlers that only read it (GetObject, HeadObject: the hot path). One
+    prepared Core query instead of ORM loading (several times cheaper); the version it returns
+    belongs to no session."""
+    params = {"bucket": bucket, "key": key, "version_id": version_id}
+    with ctx.session.get_bind().connect() as conn:
+        row = conn.execute(_VERSION if version_id else _LATEST, params).first()
+    return _readable(ObjectVersion(**row._mapping) if row is not None else None, version_id, marker_headers)
+
+
+def _readable(found: ObjectVersion | None, version_id: str | None, marker_headers: bool) -> ObjectVersion:
     if found is None:
         if version_id:
             raise CloudError("NoSuchVersion", "The specified version does not exist.", 404)
@@ -93,15 +133,10 @@ def find_version(
 
 @S3.operation()
 def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    bucket = get_bucket(ctx, p["Bucket"])
+    bucket = read_bucket(p["Bucket"])
     check_key(p["Key"])
     received = receive_body(ctx, object_store())
     assert ctx.account_id is not None
-    try:
-        quotas().check(ctx.session, bucket.owner_account_id, 1, received.blob.size)
-    except CloudError:
-        object_store().delete(received.blob.locator)
-        raise
     version = ObjectVersion(
         bucket=bucket.name,
         key=p["Key"],
@@ -120,7 +155,9 @@ def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         locator=received.blob.locator,
     )
     try:
-        add_version(ctx, bucket, version)
+        quotas().check(ctx.session, bucket.owner_account_id, 1, received.blob.size)
+        # Committed with other requests' new versions (group commit): the bytes are durable already.
+        writer().run(functools.partial(add_version, bucket=bucket, version=version))
     except BaseException:
         object_store().delete(received.blob.locator)  # the DB never pointed at it
         raise
@@ -203,8 +240,8 @@ def _etag_matches(condition: str, etag: str) -> bool:
 
 @S3.operation()
 def get_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    bucket = get_bucket(ctx, p["Bucket"])
-    version = find_version(ctx, bucket.name, p["Key"], p.get("VersionId"), marker_headers=True)
+    bucket = read_bucket(p["Bucket"])
+    version = read_version(ctx, bucket.name, p["Key"], p.get("VersionId"), marker_headers=True)
     check_conditions(version, p)
     out = object_view(version, p, bool(bucket.versioning))
     offset, length = 0, version.size
@@ -272,8 +309,8 @@ def _body(version: ObjectVersion, offset: int, length: int) -> tuple[FileBody, .
 
 @S3.operation()
 def head_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    bucket = get_bucket(ctx, p["Bucket"])
-    version = find_version(ctx, bucket.name, p["Key"], p.get("VersionId"), marker_headers=True)
+    bucket = read_bucket(p["Bucket"])
+    version = read_version(ctx, bucket.name, p["Key"], p.get("VersionId"), marker_headers=True)
     check_conditions(version, p)
     out = object_view(version, p, bool(bucket.versioning))
     if p.get("PartNumber") is not None:
@@ -319,7 +356,7 @@ def delete_one(ctx: RequestContext, bucket: Bucket, key: str, version_id: str | 
             last_modified=clock.now(),
             owner_account_id=ctx.account_id,
         )
-        add_version(ctx, bucket, marker_version)
+        add_version(s, bucket, marker_version)
         return {"DeleteMarker": True, "VersionId": marker_version.version_id}
     for old in s.scalars(
         select(ObjectVersion).where(ObjectVersion.bucket == bucket.name, ObjectVersion.key == key)

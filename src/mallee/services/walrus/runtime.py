@@ -1,24 +1,30 @@
-"""What the Walrus process sets up once at start-up for its handlers: the object-store driver and
-the quota checker (like its database handle)."""
+"""What the Walrus process sets up once at start-up for its handlers: the object-store driver, the
+quota checker, the bucket cache and the group committer (like its database handle)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mallee.db.group_commit import GroupCommitter
 from mallee.drivers.objectstore.base import ObjectStore
 from mallee.services.walrus.quota import Quotas
 
-if TYPE_CHECKING:  # access imports tables and identity; runtime stays importable from anywhere
+if TYPE_CHECKING:  # these import tables and identity; runtime stays importable from anywhere
     from mallee.services.walrus.access import S3Access
+    from mallee.services.walrus.bucket_cache import BucketCache
 
 _store: ObjectStore | None = None
 _quotas: Quotas | None = None
 _access: S3Access | None = None
+_buckets: BucketCache | None = None
+_writer: GroupCommitter | None = None
 
 
-def configure(store: ObjectStore, quotas: Quotas, access: S3Access) -> None:
-    global _store, _quotas, _access
-    _store, _quotas, _access = store, quotas, access
+def configure(
+    store: ObjectStore, quotas: Quotas, access: S3Access, buckets: BucketCache, writer: GroupCommitter
+) -> None:
+    global _store, _quotas, _access, _buckets, _writer
+    _store, _quotas, _access, _buckets, _writer = store, quotas, access, buckets, writer
 
 
 def access() -> S3Access:
@@ -35,3 +41,15 @@ def quotas() -> Quotas:
 def object_store() -> ObjectStore:
     assert _store is not None, "Walrus's app configures the object store at start-up"
     return _store
+
+
+def buckets() -> BucketCache:
+    """Committed bucket rows, for reading only (see bucket_cache)."""
+    assert _buckets is not None, "Walrus's app configures the bucket cache at start-up"
+    return _buckets
+
+
+def writer() -> GroupCommitter:
+    """Where the hot writes (a PUT's new object version) commit, grouped with others'."""
+    assert _writer is not None, "Walrus's app configures the group committer at start-up"
+    return _writer

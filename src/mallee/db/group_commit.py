@@ -1,0 +1,117 @@
+"""Group commit: small write transactions from many threads, run by one writer thread several to a
+database transaction, so that they share one commit.
+
+Why: SQLite has one write lock. Request threads that each commit their own transaction queue for
+it by sleeping and retrying (SQLite's busy handler: waits of up to 100 ms, hence seconds of tail
+latency under load), and each commit pays its own fsync when commits are power-safe. The writer
+takes every job waiting when it is free, runs them in order in one transaction and commits once.
+
+A job is a function of the writer's Session that does only database work in it (no files, no
+other side effects): when a job fails, the writer rolls its whole batch back and runs each job of
+it again alone, so that the failure is that job's only. A job may therefore run twice, and its
+caller hears of it only once its own transaction committed (or failed).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from mallee.db.session import Database
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Job = Callable[[Session], Any]
+AfterCommit = Callable[[Session], None]
+
+
+@dataclass
+class _Queued:
+    job: Job
+    future: Future[Any] = field(default_factory=Future)
+
+
+class GroupCommitter:
+    """`run(job)` from any thread. `after_commit(session)` runs on the writer after each commit,
+    before the batch's callers return (the session is closed by then; its `info` tells what the
+    jobs did)."""
+
+    def __init__(self, db: Database, *, after_commit: AfterCommit | None = None, max_batch: int = 64) -> None:
+        self.db = db
+        self.after_commit = after_commit
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def run(self, job: Callable[[Session], T]) -> T:
+        """Run `job` in the writer's next transaction; its result once that committed."""
+        result: T = self.submit(job).result()
+        return result
+
+    def submit(self, job: Job) -> Future[Any]:
+        """Queue `job` without waiting for it. After `close()`, only the writer itself may (its
+        `after_commit` work), and what it queues still runs before it stops."""
+        queued = _Queued(job)
+        with self._lock:
+            if self._closed and threading.current_thread() is not self._thread:
+                raise RuntimeError("the group committer is closed")
+            if self._thread is None:  # started on first use: nothing runs for a process that never writes
+                self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
+                self._thread.start()
+            self._queue.put(queued)
+        return queued.future
+
+    def close(self) -> None:
+        """Run what is queued, then stop the writer."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            self._queue.put(None)
+        if thread is not None:
+            thread.join()
+
+    def _loop(self) -> None:
+        stopping = False
+        while True:
+            batch: list[_Queued] = []
+            while len(batch) < self.max_batch:
+                try:  # wait for a first job only while open; then take what is already queued
+                    item = self._queue.get_nowait() if batch or stopping else self._queue.get()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                else:
+                    batch.append(item)
+            if not batch:
+                return
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Queued]) -> None:
+        try:
+            with self.db.session() as s:
+                results = [queued.job(s) for queued in batch]
+        except BaseException as exc:  # noqa: BLE001 - handed to the job's caller
+            if len(batch) == 1:
+                batch[0].future.set_exception(exc)
+            else:  # find whose failure it was: each job again, in a transaction of its own
+                for queued in batch:
+                    self._commit([queued])
+            return
+        if self.after_commit is not None:  # before the callers hear back, so they see its effects
+            try:
+                self.after_commit(s)
+            except Exception:
+                log.exception("after-commit work failed")
+        for queued, result in zip(batch, results, strict=True):
+            queued.future.set_result(result)

@@ -1,0 +1,76 @@
+"""Bucket rows kept in memory: every S3 request reads its bucket (the authorizer, then the handler),
+and buckets change rarely.
+
+Exact, not eventually consistent: Walrus is the only writer of its database and runs as one
+process, so it sees every change. A transaction that changed the buckets table (an ORM change to
+a `Bucket`, or an UPDATE/DELETE/INSERT statement on it; Walrus writes no textual SQL) empties
+the cache right after it commits,
+before the request that made it answers: the next request reads the new row. A load that raced
+with such a commit (it may have read the old row) is not kept: `_generation` tells.
+
+Cached rows are detached `Bucket` instances shared by every thread: read them, never change them
+or add them to a session (handlers that change a bucket load it in their session: `get_bucket`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+
+from mallee.db.session import Database
+from mallee.services.walrus.tables import Bucket
+
+MAX_ENTRIES = 10_000  # then start over: bounds memory against requests naming many buckets
+_CHANGED = "walrus.buckets-changed"  # Session.info key: this transaction wrote the buckets table
+
+
+class BucketCache:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._rows: dict[str, Bucket] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+        db.listen("after_flush", _note_flushed_changes)
+        db.listen("do_orm_execute", _note_statement)
+        db.listen("after_commit", self._after_commit)
+
+    def get(self, name: str) -> Bucket | None:
+        """The bucket as last committed (None: there is none)."""
+        found = self._rows.get(name)
+        if found is not None:
+            return found
+        generation = self._generation
+        with self._db.session() as s:
+            found = s.get(Bucket, name)
+        if found is not None:
+            with self._lock:
+                if generation == self._generation:  # no bucket change committed since we read
+                    if len(self._rows) >= MAX_ENTRIES:
+                        self._rows = {}
+                    self._rows[name] = found
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._rows = {}
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop(_CHANGED, False):
+            self.clear()
+
+
+def _note_flushed_changes(session: Session, _flush: UOWTransaction) -> None:
+    # after_flush still sees the flushed objects in new/dirty/deleted.
+    if any(isinstance(obj, Bucket) for obj in (*session.new, *session.dirty, *session.deleted)):
+        session.info[_CHANGED] = True
+
+
+def _note_statement(state: ORMExecuteState) -> None:
+    if state.is_select:
+        return
+    table: Any = getattr(state.statement, "table", None)
+    if getattr(table, "name", None) == Bucket.__tablename__:
+        state.session.info[_CHANGED] = True

@@ -1,0 +1,129 @@
+"""The group committer (mallee.db.group_commit) on SQLite and PostgreSQL: jobs queued while the
+writer is busy share one transaction, a failing job fails alone, `after_commit` runs before the
+callers return, and `close` runs what is queued."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+
+import pytest
+from sqlalchemy import Column, MetaData, String, Table, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mallee.db.group_commit import GroupCommitter
+from mallee.db.session import Database
+
+METADATA = MetaData()
+ROWS = Table("gc_rows", METADATA, Column("name", String(32), primary_key=True))
+
+
+@pytest.fixture
+def db(blank_database: Database) -> Database:
+    METADATA.create_all(blank_database.engine)
+    return blank_database
+
+
+@pytest.fixture
+def commits() -> list[int]:
+    return []  # how many jobs each committed batch had (filled by after_commit)
+
+
+@pytest.fixture
+def writer(db: Database, commits: list[int]) -> Iterator[GroupCommitter]:
+    def after_commit(s: Session) -> None:
+        commits.append(len(s.info.get("names", [])))
+
+    committer = GroupCommitter(db, after_commit=after_commit)
+    yield committer
+    committer.close()
+
+
+def _add(name: str) -> Callable[[Session], str]:
+    def job(s: Session) -> str:
+        s.connection().execute(insert(ROWS), {"name": name})
+        s.info.setdefault("names", []).append(name)
+        return f"added {name}"
+
+    return job
+
+
+def _names(db: Database) -> set[str]:
+    with db.session() as s:
+        return set(s.scalars(select(ROWS.c.name)))
+
+
+def _hold(writer: GroupCommitter) -> tuple[threading.Event, Future[object]]:
+    """Keep the writer busy until the event is set, so that what is queued meanwhile batches."""
+    release, started = threading.Event(), threading.Event()
+
+    def blocking(_s: Session) -> None:
+        started.set()
+        release.wait(10)
+
+    held = writer.submit(blocking)
+    assert started.wait(10)
+    return release, held
+
+
+def test_run_returns_the_jobs_result_once_committed(db: Database, writer: GroupCommitter) -> None:
+    assert writer.run(_add("one")) == "added one"
+    assert _names(db) == {"one"}
+
+
+def test_jobs_queued_while_the_writer_is_busy_share_one_commit(
+    db: Database, writer: GroupCommitter, commits: list[int]
+) -> None:
+    release, held = _hold(writer)
+    futures = [writer.submit(_add(f"n{i}")) for i in range(10)]
+    assert not any(f.done() for f in futures)  # nothing is acknowledged before its commit
+    release.set()
+    assert [f.result(10) for f in futures] == [f"added n{i}" for i in range(10)]
+    held.result(10)
+    assert commits == [0, 10]  # the blocking job's own batch, then one batch of ten
+    assert _names(db) == {f"n{i}" for i in range(10)}
+
+
+def test_a_failing_job_fails_alone(db: Database, writer: GroupCommitter) -> None:
+    writer.run(_add("taken"))
+    release, _held = _hold(writer)
+    good = writer.submit(_add("a"))
+    bad = writer.submit(_add("taken"))  # primary key already used
+    good2 = writer.submit(_add("b"))
+    release.set()
+    assert good.result(10) == "added a"
+    assert good2.result(10) == "added b"
+    with pytest.raises(IntegrityError):
+        bad.result(10)
+    assert _names(db) == {"taken", "a", "b"}
+
+
+def test_a_job_exception_reaches_its_caller(writer: GroupCommitter) -> None:
+    def failing(_s: Session) -> None:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        writer.run(failing)
+
+
+def test_after_commit_runs_before_the_caller_returns(db: Database) -> None:
+    seen: list[set[str]] = []
+    committer = GroupCommitter(db, after_commit=lambda _s: seen.append(_names(db)))
+    try:
+        committer.run(_add("x"))
+        assert seen == [{"x"}]  # it ran after the commit (it saw the row), before run() returned
+    finally:
+        committer.close()
+
+
+def test_close_runs_what_is_queued_then_refuses_more(db: Database, writer: GroupCommitter) -> None:
+    release, _held = _hold(writer)
+    queued = writer.submit(_add("late"))
+    threading.Timer(0.2, release.set).start()
+    writer.close()
+    assert queued.result(0) == "added late"
+    with pytest.raises(RuntimeError):
+        writer.submit(_add("after"))
+    assert _names(db) == {"late"}

@@ -1,0 +1,217 @@
+"""Walrus's hot paths on SQLite and PostgreSQL: the bucket cache and its invalidation, new versions
+recorded by the group committer (Core statements), `read_version`, and the blobs a replaced
+version leaves (deleted right after the commit, their queue rows in a later batch)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from mallee.core.context import Headers, HttpRequest, RequestContext
+from mallee.core.errors import CloudError
+from mallee.db import migrate
+from mallee.db.group_commit import GroupCommitter
+from mallee.db.session import Database
+from mallee.drivers.objectstore.filesystem import FilesystemObjectStore
+from mallee.services.walrus import garbage
+from mallee.services.walrus.bucket_cache import BucketCache
+from mallee.services.walrus.objects import add_version, read_version
+from mallee.services.walrus.tables import Bucket, Garbage, ObjectVersion
+
+T0 = _dt.datetime(2026, 1, 10, 15, 30, tzinfo=_dt.UTC)
+OWNER = "111122223333"
+
+
+@pytest.fixture
+def db(blank_database: Database) -> Database:
+    migrate.upgrade(blank_database.engine, "walrus")
+    return blank_database
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FilesystemObjectStore:
+    return FilesystemObjectStore(tmp_path / "walrus")
+
+
+@pytest.fixture
+def writer(db: Database, store: FilesystemObjectStore) -> Iterator[GroupCommitter]:
+    committer: GroupCommitter = GroupCommitter(db, after_commit=lambda s: garbage.sweep(s, store, committer))
+    yield committer
+    committer.close()
+
+
+def _bucket(db: Database, name: str = "b", versioning: str = "") -> Bucket:
+    with db.session() as s:
+        bucket = Bucket(name=name, owner_account_id=OWNER, created=T0, versioning=versioning)
+        s.add(bucket)
+    return bucket
+
+
+# -- the bucket cache ---------------------------------------------------------------------------
+
+
+def test_the_cache_serves_the_same_row_until_a_bucket_changes(db: Database) -> None:
+    cache = BucketCache(db)
+    _bucket(db)
+    first = cache.get("b")
+    assert first is not None and first.policy is None
+    assert cache.get("b") is first  # from memory
+    with db.session() as s:
+        found = s.get(Bucket, "b")
+        assert found is not None
+        found.policy = '{"Statement": []}'
+    changed = cache.get("b")
+    assert changed is not first and changed is not None and changed.policy == '{"Statement": []}'
+
+
+def test_statements_on_the_buckets_table_invalidate_too(db: Database) -> None:
+    cache = BucketCache(db)
+    _bucket(db)
+    assert cache.get("b") is not None
+    with db.session() as s:
+        s.execute(update(Bucket).where(Bucket.name == "b").values(versioning="Enabled"))
+    found = cache.get("b")
+    assert found is not None and found.versioning == "Enabled"
+    with db.session() as s:
+        s.delete(s.get(Bucket, "b"))
+    assert cache.get("b") is None
+
+
+def test_other_commits_and_rollbacks_keep_the_cache(db: Database) -> None:
+    cache = BucketCache(db)
+    _bucket(db)
+    first = cache.get("b")
+    with db.session() as s:
+        s.add(ObjectVersion(bucket="b", key="k", version_id="null", is_latest=True, last_modified=T0,
+                            owner_account_id=OWNER))  # fmt: skip
+    with pytest.raises(RuntimeError), db.session() as s:
+        found = s.get(Bucket, "b")
+        assert found is not None
+        found.policy = "{}"
+        s.flush()
+        raise RuntimeError("rolled back")
+    assert cache.get("b") is first
+
+
+def test_a_load_that_raced_with_a_bucket_change_is_not_kept(db: Database) -> None:
+    cache = BucketCache(db)
+    _bucket(db)
+
+    class Racing:
+        """Commits a bucket change just after the cache's own load read the old row."""
+
+        @contextmanager
+        def session(self) -> Iterator[object]:
+            with db.session() as s:
+                yield s
+            with db.session() as other:
+                found = other.get(Bucket, "b")
+                assert found is not None
+                found.versioning = "Enabled"
+
+    cache._db = Racing()  # type: ignore[assignment]
+    stale = cache.get("b")
+    assert stale is not None and stale.versioning == ""  # what it read before the change
+    cache._db = db
+    fresh = cache.get("b")
+    assert fresh is not None and fresh.versioning == "Enabled"
+
+
+# -- new versions through the group committer ----------------------------------------------------
+
+
+def _blob(store: FilesystemObjectStore, data: bytes) -> str:
+    writer = store.writer()
+    writer.write(data)
+    locator: str = writer.commit().locator
+    return locator
+
+
+def _put(writer: GroupCommitter, bucket: Bucket, key: str, locator: str, version_id: str = "null") -> None:
+    version = ObjectVersion(bucket=bucket.name, key=key, version_id=version_id, is_latest=True, size=1,
+                            etag='"e"', last_modified=T0, owner_account_id=OWNER, locator=locator,
+                            headers='{"ContentType": "text/plain"}')  # fmt: skip
+    writer.run(functools.partial(add_version, bucket=bucket, version=version))
+
+
+def _read(db: Database, key: str, version_id: str | None = None) -> ObjectVersion:
+    request = HttpRequest("GET", "/", "", Headers())
+    with db.session() as s:
+        ctx = RequestContext(request=request, request_id="r", region="r", session=s)
+        return read_version(ctx, "b", key, version_id, marker_headers=True)
+
+
+def _versions(db: Database, key: str) -> list[tuple[str, bool]]:
+    with db.session() as s:
+        q = select(ObjectVersion.version_id, ObjectVersion.is_latest).where(ObjectVersion.key == key)
+        return [(v, bool(latest)) for v, latest in s.execute(q.order_by(ObjectVersion.id))]
+
+
+def test_a_new_version_reads_back_whole(
+    db: Database, store: FilesystemObjectStore, writer: GroupCommitter
+) -> None:
+    bucket = _bucket(db)
+    locator = _blob(store, b"x")
+    _put(writer, bucket, "k", locator)
+    found = _read(db, "k")
+    assert (found.key, found.version_id, found.locator) == ("k", "null", locator)
+    assert (found.size, found.etag) == (1, '"e"')
+    assert found.is_latest is True and found.is_delete_marker is False
+    assert found.last_modified == T0 and found.last_modified.tzinfo is not None
+    assert found.headers == '{"ContentType": "text/plain"}' and found.metadata_ == "{}"
+    with pytest.raises(CloudError) as err:
+        _read(db, "missing")
+    assert err.value.code == "NoSuchKey"
+
+
+def test_replacing_a_null_version_deletes_its_blob_and_then_its_queue_row(
+    db: Database, store: FilesystemObjectStore, writer: GroupCommitter
+) -> None:
+    bucket = _bucket(db)
+    old, new = _blob(store, b"old"), _blob(store, b"new")
+    _put(writer, bucket, "k", old)
+    _put(writer, bucket, "k", new)
+    assert not store.exists(old)  # deleted before the PUT returned
+    assert store.exists(new)
+    assert _versions(db, "k") == [("null", True)]
+    assert _read(db, "k").locator == new
+    writer.run(lambda _s: None)  # a later batch: the queue row is gone by then
+    with db.session() as s:
+        assert list(s.scalars(select(Garbage.locator))) == []
+
+
+def test_versioned_puts_keep_older_versions(
+    db: Database, store: FilesystemObjectStore, writer: GroupCommitter
+) -> None:
+    bucket = _bucket(db, versioning="Enabled")
+    first, second = _blob(store, b"1"), _blob(store, b"2")
+    _put(writer, bucket, "k", first, "v1")
+    _put(writer, bucket, "k", second, "v2")
+    assert _versions(db, "k") == [("v1", False), ("v2", True)]
+    assert _read(db, "k").locator == second
+    assert _read(db, "k", "v1").locator == first
+    assert store.exists(first) and store.exists(second)
+    # Suspended versioning: a "null" version becomes the newest, the others stay.
+    third = _blob(store, b"3")
+    _put(writer, bucket, "k", third)
+    assert _versions(db, "k") == [("v1", False), ("v2", False), ("null", True)]
+
+
+def test_a_delete_marker_reads_as_no_such_key_with_its_headers(db: Database, writer: GroupCommitter) -> None:
+    bucket = _bucket(db, versioning="Enabled")
+    marker = ObjectVersion(bucket="b", key="k", version_id="m1", is_latest=True, is_delete_marker=True,
+                           last_modified=T0, owner_account_id=OWNER)  # fmt: skip
+    writer.run(functools.partial(add_version, bucket=bucket, version=marker))
+    with pytest.raises(CloudError) as err:
+        _read(db, "k")
+    assert err.value.code == "NoSuchKey"
+    assert ("x-amz-delete-marker", "true") in err.value.headers
+    with pytest.raises(CloudError) as err:
+        _read(db, "k", "m1")
+    assert err.value.code == "MethodNotAllowed"
