@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import parse_qsl
 
 
@@ -89,11 +89,16 @@ class HttpRequest:
 
 @dataclass(frozen=True)
 class FileBody:
-    """A response body sent from a file (a stored object or a range of it)."""
+    """A response body sent from a file (a stored object or a range of it). `file`: the file
+    already open, when the handler opened it (whoever sends the response closes it)."""
 
     path: Path
     offset: int
     length: int
+    file: BinaryIO | None = field(default=None, compare=False)
+
+    def open(self) -> BinaryIO:
+        return self.file if self.file is not None else open(self.path, "rb", buffering=0)  # noqa: SIM115
 
 
 @dataclass

@@ -25,6 +25,7 @@ STATUS: dict[str, int] = {
     "OptInRequired": 403,
     "RequestExpired": 400,
     "ServiceUnavailable": 503,
+    "SlowDown": 503,
     "SignatureDoesNotMatch": 403,
     "Throttling": 400,
     "UnauthorizedOperation": 403,

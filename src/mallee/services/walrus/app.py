@@ -203,11 +203,14 @@ class Walrus:
         finally:
             if feeding is not None and not feeding.done():
                 feeding.cancel()
-        if headers.get("origin"):  # CORS: a request with an Origin the bucket's rules allow
-            name = bucket_name(request, self.cfg.s3_domain)
-            bucket = await loop.run_in_executor(self.pool, self.buckets.get, name)
-            response.headers += cors_headers(request, bucket)
-        await self._send(send, scope, response)
+        try:
+            if headers.get("origin"):  # CORS: a request with an Origin the bucket's rules allow
+                name = bucket_name(request, self.cfg.s3_domain)
+                bucket = await loop.run_in_executor(self.pool, self.buckets.get, name)
+                response.headers += cors_headers(request, bucket)
+            await self._send(send, scope, response)
+        finally:
+            _close(response.files)
 
     async def _send(self, send: Send, scope: Scope, response: HttpResponse) -> None:
         head = scope["method"] == "HEAD"
@@ -226,7 +229,7 @@ class Walrus:
 
     @staticmethod
     async def _send_file(send: Send, file: FileBody) -> None:
-        with open(file.path, "rb", buffering=0) as f:
+        with file.open() as f:
             f.seek(file.offset)
             left = file.length
             while left > 0:
@@ -263,17 +266,27 @@ def _answer(handler: Callable[[HttpRequest], HttpResponse], request: HttpRequest
     """The handler's response, with small files read into its body (see SMALL_FILES)."""
     response = handler(request)
     if response.files and sum(f.length for f in response.files) <= SMALL_FILES:
-        response.body = b"".join(_read_file(f) for f in response.files)
+        try:
+            response.body = b"".join(_read_file(f) for f in response.files)
+        finally:
+            _close(response.files)
         response.files = ()
     return response
 
 
 def _read_file(file: FileBody) -> bytes:
-    with open(file.path, "rb", buffering=0) as f:
+    with file.open() as f:
         data = os.pread(f.fileno(), file.length, file.offset)
     if len(data) != file.length:
         raise OSError(f"{file.path} is shorter than its recorded size")
     return data
+
+
+def _close(files: tuple[FileBody, ...]) -> None:
+    """Close the files a handler opened (sent, read, or not sent at all)."""
+    for file in files:
+        if file.file is not None:
+            file.file.close()
 
 
 def create_app(cfg: Config | None = None) -> Walrus:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import json
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from mallee.core import clock
 from mallee.core.context import FileBody, RequestContext
 from mallee.core.errors import CloudError
+from mallee.drivers.objectstore.base import BlobNotFound
 from mallee.protocol.serializer import STATUS_OVERRIDE
 from mallee.services.walrus import acls, garbage
 from mallee.services.walrus.apis import S3
@@ -28,6 +30,7 @@ from mallee.services.walrus.tables import Bucket, ObjectVersion
 STORED_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl",
                   "WebsiteRedirectLocation")  # fmt: skip
 MAX_KEY_BYTES = 1024
+READ_ATTEMPTS = 3  # see get_object
 
 
 # Core statements for the hot paths (built once; SQLAlchemy caches their compiled form).
@@ -240,6 +243,21 @@ def _etag_matches(condition: str, etag: str) -> bool:
 
 @S3.operation()
 def get_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    """The object with its files open. A GET that read the key's row just before an overwrite
+    committed finds the old blobs gone (they are deleted right after that commit): it reads the
+    key again and answers with the new version, as if it had come a moment later."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return _get_once(ctx, p)
+        except BlobNotFound:
+            if attempt + 1 == READ_ATTEMPTS:
+                raise CloudError(
+                    "SlowDown", "The object kept changing while it was read; try again."
+                ) from None
+    raise AssertionError("unreachable")
+
+
+def _get_once(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = read_bucket(p["Bucket"])
     version = read_version(ctx, bucket.name, p["Key"], p.get("VersionId"), marker_headers=True)
     check_conditions(version, p)
@@ -302,7 +320,13 @@ def _body(version: ObjectVersion, offset: int, length: int) -> tuple[FileBody, .
             found = store.read(locator, first, last - first)
             if not isinstance(found, FileBody):
                 raise CloudError("NotImplemented", "this object store cannot stream from files yet", 501)
-            pieces.append(found)
+            try:  # open now: a blob deleted from here on is still read whole
+                pieces.append(dataclasses.replace(found, file=found.open()))
+            except FileNotFoundError:
+                for piece in pieces:
+                    if piece.file is not None:
+                        piece.file.close()
+                raise BlobNotFound(locator) from None
         start = end
     return tuple(pieces)
 
