@@ -356,13 +356,30 @@ def test_object_acl_and_anonymous_reads(cloud: Cloud, account: Keys) -> None:
     assert code(err) == "NoSuchKey"
 
 
-def test_public_read_bucket_acl_lets_anonymous_read(cloud: Cloud, account: Keys) -> None:
+def test_public_read_bucket_acl_lets_anonymous_list_but_not_read_objects(cloud: Cloud, account: Keys) -> None:
+    """As on S3: a bucket's READ grant is for listing; reading an object takes the object's ACL."""
     s3, bucket = new_bucket(cloud, account)
     s3.put_object(Bucket=bucket, Key="a.txt", Body=b"a")
     s3.put_bucket_acl(Bucket=bucket, ACL="public-read")
-    assert anonymous_get(cloud, f"/{bucket}/a.txt") == (200, b"a")
     status, body = anonymous_get(cloud, f"/{bucket}?list-type=2")
     assert status == 200 and b"<Key>a.txt</Key>" in body
+    assert anonymous_get(cloud, f"/{bucket}/a.txt")[0] == 403
+    s3.put_object_acl(Bucket=bucket, Key="a.txt", ACL="public-read")
+    assert anonymous_get(cloud, f"/{bucket}/a.txt") == (200, b"a")
+
+
+def test_deleting_a_version_needs_delete_object_version(cloud: Cloud, account: Keys) -> None:
+    s3, bucket = new_bucket(cloud, account)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    version = s3.put_object(Bucket=bucket, Key="k", Body=b"v1")["VersionId"]
+    user = cloud.client("s3", user_keys(cloud, account, f"del-{secrets.token_hex(3)}", ["s3:DeleteObject"]))
+    with pytest.raises(ClientError) as err:
+        user.delete_object(Bucket=bucket, Key="k", VersionId=version)
+    assert code(err) == "AccessDenied"
+    answer = user.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k", "VersionId": version}]})
+    assert [e["Code"] for e in answer["Errors"]] == ["AccessDenied"]
+    assert user.delete_object(Bucket=bucket, Key="k")["DeleteMarker"] is True  # no version: s3:DeleteObject
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId=version)["Body"].read() == b"v1"
 
 
 def test_bucket_owner_full_control_names_the_bucket_owner(cloud: Cloud, account: Keys) -> None:

@@ -4,8 +4,8 @@ the bucket policy and the bucket's ACL:
 - an explicit Deny in either policy refuses;
 - the bucket owner's account: its root may do anything; its users need an IAM or bucket-policy Allow;
 - another account (or anonymous): the bucket policy or ACL must grant it, and an IAM user of that
-  account also needs its own IAM Allow. For object reads and object ACL operations, the object's
-  own ACL grants too (given the database to read it from).
+  account also needs its own IAM Allow. The bucket's ACL grants listing and writing objects; an
+  object's own ACL grants reading it and its ACL (given the database to read it from).
 """
 
 from __future__ import annotations
@@ -57,37 +57,44 @@ ACTIONS = {
 # hand nodes presigned URLs for the images they boot (on AWS, EC2's own read access).
 CLOUD_READS = {"s3:GetObject", "s3:GetObjectVersion"}
 
-# ACL permission each kind of action needs (READ lists/reads, WRITE creates/deletes objects).
-_ACL_NEEDS = {
+# What a bucket's ACL grants: READ lists the bucket, WRITE creates, overwrites and deletes its
+# objects, READ_ACP/WRITE_ACP read and change the bucket's ACL. It grants no object reads.
+_BUCKET_ACL_NEEDS = {
     "s3:ListBucket": "READ",
     "s3:ListBucketVersions": "READ",
     "s3:ListBucketMultipartUploads": "READ",
-    "s3:GetObject": "READ",
-    "s3:GetObjectVersion": "READ",
     "s3:PutObject": "WRITE",
     "s3:DeleteObject": "WRITE",
+    "s3:DeleteObjectVersion": "WRITE",
     "s3:AbortMultipartUpload": "WRITE",
     "s3:GetBucketAcl": "READ_ACP",
     "s3:PutBucketAcl": "WRITE_ACP",
+}
+# What an object's own ACL grants (its owner's FULL_CONTROL implied): reading it and its ACL.
+_OBJECT_ACL_NEEDS = {
+    "s3:GetObject": "READ",
+    "s3:GetObjectVersion": "READ",
     "s3:GetObjectAcl": "READ_ACP",
     "s3:GetObjectVersionAcl": "READ_ACP",
     "s3:PutObjectAcl": "WRITE_ACP",
     "s3:PutObjectVersionAcl": "WRITE_ACP",
 }
-# Actions on one object whose permission the object's own ACL can grant.
-_OBJECT_ACL_ACTIONS = frozenset(
-    {"s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAcl", "s3:GetObjectVersionAcl"}
-    | {"s3:PutObjectAcl", "s3:PutObjectVersionAcl"}
-)
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTHENTICATED_USERS = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
 
 BucketLoader = Callable[[str], Bucket | None]
 
 
+# Actions with a separate IAM action when the request names a version (s3:GetObjectVersion, ...).
+_VERSIONED = frozenset(
+    {"s3:GetObject", "s3:GetObjectAcl", "s3:PutObjectAcl", "s3:DeleteObject"}
+    | {"s3:GetObjectTagging", "s3:PutObjectTagging", "s3:DeleteObjectTagging"}
+)
+
+
 def action_of(operation: str, params: dict[str, Any]) -> str:
     action = ACTIONS.get(operation, f"s3:{operation}")
-    if params.get("VersionId") and action in ("s3:GetObject", "s3:GetObjectAcl", "s3:PutObjectAcl"):
+    if params.get("VersionId") and action in _VERSIONED:
         return action.replace("Object", "ObjectVersion", 1)
     return action
 
@@ -201,11 +208,13 @@ class S3Access:
                 return
             raise _denied()
         granted = policy_decision is Decision.ALLOW or (
-            bucket is not None and action in _ACL_NEEDS and acl_grants(bucket, principal, _ACL_NEEDS[action])
+            bucket is not None
+            and action in _BUCKET_ACL_NEEDS
+            and acl_grants(bucket, principal, _BUCKET_ACL_NEEDS[action])
         )
-        if not granted and bucket is not None and action in _OBJECT_ACL_ACTIONS and params.get("Key"):
+        if not granted and bucket is not None and action in _OBJECT_ACL_NEEDS and params.get("Key"):
             stored = self.object_acl(bucket.name, params["Key"], params.get("VersionId"))
-            granted = stored is not None and grants_allow(stored, principal, _ACL_NEEDS[action])
+            granted = stored is not None and grants_allow(stored, principal, _OBJECT_ACL_NEEDS[action])
         if granted and (principal is None or principal.is_root or iam_decision is Decision.ALLOW):
             return
         raise _denied()
