@@ -35,6 +35,11 @@ class RemoteIdentity:
         self._cache: dict[str, KnownKey] = {}
         self._lock = threading.Lock()
 
+    def knows(self, access_key_id: str) -> bool:
+        """Whether `lookup` can answer for this key without asking the CLC."""
+        entry = self._cache.get(access_key_id)
+        return entry is not None and time.monotonic() - entry.fetched <= CACHE_SECONDS
+
     def lookup(self, access_key_id: str, session_token: str | None) -> KnownKey:
         entry = self._cache.get(access_key_id)
         if entry is None or time.monotonic() - entry.fetched > CACHE_SECONDS:
