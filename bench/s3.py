@@ -158,7 +158,9 @@ def measure_large(
     routes: Sequence[Route], limits: Sequence[Route], path: Path, size: int, md5: str, repeat: int
 ) -> list[LargeResult]:
     """`repeat` rounds, interleaved: PUT on every route and the first limit server route, then GET
-    on every route and every limit server route (sendfile, and read+send)."""
+    on every route and every limit server route (sendfile, and read+send). Each round starts its
+    GETs with the next route, so that no route always runs just after the PUTs (whose deleted
+    blobs and fsynced files the disk is still busy with)."""
     put_routes, get_routes = (*routes, limits[0]), (*routes, *limits)
     results = {("PUT", r.name): LargeResult("PUT", r.name) for r in put_routes}
     results.update({("GET", r.name): LargeResult("GET", r.name) for r in get_routes})
@@ -168,7 +170,8 @@ def measure_large(
         for route in put_routes:
             transfer, cpu = put_large(route, "large", path, size, md5)
             results["PUT", route.name].add(transfer, cpu)
-        for route in get_routes:
+        start = (number - 1) % len(get_routes)
+        for route in (*get_routes[start:], *get_routes[:start]):
             transfer, cpu = get_large(route, "large", size, buffer)
             results["GET", route.name].add(transfer, cpu)
     return list(results.values())
