@@ -1,6 +1,6 @@
 """The group committer (mallee.db.group_commit) on SQLite and PostgreSQL: jobs queued while the
-writer is busy share one transaction, a failing job fails alone, `after_commit` runs before the
-callers return, and `close` runs what is queued."""
+writer is busy share one transaction, batched items share one call, a failing job fails alone,
+`after_commit` runs before the callers return, and `close` runs what is queued."""
 
 from __future__ import annotations
 
@@ -127,3 +127,41 @@ def test_close_runs_what_is_queued_then_refuses_more(db: Database, writer: Group
     with pytest.raises(RuntimeError):
         writer.submit(_add("after"))
     assert _names(db) == {"late"}
+
+
+def _add_all(calls: list[list[str]]) -> Callable[[Session, list[str]], list[str]]:
+    def batched(s: Session, names: list[str]) -> list[str]:
+        calls.append(list(names))
+        s.connection().execute(insert(ROWS), [{"name": name} for name in names])
+        return [f"added {name}" for name in names]
+
+    return batched
+
+
+def test_batched_items_queued_together_share_one_call(db: Database, writer: GroupCommitter) -> None:
+    calls: list[list[str]] = []
+    add_all = _add_all(calls)
+    release, held = _hold(writer)
+    futures = [writer.submit_batched(add_all, f"b{i}") for i in range(5)]
+    plain = writer.submit(_add("plain"))
+    futures.append(writer.submit_batched(add_all, "b5"))
+    release.set()
+    assert [f.result(10) for f in futures] == [f"added b{i}" for i in range(6)]
+    assert plain.result(10) == "added plain"
+    held.result(10)
+    assert calls == [[f"b{i}" for i in range(6)]]  # one call, in queue order
+    assert _names(db) == {f"b{i}" for i in range(6)} | {"plain"}
+
+
+def test_a_failing_batched_item_fails_alone(db: Database, writer: GroupCommitter) -> None:
+    calls: list[list[str]] = []
+    add_all = _add_all(calls)
+    writer.run(_add("taken"))
+    release, _held = _hold(writer)
+    good, bad = writer.submit_batched(add_all, "a"), writer.submit_batched(add_all, "taken")
+    release.set()
+    assert good.result(10) == "added a"
+    with pytest.raises(IntegrityError):
+        bad.result(10)
+    assert calls == [["a", "taken"], ["a"], ["taken"]]  # the batch, then each item alone
+    assert _names(db) == {"taken", "a"}

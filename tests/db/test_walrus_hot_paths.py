@@ -21,7 +21,7 @@ from mallee.db.session import Database
 from mallee.drivers.objectstore.filesystem import FilesystemObjectStore
 from mallee.services.walrus import garbage
 from mallee.services.walrus.bucket_cache import BucketCache
-from mallee.services.walrus.objects import add_version, read_version
+from mallee.services.walrus.objects import add_version, add_versions, read_version
 from mallee.services.walrus.tables import Bucket, Garbage, ObjectVersion
 
 T0 = _dt.datetime(2026, 1, 10, 15, 30, tzinfo=_dt.UTC)
@@ -215,3 +215,41 @@ def test_a_delete_marker_reads_as_no_such_key_with_its_headers(db: Database, wri
     with pytest.raises(CloudError) as err:
         _read(db, "k", "m1")
     assert err.value.code == "MethodNotAllowed"
+
+
+def _version(key: str, locator: str | None, version_id: str = "null") -> ObjectVersion:
+    return ObjectVersion(bucket="b", key=key, version_id=version_id, is_latest=True, size=1, etag='"e"',
+                         last_modified=T0, owner_account_id=OWNER, locator=locator)  # fmt: skip
+
+
+def test_one_batch_replacing_a_key_twice_keeps_the_last_version(
+    db: Database, store: FilesystemObjectStore, writer: GroupCommitter
+) -> None:
+    """Concurrent PUTs to one key committed together: the last one wins, the others' blobs go."""
+    _bucket(db)
+    old, first, second, other = (_blob(store, data) for data in (b"old", b"1", b"2", b"x"))
+    _put(writer, _bucket_row(db), "k", old)
+    with db.session() as s:
+        add_versions(s, [_version("k", first), _version("j", other), _version("k", second)])
+    writer.run(lambda _s: None)  # let the sweep of an earlier batch finish
+    assert _versions(db, "k") == [("null", True)]
+    assert _read(db, "k").locator == second
+    assert _read(db, "j").locator == other
+    with db.session() as s:
+        assert set(s.scalars(select(Garbage.locator))) == {old, first}  # queued with the commit
+
+
+def test_one_batch_of_versioned_puts_to_a_key_keeps_them_all(db: Database) -> None:
+    _bucket(db, versioning="Enabled")
+    with db.session() as s:
+        add_versions(s, [_version("k", "aa/" + "a" * 30, "v1"), _version("k", "bb/" + "b" * 30, "v2")])
+    with db.session() as s:
+        add_versions(s, [_version("k", None, "v3"), _version("k", "cc/" + "c" * 30)])  # then suspended
+    assert _versions(db, "k") == [("v1", False), ("v2", False), ("v3", False), ("null", True)]
+
+
+def _bucket_row(db: Database) -> Bucket:
+    with db.session() as s:
+        found = s.get(Bucket, "b")
+        assert found is not None
+        return found

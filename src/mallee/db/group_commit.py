@@ -10,6 +10,11 @@ A job is a function of the writer's Session that does only database work in it (
 other side effects): when a job fails, the writer rolls its whole batch back and runs each job of
 it again alone, so that the failure is that job's only. A job may therefore run twice, and its
 caller hears of it only once its own transaction committed (or failed).
+
+A batched job (`run_batched(fn, item)`) goes further: the items queued for the same `fn` are
+handed to one call `fn(session, items)`, so that the batch costs a few statements rather than a few
+per item. Each statement releases Python's lock and must win it back from the request threads:
+statements, not rows, are what a busy writer pays for.
 """
 
 from __future__ import annotations
@@ -30,12 +35,16 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Job = Callable[[Session], Any]
+# fn(session, items) -> one result per item, in order
+Batched = Callable[[Session, list[Any]], list[Any]]
 AfterCommit = Callable[[Session], None]
 
 
 @dataclass
 class _Queued:
-    job: Job
+    job: Job | None = None
+    batched: Batched | None = None
+    item: Any = None
     future: Future[Any] = field(default_factory=Future)
 
 
@@ -58,10 +67,21 @@ class GroupCommitter:
         result: T = self.submit(job).result()
         return result
 
+    def run_batched(self, fn: Batched, item: Any) -> Any:
+        """Run `fn(session, items)` once for all the items queued for `fn` that the writer's next
+        transaction takes (in queue order); this item's result once that committed."""
+        return self.submit_batched(fn, item).result()
+
+    def submit_batched(self, fn: Batched, item: Any) -> Future[Any]:
+        """Queue `item` for `fn` without waiting for it."""
+        return self._put(_Queued(batched=fn, item=item))
+
     def submit(self, job: Job) -> Future[Any]:
         """Queue `job` without waiting for it. After `close()`, only the writer itself may (its
         `after_commit` work), and what it queues still runs before it stops."""
-        queued = _Queued(job)
+        return self._put(_Queued(job=job))
+
+    def _put(self, queued: _Queued) -> Future[Any]:
         with self._lock:
             if self._closed and threading.current_thread() is not self._thread:
                 raise RuntimeError("the group committer is closed")
@@ -100,7 +120,7 @@ class GroupCommitter:
     def _commit(self, batch: list[_Queued]) -> None:
         try:
             with self.db.session() as s:
-                results = [queued.job(s) for queued in batch]
+                results = _run(s, batch)
         except BaseException as exc:  # noqa: BLE001 - handed to the job's caller
             if len(batch) == 1:
                 batch[0].future.set_exception(exc)
@@ -115,3 +135,22 @@ class GroupCommitter:
                 log.exception("after-commit work failed")
         for queued, result in zip(batch, results, strict=True):
             queued.future.set_result(result)
+
+
+def _run(s: Session, batch: list[_Queued]) -> list[Any]:
+    """Every job of the batch, and each batched function once for its items; a function runs
+    where its first item was queued (jobs of different kinds are independent)."""
+    results: list[Any] = [None] * len(batch)
+    groups: dict[Batched, list[int]] = {}
+    for number, queued in enumerate(batch):
+        if queued.batched is not None:
+            groups.setdefault(queued.batched, []).append(number)
+    for number, queued in enumerate(batch):
+        if queued.job is not None:
+            results[number] = queued.job(s)
+        elif queued.batched is not None and groups[queued.batched][0] == number:
+            numbers = groups[queued.batched]
+            answers = queued.batched(s, [batch[n].item for n in numbers])
+            for n, answer in zip(numbers, answers, strict=True):
+                results[n] = answer
+    return results

@@ -1,9 +1,10 @@
 """Blobs the database stops pointing at: queued in the same transaction, deleted after commit.
 
 The transaction that stops pointing at a blob adds its locator to the `garbage` table. Once that
-transaction committed, `sweep` deletes the blobs it queued and has the group committer drop their
-queue rows in a later batch; a crash in between leaves rows whose blobs `collect` deletes (again:
-deleting a missing blob succeeds) at the next start or lifecycle pass.
+transaction committed, `sweep` (or `remove`, given what `queued` read) deletes the blobs it queued
+and has the group committer drop their queue rows in a later batch; a crash in between leaves
+rows whose blobs `collect` deletes (again: deleting a missing blob succeeds) at the next start or
+lifecycle pass.
 """
 
 from __future__ import annotations
@@ -62,7 +63,11 @@ def queued(s: Session) -> list[str]:
 
 def sweep(s: Session, store: ObjectStore, writer: GroupCommitter) -> None:
     """After `s` committed: delete the blobs it queued now, their queue rows in a later batch."""
-    locators = queued(s)
+    remove(queued(s), store, writer)
+
+
+def remove(locators: list[str], store: ObjectStore, writer: GroupCommitter) -> None:
+    """Delete queued blobs whose transaction committed, then (in a later batch) their queue rows."""
     if not locators:
         return
     for locator in locators:
