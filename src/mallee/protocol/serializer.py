@@ -347,6 +347,8 @@ class RestXmlResponseSerializer:
     def serialize_error(
         self, error: CloudError, request_id: str, *, resource: str | None = None
     ) -> HttpResponse:
+        if error.status == 304:  # Not Modified has no body: one would be read as the next response
+            return HttpResponse(304, [("x-amz-request-id", request_id)], b"")
         root = Element("Error")
         root.add("Code", error.code)
         root.add("Message", error.message)

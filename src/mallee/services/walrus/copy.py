@@ -30,6 +30,7 @@ from mallee.services.walrus.objects import (
     add_version,
     check_conditions,
     check_key,
+    check_storage_class,
     find_version,
     new_version_id,
     segments,
@@ -169,6 +170,7 @@ def _directive(p: dict[str, Any], name: str) -> str:
 def copy_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
     check_key(p["Key"])
+    check_storage_class(p.get("StorageClass"))
     src_bucket_name, src_key, src_version_id = parse_copy_source(p["CopySource"])
     src_bucket = get_bucket(ctx, src_bucket_name)
     authorize_object(ctx, "GetObject", src_bucket_name, src_key, src_version_id)

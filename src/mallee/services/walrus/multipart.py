@@ -32,6 +32,7 @@ from mallee.services.walrus.objects import (
     _tags_from_header,
     add_version,
     check_key,
+    check_storage_class,
     find_version,
     new_version_id,
     segments,
@@ -154,6 +155,7 @@ def _digest_blob(store: ObjectStore, locator: str, size: int, algorithm: str) ->
 def create_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
     check_key(p["Key"])
+    check_storage_class(p.get("StorageClass"))
     assert ctx.account_id is not None
     setting = _encode_setting(p)
     upload = Upload(

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import functools
 import json
 import secrets
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
-from sqlalchemy import Table, bindparam, delete, insert, inspect, or_, select, update
+from sqlalchemy import Table, bindparam, delete, insert, inspect, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from mallee.core import clock
 from mallee.core.context import FileBody, RequestContext
 from mallee.core.errors import CloudError
 from mallee.drivers.objectstore.base import BlobNotFound
+from mallee.protocol.scalars import format_timestamp
 from mallee.protocol.serializer import STATUS_OVERRIDE
 from mallee.services.walrus import acls, garbage
 from mallee.services.walrus.apis import S3
@@ -30,19 +30,33 @@ from mallee.services.walrus.tables import Bucket, ObjectVersion
 STORED_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl",
                   "WebsiteRedirectLocation")  # fmt: skip
 MAX_KEY_BYTES = 1024
+# The storage classes a general-purpose bucket takes (S3 refuses the others: directory buckets'
+# EXPRESS_ONEZONE, OUTPOSTS, SNOW, FSX_*, and anything else).
+STORAGE_CLASSES = frozenset(("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA",
+                             "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR"))  # fmt: skip
 READ_ATTEMPTS = 3  # see get_object
 
 
 # Core statements for the hot paths (built once; SQLAlchemy caches their compiled form).
 _TABLE = cast(Table, ObjectVersion.__table__)
 _COLUMN_OF = {attr.key: attr.columns[0] for attr in ObjectVersion.__mapper__.column_attrs}
-_ROW_OF_KEY = (_TABLE.c.bucket == bindparam("b_bucket"), _TABLE.c.key == bindparam("b_key"))
-_UNSET_LATEST = update(_TABLE).where(*_ROW_OF_KEY, _TABLE.c.is_latest).values(is_latest=False)
-_UNSET_LATEST_ID = update(_TABLE).where(_TABLE.c.id == bindparam("b_id")).values(is_latest=False)
-_LATEST_OR_NULL = select(_TABLE.c.id, _TABLE.c.version_id, _TABLE.c.locator, _TABLE.c.parts).where(
-    *_ROW_OF_KEY, or_(_TABLE.c.is_latest, _TABLE.c.version_id == "null")
-)
-_DELETE_IDS = delete(_TABLE).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
+# (attribute, column name, value when not given) of every column a new version inserts
+_INSERTED = [
+    (attr, col.key, col.default.arg if col.default is not None and col.default.is_scalar else None)
+    for attr, col in _COLUMN_OF.items()
+    if not col.primary_key
+]
+# The rows a new version of these keys changes: the newest ones, and the "null" ones it may replace.
+_CURRENT = select(
+    _TABLE.c.id, _TABLE.c.bucket, _TABLE.c.key, _TABLE.c.version_id, _TABLE.c.is_latest, _TABLE.c.locator,
+    _TABLE.c.parts,
+).where(
+    tuple_(_TABLE.c.bucket, _TABLE.c.key).in_(bindparam("keys", expanding=True)),
+    or_(_TABLE.c.is_latest, _TABLE.c.version_id == "null"),
+)  # fmt: skip
+_IDS = _TABLE.c.id.in_(bindparam("ids", expanding=True))
+_UNSET_LATEST = update(_TABLE).where(_IDS).values(is_latest=False)
+_DELETE_IDS = delete(_TABLE).where(_IDS)
 _INSERT = insert(_TABLE)
 
 
@@ -51,12 +65,23 @@ def check_key(key: str) -> None:
         raise CloudError("KeyTooLongError", "Your key is too long", 400)
 
 
+def check_storage_class(value: str | None) -> None:
+    if value is not None and value not in STORAGE_CLASSES:
+        raise CloudError("InvalidStorageClass", "The storage class you specified is not valid", 400)
+
+
 def new_version_id(bucket: Bucket) -> str:
     return secrets.token_urlsafe(24) if bucket.versioning == "Enabled" else "null"
 
 
 def stored_headers(p: dict[str, Any]) -> dict[str, str]:
     headers = {name: str(p[name]) for name in STORED_HEADERS if p.get(name) is not None}
+    codings = [c.strip() for c in headers.get("ContentEncoding", "").split(",")]
+    if "aws-chunked" in (c.lower() for c in codings):  # how the body travelled: S3 does not keep it
+        kept = ",".join(c for c in codings if c.lower() != "aws-chunked")
+        headers.pop("ContentEncoding")
+        if kept:
+            headers["ContentEncoding"] = kept
     if p.get("Expires") is not None:
         expires = p["Expires"]
         headers["Expires"] = expires.isoformat() if isinstance(expires, _dt.datetime) else str(expires)
@@ -64,26 +89,56 @@ def stored_headers(p: dict[str, Any]) -> dict[str, str]:
 
 
 def add_version(s: Session, bucket: Bucket, version: ObjectVersion) -> None:
-    """Make `version` the key's newest; outside versioning it replaces the previous "null" one.
+    """Make `version` the newest of its key in `bucket` (see `add_versions`)."""
+    assert version.bucket == bucket.name
+    add_versions(s, [version])
 
-    Core statements on the session's connection (every PUT runs this, in the group committer):
-    `version` itself stays out of the session, and versions the session loaded are not updated."""
+
+def add_versions(s: Session, versions: list[ObjectVersion]) -> list[None]:
+    """Make each version the newest of its key, in order; outside versioning a version replaces
+    the key's previous "null" one (its blobs go to the garbage queue), even one earlier in the list.
+
+    A handful of Core statements for the whole list (the group committer batches every PUT's new
+    version through this): the versions stay out of the session, and versions the session loaded
+    are not updated."""
     s.flush()  # the session's own changes first, in order
     conn = s.connection()
-    where = {"b_bucket": bucket.name, "b_key": version.key}
-    if version.version_id != "null":
-        conn.execute(_UNSET_LATEST, where)
-    else:  # one read finds both what stops being newest and the "null" version it replaces
-        current = conn.execute(_LATEST_OR_NULL, where).all()
-        replaced = [row for row in current if row.version_id == "null"]
-        for row in current:
-            if row.version_id != "null":
-                conn.execute(_UNSET_LATEST_ID, {"b_id": row.id})
-        if replaced:
-            garbage.queue(s, [blob for row in replaced for blob in garbage.blobs_of(row.locator, row.parts)])
-            conn.execute(_DELETE_IDS, {"ids": [row.id for row in replaced]})
-    given = inspect(version).dict  # the attributes it was given (the rest take column defaults)
-    conn.execute(_INSERT, {col.key: given[attr] for attr, col in _COLUMN_OF.items() if attr in given})
+    keys = list(dict.fromkeys((v.bucket, v.key) for v in versions))
+    current: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for found in conn.execute(_CURRENT, {"keys": keys}).mappings():
+        current.setdefault((found["bucket"], found["key"]), []).append(dict(found))
+    unset: set[int] = set()
+    dropped: set[int] = set()
+    blobs: list[str] = []
+    rows: list[dict[str, Any] | None] = []  # to insert; None: replaced within this list
+    for version in versions:
+        key = (version.bucket, version.key)
+        older = current.setdefault(key, [])
+        for row in older:  # what was newest stops being so (a row of this list included)
+            if row["is_latest"]:
+                row["is_latest"] = False
+                if "id" in row:
+                    unset.add(row["id"])
+        if version.version_id == "null":
+            for row in [r for r in older if r["version_id"] == "null"]:
+                older.remove(row)
+                blobs += garbage.blobs_of(row["locator"], row["parts"])
+                if "id" in row:
+                    dropped.add(row["id"])
+                else:  # a new row of this list (rows without an id)
+                    rows[next(n for n, r in enumerate(rows) if r is row)] = None
+        given = inspect(version).dict  # the attributes it was given (the rest take column defaults)
+        new = {name: given.get(attr, default) for attr, name, default in _INSERTED}
+        rows.append(new)
+        older.append(new)
+    if unset - dropped:
+        conn.execute(_UNSET_LATEST, {"ids": sorted(unset - dropped)})
+    if dropped:
+        conn.execute(_DELETE_IDS, {"ids": sorted(dropped)})
+    if blobs:
+        garbage.queue(s, blobs)
+    conn.execute(_INSERT, [row for row in rows if row is not None])
+    return [None] * len(versions)
 
 
 def find_version(
@@ -138,6 +193,7 @@ def _readable(found: ObjectVersion | None, version_id: str | None, marker_header
 def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = read_bucket(p["Bucket"])
     check_key(p["Key"])
+    check_storage_class(p.get("StorageClass"))
     received = receive_body(ctx, object_store())
     assert ctx.account_id is not None
     version = ObjectVersion(
@@ -160,7 +216,7 @@ def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     try:
         quotas().check(ctx.session, bucket.owner_account_id, 1, received.blob.size)
         # Committed with other requests' new versions (group commit): the bytes are durable already.
-        writer().run(functools.partial(add_version, bucket=bucket, version=version))
+        writer().run_batched(add_versions, version)
     except BaseException:
         object_store().delete(received.blob.locator)  # the DB never pointed at it
         raise
@@ -230,10 +286,11 @@ def check_conditions(version: ObjectVersion, p: dict[str, Any]) -> None:
         raise CloudError(
             "PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412
         )
-    if if_none is not None and _etag_matches(if_none, etag):
-        raise CloudError("NotModified", "Not Modified", 304)
-    if if_none is None and p.get("IfModifiedSince") is not None and modified <= p["IfModifiedSince"]:
-        raise CloudError("NotModified", "Not Modified", 304)
+    if (if_none is not None and _etag_matches(if_none, etag)) or (
+        if_none is None and p.get("IfModifiedSince") is not None and modified <= p["IfModifiedSince"]
+    ):  # a 304 names the version the client has (RFC 9110 15.4.5), as S3's does
+        validators = [("ETag", etag), ("Last-Modified", format_timestamp(modified, "rfc822"))]
+        raise CloudError("NotModified", "Not Modified", 304, validators)
 
 
 def _etag_matches(condition: str, etag: str) -> bool:
@@ -266,17 +323,25 @@ def _get_once(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     if p.get("PartNumber") is not None:
         offset, length = select_part(version, p, out)
     elif p.get("Range"):
-        found = parse_range(p["Range"], version.size)
-        if found is not None:
-            offset, length = found
-            out["ContentRange"] = f"bytes {offset}-{offset + length - 1}/{version.size}"
-            out[STATUS_OVERRIDE] = 206
-            # S3 sends no whole-object checksum with part of an object (clients would check it).
-            for name in [n for n in out if n.startswith("Checksum")]:
-                del out[name]
+        offset, length = select_range(version, p["Range"], out)
     out["ContentLength"] = length
     out["Body"] = _body(version, offset, length)
     return out
+
+
+def select_range(version: ObjectVersion, header: str, out: dict[str, Any]) -> tuple[int, int]:
+    """GetObject/HeadObject `Range`: (offset, length) to send, and the 206 answer's headers in
+    `out`; the whole object when S3 would ignore the header."""
+    found = parse_range(header, version.size)
+    if found is None:
+        return 0, version.size
+    offset, length = found
+    out["ContentRange"] = f"bytes {offset}-{offset + length - 1}/{version.size}"
+    out[STATUS_OVERRIDE] = 206
+    # S3 sends no whole-object checksum with part of an object (clients would check it).
+    for name in [n for n in out if n.startswith("Checksum")]:
+        del out[name]
+    return offset, length
 
 
 def select_part(version: ObjectVersion, p: dict[str, Any], out: dict[str, Any]) -> tuple[int, int]:
@@ -339,6 +404,8 @@ def head_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     out = object_view(version, p, bool(bucket.versioning))
     if p.get("PartNumber") is not None:
         out["ContentLength"] = select_part(version, p, out)[1]
+    elif p.get("Range"):  # only the length changes, as on S3
+        out["ContentLength"] = select_range(version, p["Range"], out)[1]
     return out
 
 
