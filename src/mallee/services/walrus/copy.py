@@ -12,7 +12,6 @@ import base64
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -24,6 +23,7 @@ from mallee.protocol.dispatch import Operation
 from mallee.services.walrus import checksums, runtime
 from mallee.services.walrus.acl import canned_grants
 from mallee.services.walrus.apis import S3
+from mallee.services.walrus.blob_reads import chunks, close, open_body, reading
 from mallee.services.walrus.buckets import get_bucket
 from mallee.services.walrus.objects import (
     _tags_from_header,
@@ -31,13 +31,12 @@ from mallee.services.walrus.objects import (
     check_conditions,
     check_key,
     check_storage_class,
-    find_version,
     new_version_id,
-    segments,
+    read_version,
     stored_headers,
 )
 from mallee.services.walrus.runtime import object_store, quotas
-from mallee.services.walrus.tables import ObjectVersion
+from mallee.services.walrus.tables import Bucket, ObjectVersion
 
 MAX_COPY = 5 * 1024**3  # S3's limit for one CopyObject
 READ_SIZE = 1024 * 1024
@@ -107,34 +106,16 @@ def check_source_conditions(version: ObjectVersion, p: dict[str, Any]) -> None:
         ) from err
 
 
-def _source_chunks(store: ObjectStore, version: ObjectVersion) -> Iterator[bytes]:
-    for locator, size in segments(version):
-        if size == 0:
-            continue
-        found = store.read(locator, 0, size)
-        if isinstance(found, FileBody):
-            with open(found.path, "rb") as f:
-                f.seek(found.offset)
-                left = found.length
-                while left > 0:
-                    chunk = f.read(min(READ_SIZE, left))
-                    if not chunk:
-                        raise OSError(f"{found.path} is shorter than its recorded size")
-                    left -= len(chunk)
-                    yield chunk
-        else:
-            yield from found
-
-
 def _copy_bytes(
-    store: ObjectStore, version: ObjectVersion, algorithms: list[str]
+    store: ObjectStore, pieces: tuple[FileBody, ...], algorithms: list[str]
 ) -> tuple[StoredBlob, str, dict[str, str]]:
-    """Write the source's bytes to a new blob: (blob, md5 hex, algorithm -> base64 checksum)."""
+    """Write the source's bytes (its open pieces) to a new blob: (blob, md5 hex, algorithm ->
+    base64 checksum)."""
     md5 = hashlib.md5()
     hashers = {a: checksums._new(a) for a in algorithms}
     writer: BlobWriter = store.writer()
     try:
-        for chunk in _source_chunks(store, version):
+        for chunk in chunks(pieces):
             md5.update(chunk)
             for h in hashers.values():
                 h.update(chunk)
@@ -174,8 +155,23 @@ def copy_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     src_bucket_name, src_key, src_version_id = parse_copy_source(p["CopySource"])
     src_bucket = get_bucket(ctx, src_bucket_name)
     authorize_object(ctx, "GetObject", src_bucket_name, src_key, src_version_id)
+
+    def open_source() -> tuple[ObjectVersion, tuple[FileBody, ...]]:
+        source = read_source(ctx, src_bucket.name, src_key, src_version_id)
+        check_source_conditions(source, p)
+        return source, open_body(source, 0, source.size)
+
+    source, pieces = reading(open_source)
     try:
-        source = find_version(ctx, src_bucket.name, src_key, src_version_id)
+        return _copy(ctx, p, bucket, bool(src_bucket.versioning), source, pieces)
+    finally:
+        close(pieces)
+
+
+def read_source(ctx: RequestContext, bucket: str, key: str, version_id: str | None) -> ObjectVersion:
+    """The version a copy source names (CopyObject, UploadPartCopy)."""
+    try:
+        return read_version(ctx, bucket, key, version_id)
     except CloudError as err:
         if err.code == "MethodNotAllowed":
             raise CloudError(
@@ -183,7 +179,16 @@ def copy_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
                 "The source of a copy request may not specifically refer to a delete marker by version id.",
             ) from err
         raise
-    check_source_conditions(source, p)
+
+
+def _copy(
+    ctx: RequestContext,
+    p: dict[str, Any],
+    bucket: Bucket,
+    source_versioned: bool,
+    source: ObjectVersion,
+    pieces: tuple[FileBody, ...],
+) -> dict[str, Any]:
     metadata_directive = _directive(p, "MetadataDirective")
     tagging_directive = _directive(p, "TaggingDirective")
     if _is_self_copy_without_change(p, bucket.name, p["Key"], source, metadata_directive):
@@ -206,7 +211,7 @@ def copy_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         if wanted not in algorithms:
             algorithms.append(wanted)
     store = object_store()
-    blob, md5, sums = _copy_bytes(store, source, algorithms)
+    blob, md5, sums = _copy_bytes(store, pieces, algorithms)
 
     if metadata_directive == "REPLACE":
         headers, metadata = stored_headers(p), p.get("Metadata") or {}
@@ -244,6 +249,6 @@ def copy_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"CopyObjectResult": result}
     if bucket.versioning:
         out["VersionId"] = version.version_id
-    if src_bucket.versioning:
+    if source_versioned:
         out["CopySourceVersionId"] = source.version_id
     return out

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import json
 import secrets
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -22,20 +21,24 @@ from sqlalchemy import delete, select
 from mallee.core import clock
 from mallee.core.context import FileBody, RequestContext
 from mallee.core.errors import CloudError
-from mallee.drivers.objectstore.base import BlobNotFound, ObjectStore
+from mallee.drivers.objectstore.base import ObjectStore
 from mallee.services.walrus import acls, checksums, garbage
 from mallee.services.walrus.apis import S3
+from mallee.services.walrus.blob_reads import chunks, open_blob, open_body, reading
 from mallee.services.walrus.bodies import receive_body
 from mallee.services.walrus.buckets import get_bucket
-from mallee.services.walrus.copy import authorize_object, check_source_conditions, parse_copy_source
+from mallee.services.walrus.copy import (
+    authorize_object,
+    check_source_conditions,
+    parse_copy_source,
+    read_source,
+)
 from mallee.services.walrus.objects import (
     _tags_from_header,
     add_version,
     check_key,
     check_storage_class,
-    find_version,
     new_version_id,
-    segments,
     stored_headers,
 )
 from mallee.services.walrus.runtime import object_store, quotas
@@ -120,22 +123,6 @@ def checksum_members(values: dict[str, str]) -> dict[str, str]:
     return {f"Checksum{algorithm.upper()}": value for algorithm, value in values.items()}
 
 
-def _read_blob(store: ObjectStore, locator: str, offset: int, length: int) -> Iterator[bytes]:
-    found = store.read(locator, offset, length)
-    if not isinstance(found, FileBody):
-        yield from found
-        return
-    with open(found.path, "rb", buffering=0) as f:
-        f.seek(found.offset)
-        left = found.length
-        while left > 0:
-            chunk = f.read(min(COPY_CHUNK, left))
-            if not chunk:
-                raise OSError(f"{found.path} is shorter than its recorded size")
-            left -= len(chunk)
-            yield chunk
-
-
 def _values(hashers: checksums.Hashers) -> dict[str, str]:
     """algorithm -> base64 value of what `hashers` saw (no client value to compare with)."""
     return {a: base64.b64encode(h.digest()).decode() for a, h in hashers._hashers.items()}
@@ -143,7 +130,7 @@ def _values(hashers: checksums.Hashers) -> dict[str, str]:
 
 def _digest_blob(store: ObjectStore, locator: str, size: int, algorithm: str) -> str:
     hashers = checksums.Hashers([algorithm])
-    for chunk in _read_blob(store, locator, 0, size):
+    for chunk in chunks((open_blob(locator, 0, size),)):
         hashers.update(chunk)
     return _values(hashers)[algorithm]
 
@@ -266,32 +253,27 @@ def upload_part_copy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     source_bucket_name, source_key, source_version = parse_copy_source(p["CopySource"])
     source_bucket = get_bucket(ctx, source_bucket_name)
     authorize_object(ctx, "GetObject", source_bucket.name, source_key, source_version)
-    source = find_version(ctx, source_bucket.name, source_key, source_version)
-    check_source_conditions(source, p)
-    offset, length = _copy_range(p.get("CopySourceRange"), source.size)
-    if length > MAX_PART:
-        raise CloudError("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")
+
+    def open_range() -> tuple[ObjectVersion, tuple[FileBody, ...]]:
+        source = read_source(ctx, source_bucket.name, source_key, source_version)
+        check_source_conditions(source, p)
+        offset, length = _copy_range(p.get("CopySourceRange"), source.size)
+        if length > MAX_PART:
+            raise CloudError("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")
+        return source, open_body(source, offset, length)
+
+    source, pieces = reading(open_range)
     algorithm, _ = checksum_setting(upload)
     hashers = checksums.Hashers([algorithm] if algorithm else [])
     md5 = hashlib.md5()
     store = object_store()
     writer = store.writer()
     try:
-        start = 0
-        for locator, size in segments(source):
-            end = start + size
-            if end > offset and start < offset + length:
-                first = max(offset, start) - start
-                last = min(offset + length, end) - start
-                for chunk in _read_blob(store, locator, first, last - first):
-                    md5.update(chunk)
-                    hashers.update(chunk)
-                    writer.write(chunk)
-            start = end
+        for chunk in chunks(pieces):
+            md5.update(chunk)
+            hashers.update(chunk)
+            writer.write(chunk)
         blob = writer.commit()
-    except BlobNotFound as exc:
-        writer.abort()
-        raise CloudError("NoSuchKey", "The specified key does not exist.") from exc
     except BaseException:
         writer.abort()
         raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import json
 import secrets
@@ -13,13 +12,13 @@ from sqlalchemy import Table, bindparam, delete, insert, inspect, or_, select, t
 from sqlalchemy.orm import Session
 
 from mallee.core import clock
-from mallee.core.context import FileBody, RequestContext
+from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.drivers.objectstore.base import BlobNotFound
 from mallee.protocol.scalars import format_timestamp
 from mallee.protocol.serializer import STATUS_OVERRIDE
 from mallee.services.walrus import acls, garbage
 from mallee.services.walrus.apis import S3
+from mallee.services.walrus.blob_reads import open_body, reading, segments
 from mallee.services.walrus.bodies import receive_body
 from mallee.services.walrus.buckets import get_bucket, read_bucket
 from mallee.services.walrus.ranges import parse_range
@@ -34,7 +33,6 @@ MAX_KEY_BYTES = 1024
 # EXPRESS_ONEZONE, OUTPOSTS, SNOW, FSX_*, and anything else).
 STORAGE_CLASSES = frozenset(("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA",
                              "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR"))  # fmt: skip
-READ_ATTEMPTS = 3  # see get_object
 
 
 # Core statements for the hot paths (built once; SQLAlchemy caches their compiled form).
@@ -300,18 +298,8 @@ def _etag_matches(condition: str, etag: str) -> bool:
 
 @S3.operation()
 def get_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    """The object with its files open. A GET that read the key's row just before an overwrite
-    committed finds the old blobs gone (they are deleted right after that commit): it reads the
-    key again and answers with the new version, as if it had come a moment later."""
-    for attempt in range(READ_ATTEMPTS):
-        try:
-            return _get_once(ctx, p)
-        except BlobNotFound:
-            if attempt + 1 == READ_ATTEMPTS:
-                raise CloudError(
-                    "SlowDown", "The object kept changing while it was read; try again."
-                ) from None
-    raise AssertionError("unreachable")
+    """The object with its files open (see blob_reads: a GET racing an overwrite reads again)."""
+    return reading(lambda: _get_once(ctx, p))
 
 
 def _get_once(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
@@ -325,7 +313,7 @@ def _get_once(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     elif p.get("Range"):
         offset, length = select_range(version, p["Range"], out)
     out["ContentLength"] = length
-    out["Body"] = _body(version, offset, length)
+    out["Body"] = open_body(version, offset, length)
     return out
 
 
@@ -363,37 +351,6 @@ def select_part(version: ObjectVersion, p: dict[str, Any], out: dict[str, Any]) 
     for name in [n for n in out if n.startswith("Checksum")]:
         del out[name]  # the object's checksum does not cover one part
     return offset, length
-
-
-def segments(version: ObjectVersion) -> list[tuple[str, int]]:
-    """(locator, size) of each blob holding the object's bytes, in order (several for multipart)."""
-    if version.locator is not None:
-        return [(version.locator, version.size)]
-    return [(part[0], int(part[1])) for part in json.loads(version.parts or "[]")]
-
-
-def _body(version: ObjectVersion, offset: int, length: int) -> tuple[FileBody, ...]:
-    """The files (or file ranges) holding bytes offset..offset+length of the object."""
-    store = object_store()
-    pieces: list[FileBody] = []
-    start = 0
-    for locator, size in segments(version):
-        end = start + size
-        if end > offset and start < offset + length:
-            first = max(offset, start) - start
-            last = min(offset + length, end) - start
-            found = store.read(locator, first, last - first)
-            if not isinstance(found, FileBody):
-                raise CloudError("NotImplemented", "this object store cannot stream from files yet", 501)
-            try:  # open now: a blob deleted from here on is still read whole
-                pieces.append(dataclasses.replace(found, file=found.open()))
-            except FileNotFoundError:
-                for piece in pieces:
-                    if piece.file is not None:
-                        piece.file.close()
-                raise BlobNotFound(locator) from None
-        start = end
-    return tuple(pieces)
 
 
 @S3.operation()
