@@ -18,11 +18,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from support.answers import code
 from support.cloud import Cloud, Keys
-
-
-def code(err: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(err.value.response["Error"]["Code"])
 
 
 @contextlib.contextmanager

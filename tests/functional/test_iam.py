@@ -9,15 +9,12 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
+from support.answers import code
 from support.cloud import Cloud, Keys
 
 ALLOW_EC2_DESCRIBE = json.dumps(
     {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}]}
 )
-
-
-def code(err: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(err.value.response["Error"]["Code"])
 
 
 def user_keys(cloud: Cloud, root: Keys, name: str) -> Keys:

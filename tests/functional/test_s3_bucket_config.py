@@ -11,15 +11,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from support.answers import code, status
 from support.cloud import Cloud, Keys
-
-
-def code(err: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(err.value.response["Error"]["Code"])
-
-
-def status(err: pytest.ExceptionInfo[ClientError]) -> int:
-    return int(err.value.response["ResponseMetadata"]["HTTPStatusCode"])
 
 
 def new_bucket(cloud: Cloud, keys: Keys, prefix: str = "cfg") -> tuple[Any, str]:

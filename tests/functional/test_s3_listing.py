@@ -10,6 +10,7 @@ from urllib.parse import unquote_plus
 import pytest
 from botocore.exceptions import ClientError
 
+from support.answers import code
 from support.cloud import Cloud, Keys
 
 TREE = [
@@ -22,10 +23,6 @@ NASTY = [
     "amp&and=eq", "caf\u00e9/\u00fcber", "emoji/\U0001f600", "x" * 1024, "trailing space ", "~tilde",
     "<xml>&'\"", "#hash",
 ]  # fmt: skip
-
-
-def code(err: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(err.value.response["Error"]["Code"])
 
 
 def new_bucket(s3: Any, keys: list[str] = ()) -> str:  # type: ignore[assignment]

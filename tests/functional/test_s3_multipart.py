@@ -18,17 +18,10 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
+from support.answers import code, status
 from support.cloud import Cloud, Keys
 
 MiB = 1024 * 1024
-
-
-def code(err: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(err.value.response["Error"]["Code"])
-
-
-def status(err: pytest.ExceptionInfo[ClientError]) -> int:
-    return int(err.value.response["ResponseMetadata"]["HTTPStatusCode"])
 
 
 def new_bucket(cloud: Cloud, account: Keys) -> tuple[Any, str]:

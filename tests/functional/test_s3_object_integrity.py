@@ -22,19 +22,12 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from support.answers import code, status
 from support.cloud import Cloud, Keys
 
 KiB, MiB = 1024, 1024 * 1024
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 STREAMING = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
-
-
-def code(err: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(err.value.response["Error"]["Code"])
-
-
-def status(err: pytest.ExceptionInfo[ClientError]) -> int:
-    return int(err.value.response["ResponseMetadata"]["HTTPStatusCode"])
 
 
 def b64(digest: bytes) -> str:

@@ -15,19 +15,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from support.answers import code, status
 from support.cloud import Cloud, Keys
 
 KiB, MiB = 1024, 1024 * 1024
-
-
-def code(err: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(err.value.response["Error"]["Code"])
-
-
-def status(answer: Any) -> int:
-    """The HTTP status of a boto3 answer or of a ClientError's."""
-    response = answer.value.response if isinstance(answer, pytest.ExceptionInfo) else answer
-    return int(response["ResponseMetadata"]["HTTPStatusCode"])
 
 
 def header(answer: dict[str, Any], name: str) -> str | None:

@@ -13,13 +13,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from support.answers import code
 from support.cloud import Cloud, Keys
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
-
-
-def code(err: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(err.value.response["Error"]["Code"])
 
 
 def new_bucket(cloud: Cloud, keys: Keys, prefix: str = "pol") -> tuple[Any, str]:

@@ -10,11 +10,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from support.answers import code
 from support.cloud import Cloud, Keys
-
-
-def code(err: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(err.value.response["Error"]["Code"])
 
 
 def new_bucket(cloud: Cloud, keys: Keys, prefix: str = "tl") -> tuple[Any, str]:

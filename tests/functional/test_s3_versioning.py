@@ -9,11 +9,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from support.answers import code
 from support.cloud import Cloud, Keys
-
-
-def code(err: pytest.ExceptionInfo[ClientError]) -> str:
-    return str(err.value.response["Error"]["Code"])
 
 
 @pytest.fixture

@@ -1,0 +1,18 @@
+"""What a boto3 call answered: the error code and HTTP status that tests assert."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+
+def code(err: pytest.ExceptionInfo[ClientError]) -> str:
+    return str(err.value.response["Error"]["Code"])
+
+
+def status(answer: Any) -> int:
+    """The HTTP status of a boto3 answer, or of a ClientError caught with pytest.raises."""
+    response = answer.value.response if isinstance(answer, pytest.ExceptionInfo) else answer
+    return int(response["ResponseMetadata"]["HTTPStatusCode"])
