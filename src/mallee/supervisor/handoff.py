@@ -143,8 +143,12 @@ def sending_protocol(wanted: Callable[[HttpRequest], bool], sender: HandoffSende
             super().data_received(buffered)
 
         def _hand_off(self, buffered: bytes, end: int) -> bool:
-            request = parse_head(buffered[:end], self.client)
-            if request is None or not wanted(request):
+            try:
+                request = parse_head(buffered[:end], self.client)
+                if request is None or not wanted(request):
+                    return False
+            except Exception:  # a head we cannot route here: the CLC serves (and judges) it
+                log.exception("could not route a connection's first request head")
                 return False
             sock = self.transport.get_extra_info("socket")
             if sock is None or not sender.send(sock.fileno(), buffered):
