@@ -3,14 +3,15 @@
 A version's blobs are deleted right after the commit that replaced or deleted the version, so a
 request that read a version's row must open its blobs before that happens, and read the key again
 when it lost the race. `open_body` opens every blob (range) at once, `reading` retries the read of
-row + blobs, and `chunks` streams from the open files (an open file stays readable after its name
-is gone). The row must come from `objects.read_version`: each call is a fresh snapshot, where the
-request's own session would keep seeing the row that is gone.
+row + blobs, and `chunks` (or `copy_blob`) streams from the open files (an open file stays
+readable after its name is gone). The row must come from `objects.read_version`: each call is a
+fresh snapshot, where the request's own session would keep seeing the row that is gone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -18,7 +19,8 @@ from typing import TypeVar
 
 from mallee.core.context import FileBody
 from mallee.core.errors import CloudError
-from mallee.drivers.objectstore.base import BlobNotFound
+from mallee.drivers.objectstore.base import BlobNotFound, StoredBlob
+from mallee.services.walrus.checksums import Hashers
 from mallee.services.walrus.runtime import object_store
 from mallee.services.walrus.tables import ObjectVersion
 
@@ -92,6 +94,22 @@ def chunks(pieces: Sequence[FileBody]) -> Iterator[bytes]:
                 yield data
     finally:
         close(pieces)
+
+
+def copy_blob(pieces: Sequence[FileBody], hashers: Hashers) -> tuple[StoredBlob, str]:
+    """Write the bytes of open pieces to a new blob (CopyObject, UploadPartCopy), feeding
+    `hashers` on the way: (blob, md5 hex). Nothing is left behind when it fails."""
+    md5 = hashlib.md5()
+    writer = object_store().writer()
+    try:
+        for chunk in chunks(pieces):
+            md5.update(chunk)
+            hashers.update(chunk)
+            writer.write(chunk)
+        return writer.commit(), md5.hexdigest()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 def close(pieces: Sequence[FileBody]) -> None:

@@ -72,7 +72,7 @@ def receive_body(ctx: RequestContext, store: ObjectStore, limit: int = MAX_OBJEC
                 "XAmzContentSHA256Mismatch",
                 "The provided 'x-amz-content-sha256' header does not match what was computed.",
             )
-        _check_md5(headers.get("content-md5"), md5.digest())
+        check_md5(headers.get("content-md5"), md5.digest())
         sums = hashers.verify(headers, trailers)
         blob = writer.commit()
     except chunked.ChunkedFormatError as exc:
@@ -92,7 +92,8 @@ def receive_body(ctx: RequestContext, store: ObjectStore, limit: int = MAX_OBJEC
     return ReceivedBody(blob, md5.hexdigest(), sums)
 
 
-def _check_md5(header: str | None, digest: bytes) -> None:
+def check_md5(header: str | None, digest: bytes) -> None:
+    """Content-MD5 (when sent) against the body's MD5: InvalidDigest, BadDigest."""
     if header is None:
         return
     try:

@@ -68,13 +68,16 @@ class Hashers:
         for h in self._hashers.values():
             h.update(data)
 
+    def values(self) -> dict[str, str]:
+        """algorithm -> base64 value of what was seen (no client value to compare with)."""
+        return {a: base64.b64encode(h.digest()).decode() for a, h in self._hashers.items()}
+
     def verify(self, headers: Headers, trailers: dict[str, str]) -> dict[str, str]:
         """Compare with what the client sent; return algorithm -> base64 value to store."""
-        values: dict[str, str] = {}
-        for algorithm, hasher in self._hashers.items():
+        values = self.values()
+        for algorithm, computed in values.items():
             name = f"x-amz-checksum-{algorithm}"
             sent = trailers.get(name) or headers.get(name)
-            computed = base64.b64encode(hasher.digest()).decode()
             if sent is None:
                 raise CloudError("InvalidRequest", f"The {name} trailer was announced but not sent.")
             if not hmac.compare_digest(sent.strip(), computed):
@@ -82,5 +85,4 @@ class Hashers:
                     "BadDigest",
                     f"The {algorithm.upper()} you specified did not match the calculated checksum.",
                 )
-            values[algorithm] = computed
         return values

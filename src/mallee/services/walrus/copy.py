@@ -8,9 +8,7 @@ deleting one never takes another's bytes.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import json
 from typing import Any
 from urllib.parse import unquote
@@ -18,12 +16,11 @@ from urllib.parse import unquote
 from mallee.core import clock
 from mallee.core.context import FileBody, RequestContext
 from mallee.core.errors import CloudError
-from mallee.drivers.objectstore.base import BlobWriter, ObjectStore, StoredBlob
 from mallee.protocol.dispatch import Operation
 from mallee.services.walrus import checksums, runtime
 from mallee.services.walrus.acl import canned_grants
 from mallee.services.walrus.apis import S3
-from mallee.services.walrus.blob_reads import chunks, close, open_body, reading
+from mallee.services.walrus.blob_reads import close, copy_blob, open_body, reading
 from mallee.services.walrus.buckets import get_bucket
 from mallee.services.walrus.objects import (
     _tags_from_header,
@@ -104,28 +101,6 @@ def check_source_conditions(version: ObjectVersion, p: dict[str, Any]) -> None:
         raise CloudError(
             "PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412
         ) from err
-
-
-def _copy_bytes(
-    store: ObjectStore, pieces: tuple[FileBody, ...], algorithms: list[str]
-) -> tuple[StoredBlob, str, dict[str, str]]:
-    """Write the source's bytes (its open pieces) to a new blob: (blob, md5 hex, algorithm ->
-    base64 checksum)."""
-    md5 = hashlib.md5()
-    hashers = {a: checksums._new(a) for a in algorithms}
-    writer: BlobWriter = store.writer()
-    try:
-        for chunk in chunks(pieces):
-            md5.update(chunk)
-            for h in hashers.values():
-                h.update(chunk)
-            writer.write(chunk)
-        blob = writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    sums = {a: base64.b64encode(h.digest()).decode() for a, h in hashers.items()}
-    return blob, md5.hexdigest(), sums
 
 
 def _is_self_copy_without_change(
@@ -210,8 +185,10 @@ def _copy(
             raise CloudError("InvalidRequest", f"Checksum algorithm {wanted} is not supported.")
         if wanted not in algorithms:
             algorithms.append(wanted)
+    hashers = checksums.Hashers(algorithms)
+    blob, md5 = copy_blob(pieces, hashers)
+    sums = hashers.values()
     store = object_store()
-    blob, md5, sums = _copy_bytes(store, pieces, algorithms)
 
     if metadata_directive == "REPLACE":
         headers, metadata = stored_headers(p), p.get("Metadata") or {}

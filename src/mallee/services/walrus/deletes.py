@@ -8,15 +8,14 @@ go ahead. Quiet mode reports only the errors.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 from typing import Any
 
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.services.walrus import checksums
 from mallee.services.walrus.apis import S3
+from mallee.services.walrus.bodies import check_md5
 from mallee.services.walrus.buckets import get_bucket
 from mallee.services.walrus.copy import authorize_object
 from mallee.services.walrus.objects import MAX_KEY_BYTES, delete_one
@@ -32,15 +31,7 @@ def _check_body_digest(ctx: RequestContext) -> None:
         raise CloudError(
             "InvalidRequest", "Missing required header for this request: Content-MD5 OR x-amz-checksum-*"
         )
-    if md5 is not None:
-        try:
-            sent = base64.b64decode(md5.strip(), validate=True)
-        except ValueError as exc:
-            raise CloudError("InvalidDigest", "The Content-MD5 you specified was invalid.") from exc
-        if len(sent) != 16:
-            raise CloudError("InvalidDigest", "The Content-MD5 you specified was invalid.")
-        if not hmac.compare_digest(sent, hashlib.md5(body).digest()):
-            raise CloudError("BadDigest", "The Content-MD5 you specified did not match what we received.")
+    check_md5(md5, hashlib.md5(body).digest())
     if algorithms:
         hashers = checksums.Hashers(algorithms)
         hashers.update(body)

@@ -22,9 +22,9 @@ from mallee.core import clock
 from mallee.core.context import FileBody, RequestContext
 from mallee.core.errors import CloudError
 from mallee.drivers.objectstore.base import ObjectStore
-from mallee.services.walrus import acls, checksums, garbage
+from mallee.services.walrus import checksums, garbage
 from mallee.services.walrus.apis import S3
-from mallee.services.walrus.blob_reads import chunks, open_blob, open_body, reading
+from mallee.services.walrus.blob_reads import chunks, copy_blob, open_blob, open_body, reading
 from mallee.services.walrus.bodies import receive_body
 from mallee.services.walrus.buckets import get_bucket
 from mallee.services.walrus.copy import (
@@ -34,12 +34,11 @@ from mallee.services.walrus.copy import (
     read_source,
 )
 from mallee.services.walrus.objects import (
-    _tags_from_header,
     add_version,
     check_key,
     check_storage_class,
+    described,
     new_version_id,
-    stored_headers,
 )
 from mallee.services.walrus.runtime import object_store, quotas
 from mallee.services.walrus.tables import Bucket, ObjectVersion, Part, Upload
@@ -123,16 +122,11 @@ def checksum_members(values: dict[str, str]) -> dict[str, str]:
     return {f"Checksum{algorithm.upper()}": value for algorithm, value in values.items()}
 
 
-def _values(hashers: checksums.Hashers) -> dict[str, str]:
-    """algorithm -> base64 value of what `hashers` saw (no client value to compare with)."""
-    return {a: base64.b64encode(h.digest()).decode() for a, h in hashers._hashers.items()}
-
-
 def _digest_blob(store: ObjectStore, locator: str, size: int, algorithm: str) -> str:
     hashers = checksums.Hashers([algorithm])
     for chunk in chunks((open_blob(locator, 0, size),)):
         hashers.update(chunk)
-    return _values(hashers)[algorithm]
+    return hashers.values()[algorithm]
 
 
 # -- CreateMultipartUpload ------------------------------------------------------------------------
@@ -151,11 +145,7 @@ def create_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[str,
         key=p["Key"],
         initiated=clock.now(),
         owner_account_id=ctx.account_id,
-        storage_class=p.get("StorageClass") or "STANDARD",
-        headers=json.dumps(stored_headers(p)),
-        metadata_=json.dumps(p.get("Metadata") or {}),
-        tags=json.dumps(_tags_from_header(p.get("Tagging"))),
-        acl=acls.acl_from_params(p, ctx.account_id, bucket.owner_account_id),
+        **described(ctx, p, bucket),
         checksum_algorithm=setting,
     )
     ctx.session.add(upload)
@@ -265,24 +255,13 @@ def upload_part_copy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     source, pieces = reading(open_range)
     algorithm, _ = checksum_setting(upload)
     hashers = checksums.Hashers([algorithm] if algorithm else [])
-    md5 = hashlib.md5()
-    store = object_store()
-    writer = store.writer()
-    try:
-        for chunk in chunks(pieces):
-            md5.update(chunk)
-            hashers.update(chunk)
-            writer.write(chunk)
-        blob = writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    etag = f'"{md5.hexdigest()}"'
-    sums = _values(hashers)
+    blob, md5 = copy_blob(pieces, hashers)
+    etag = f'"{md5}"'
+    sums = hashers.values()
     try:
         _store_part(ctx, upload, number, blob.locator, blob.size, etag, sums)
     except BaseException:
-        store.delete(blob.locator)
+        object_store().delete(blob.locator)
         raise
     result: dict[str, Any] = {"ETag": etag, "LastModified": clock.now(), **checksum_members(sums)}
     out: dict[str, Any] = {"CopyPartResult": result}
@@ -335,7 +314,7 @@ def _object_checksum(upload: Upload, chosen: list[Part]) -> dict[str, str]:
     hasher = checksums.Hashers([algorithm])
     for value in values:
         hasher.update(base64.b64decode(value))
-    composite = _values(hasher)[algorithm]
+    composite = hasher.values()[algorithm]
     return {algorithm: f"{composite}-{len(chosen)}"}
 
 

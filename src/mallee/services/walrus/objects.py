@@ -203,11 +203,7 @@ def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         etag=received.etag,
         last_modified=clock.now(),
         owner_account_id=ctx.account_id,
-        storage_class=p.get("StorageClass") or "STANDARD",
-        headers=json.dumps(stored_headers(p)),
-        metadata_=json.dumps(p.get("Metadata") or {}),
-        tags=json.dumps(_tags_from_header(p.get("Tagging"))),
-        acl=acls.acl_from_params(p, ctx.account_id, bucket.owner_account_id),
+        **described(ctx, p, bucket),
         checksums=json.dumps(received.checksums),
         locator=received.blob.locator,
     )
@@ -224,6 +220,19 @@ def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     for algorithm, value in received.checksums.items():
         out[f"Checksum{algorithm.upper()}"] = value
     return out
+
+
+def described(ctx: RequestContext, p: dict[str, Any], bucket: Bucket) -> dict[str, Any]:
+    """What a PutObject or CreateMultipartUpload request says of the object it makes: storage
+    class, content headers, user metadata, tags and ACL (ObjectVersion and Upload columns alike)."""
+    assert ctx.account_id is not None
+    return {
+        "storage_class": p.get("StorageClass") or "STANDARD",
+        "headers": json.dumps(stored_headers(p)),
+        "metadata_": json.dumps(p.get("Metadata") or {}),
+        "tags": json.dumps(_tags_from_header(p.get("Tagging"))),
+        "acl": acls.acl_from_params(p, ctx.account_id, bucket.owner_account_id),
+    }
 
 
 def _tags_from_header(value: str | None) -> list[dict[str, str]]:
