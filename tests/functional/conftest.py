@@ -1,8 +1,10 @@
-"""Fixtures of the functional tests: one real cloud per session, a fresh account per test."""
+"""Fixtures of the functional tests: one real cloud per session, a fresh account per test (and a
+boto3 S3 client of it)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -21,3 +23,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
 @pytest.fixture
 def account(cloud: Cloud) -> Keys:
     return cloud.new_account()
+
+
+@pytest.fixture
+def s3(cloud: Cloud, account: Keys) -> Any:
+    return cloud.client("s3", account)

@@ -10,13 +10,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from support.answers import code
-from support.cloud import Cloud, Keys
-
-
-@pytest.fixture
-def s3(cloud: Cloud, account: Keys) -> Any:
-    return cloud.client("s3", account)
+from support.answers import body, code
+from support.cloud import Cloud
 
 
 def new_bucket(s3: Any, status: str | None = None) -> str:
@@ -25,10 +20,6 @@ def new_bucket(s3: Any, status: str | None = None) -> str:
     if status:
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": status})
     return name
-
-
-def body(s3: Any, bucket: str, key: str, **kwargs: Any) -> bytes:
-    return bytes(s3.get_object(Bucket=bucket, Key=key, **kwargs)["Body"].read())
 
 
 def test_copy_keeps_metadata_by_default_and_replaces_it_on_request(s3: Any) -> None:

@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from support.answers import code
-from support.cloud import Cloud, Keys
+from support.cloud import Keys
 
 TREE = [
     "a", "a/1", "a/2", "a/b/1", "a/b/2", "a/c", "a/c/", "a/c/x", "ab", "ab/1", "b", "b/", "b//c",
@@ -31,11 +31,6 @@ def new_bucket(s3: Any, keys: list[str] = ()) -> str:  # type: ignore[assignment
     for key in keys:
         s3.put_object(Bucket=name, Key=key, Body=key.encode()[:16])
     return name
-
-
-@pytest.fixture
-def s3(cloud: Cloud, account: Keys) -> Any:
-    return cloud.client("s3", account)
 
 
 def utf8_sorted(keys: list[str]) -> list[str]:

@@ -44,11 +44,6 @@ CHECKSUMS = {
 
 
 @pytest.fixture
-def s3(cloud: Cloud, account: Keys) -> Any:
-    return cloud.client("s3", account)
-
-
-@pytest.fixture
 def bucket(s3: Any) -> str:
     name = f"sum-{secrets.token_hex(4)}"
     s3.create_bucket(Bucket=name)

@@ -16,18 +16,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from support.answers import code, status
-from support.cloud import Cloud, Keys
 
 KiB, MiB = 1024, 1024 * 1024
 
 
 def header(answer: dict[str, Any], name: str) -> str | None:
     return answer["ResponseMetadata"]["HTTPHeaders"].get(name)
-
-
-@pytest.fixture
-def s3(cloud: Cloud, account: Keys) -> Any:
-    return cloud.client("s3", account)
 
 
 @pytest.fixture

@@ -9,13 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from support.answers import code
-from support.cloud import Cloud, Keys
-
-
-@pytest.fixture
-def s3(cloud: Cloud, account: Keys) -> Any:
-    return cloud.client("s3", account)
+from support.answers import body, code
 
 
 def new_bucket(s3: Any, status: str | None = None) -> str:
@@ -24,10 +18,6 @@ def new_bucket(s3: Any, status: str | None = None) -> str:
     if status:
         s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": status})
     return name
-
-
-def body(s3: Any, bucket: str, key: str, **kwargs: Any) -> bytes:
-    return bytes(s3.get_object(Bucket=bucket, Key=key, **kwargs)["Body"].read())
 
 
 def versions(s3: Any, bucket: str) -> list[tuple[str, str, bool, bool]]:

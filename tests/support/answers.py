@@ -1,4 +1,4 @@
-"""What a boto3 call answered: the error code and HTTP status that tests assert."""
+"""What a boto3 call answered: the error code and HTTP status that tests assert, an object's body."""
 
 from __future__ import annotations
 
@@ -16,3 +16,7 @@ def status(answer: Any) -> int:
     """The HTTP status of a boto3 answer, or of a ClientError caught with pytest.raises."""
     response = answer.value.response if isinstance(answer, pytest.ExceptionInfo) else answer
     return int(response["ResponseMetadata"]["HTTPStatusCode"])
+
+
+def body(s3: Any, bucket: str, key: str, **kwargs: Any) -> bytes:
+    return bytes(s3.get_object(Bucket=bucket, Key=key, **kwargs)["Body"].read())
