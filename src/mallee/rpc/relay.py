@@ -10,9 +10,14 @@ aws:SourceIp conditions.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from typing import Any
 
-from mallee.rpc.transport import CLIENT_HEADER, Receive, Scope, Send, client_assertion
+from mallee.core.context import HttpResponse
+from mallee.rpc.transport import CLIENT_HEADER, Receive, Scope, Send, client_assertion, send_response
+
+log = logging.getLogger(__name__)
 
 READ_CHUNK = 1024 * 1024
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"proxy-connection", b"upgrade", b"te"}
@@ -25,7 +30,28 @@ class Unreachable(Exception):
     client)."""
 
 
-async def relay(scope: Scope, receive: Receive, send: Send, host: str, port: int, key: bytes) -> None:
+async def relay(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    host: str,
+    port: int,
+    key: bytes,
+    refusal: Callable[[], HttpResponse],
+) -> None:
+    """Relay one request to the service at host:port and its answer back; when the service cannot
+    be reached, answer with `refusal()` (the API's own 503) and close the connection: the client's
+    body may be unread, and its bytes would be read as the next request."""
+    try:
+        await _relay(scope, receive, send, host, port, key)
+    except Unreachable as exc:
+        log.warning("cannot reach %s:%d: %s", host, port, exc)
+        response = refusal()
+        headers = response.headers + [("connection", "close")]
+        await send_response(send, response.status, headers, response.body)
+
+
+async def _relay(scope: Scope, receive: Receive, send: Send, host: str, port: int, key: bytes) -> None:
     """Relay one request to the service at host:port and its answer back. The request body is sent while the
     answer is awaited, so an early answer (an error before the service read a large body) still reaches
     the client. Raises Unreachable when no answer came at all."""

@@ -32,7 +32,7 @@ from mallee.protocol.gateway import Gateway
 from mallee.protocol.serializer import serialize_error
 from mallee.protocol.specs import load_service
 from mallee.rpc import cloud
-from mallee.rpc.relay import Unreachable, relay
+from mallee.rpc.relay import relay
 from mallee.rpc.transport import (
     CLIENT_HEADER,
     PREFIX,
@@ -201,15 +201,16 @@ class CloudController:
             trusted_client(self.key, request.headers.get(CLIENT_HEADER)) or request.remote_addr
         )
         if self.for_walrus(request):  # on a connection the front door kept
-            try:
-                await relay(scope, receive, send, self.cfg.host, self.cfg.port("walrus"), self.key)
-            except Unreachable as exc:
-                log.warning("cannot reach Walrus: %s", exc)
-                err = CloudError("ServiceUnavailable", "Walrus is not reachable; try again shortly.")
-                response = serialize_error(load_service("s3"), err, "")
-                # The client's body may be unread: close, or its bytes would be read as the next request.
-                headers = response.headers + [("connection", "close")]
-                await send_response(send, response.status, headers, response.body)
+            err = CloudError("ServiceUnavailable", "Walrus is not reachable; try again shortly.")
+            await relay(
+                scope,
+                receive,
+                send,
+                self.cfg.host,
+                self.cfg.port("walrus"),
+                self.key,
+                lambda: serialize_error(load_service("s3"), err, ""),
+            )
             return
         try:
             check_header_size(scope)

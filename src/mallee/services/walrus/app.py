@@ -36,7 +36,7 @@ from mallee.protocol.serializer import serialize_error
 from mallee.protocol.specs import load_service
 from mallee.rpc.cloud import Heartbeater
 from mallee.rpc.objectstorage import USAGE
-from mallee.rpc.relay import Unreachable, relay
+from mallee.rpc.relay import relay
 from mallee.rpc.transport import (
     CLIENT_HEADER,
     PREFIX,
@@ -139,41 +139,41 @@ class Walrus:
             await serve_rpc(scope, receive, send, self.key, self.rpc_methods)
         elif scope["path"] == "/healthz":
             await send_response(send, 200, [("content-type", "text/plain")], b"ok\n")
-        elif self._for_clc(scope):
-            await self._relay_to_clc(scope, receive, send)
         else:
-            await self.public(scope, receive, send)
+            request = request_from_scope(scope)
+            if self._for_clc(scope, request):
+                await self._relay_to_clc(scope, receive, send)
+            else:
+                await self.public(scope, receive, send, request)
 
-    def _for_clc(self, scope: Scope) -> bool:
+    def _for_clc(self, scope: Scope, request: HttpRequest) -> bool:
         """A query-API request on a connection the front door handed over (its local port is the
         public one), after S3 requests: the CLC serves it."""
         server = scope.get("server")
         if not server or server[1] == self.cfg.port("walrus"):
             return False
-        return not routing.is_s3_from_head(request_from_scope(scope), self.cfg.s3_domain)
+        return not routing.is_s3_from_head(request, self.cfg.s3_domain)
 
     async def _relay_to_clc(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await relay(scope, receive, send, self.cfg.host, self.cfg.port("clc"), self.key)
-        except Unreachable as exc:
-            log.warning("cannot reach the CLC: %s", exc)
-            err = CloudError(
-                "ServiceUnavailable", "The cloud controller is not reachable; try again shortly."
-            )
-            response = serialize_error(load_service("ec2"), err, "")
-            # The client's body may be unread: close, or its bytes would be read as the next request.
-            await send_response(
-                send, response.status, response.headers + [("connection", "close")], response.body
-            )
+        err = CloudError("ServiceUnavailable", "The cloud controller is not reachable; try again shortly.")
+        await relay(
+            scope,
+            receive,
+            send,
+            self.cfg.host,
+            self.cfg.port("clc"),
+            self.key,
+            lambda: serialize_error(load_service("ec2"), err, ""),
+        )
 
-    async def public(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def public(self, scope: Scope, receive: Receive, send: Send, request: HttpRequest) -> None:
+        """An S3 request (`request`: its head, from `scope`)."""
         loop = asyncio.get_running_loop()
         try:
             check_header_size(scope)
         except CloudError as err:
             await self._send(send, scope, serialize_error(load_service("s3"), err, ""))
             return
-        request = request_from_scope(scope)
         headers = request.headers
         # Forwarded by the CLC's front door: the client's address is the one it vouches for.
         request.remote_addr = trusted_client(self.key, headers.get(CLIENT_HEADER)) or request.remote_addr
