@@ -41,7 +41,9 @@ def store(tmp_path: Path) -> FilesystemObjectStore:
 
 @pytest.fixture
 def writer(db: Database, store: FilesystemObjectStore) -> Iterator[GroupCommitter]:
-    committer: GroupCommitter = GroupCommitter(db, after_commit=lambda s: garbage.sweep(s, store, committer))
+    committer: GroupCommitter = GroupCommitter(
+        db, after_commit=lambda s: garbage.remove(garbage.queued(s), store, committer)
+    )
     yield committer
     committer.close()
 

@@ -1,8 +1,8 @@
 """Blobs the database stops pointing at: queued in the same transaction, deleted after commit.
 
 The transaction that stops pointing at a blob adds its locator to the `garbage` table. Once that
-transaction committed, `sweep` (or `remove`, given what `queued` read) deletes the blobs it queued
-and has the group committer drop their queue rows in a later batch; a crash in between leaves
+transaction committed, `remove` (given what `queued` read) deletes the blobs it queued and has
+the group committer drop their queue rows in a later batch; a crash in between leaves
 rows whose blobs `collect` deletes (again: deleting a missing blob succeeds) at the next start or
 lifecycle pass.
 """
@@ -59,11 +59,6 @@ def queue(s: Session, locators: list[str]) -> None:
 def queued(s: Session) -> list[str]:
     """What the transaction of `s` queued (read once it committed; a read-only one queued nothing)."""
     return list(s.info.get(_QUEUED, ()))
-
-
-def sweep(s: Session, store: ObjectStore, writer: GroupCommitter) -> None:
-    """After `s` committed: delete the blobs it queued now, their queue rows in a later batch."""
-    remove(queued(s), store, writer)
 
 
 def remove(locators: list[str], store: ObjectStore, writer: GroupCommitter) -> None:
