@@ -1,5 +1,6 @@
-"""Durability: SIGKILL Walrus in the middle of many concurrent PUTs; after it comes back, every
-acknowledged object reads back byte for byte and nothing partial is listed."""
+"""Durability: SIGKILL Walrus in the middle of many concurrent PUTs (small objects kept in their row
+and larger ones in blobs); after it comes back, every acknowledged object reads back byte for byte
+and nothing partial is listed."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def test_sigkill_during_concurrent_puts_loses_no_acknowledged_object(tmp_path: P
             i = 0
             while not stop.is_set():
                 key = f"w{n}/obj-{i}"
-                body = os.urandom(256 * 1024 + 1000 * i % 700_000)
+                # Every other object is small enough to be kept in its row, the rest are blobs.
+                body = os.urandom(1000 * i % 60_000 if i % 2 else 256 * 1024 + 1000 * i % 700_000)
                 try:
                     client.put_object(Bucket="durable", Key=key, Body=body)
                 except Exception:

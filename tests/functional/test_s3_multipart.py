@@ -494,27 +494,23 @@ def test_completed_object_appears_atomically(cloud: Cloud, account: Keys) -> Non
         s3.delete_object(Bucket=bucket, Key="k")
 
 
-def _blob_count(cloud: Cloud) -> int:
-    return sum(1 for path in (cloud.data_dir / "walrus" / "blobs").rglob("*") if path.is_file())
-
-
 def test_replaced_unused_and_aborted_parts_leave_no_blobs(cloud: Cloud, account: Keys) -> None:
     s3, bucket = new_bucket(cloud, account)
-    before = _blob_count(cloud)
+    before = cloud.blob_count()
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
     for body in (b"one", b"two", b"three"):  # the same part three times
         etag = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=1, Body=body)["ETag"]
     s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=2, Body=b"unused")
-    assert _blob_count(cloud) == before + 2
+    assert cloud.blob_count() == before + 2
     s3.complete_multipart_upload(
         Bucket=bucket,
         Key="k",
         UploadId=upload_id,
         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
     )
-    assert _blob_count(cloud) == before + 1
+    assert cloud.blob_count() == before + 1
     aborted = s3.create_multipart_upload(Bucket=bucket, Key="gone")["UploadId"]
     s3.upload_part(Bucket=bucket, Key="gone", UploadId=aborted, PartNumber=1, Body=b"x")
     s3.abort_multipart_upload(Bucket=bucket, Key="gone", UploadId=aborted)
     s3.delete_object(Bucket=bucket, Key="k")
-    assert _blob_count(cloud) == before
+    assert cloud.blob_count() == before

@@ -131,6 +131,10 @@ class Cloud:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def blob_count(self) -> int:
+        """How many blob files Walrus's filesystem object store holds."""
+        return sum(1 for path in (self.data_dir / "walrus" / "blobs").rglob("*") if path.is_file())
+
 
 def _wait_ready(cloud: Cloud, timeout: float) -> None:
     deadline = time.monotonic() + timeout

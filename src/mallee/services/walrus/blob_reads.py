@@ -3,7 +3,7 @@
 A version's blobs are deleted right after the commit that replaced or deleted the version, so a
 request that read a version's row must open its blobs before that happens, and read the key again
 when it lost the race. `open_body` opens every blob (range) at once, `reading` retries the read of
-row + blobs, and `chunks` (or `copy_blob`) streams from the open files (an open file stays
+row + blobs, and `chunks` (or `copy_body`) streams from the open files (an open file stays
 readable after its name is gone). The row must come from `objects.read_version`: each call is a
 fresh snapshot, where the request's own session would keep seeing the row that is gone.
 """
@@ -14,12 +14,13 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from mallee.core.context import FileBody
 from mallee.core.errors import CloudError
-from mallee.drivers.objectstore.base import BlobNotFound, StoredBlob
+from mallee.drivers.objectstore.base import BlobNotFound
+from mallee.services.walrus.bodies import BodySink, StoredBody
 from mallee.services.walrus.checksums import Hashers
 from mallee.services.walrus.runtime import object_store
 from mallee.services.walrus.tables import ObjectVersion
@@ -30,11 +31,27 @@ CHUNK = 1024 * 1024
 T = TypeVar("T")
 
 
+# An object's bytes, opened: a small object's bytes themselves (kept in its row), or its blobs
+# (blob ranges) with their files open.
+Opened = bytes | tuple[FileBody, ...]
+
+
+def is_multipart(version: ObjectVersion) -> bool:
+    """Whether the object was made by a multipart upload (its bytes are its parts' blobs)."""
+    return version.locator is None and version.body is None
+
+
 def segments(version: ObjectVersion) -> list[tuple[str, int]]:
-    """(locator, size) of each blob holding the object's bytes, in order (several for multipart)."""
+    """(locator, size) of each blob holding the object's bytes, in order (several for multipart,
+    none when the bytes are in the row)."""
     if version.locator is not None:
         return [(version.locator, version.size)]
     return [(part[0], int(part[1])) for part in json.loads(version.parts or "[]")]
+
+
+def part_sizes(version: ObjectVersion) -> list[int]:
+    """The size of each of the object's parts (GetObject partNumber): one unless multipart."""
+    return [size for _, size in segments(version)] if is_multipart(version) else [version.size]
 
 
 def open_blob(locator: str, offset: int, length: int) -> FileBody:
@@ -48,8 +65,11 @@ def open_blob(locator: str, offset: int, length: int) -> FileBody:
         raise BlobNotFound(locator) from None
 
 
-def open_body(version: ObjectVersion, offset: int, length: int) -> tuple[FileBody, ...]:
-    """The blobs (or blob ranges) holding bytes offset..offset+length of the object, all open."""
+def open_body(version: ObjectVersion, offset: int, length: int) -> Opened:
+    """Bytes offset..offset+length of the object: from its row, or the blobs (blob ranges) holding
+    them, all open."""
+    if version.body is not None:
+        return version.body[offset : offset + length]
     pieces: list[FileBody] = []
     start = 0
     try:
@@ -60,7 +80,7 @@ def open_body(version: ObjectVersion, offset: int, length: int) -> tuple[FileBod
                 pieces.append(open_blob(locator, first, min(offset + length, end) - start - first))
             start = end
     except BaseException:
-        close(pieces)
+        close(tuple(pieces))
         raise
     return tuple(pieces)
 
@@ -80,8 +100,11 @@ def reading(attempt: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def chunks(pieces: Sequence[FileBody]) -> Iterator[bytes]:
+def chunks(pieces: Opened) -> Iterator[bytes]:
     """The bytes of open pieces in order, `CHUNK` at a time; the files are closed at the end."""
+    if isinstance(pieces, bytes):
+        yield pieces
+        return
     try:
         for piece in pieces:
             f = piece.open()
@@ -96,23 +119,26 @@ def chunks(pieces: Sequence[FileBody]) -> Iterator[bytes]:
         close(pieces)
 
 
-def copy_blob(pieces: Sequence[FileBody], hashers: Hashers) -> tuple[StoredBlob, str]:
-    """Write the bytes of open pieces to a new blob (CopyObject, UploadPartCopy), feeding
-    `hashers` on the way: (blob, md5 hex). Nothing is left behind when it fails."""
+def copy_body(pieces: Opened, hashers: Hashers, keep_up_to: int | None = None) -> tuple[StoredBody, str]:
+    """Store the bytes of open pieces anew (CopyObject, UploadPartCopy; `keep_up_to`: see
+    BodySink), feeding `hashers` on the way: (where they went, md5 hex). Nothing is left behind
+    when it fails."""
     md5 = hashlib.md5()
-    writer = object_store().writer()
+    sink = BodySink(object_store(), keep_up_to)
     try:
         for chunk in chunks(pieces):
             md5.update(chunk)
             hashers.update(chunk)
-            writer.write(chunk)
-        return writer.commit(), md5.hexdigest()
+            sink.write(chunk)
+        return sink.commit(), md5.hexdigest()
     except BaseException:
-        writer.abort()
+        sink.abort()
         raise
 
 
-def close(pieces: Sequence[FileBody]) -> None:
+def close(pieces: Opened) -> None:
+    if isinstance(pieces, bytes):
+        return
     for piece in pieces:
         if piece.file is not None:
             piece.file.close()

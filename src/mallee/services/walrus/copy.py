@@ -14,13 +14,14 @@ from typing import Any
 from urllib.parse import unquote
 
 from mallee.core import clock
-from mallee.core.context import FileBody, RequestContext
+from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.protocol.dispatch import Operation
 from mallee.services.walrus import checksums, runtime
 from mallee.services.walrus.acl import canned_grants
 from mallee.services.walrus.apis import S3
-from mallee.services.walrus.blob_reads import close, copy_blob, open_body, reading
+from mallee.services.walrus.blob_reads import Opened, close, copy_body, is_multipart, open_body, reading
+from mallee.services.walrus.bodies import INLINE_MAX
 from mallee.services.walrus.buckets import get_bucket
 from mallee.services.walrus.objects import (
     _tags_from_header,
@@ -131,7 +132,7 @@ def copy_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     src_bucket = get_bucket(ctx, src_bucket_name)
     authorize_object(ctx, "GetObject", src_bucket_name, src_key, src_version_id)
 
-    def open_source() -> tuple[ObjectVersion, tuple[FileBody, ...]]:
+    def open_source() -> tuple[ObjectVersion, Opened]:
         source = read_source(ctx, src_bucket.name, src_key, src_version_id)
         check_source_conditions(source, p)
         return source, open_body(source, 0, source.size)
@@ -162,7 +163,7 @@ def _copy(
     bucket: Bucket,
     source_versioned: bool,
     source: ObjectVersion,
-    pieces: tuple[FileBody, ...],
+    pieces: Opened,
 ) -> dict[str, Any]:
     metadata_directive = _directive(p, "MetadataDirective")
     tagging_directive = _directive(p, "TaggingDirective")
@@ -177,7 +178,7 @@ def _copy(
     assert ctx.account_id is not None
     quotas().check(ctx.session, bucket.owner_account_id, 1, source.size)
 
-    source_sums: dict[str, str] = json.loads(source.checksums or "{}") if source.locator else {}
+    source_sums: dict[str, str] = json.loads(source.checksums or "{}") if not is_multipart(source) else {}
     algorithms = list(source_sums)
     wanted = (p.get("ChecksumAlgorithm") or "").lower()
     if wanted:
@@ -186,7 +187,7 @@ def _copy(
         if wanted not in algorithms:
             algorithms.append(wanted)
     hashers = checksums.Hashers(algorithms)
-    blob, md5 = copy_blob(pieces, hashers)
+    stored, md5 = copy_body(pieces, hashers, keep_up_to=INLINE_MAX)
     sums = hashers.values()
     store = object_store()
 
@@ -203,7 +204,7 @@ def _copy(
         key=p["Key"],
         version_id=new_version_id(bucket),
         is_latest=True,
-        size=blob.size,
+        size=stored.size,
         etag=f'"{md5}"',
         last_modified=clock.now(),
         owner_account_id=ctx.account_id,
@@ -213,12 +214,13 @@ def _copy(
         tags=json.dumps(tags),
         acl=canned_grants(p["ACL"], ctx.account_id) if p.get("ACL") else "[]",
         checksums=json.dumps(sums),
-        locator=blob.locator,
+        locator=stored.locator,
+        body=stored.inline,
     )
     try:
         add_version(ctx.session, bucket, version)
     except BaseException:
-        store.delete(blob.locator)  # the DB never pointed at it
+        stored.discard(store)
         raise
     result: dict[str, Any] = {"ETag": version.etag, "LastModified": version.last_modified}
     if wanted:

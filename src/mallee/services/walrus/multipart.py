@@ -19,12 +19,12 @@ from urllib.parse import quote
 from sqlalchemy import delete, select
 
 from mallee.core import clock
-from mallee.core.context import FileBody, RequestContext
+from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.drivers.objectstore.base import ObjectStore
 from mallee.services.walrus import checksums, garbage
 from mallee.services.walrus.apis import S3
-from mallee.services.walrus.blob_reads import chunks, copy_blob, open_blob, open_body, reading
+from mallee.services.walrus.blob_reads import Opened, chunks, copy_body, open_blob, open_body, reading
 from mallee.services.walrus.bodies import receive_body
 from mallee.services.walrus.buckets import get_bucket
 from mallee.services.walrus.copy import (
@@ -210,10 +210,11 @@ def upload_part(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     upload = find_upload(ctx, bucket, p["Key"], p["UploadId"])
     store = object_store()
     received = receive_body(ctx, store, limit=MAX_PART)
-    locator = received.blob.locator
+    locator, size = received.stored.locator, received.stored.size
+    assert locator is not None  # parts are always blobs
     try:
-        sums = _part_checksums(upload, received.checksums, locator, received.blob.size)
-        _store_part(ctx, upload, number, locator, received.blob.size, received.etag, sums)
+        sums = _part_checksums(upload, received.checksums, locator, size)
+        _store_part(ctx, upload, number, locator, size, received.etag, sums)
     except BaseException:
         store.delete(locator)  # the DB never pointed at it
         raise
@@ -244,7 +245,7 @@ def upload_part_copy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     source_bucket = get_bucket(ctx, source_bucket_name)
     authorize_object(ctx, "GetObject", source_bucket.name, source_key, source_version)
 
-    def open_range() -> tuple[ObjectVersion, tuple[FileBody, ...]]:
+    def open_range() -> tuple[ObjectVersion, Opened]:
         source = read_source(ctx, source_bucket.name, source_key, source_version)
         check_source_conditions(source, p)
         offset, length = _copy_range(p.get("CopySourceRange"), source.size)
@@ -255,13 +256,14 @@ def upload_part_copy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     source, pieces = reading(open_range)
     algorithm, _ = checksum_setting(upload)
     hashers = checksums.Hashers([algorithm] if algorithm else [])
-    blob, md5 = copy_blob(pieces, hashers)
+    stored, md5 = copy_body(pieces, hashers)
+    assert stored.locator is not None  # parts are always blobs
     etag = f'"{md5}"'
     sums = hashers.values()
     try:
-        _store_part(ctx, upload, number, blob.locator, blob.size, etag, sums)
+        _store_part(ctx, upload, number, stored.locator, stored.size, etag, sums)
     except BaseException:
-        object_store().delete(blob.locator)
+        stored.discard(object_store())
         raise
     result: dict[str, Any] = {"ETag": etag, "LastModified": clock.now(), **checksum_members(sums)}
     out: dict[str, Any] = {"CopyPartResult": result}

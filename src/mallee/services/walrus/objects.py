@@ -18,8 +18,8 @@ from mallee.protocol.scalars import format_timestamp
 from mallee.protocol.serializer import STATUS_OVERRIDE
 from mallee.services.walrus import acls, garbage
 from mallee.services.walrus.apis import S3
-from mallee.services.walrus.blob_reads import open_body, reading, segments
-from mallee.services.walrus.bodies import receive_body
+from mallee.services.walrus.blob_reads import is_multipart, open_body, part_sizes, reading
+from mallee.services.walrus.bodies import INLINE_MAX, receive_body
 from mallee.services.walrus.buckets import get_bucket, read_bucket
 from mallee.services.walrus.ranges import parse_range
 from mallee.services.walrus.runtime import object_store, quotas, writer
@@ -192,27 +192,30 @@ def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = read_bucket(p["Bucket"])
     check_key(p["Key"])
     check_storage_class(p.get("StorageClass"))
-    received = receive_body(ctx, object_store())
+    received = receive_body(ctx, object_store(), keep_up_to=INLINE_MAX)
+    stored = received.stored
     assert ctx.account_id is not None
     version = ObjectVersion(
         bucket=bucket.name,
         key=p["Key"],
         version_id=new_version_id(bucket),
         is_latest=True,
-        size=received.blob.size,
+        size=stored.size,
         etag=received.etag,
         last_modified=clock.now(),
         owner_account_id=ctx.account_id,
         **described(ctx, p, bucket),
         checksums=json.dumps(received.checksums),
-        locator=received.blob.locator,
+        locator=stored.locator,
+        body=stored.inline,
     )
     try:
-        quotas().check(ctx.session, bucket.owner_account_id, 1, received.blob.size)
-        # Committed with other requests' new versions (group commit): the bytes are durable already.
+        quotas().check(ctx.session, bucket.owner_account_id, 1, stored.size)
+        # Committed with other requests' new versions (group commit): a blob is durable already, a
+        # small body is made durable by this commit.
         writer().run_batched(add_versions, version)
     except BaseException:
-        object_store().delete(received.blob.locator)  # the DB never pointed at it
+        stored.discard(object_store())
         raise
     out: dict[str, Any] = {"ETag": received.etag}
     if bucket.versioning:
@@ -347,13 +350,13 @@ def select_part(version: ObjectVersion, p: dict[str, Any], out: dict[str, Any]) 
     if p.get("Range"):
         raise CloudError("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
     number = p["PartNumber"]
-    pieces = segments(version)
-    if not 1 <= number <= max(len(pieces), 1):
+    sizes = part_sizes(version)
+    if not 1 <= number <= len(sizes):
         raise CloudError("InvalidPartNumber", "The requested partnumber is not satisfiable", 416)
-    offset = sum(size for _, size in pieces[: number - 1])
-    length = pieces[number - 1][1] if pieces else 0
-    if version.locator is None:
-        out["PartsCount"] = len(pieces)
+    offset = sum(sizes[: number - 1])
+    length = sizes[number - 1]
+    if is_multipart(version):
+        out["PartsCount"] = len(sizes)
     if length:
         out["ContentRange"] = f"bytes {offset}-{offset + length - 1}/{version.size}"
     out[STATUS_OVERRIDE] = 206

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mallee.db.base import NAMING, UTCDateTime
@@ -65,6 +75,9 @@ class ObjectVersion(Base):
     checksums: Mapped[str] = mapped_column(Text, default="{}")  # JSON algorithm -> base64 value
     parts: Mapped[str] = mapped_column(Text, default="[]")  # JSON [[locator, size, etag], …]: multipart
     locator: Mapped[str | None] = mapped_column(String(255))  # single-blob objects
+    # Small objects' bytes, kept in the row instead of a blob (see bodies.BodySink). Deferred: only
+    # reads of the object load them, not listings or ORM loads of the version.
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
 class Upload(Base):
