@@ -7,7 +7,7 @@ framework: `services/*/app.py` builds an `HttpRequest` from it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -17,24 +17,28 @@ from urllib.parse import parse_qsl
 class Headers:
     """Case-insensitive multi-valued HTTP headers that keep their order and original values."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_first")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(k.lower(), v) for k, v in items]
+        # Each name's first value, for `get` (a request asks for ~20 headers): built from the end
+        # so that the first occurrence is the one left standing.
+        self._first: dict[str, str] = dict(reversed(self._items))
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        name = name.lower()
-        for k, v in self._items:
-            if k == name:
-                return v
-        return default
+        return self._first.get(name.lower(), default)
+
+    def first_values(self) -> Mapping[str, str]:
+        """Each lower-cased name's first value (what `get` answers), for callers that look up many
+        names. Read only."""
+        return self._first
 
     def get_all(self, name: str) -> list[str]:
         name = name.lower()
         return [v for k, v in self._items if k == name]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
+        return isinstance(name, str) and name.lower() in self._first
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -46,6 +50,7 @@ class Headers:
         name = name.lower()
         self._items = [(k, v) for k, v in self._items if k != name]
         self._items.append((name, value))
+        self._first[name] = value
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
@@ -74,17 +79,40 @@ class HttpRequest:
     body: bytes = b""
     remote_addr: str = ""
     stream: BodyStream | None = None
+    # Authentication, routing and parsing all read the parameters: each is parsed once, and again
+    # only if what it was parsed from is replaced. (query_string, its parameters) and
+    # (body, Content-Type, the body's parameters).
+    _query_cache: tuple[str, list[tuple[str, str]]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _form_cache: tuple[bytes, str | None, list[tuple[str, str]]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def query_params(self) -> list[tuple[str, str]]:
-        return parse_qsl(self.query_string, keep_blank_values=True)
+        """The query string's parameters, in order (a new list: callers may extend it)."""
+        cached = self._query_cache
+        if cached is None or cached[0] is not self.query_string:
+            cached = self._query_cache = (
+                self.query_string,
+                parse_qsl(self.query_string, keep_blank_values=True) if self.query_string else [],
+            )
+        return list(cached[1])
 
     def form_params(self) -> list[tuple[str, str]]:
-        """Query-string parameters followed by an url-encoded body's (AWS merges both)."""
+        """Query-string parameters followed by an url-encoded body's (AWS merges both).
+        UnicodeDecodeError when that body is not UTF-8."""
         params = self.query_params()
-        ctype = (self.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if self.body and ctype == "application/x-www-form-urlencoded":
-            params += parse_qsl(self.body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-        return params
+        content_type = self.headers.get("content-type")
+        cached = self._form_cache
+        if cached is None or cached[0] is not self.body or cached[1] is not content_type:
+            body_params: list[tuple[str, str]] = []
+            ctype = (content_type or "").split(";")[0].strip().lower()
+            if self.body and ctype == "application/x-www-form-urlencoded":
+                text = self.body.decode("utf-8")
+                body_params = parse_qsl(text, keep_blank_values=True, strict_parsing=False)
+            cached = self._form_cache = (self.body, content_type, body_params)
+        return params + cached[2]
 
 
 @dataclass(frozen=True)

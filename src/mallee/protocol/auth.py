@@ -14,10 +14,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from mallee.core.context import HttpRequest
+
+if TYPE_CHECKING:
+    from mallee.protocol.sigv4 import V4Signature
 
 SCHEMES = ("v4-header", "v4-query", "v2-query", "v2-s3-header", "v2-s3-query")
 # The gateway turns each kind into the AWS error code of the API family the request was for.
@@ -48,6 +52,9 @@ class SignatureInfo:
     region: str | None  # from the v4 credential scope
     service: str | None  # from the v4 credential scope (e.g. "ec2", "iam", "sts", "s3")
     session_token: str | None  # X-Amz-Security-Token header/query (or SecurityToken for v2)
+    # SigV4: the request `extract` read and its parsed signature, so that `verify` of the same
+    # request does not parse it again. Not part of the value.
+    parsed: tuple[HttpRequest, V4Signature] | None = field(default=None, compare=False, repr=False)
 
 
 class AuthError(Exception):

@@ -45,16 +45,71 @@ class Route:
     required_query: tuple[str, ...]  # query keys of required querystring members
     required_headers: tuple[str, ...]  # header names of required header members
     rank: tuple[int, int]  # (specificity, not demoted): the highest matching rank wins
+    query_keys: frozenset[str]  # every query key the route requires: `candidates` filters on it
+    binding: Binding | None  # where the input members come from; None: the operation has no input
 
     def matches(self, path: str, query: dict[str, list[str]], request: HttpRequest) -> bool:
+        return self.match(path, query, request) is not None
+
+    def match(self, path: str, query: dict[str, list[str]], request: HttpRequest) -> re.Match[str] | None:
+        """The path's match (the parser reads the labels from it) when the request fits, else None."""
         for key, value in self.query:  # the cheap tests first: most routes fail one of them
             if key not in query or (value is not None and value not in query[key]):
-                return False
-        return (
-            all(key in query for key in self.required_query)
-            and all(name in request.headers for name in self.required_headers)
-            and self.path.fullmatch(path) is not None
+                return None
+        if all(key in query for key in self.required_query) and all(
+            name in request.headers for name in self.required_headers
+        ):
+            return self.path.fullmatch(path)
+        return None
+
+
+class Binding:
+    """Where each member of an operation's input comes from, worked out once per operation rather
+    than by walking the input shape's members on every request."""
+
+    def __init__(
+        self, shape: Shape, labels: dict[str, str], fixed_query: tuple[tuple[str, str | None], ...]
+    ) -> None:
+        members = shape.members
+        by_label = {
+            member.serialization.get("name", name): name
+            for name, member in members.items()
+            if member.serialization.get("location") == "uri"
+        }
+        # (regex group, member name, member shape, label), in the template's order
+        self.labels = tuple(
+            (group, by_label[label], members[by_label[label]], label)
+            for group, label in labels.items()
+            if label in by_label
         )
+        query: list[tuple[str, str, Shape]] = []  # (member name, query key, member shape)
+        # (member, header name or lower-cased prefix, the same lower-cased, shape, is prefix)
+        headers: list[tuple[str, str, str, Shape, bool]] = []
+        self.query_map: str | None = None  # the map member that takes the unclaimed query keys
+        bound = {key for key, _ in fixed_query}
+        for name, member in members.items():
+            location = member.serialization.get("location")
+            if location == "querystring":
+                if member.type_name == "map":
+                    self.query_map = name
+                    continue
+                key = member.serialization.get("name", name)
+                bound.add(key)
+                query.append((name, key, member))
+            elif location == "header":
+                header = member.serialization.get("name", name)
+                headers.append((name, header, header.lower(), member, False))
+            elif location == "headers":
+                prefix = member.serialization.get("name", "").lower()
+                headers.append((name, prefix, prefix, member, True))
+        self.query = tuple(query)
+        self.query_bound = frozenset(bound)  # keys the map member does not take
+        self.headers = tuple(headers)
+        self.payload: str | None = shape.serialization.get("payload")
+        self.payload_type = members[self.payload].type_name if self.payload is not None else None
+        self.payload_required = self.payload is not None and self.payload in shape.required_members
+        self.has_body_members = any("location" not in m.serialization for m in members.values())
+        self.shape = shape
 
 
 def _route(operation: OperationModel) -> Route:
@@ -99,6 +154,8 @@ def _route(operation: OperationModel) -> Route:
         tuple(required_query),
         tuple(required_headers),
         (specificity, 0 if demoted else 1),
+        frozenset(key for key, _ in query).union(required_query),
+        Binding(shape, labels, query) if shape is not None else None,
     )
 
 
@@ -117,6 +174,13 @@ def routes_by_method(service: ServiceModel) -> dict[str, tuple[Route, ...]]:
     return {method: tuple(sorted(rs, key=lambda r: r.rank, reverse=True)) for method, rs in by_method.items()}
 
 
+@functools.lru_cache(maxsize=256)
+def candidates(service: ServiceModel, method: str, query_keys: frozenset[str]) -> tuple[Route, ...]:
+    """`routes_by_method`, less the routes that need a query key the request lacks (a GetObject
+    need not be tried against the 40 GET routes of `?acl`, `?tagging`...). Same order."""
+    return tuple(r for r in routes_by_method(service).get(method, ()) if r.query_keys <= query_keys)
+
+
 class RestXmlRequestParser:
     """Finds the operation and binds labels, query string, headers and payload to its input."""
 
@@ -133,21 +197,24 @@ class RestXmlRequestParser:
         query: dict[str, list[str]] = {}
         for key, value in request.query_params():
             query.setdefault(key, []).append(value)
-        route = self._match(request, path, query)
-        shape = route.operation.input_shape
-        if shape is None:
+        route, path_match = self._match(request, path, query)
+        binding = route.binding
+        if binding is None:
             return route.operation, {}
         params: dict[str, Any] = {}
-        self._bind_labels(route, shape, path, params)
-        self._bind_query(route, shape, query, params)
-        self._bind_headers(shape, request, params)
-        self._bind_body(shape, _read_parsed_body(shape, request), params)
+        self._bind_labels(binding, path_match, params)
+        self._bind_query(binding, query, params)
+        self._bind_headers(binding, request, params)
+        self._bind_body(binding, _read_parsed_body(binding, request), params)
         return route.operation, params
 
-    def _match(self, request: HttpRequest, path: str, query: dict[str, list[str]]) -> Route:
-        for route in routes_by_method(self.service).get(request.method.upper(), ()):
-            if route.matches(path, query, request):
-                return route
+    def _match(
+        self, request: HttpRequest, path: str, query: dict[str, list[str]]
+    ) -> tuple[Route, re.Match[str]]:
+        for route in candidates(self.service, request.method.upper(), frozenset(query)):
+            path_match = route.match(path, query, request)
+            if path_match is not None:
+                return route, path_match
         if any(r.matches(path, query, request) for r in routes(self.service)):  # with another method
             raise CloudError("MethodNotAllowed", "The specified method is not allowed against this resource.")
         raise CloudError(
@@ -156,92 +223,67 @@ class RestXmlRequestParser:
 
     # locations
 
-    def _bind_labels(self, route: Route, shape: Shape, path: str, params: dict[str, Any]) -> None:
-        match = route.path.fullmatch(path)
-        assert match is not None  # _match only returns matching routes
-        by_label = {
-            member.serialization.get("name", name): name
-            for name, member in shape.members.items()
-            if member.serialization.get("location") == "uri"
-        }
-        for group, label in route.labels.items():
-            member_name = by_label.get(label)
-            if member_name is None:
-                continue
+    def _bind_labels(self, binding: Binding, path_match: re.Match[str], params: dict[str, Any]) -> None:
+        for group, name, member, label in binding.labels:
             try:
-                raw = unquote(match.group(group), errors="strict")
+                raw = unquote(path_match.group(group), errors="strict")
             except UnicodeDecodeError:
                 raise CloudError("InvalidURI", "Couldn't parse the specified URI.") from None
-            params[member_name] = self._convert(shape.members[member_name], raw, label, "iso8601")
+            params[name] = self._convert(member, raw, label, "iso8601")
 
-    def _bind_query(
-        self, route: Route, shape: Shape, query: dict[str, list[str]], params: dict[str, Any]
-    ) -> None:
-        bound = {key for key, _ in route.query}
-        map_member = None
-        for name, member in shape.members.items():
-            if member.serialization.get("location") != "querystring":
-                continue
-            if member.type_name == "map":
-                map_member = name  # takes whatever no other member claims (below)
-                continue
-            key = member.serialization.get("name", name)
-            bound.add(key)
-            if key not in query:
-                continue
-            if member.type_name == "list":
-                params[name] = [self._convert(member.member, v, key, "iso8601") for v in query[key]]
-            else:
-                params[name] = self._convert(member, query[key][0], key, "iso8601")
-        if map_member is not None:
-            rest = {key: values[0] for key, values in query.items() if key not in bound}
-            if rest:
-                params[map_member] = rest
-
-    def _bind_headers(self, shape: Shape, request: HttpRequest, params: dict[str, Any]) -> None:
-        for name, member in shape.members.items():
-            location = member.serialization.get("location")
-            if location == "header":
-                header = member.serialization.get("name", name)
-                raw = request.headers.get(header)
-                if raw is None:
+    def _bind_query(self, binding: Binding, query: dict[str, list[str]], params: dict[str, Any]) -> None:
+        if query:
+            for name, key, member in binding.query:
+                if key not in query:
                     continue
                 if member.type_name == "list":
-                    params[name] = [
-                        self._convert(member.member, item.strip(), header, "rfc822")
-                        for item in raw.split(",")
-                    ]
+                    params[name] = [self._convert(member.member, v, key, "iso8601") for v in query[key]]
                 else:
-                    params[name] = self._convert(member, raw, header, "rfc822")
-            elif location == "headers":
-                prefix = member.serialization.get("name", "").lower()
-                values = {
-                    k[len(prefix) :]: v for k, v in request.headers if k.startswith(prefix) and k != prefix
-                }
+                    params[name] = self._convert(member, query[key][0], key, "iso8601")
+        if binding.query_map is not None:  # takes whatever no other member claims
+            rest = {key: values[0] for key, values in query.items() if key not in binding.query_bound}
+            if rest:
+                params[binding.query_map] = rest
+
+    def _bind_headers(self, binding: Binding, request: HttpRequest, params: dict[str, Any]) -> None:
+        headers = request.headers
+        first = headers.first_values()  # `headers.get` for PutObject's 40 header members, cheaper
+        for name, header, key, member, is_prefix in binding.headers:
+            if is_prefix:  # location "headers": every header starting with the prefix
+                values = {k[len(key) :]: v for k, v in headers if k.startswith(key) and k != key}
                 if values:
                     params[name] = values
+                continue
+            raw = first.get(key)
+            if raw is None:
+                continue
+            if member.type_name == "list":
+                params[name] = [
+                    self._convert(member.member, item.strip(), header, "rfc822") for item in raw.split(",")
+                ]
+            else:
+                params[name] = self._convert(member, raw, header, "rfc822")
 
-    def _bind_body(self, shape: Shape, body: bytes, params: dict[str, Any]) -> None:
-        payload = shape.serialization.get("payload")
+    def _bind_body(self, binding: Binding, body: bytes, params: dict[str, Any]) -> None:
+        payload = binding.payload
         if payload is not None:
-            member = shape.members[payload]
-            if member.type_name == "blob":
+            if binding.payload_type == "blob":
                 if body:
                     params[payload] = body  # raw bytes: an object's content is never parsed
-            elif member.type_name == "string":
+            elif binding.payload_type == "string":
                 if body:
                     try:
                         params[payload] = body.decode("utf-8")
                     except UnicodeDecodeError:
                         raise CloudError("InvalidArgument", "The request body is not valid UTF-8.") from None
             elif body.strip():
+                member = binding.shape.members[payload]
                 params[payload] = XmlBodyReader().read(member, self._xml_root(body), 0)
-            elif payload in shape.required_members:
+            elif binding.payload_required:
                 raise CloudError("MissingRequestBodyError", "Request Body is empty")
             return
-        body_members = [name for name, m in shape.members.items() if "location" not in m.serialization]
-        if body_members and body.strip():
-            params.update(XmlBodyReader().read(shape, self._xml_root(body), 0))
+        if binding.has_body_members and body.strip():
+            params.update(XmlBodyReader().read(binding.shape, self._xml_root(body), 0))
 
     @staticmethod
     def _xml_root(body: bytes) -> ET.Element:
@@ -255,6 +297,8 @@ class RestXmlRequestParser:
 
     @staticmethod
     def _convert(shape: Shape, raw: str, where: str, timestamp_format: str) -> Any:
+        if shape.type_name == "string":
+            return raw  # what convert_scalar would return, without the calls
         try:
             if shape.type_name == "timestamp":
                 return convert_scalar(
@@ -265,16 +309,15 @@ class RestXmlRequestParser:
             raise CloudError("InvalidArgument", f"Invalid value for {where}: expected {exc}.") from None
 
 
-def _read_parsed_body(shape: Shape, request: HttpRequest) -> bytes:
+def _read_parsed_body(binding: Binding, request: HttpRequest) -> bytes:
     """The body, when the operation parses it: read from the request's stream when the front door
     streamed it (too big to read whole there) and kept in `request.body` for the handler."""
     if request.body or request.stream is None:
         return request.body
-    payload = shape.serialization.get("payload")
-    if payload is not None:
-        if shape.members[payload].type_name == "blob":
+    if binding.payload is not None:
+        if binding.payload_type == "blob":
             return b""  # an object's content: the handler streams it
-    elif not any("location" not in m.serialization for m in shape.members.values()):
+    elif not binding.has_body_members:
         return b""
     chunks: list[bytes] = []
     size = 0

@@ -29,6 +29,8 @@ _API_VERSIONS = {"2016-11-15": "ec2", "2010-05-08": "iam", "2011-06-15": "sts"}
 
 def path_prefix(raw_path: str) -> tuple[str, str] | None:
     """(prefix, service) when the path starts with a Eucalyptus service path."""
+    if raw_path[:10].lower() != "/services/":  # what every prefix starts with: most paths stop here
+        return None
     lowered = raw_path.lower()
     for prefix, service in PATH_PREFIXES.items():
         if lowered == prefix or lowered.startswith(prefix + "/"):

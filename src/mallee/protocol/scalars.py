@@ -12,7 +12,7 @@ import binascii
 import math
 import re
 from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from botocore.model import Shape
@@ -20,6 +20,8 @@ from botocore.model import Shape
 _INT_RE = re.compile(r"[+-]?[0-9]{1,20}")
 _FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?|[+-]?(?:Infinity|NaN)")
 _INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def convert_scalar(shape: Shape, raw: str, timestamp_format: str | None = None) -> Any:
@@ -84,7 +86,11 @@ def format_timestamp(value: Any, timestamp_format: str | None = "iso8601") -> st
     """A datetime (naive = UTC), epoch number or timestamp string, as AWS writes it."""
     moment = _as_datetime(value)
     if timestamp_format == "rfc822":
-        return format_datetime(moment, usegmt=True)
+        # email.utils.format_datetime(moment, usegmt=True), without its detour through timetuple()
+        return (
+            f"{_DAYS[moment.weekday()]}, {moment.day:02d} {_MONTHS[moment.month - 1]} {moment.year:04d} "
+            f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} GMT"
+        )
     if timestamp_format == "unixTimestamp":
         seconds = moment.timestamp()
         return str(int(seconds)) if seconds.is_integer() else f"{seconds:.3f}"

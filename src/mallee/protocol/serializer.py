@@ -14,6 +14,7 @@ left out, keys the shape does not know are ignored.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -101,7 +102,8 @@ class XmlShapeWriter:
         kind = shape.type_name
         if kind == "structure":
             element = parent.add(name)
-            self.namespace(shape, element)
+            if "xmlNamespace" in shape.serialization:
+                self.namespace(shape, element)
             self.members(shape, value, element)
         elif kind == "list":
             if shape.serialization.get("flattened"):
@@ -109,28 +111,33 @@ class XmlShapeWriter:
                     self.write(shape.member, item, parent, name)
                 return
             element = parent.add(name)
-            self.namespace(shape, element)
+            if "xmlNamespace" in shape.serialization:
+                self.namespace(shape, element)
             item_name = shape.member.serialization.get("name", "member")
             for item in value:
                 self.write(shape.member, item, element, item_name)
         elif kind == "map":
             self.map(shape, value, parent, name)
         else:
-            element = parent.add(name, format_scalar(shape, value))
-            self.namespace(shape, element)
+            # A string is written as is: what format_scalar would do, without the calls.
+            element = parent.add(name, str(value) if kind == "string" else format_scalar(shape, value))
+            if "xmlNamespace" in shape.serialization:
+                self.namespace(shape, element)
 
     def members(self, shape: Shape, value: Mapping[str, Any], element: Element) -> None:
         """Write the body members of structure `shape` found in `value` into `element`."""
-        for name, member in shape.members.items():
-            member_value = value.get(name)
-            if member_value is None or member.serialization.get("location") not in _BODY_LOCATIONS:
+        members = _body_members(shape)
+        # The value's keys, not the shape's members (an EC2 Instance has 60), in shape order.
+        # (keys(): a value that is not a mapping fails as it did with value.get.)
+        found = sorted(members[k] for k in members.keys() & value.keys())
+        for _, name, member, xml_name, attribute, item_name in found:
+            member_value = value[name]
+            if member_value is None:
                 continue
-            xml_name = member.serialization.get("name", name)
-            if member.serialization.get("xmlAttribute"):
+            if attribute:
                 element.attrs[xml_name] = format_scalar(member, member_value)
-            elif member.type_name == "list" and member.serialization.get("flattened"):
+            elif item_name is not None:
                 # botocore reads a flattened list's items under the item's own locationName.
-                item_name = member.member.serialization.get("name", xml_name)
                 for item in member_value:
                     self.write(member.member, item, element, item_name)
             else:
@@ -275,7 +282,7 @@ class RestXmlResponseSerializer:
                 content_type = "binary/octet-stream"
             elif payload is not None:
                 body, content_type = self.payload(shape.members[payload], payload, output.get(payload))
-            elif any(m.serialization.get("location") in _BODY_LOCATIONS for m in shape.members.values()):
+            elif len(_non_body_members(shape)) < len(shape.members):  # it has body members
                 body = self.document(operation, shape, output).to_bytes()
         # Only a body gets a default type: botocore reports a Content-Type header as the output's
         # ContentType member (HeadObject), so an invented one would misstate the object's type.
@@ -287,20 +294,20 @@ class RestXmlResponseSerializer:
     def headers(self, shape: Shape, output: Mapping[str, Any], headers: list[tuple[str, str]]) -> int | None:
         """Append the header members to `headers`; return a `statusCode` member's value if any."""
         status = None
-        for name, member in shape.members.items():
-            value = output.get(name)
-            location = member.serialization.get("location")
-            if value is None or location in _BODY_LOCATIONS:
+        members = _non_body_members(shape)
+        # The output's few keys, not the shape's many members (GetObject has 45), in shape order.
+        found = sorted(members[k] for k in members.keys() & output.keys())
+        for _, name, member, location, wire, plain in found:
+            value = output[name]
+            if value is None:
                 continue
             if location == "statusCode":
                 status = int(value)
             elif location == "headers":
-                prefix = member.serialization.get("name", "")
-                headers.extend((prefix + str(key), _header_safe(str(v))) for key, v in value.items())
+                headers.extend((wire + str(key), _header_safe(str(v))) for key, v in value.items())
             elif location == "header":
-                headers.append(
-                    (member.serialization.get("name", name), _header_safe(self.header_value(member, value)))
-                )
+                text = str(value) if plain else self.header_value(member, value)
+                headers.append((wire, _header_safe(text)))
         return status
 
     @staticmethod
@@ -357,6 +364,40 @@ class RestXmlResponseSerializer:
         root.add("RequestId", request_id)
         headers = [("Content-Type", "application/xml"), ("x-amz-request-id", request_id)]
         return HttpResponse(error.status, headers, root.to_bytes())
+
+
+@functools.lru_cache(maxsize=4096)
+def _body_members(shape: Shape) -> dict[str, tuple[int, str, Shape, str, bool, str | None]]:
+    """name -> (position, name, member, XML name, is an attribute, flattened list's item name) for
+    the body members of a structure, worked out once per shape."""
+    members: dict[str, tuple[int, str, Shape, str, bool, str | None]] = {}
+    for index, (name, member) in enumerate(shape.members.items()):
+        if member.serialization.get("location") not in _BODY_LOCATIONS:
+            continue
+        xml_name = member.serialization.get("name", name)
+        attribute = bool(member.serialization.get("xmlAttribute"))
+        item_name = None
+        if not attribute and member.type_name == "list" and member.serialization.get("flattened"):
+            item_name = member.member.serialization.get("name", xml_name)
+        members[name] = (index, name, member, xml_name, attribute, item_name)
+    return members
+
+
+@functools.lru_cache(maxsize=1024)
+def _non_body_members(
+    shape: Shape,
+) -> dict[str, tuple[int, str, Shape, str, str, bool]]:
+    """name -> (position, name, member, location, wire name, plain) for the members of an output
+    shape that are not in the body; `plain`: a string written as is (what `header_value` does)."""
+    members: dict[str, tuple[int, str, Shape, str, str, bool]] = {}
+    for index, (name, member) in enumerate(shape.members.items()):
+        location = member.serialization.get("location")
+        if location in _BODY_LOCATIONS:
+            continue
+        wire = member.serialization.get("name", "" if location == "headers" else name)
+        plain = member.type_name == "string" and not member.serialization.get("jsonvalue")
+        members[name] = (index, name, member, location, wire, plain)
+    return members
 
 
 def _header_safe(value: str) -> str:

@@ -83,6 +83,10 @@ S3_SUBRESOURCES = frozenset(
 
 def signed_params(request: HttpRequest) -> list[tuple[str, str]]:
     """The query parameters, then a form-encoded body's: AWS signs (and reads) both."""
+    try:
+        return request.form_params()  # the same for a UTF-8 body, and parsed once per request
+    except UnicodeDecodeError:
+        pass
     params = request.query_params()
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if request.body and ctype == _FORM_TYPE:

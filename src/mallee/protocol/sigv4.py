@@ -110,6 +110,7 @@ def extract(request: HttpRequest) -> SignatureInfo | None:
         region=parsed.region,
         service=parsed.service,
         session_token=parsed.session_token,
+        parsed=(request, parsed),
     )
 
 
@@ -165,6 +166,7 @@ def _auth_fields(rest: str, header: str) -> dict[str, str]:
     return fields
 
 
+@functools.lru_cache(maxsize=128)  # a client sends the same scope all day
 def _parse_credential(credential: str) -> tuple[str, str, str, str]:
     """`AKID/20150830/us-east-1/service/aws4_request` -> (akid, date, region, service)."""
     parts = credential.split("/")
@@ -177,6 +179,7 @@ def _parse_credential(credential: str) -> tuple[str, str, str, str]:
     return parts[0], parts[1], parts[2], parts[3]
 
 
+@functools.lru_cache(maxsize=128)  # and the same few lists of signed headers
 def _parse_signed_headers(value: str) -> tuple[str, ...]:
     names = tuple(name.strip().lower() for name in value.split(";"))
     if not value.strip() or not all(_HEADER_NAME.fullmatch(name) for name in names):
@@ -258,6 +261,7 @@ def _parse_expires(value: str | None, *, required: bool) -> int | None:
     return seconds
 
 
+@functools.lru_cache(maxsize=256)  # requests signed in the same second share their timestamp
 def parse_basic_iso(value: str) -> datetime | None:
     """20150830T123600Z -> an aware datetime, None when it is anything else."""
     if not _BASIC_ISO.fullmatch(value):
@@ -289,7 +293,8 @@ def verify(
     max_skew: timedelta = DEFAULT_MAX_SKEW,
 ) -> None:
     """Raise AuthError unless the request's SigV4 signature is right and current."""
-    parsed = parse(request)
+    cached = info.parsed
+    parsed = cached[1] if cached is not None and cached[0] is request else parse(request)
     if (
         parsed is None
         or parsed.access_key_id != info.access_key_id
@@ -439,11 +444,13 @@ def canonical_headers(headers: Headers, names: tuple[str, ...]) -> str:
 
     Values are trimmed and runs of whitespace inside them collapsed to one space.
     """
-    lines = []
-    for name in names:
-        values = (_WHITESPACE_RUN.sub(" ", value).strip(" ") for value in headers.get_all(name))
-        lines.append(f"{name}:{','.join(values)}\n")
-    return "".join(lines)
+    return "".join([f"{name}:{','.join([_trimmed(v) for v in headers.get_all(name)])}\n" for name in names])
+
+
+def _trimmed(value: str) -> str:
+    if "  " in value or not value.isprintable():  # the whitespace other than ' ' is unprintable
+        return _WHITESPACE_RUN.sub(" ", value).strip(" ")
+    return value.strip(" ")  # the usual header: nothing to collapse
 
 
 def payload_hash(request: HttpRequest, parsed: V4Signature) -> str:

@@ -1,0 +1,32 @@
+"""Headers and HttpRequest: lookups and the parameters parsed once per request."""
+
+from __future__ import annotations
+
+from mallee.core.context import Headers, HttpRequest
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def test_headers_answer_the_first_value_case_insensitively() -> None:
+    headers = Headers([("X-A", "1"), ("x-a", "2"), ("B", "3")])
+    assert headers.get("x-A") == "1"
+    assert headers.get_all("X-a") == ["1", "2"]
+    assert "b" in headers and "c" not in headers
+    assert headers.get("c", "default") == "default"
+    headers.set("X-A", "9")
+    assert headers.get("x-a") == "9"
+    assert headers.get_all("x-a") == ["9"]
+    assert dict(headers.first_values()) == {"x-a": "9", "b": "3"}
+
+
+def test_parameters_follow_a_replaced_query_string_or_body() -> None:
+    request = HttpRequest("POST", "/", "a=1", Headers([("Content-Type", FORM)]), b"b=2")
+    params = request.query_params()
+    params.append(("mine", "x"))  # a caller's list is its own
+    assert request.query_params() == [("a", "1")]
+    assert request.form_params() == [("a", "1"), ("b", "2")]
+    request.query_string = "c=3"
+    request.body = b"d=4"
+    assert request.form_params() == [("c", "3"), ("d", "4")]
+    request.headers.set("content-type", "text/plain")
+    assert request.form_params() == [("c", "3")]
