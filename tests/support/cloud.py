@@ -136,6 +136,14 @@ class Cloud:
         return sum(1 for path in (self.data_dir / "walrus" / "blobs").rglob("*") if path.is_file())
 
 
+def _node_known(cloud: Cloud) -> bool:
+    """Whether the zone counts its node's capacity yet (the cluster polls its node after both
+    started): until then every instance type fits 0 times."""
+    zones = cloud.client("ec2").describe_availability_zones(ZoneNames=["verbose"])["AvailabilityZones"]
+    counts = [z["State"].split() for z in zones if z["ZoneName"].startswith("|- ")]
+    return any(c[0].isdigit() and c[2] != "0000" for c in counts)  # "free / max cpu ram disk"
+
+
 def _wait_ready(cloud: Cloud, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last: object = None
@@ -147,7 +155,7 @@ def _wait_ready(cloud: Cloud, timeout: float) -> None:
                 pass
             root = cloud.admin_api().call("ec2", "DescribeServices")
             states = [item.findtext("state") for item in root.iterfind("./serviceStatusSet/item")]
-            if len(states) == 5 and all(s == "ENABLED" for s in states):
+            if len(states) == 5 and all(s == "ENABLED" for s in states) and _node_known(cloud):
                 return
             last = states
         except Exception as exc:  # not up yet
