@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -140,6 +141,14 @@ def _stop_tree(proc: subprocess.Popen[bytes]) -> None:
         if _process_group(pid) == proc.pid:  # still alive and still ours
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def service_pids(log_path: Path, service: str) -> list[int]:
+    """The current pid of each process of a `mallee up` service (Walrus runs as several workers),
+    from the supervisor's `started <service>[ worker N] (pid N)` lines; [] when none started."""
+    log = log_path.read_text(errors="replace")
+    found = re.findall(rf"started {service}(?: worker (\d+))? \(pid (\d+)\)", log)
+    return list({worker: int(pid) for worker, pid in found}.values())
 
 
 def cpu_seconds(root_pid: int) -> float:

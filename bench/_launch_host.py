@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _harness import service_pids
+
 from mallee.drivers.hypervisor import host as libvirt_host
 from mallee.drivers.network import bridge, nftables
 from mallee.drivers.network.edge import EdgeNetworkDriver
@@ -330,6 +332,6 @@ def qemu_rss_mib(domain: str) -> float | None:
 
 
 def service_pid(log: Path, service: str) -> int | None:
-    """The pid of the last start of a `mallee up` service, from its `started <service> (pid N)` line."""
-    found = re.findall(rf"started {service} \(pid (\d+)\)", log.read_text(errors="replace"))
-    return int(found[-1]) if found else None
+    """The pid of a one-process `mallee up` service, from the supervisor's log."""
+    pids = service_pids(log, service)
+    return pids[-1] if pids else None

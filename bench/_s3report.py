@@ -185,17 +185,21 @@ def _print_small(small: Sequence[SmallResult]) -> None:
 
 def _print_memory(report: dict[str, Any]) -> None:
     mem, big = report["memory"], report.get("big")
+    workers = ", ".join(
+        f"pid {pid} {start['VmRSS']} -> {end['VmRSS']} MiB (VmHWM {end['VmHWM']})"
+        for pid, start, end in zip(mem["walrus_pids"], mem["start"], mem["end"], strict=True)
+    )
     print(
-        f"memory:   walrus (pid {mem['walrus_pid']}) RSS {mem['start']['VmRSS']} MiB at start, "
-        f"{mem['end']['VmRSS']} MiB at the end, peak {mem['end']['VmHWM']} MiB (VmHWM); "
-        f"max sampled during the {report['settings']['size_mib']} MiB transfers "
-        f"{mem['large_peak_rss_mib']} MiB"
+        f"memory:   walrus workers RSS at start -> end: {workers}; max sampled during the "
+        f"{report['settings']['size_mib']} MiB transfers {mem['large_peak_rss_mib']} MiB in one worker, "
+        f"{mem['large_peak_total_rss_mib']} MiB all workers"
     )
     if big and "skipped" not in big:
         print(
             f"--big:    5 GiB PUT {big['put_mib_per_s']:,.0f} MiB/s "
-            f"(walrus RSS max {big['put_peak_rss_mib']} MiB), "
-            f"GET {big['get_mib_per_s']:,.0f} MiB/s (walrus RSS max {big['get_peak_rss_mib']} MiB)"
+            f"(walrus RSS max {big['put_peak_rss_mib']} MiB in one worker, "
+            f"{big['put_peak_total_rss_mib']} MiB all), GET {big['get_mib_per_s']:,.0f} MiB/s "
+            f"(max {big['get_peak_rss_mib']} MiB in one worker, {big['get_peak_total_rss_mib']} MiB all)"
         )
 
 

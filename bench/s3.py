@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import socket
 import sys
@@ -46,6 +45,7 @@ from _harness import (
     machine_facts,
     mallee_ports,
     mallee_version,
+    service_pids,
     start_mallee,
     start_moto,
     wait_until,
@@ -81,29 +81,35 @@ def memory(pid: int) -> dict[str, float]:
     return {name: round(_status_kib(pid, name) / 1024, 1) for name in ("VmRSS", "VmHWM")}
 
 
-def service_pid(log_path: Path, service: str) -> int:
-    """The pid of a Mallee service, from the supervisor's last `started <service> (pid N)` line."""
-    found = re.findall(rf"started {service} \(pid (\d+)\)", log_path.read_text(errors="replace"))
-    if not found:
-        raise RuntimeError(f"no 'started {service} (pid N)' line in {log_path}")
-    return int(found[-1])
+def walrus_pids(log_path: Path) -> list[int]:
+    pids = service_pids(log_path, "walrus")
+    if not pids:
+        raise RuntimeError(f"no 'started walrus worker N (pid N)' line in {log_path}")
+    return pids
 
 
 class RssSampler:
-    """Samples a process's VmRSS every 20 ms in a thread while in use; `peak_mib` is the largest."""
+    """Samples the VmRSS of processes every 20 ms in a thread while in use: `peak_mib` is the
+    largest of any one of them (the target is per process), `peak_total_mib` of their sum."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
         self.peak_mib = 0.0
+        self.peak_total_mib = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        each = [_status_kib(pid, "VmRSS") / 1024 for pid in self.pids]
+        self.peak_mib = max(self.peak_mib, *each)
+        self.peak_total_mib = max(self.peak_total_mib, sum(each))
+
     def _run(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak_mib = max(self.peak_mib, _status_kib(self.pid, "VmRSS") / 1024)
+            self._sample()
 
     def __enter__(self) -> RssSampler:
-        self.peak_mib = _status_kib(self.pid, "VmRSS") / 1024
+        self._sample()
         self._thread.start()
         return self
 
@@ -178,7 +184,7 @@ def measure_large(
 
 
 def measure_big(
-    route: Route, walrus_pid: int, workdir: Path, delete: Callable[[str], None]
+    route: Route, walrus_pids: list[int], workdir: Path, delete: Callable[[str], None]
 ) -> dict[str, Any]:
     """A 5 GiB PUT and GET through `route`, sampling Walrus's RSS; skipped without 12 GiB free."""
     free = shutil.disk_usage(workdir).free
@@ -191,9 +197,9 @@ def measure_big(
     md5 = make_file(path, BIG_SIZE)
     try:
         print("--big: 5 GiB PUT and GET ...", file=sys.stderr)
-        with RssSampler(walrus_pid) as put_rss:
+        with RssSampler(walrus_pids) as put_rss:
             put, _ = put_large(route, "big", path, BIG_SIZE, md5)
-        with RssSampler(walrus_pid) as get_rss:
+        with RssSampler(walrus_pids) as get_rss:
             got, _ = get_large(route, "big", BIG_SIZE, new_buffer())
     finally:
         path.unlink(missing_ok=True)
@@ -203,6 +209,8 @@ def measure_big(
         "get_mib_per_s": round(got.mb_per_s, 1),
         "put_peak_rss_mib": round(put_rss.peak_mib, 1),
         "get_peak_rss_mib": round(get_rss.peak_mib, 1),
+        "put_peak_total_rss_mib": round(put_rss.peak_total_mib, 1),
+        "get_peak_total_rss_mib": round(get_rss.peak_total_mib, 1),
     }
 
 
@@ -339,7 +347,7 @@ class Servers:
     mallee: Target
     walrus: Target  # Mallee's Walrus on its own port, past the front door (informational)
     moto: Target
-    walrus_pid: int
+    walrus_pids: list[int]
     routes: list[Route]
     limits: list[Route]
 
@@ -357,7 +365,7 @@ def start_servers(procs: ProcessSet, workdir: Path, object_path: Path) -> Server
     for target in (mallee, moto):
         prepare_bucket(target)
     direct = replace(mallee, name="walrus", endpoint=walrus)
-    return Servers(mallee, direct, moto, service_pid(workdir / "mallee.log", "walrus"), routes, limits)
+    return Servers(mallee, direct, moto, walrus_pids(workdir / "mallee.log"), routes, limits)
 
 
 def _limits(large: Sequence[LargeResult]) -> dict[str, float]:
@@ -382,12 +390,12 @@ def run(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> Outcome:
     object_path = workdir / "object.bin"
     md5 = make_file(object_path, size)
     servers = start_servers(procs, workdir, object_path)
-    mem_start = memory(servers.walrus_pid)
-    with RssSampler(servers.walrus_pid) as sampler:
+    mem_start = [memory(pid) for pid in servers.walrus_pids]
+    with RssSampler(servers.walrus_pids) as sampler:
         large = measure_large(servers.routes, servers.limits, object_path, size, md5, args.repeat)
     small = measure_small((servers.mallee, servers.walrus, servers.moto), client, settings, workdir)
     delete = lambda key: _s3(servers.mallee).delete_object(Bucket=BUCKET, Key=key)  # noqa: E731
-    big = measure_big(servers.routes[0], servers.walrus_pid, workdir, delete) if args.big else None
+    big = measure_big(servers.routes[0], servers.walrus_pids, workdir, delete) if args.big else None
     report: dict[str, Any] = {
         "machine": machine,
         "versions": {
@@ -399,10 +407,11 @@ def run(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> Outcome:
         "settings": {**asdict(settings), "client": client[0], "size_mib": args.size, "repeat": args.repeat},
         "limits": {**_limits(large), "md5_mib_per_s": round(md5_rate(), 1)},
         "memory": {
-            "walrus_pid": servers.walrus_pid,
+            "walrus_pids": servers.walrus_pids,
             "start": mem_start,
-            "end": memory(servers.walrus_pid),
+            "end": [memory(pid) for pid in servers.walrus_pids],
             "large_peak_rss_mib": round(sampler.peak_mib, 1),
+            "large_peak_total_rss_mib": round(sampler.peak_total_mib, 1),
         },
         "large": [r.row() for r in large],
         "small": [r.row() for r in small],

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 
 from mallee.core.context import Headers, HttpRequest, RequestContext
 from mallee.core.errors import CloudError
+from mallee.core.interprocess import SharedCounter
 from mallee.db import migrate
 from mallee.db.group_commit import GroupCommitter
 from mallee.db.session import Database
@@ -32,6 +33,13 @@ OWNER = "111122223333"
 def db(blank_database: Database) -> Database:
     migrate.upgrade(blank_database.engine, "walrus")
     return blank_database
+
+
+@pytest.fixture
+def generation(tmp_path: Path) -> Iterator[SharedCounter]:
+    counter = SharedCounter(tmp_path / "buckets.generation")
+    yield counter
+    counter.close()
 
 
 @pytest.fixture
@@ -58,8 +66,10 @@ def _bucket(db: Database, name: str = "b", versioning: str = "") -> Bucket:
 # -- the bucket cache ---------------------------------------------------------------------------
 
 
-def test_the_cache_serves_the_same_row_until_a_bucket_changes(db: Database) -> None:
-    cache = BucketCache(db)
+def test_the_cache_serves_the_same_row_until_a_bucket_changes(
+    db: Database, generation: SharedCounter
+) -> None:
+    cache = BucketCache(db, generation)
     _bucket(db)
     first = cache.get("b")
     assert first is not None and first.policy is None
@@ -72,8 +82,8 @@ def test_the_cache_serves_the_same_row_until_a_bucket_changes(db: Database) -> N
     assert changed is not first and changed is not None and changed.policy == '{"Statement": []}'
 
 
-def test_statements_on_the_buckets_table_invalidate_too(db: Database) -> None:
-    cache = BucketCache(db)
+def test_statements_on_the_buckets_table_invalidate_too(db: Database, generation: SharedCounter) -> None:
+    cache = BucketCache(db, generation)
     _bucket(db)
     assert cache.get("b") is not None
     with db.session() as s:
@@ -85,8 +95,8 @@ def test_statements_on_the_buckets_table_invalidate_too(db: Database) -> None:
     assert cache.get("b") is None
 
 
-def test_other_commits_and_rollbacks_keep_the_cache(db: Database) -> None:
-    cache = BucketCache(db)
+def test_other_commits_and_rollbacks_keep_the_cache(db: Database, generation: SharedCounter) -> None:
+    cache = BucketCache(db, generation)
     _bucket(db)
     first = cache.get("b")
     with db.session() as s:
@@ -101,8 +111,31 @@ def test_other_commits_and_rollbacks_keep_the_cache(db: Database) -> None:
     assert cache.get("b") is first
 
 
-def test_a_load_that_raced_with_a_bucket_change_is_not_kept(db: Database) -> None:
-    cache = BucketCache(db)
+def test_a_change_committed_by_another_worker_is_seen_at_once(
+    db: Database, generation: SharedCounter
+) -> None:
+    """Two workers: their own engines and caches, one generation file."""
+    mine = BucketCache(db, generation)
+    other_db = Database(db.url)
+    other_counter = SharedCounter(generation.path)
+    try:
+        BucketCache(other_db, other_counter)
+        _bucket(db)
+        first = mine.get("b")
+        assert first is not None and mine.get("b") is first
+        with other_db.session() as s:
+            found = s.get(Bucket, "b")
+            assert found is not None
+            found.policy = "{}"
+        changed = mine.get("b")
+        assert changed is not None and changed.policy == "{}"
+    finally:
+        other_counter.close()
+        other_db.dispose()
+
+
+def test_a_load_that_raced_with_a_bucket_change_is_not_kept(db: Database, generation: SharedCounter) -> None:
+    cache = BucketCache(db, generation)
     _bucket(db)
 
     class Racing:

@@ -47,13 +47,14 @@ def test_sigkill_during_concurrent_puts_loses_no_acknowledged_object(tmp_path: P
         for t in threads:
             t.start()
         time.sleep(2.0)
-        pid = cloud.service_pid("walrus")
-        os.kill(pid, signal.SIGKILL)
+        pids = cloud.service_pids("walrus")  # every worker
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
         stop.set()
         for t in threads:
             t.join(timeout=60)
-        cloud.wait_restarted("walrus", pid, lambda: cloud.client("s3", config=NO_RETRY).list_buckets())
+        cloud.wait_restarted("walrus", pids, lambda: cloud.client("s3", config=NO_RETRY).list_buckets())
 
         assert len(acknowledged) > 10, "the writers barely ran; the test proves nothing"
         listed: dict[str, int] = {}

@@ -97,13 +97,14 @@ def test_sigkill_during_puts_and_multipart_uploads(tmp_path: Path) -> None:
         while time.monotonic() < deadline and w.completed < 4:  # some Completes went through
             time.sleep(0.1)
         time.sleep(0.7)  # ...and others are in flight
-        pid = cloud.service_pid("walrus")
-        os.kill(pid, signal.SIGKILL)
+        pids = cloud.service_pids("walrus")  # every worker
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
         w.stop.set()
         for t in threads:
             t.join(timeout=120)
-        cloud.wait_restarted("walrus", pid, lambda: cloud.client("s3", config=NO_RETRY).list_buckets())
+        cloud.wait_restarted("walrus", pids, lambda: cloud.client("s3", config=NO_RETRY).list_buckets())
 
         assert w.completed >= 4, "no multipart upload completed before the crash; the test proves nothing"
         assert len(w.acknowledged) > 10

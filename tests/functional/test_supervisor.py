@@ -13,7 +13,7 @@ from support.cloud import start_cloud, stop_cloud
 
 def _child_pids(log: str) -> dict[str, int]:
     pids: dict[str, int] = {}
-    for service, pid in re.findall(r"started (\w+) \(pid (\d+)\)", log):
+    for service, pid in re.findall(r"started (\w+(?: worker \d+)?) \(pid (\d+)\)", log):
         pids[service] = int(pid)  # the latest start wins
     return pids
 
@@ -34,7 +34,7 @@ def test_crashed_service_restarts_and_sigterm_stops_everything(tmp_path: Path) -
     cloud = start_cloud(tmp_path)
     try:
         first = _child_pids(cloud.log())
-        assert set(first) == {"clc", "walrus", "cc", "sc", "nc"}
+        assert set(first) == {"clc", "walrus worker 0", "walrus worker 1", "cc", "sc", "nc"}
         os.kill(first["cc"], signal.SIGKILL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

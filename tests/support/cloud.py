@@ -110,16 +110,22 @@ class Cloud:
         )
 
     def service_pid(self, service: str) -> int:
-        """The pid of the service's current process, from the supervisor's log."""
-        return int(re.findall(rf"started {service} \(pid (\d+)\)", self.log())[-1])
+        """The pid of the service's process started last, from the supervisor's log."""
+        return int(re.findall(rf"started {service}(?: worker \d+)? \(pid (\d+)\)", self.log())[-1])
+
+    def service_pids(self, service: str) -> list[int]:
+        """The current pid of each of the service's processes (Walrus runs as several workers)."""
+        found = re.findall(rf"started {service}(?: worker (\d+))? \(pid (\d+)\)", self.log())
+        return list({worker: int(pid) for worker, pid in found}.values())
 
     def wait_restarted(
-        self, service: str, old_pid: int, answers: Callable[[], object], timeout: float = 30
+        self, service: str, old_pids: list[int], answers: Callable[[], object], timeout: float = 30
     ) -> None:
-        """Wait until the supervisor restarted `service` and `answers()` no longer raises."""
+        """Wait until the supervisor restarted each of `service`'s processes that were `old_pids`
+        and `answers()` no longer raises."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.service_pid(service) != old_pid:
+            if not set(self.service_pids(service)) & set(old_pids):
                 try:
                     answers()
                     return
@@ -177,6 +183,7 @@ def start_cloud(base_dir: Path, extra_env: dict[str, str] | None = None) -> Clou
         MALLEE_NETWORK="fake",
         MALLEE_NODE_DIR=str(base_dir / "nc"),
         MALLEE_SEED_IMAGE="false",  # tests publish the images they need
+        MALLEE_WALRUS_WORKERS="2",  # S3 tests run against two Walrus workers sharing one database
         MALLEE_NODE_CORES="16",
         MALLEE_NODE_MEMORY_MIB="16384",
         MALLEE_NODE_DISK_GIB="200",

@@ -56,6 +56,12 @@ class Config:
     node_cores: int = 0
     node_memory_mib: int = 0
     node_disk_gib: int = 0
+    # Walrus processes on this host, sharing its port and database (0: one per CPU core, at most 4).
+    walrus_workers: int = 0
+
+    @property
+    def walrus_worker_count(self) -> int:
+        return self.walrus_workers if self.walrus_workers > 0 else min(os.cpu_count() or 1, 4)
 
     def port(self, service: str) -> int:
         return self.port_base + PORT_OFFSETS[service]

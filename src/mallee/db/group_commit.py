@@ -15,20 +15,28 @@ A batched job (`run_batched(fn, item)`) goes further: the items queued for the s
 handed to one call `fn(session, items)`, so that the batch costs a few statements rather than a few
 per item. Each statement releases Python's lock and must win it back from the request threads:
 statements, not rows, are what a busy writer pays for.
+
+Several processes may each run a group committer on one database (Walrus's workers): each batch
+holds the database's write lock from its first read (`Database.write_session`), and, given a
+`lock` file, an flock around it, so that the writers take turns at once rather than through
+SQLite's sleeping busy handler.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from mallee.core.interprocess import exclusive
 from mallee.db.session import Database
 
 log = logging.getLogger(__name__)
@@ -53,9 +61,17 @@ class GroupCommitter:
     before the batch's callers return (the session is closed by then; its `info` tells what the
     jobs did)."""
 
-    def __init__(self, db: Database, *, after_commit: AfterCommit | None = None, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        after_commit: AfterCommit | None = None,
+        max_batch: int = 64,
+        lock: Path | None = None,
+    ) -> None:
         self.db = db
         self.after_commit = after_commit
+        self.lock = lock
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -103,23 +119,30 @@ class GroupCommitter:
     def _loop(self) -> None:
         stopping = False
         while True:
-            batch: list[_Queued] = []
-            while len(batch) < self.max_batch:
-                try:  # wait for a first job only while open; then take what is already queued
-                    item = self._queue.get_nowait() if batch or stopping else self._queue.get()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                else:
-                    batch.append(item)
-            if not batch:
+            try:  # wait for a first job only while open; then take what is already queued
+                first = self._queue.get_nowait() if stopping else self._queue.get()
+            except queue.Empty:
                 return
-            self._commit(batch)
+            if first is None:
+                stopping = True
+                continue
+            # Our turn may wait for another process's writer: what queues meanwhile joins this batch.
+            with exclusive(self.lock) if self.lock else contextlib.nullcontext():
+                batch = [first]
+                while len(batch) < self.max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stopping = True
+                    else:
+                        batch.append(item)
+                self._commit(batch)
 
     def _commit(self, batch: list[_Queued]) -> None:
         try:
-            with self.db.session() as s:
+            with self.db.write_session() as s:
                 results = _run(s, batch)
         except BaseException as exc:  # noqa: BLE001 - handed to the job's caller
             if len(batch) == 1:

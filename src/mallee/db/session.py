@@ -56,6 +56,16 @@ class Database:
                 session.rollback()
                 raise
 
+    @contextmanager
+    def write_session(self) -> Iterator[Session]:
+        """`session()` whose transaction takes the database's write lock with its first statement
+        (SQLite: BEGIN IMMEDIATE; pysqlite would begin only at the first write), so that nothing it
+        read can change before it writes, even from another process."""
+        with self.session() as s:
+            if self.engine.dialect.name == "sqlite":
+                s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            yield s
+
     def listen(self, identifier: str, fn: Callable[..., Any]) -> None:
         """Subscribe `fn` to a SQLAlchemy session event (after_flush, after_commit, …) of this
         database's sessions only."""

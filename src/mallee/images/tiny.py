@@ -9,19 +9,17 @@ that need one), `initrd.img` (runs the guest from RAM, or mounts the disk given 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mallee.core.interprocess import exclusive
 from mallee.images import cpio, debs, guest_scripts, rootfs
 from mallee.images.guest import GuestSources, build_guest_tree, is_device
 from mallee.images.kernel import extract_vmlinux
@@ -71,7 +69,7 @@ def build_tiny(out_dir: Path | None = None, cache_dir: Path | None = None) -> Ti
     final = cache_root / f"tiny-{key}"
     cached = (final / MANIFEST).exists()  # complete: a build renames its directory into place last
     if not cached:
-        with _locked(cache_root / f"tiny-{key}.lock"):
+        with exclusive(cache_root / f"tiny-{key}.lock"):
             cached = (final / MANIFEST).exists()
             if not cached:
                 _build(final, versions, cache_root)
@@ -211,14 +209,3 @@ def _export(image: TinyImage, out_dir: Path) -> TinyImage:
             shutil.copyfile(source, temporary)
         temporary.replace(target)
     return load_image(out_dir, image.cached)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path`, held for the block (released by the kernel if we die)."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

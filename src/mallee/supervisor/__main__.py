@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="initialise and run the whole cloud on this machine")
     serve = sub.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("--worker", type=int, default=0, help="which Walrus worker (0 .. walrus_workers-1)")
     args = parser.parse_args(argv)
     try:
         cfg = config_mod.load(args.data_dir)
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return up(cfg)
     from mallee.supervisor.serve import serve as serve_one
 
-    serve_one(args.service, cfg)
+    serve_one(args.service, cfg, args.worker)
     return 0
 
 

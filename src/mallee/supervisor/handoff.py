@@ -3,8 +3,9 @@
 The public endpoint is the CLC's port, but S3 bodies are large and S3 calls are many: relaying them
 through the CLC costs a second copy of every byte and a second request parse. So the CLC reads the
 first request head of each new connection and, when it is S3, passes the socket itself (with the
-bytes it already read) to the Walrus process over a local unix socket (SCM_RIGHTS). Walrus then
-serves that connection as if it had accepted it, with the client's own address. A connection the
+bytes it already read) to a Walrus worker process over a local unix socket (SCM_RIGHTS), the
+workers in turn. That worker then serves the connection as if it had accepted it, with the
+client's own address. A connection the
 CLC keeps (hand-off refused, Walrus elsewhere or down, or S3 only after a query-API request) still
 works: its S3 requests are relayed (rpc/relay.py), and Walrus relays the query APIs it sees on a
 handed-over connection back to the CLC.
@@ -19,7 +20,7 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from uvicorn.config import Config as ServerConfig
@@ -39,11 +40,17 @@ SEND_BUFFER = 4 * MAX_MESSAGE
 SO_SNDBUFFORCE = 32  # Linux; not in Python's socket module
 
 
-def socket_name(cfg: Config) -> bytes:
-    """Walrus's hand-off socket, in the abstract namespace (no path-length limit, nothing left on
-    disk); unique per data directory and port, and only the same user may use it (SO_PEERCRED)."""
+def socket_name(cfg: Config, worker: int) -> bytes:
+    """A Walrus worker's hand-off socket, in the abstract namespace (no path-length limit, nothing
+    left on disk); unique per data directory, port and worker, and only the same user may use it
+    (SO_PEERCRED)."""
     digest = hashlib.sha256(f"{cfg.data_dir}:{cfg.port('walrus')}".encode()).hexdigest()[:20]
-    return b"\0mallee-walrus-handoff-" + digest.encode()
+    return f"\0mallee-walrus-handoff-{digest}-{worker}".encode()
+
+
+def socket_names(cfg: Config) -> list[bytes]:
+    """Every Walrus worker's hand-off socket on this host."""
+    return [socket_name(cfg, worker) for worker in range(cfg.walrus_worker_count)]
 
 
 def parse_head(head: bytes, client: tuple[str, int] | None) -> HttpRequest | None:
@@ -73,21 +80,23 @@ def parse_head(head: bytes, client: tuple[str, int] | None) -> HttpRequest | Non
 
 
 class HandoffSender:
-    """The CLC's end: one connection to Walrus's hand-off socket, opened on first use and again
-    after Walrus restarts. Never blocks the event loop: any difficulty means "keep the connection"."""
+    """The CLC's end: one connection to each Walrus worker's hand-off socket, opened on first use
+    and again after that worker restarts; new connections go to the workers in turn, skipping one
+    that is down or behind. Never blocks the event loop: any difficulty means "keep the connection"."""
 
-    def __init__(self, name: bytes) -> None:
-        self.name = name
-        self.sock: socket.socket | None = None
+    def __init__(self, names: Sequence[bytes]) -> None:
+        self.names = list(names)
+        self.socks: list[socket.socket | None] = [None] * len(self.names)
+        self.turn = 0
 
-    def _connect(self) -> socket.socket:
+    def _connect(self, name: bytes) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, SEND_BUFFER)
             except PermissionError:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-            sock.connect(self.name)
+            sock.connect(name)
             sock.setblocking(False)
         except OSError:
             sock.close()
@@ -95,29 +104,40 @@ class HandoffSender:
         return sock
 
     def send(self, fd: int, data: bytes) -> bool:
-        """Pass the connection `fd` and the bytes already read from it; True when Walrus has it."""
+        """Pass the connection `fd` and the bytes already read from it; True when a worker has it."""
         if len(data) > MAX_MESSAGE:
             return False
+        for _ in range(len(self.names)):
+            worker, self.turn = self.turn, (self.turn + 1) % len(self.names)
+            if self._send_to(worker, fd, data):
+                return True
+        return False
+
+    def _send_to(self, worker: int, fd: int, data: bytes) -> bool:
         fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())]
-        for attempt in range(2):  # a second try on a fresh connection if Walrus restarted
+        for attempt in range(2):  # a second try on a fresh connection if the worker restarted
             try:
-                if self.sock is None:
-                    self.sock = self._connect()
-                return self.sock.sendmsg([data], fds) == len(data)
+                sock = self.socks[worker]
+                if sock is None:
+                    sock = self.socks[worker] = self._connect(self.names[worker])
+                return sock.sendmsg([data], fds) == len(data)
             except BlockingIOError:
-                return False  # Walrus is behind: the CLC serves this one itself
+                return False  # this worker is behind
             except OSError as exc:
-                if self.sock is not None:
-                    self.sock.close()
-                    self.sock = None
+                self._drop(worker)
                 if attempt or exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.EMSGSIZE):
                     return False
         return False
 
+    def _drop(self, worker: int) -> None:
+        sock = self.socks[worker]
+        if sock is not None:
+            sock.close()
+            self.socks[worker] = None
+
     def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        for worker in range(len(self.names)):
+            self._drop(worker)
 
 
 def sending_protocol(wanted: Callable[[HttpRequest], bool], sender: HandoffSender) -> type[HttpToolsProtocol]:

@@ -1,12 +1,14 @@
 """`mallee serve SERVICE`: run one service's ASGI app under uvicorn (uvloop + httptools).
 
 The CLC and Walrus on one host share the public endpoint's connections: the CLC's server hands S3
-connections to Walrus's server (handoff.py)."""
+connections to Walrus's workers (handoff.py). Walrus runs as `walrus_workers` processes (`--worker
+N`) sharing its port (SO_REUSEPORT), its database and its object store."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import socket
 from typing import Any
 
@@ -15,6 +17,8 @@ import uvicorn
 from mallee.core import logging as mlog
 from mallee.core.config import Config
 from mallee.supervisor import handoff
+
+log = logging.getLogger(__name__)
 
 APP_MODULES = {
     "clc": "mallee.services.clc.app",
@@ -25,10 +29,25 @@ APP_MODULES = {
 }
 
 
-def build_app(service: str, cfg: Config) -> Any:
+def build_app(service: str, cfg: Config, worker: int = 0) -> Any:
     # Loaded by name so that one process imports only the service it runs.
     module = importlib.import_module(APP_MODULES[service])
-    return module.create_app(cfg)
+    return module.create_app(cfg, worker) if service == "walrus" else module.create_app(cfg)
+
+
+def shared_listener(host: str, port: int) -> socket.socket:
+    """A listening socket that every Walrus worker binds to the same port (SO_REUSEPORT): the
+    kernel spreads new connections between them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class Server(uvicorn.Server):
@@ -49,15 +68,21 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(service: str, cfg: Config) -> None:
+def serve(service: str, cfg: Config, worker: int = 0) -> None:
     mlog.setup(service, cfg.log_level)
-    app = build_app(service, cfg)
+    app = build_app(service, cfg, worker)
     http: Any = "httptools"
     receiver = None
+    sockets = None
     if service == "clc":
-        http = handoff.sending_protocol(app.for_walrus, handoff.HandoffSender(handoff.socket_name(cfg)))
+        http = handoff.sending_protocol(app.for_walrus, handoff.HandoffSender(handoff.socket_names(cfg)))
     elif service == "walrus":
-        receiver = handoff.HandoffReceiver(handoff.socket_name(cfg))
+        receiver = handoff.HandoffReceiver(handoff.socket_name(cfg, worker))
+        try:
+            sockets = [shared_listener(cfg.host, cfg.port(service))]
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", cfg.host, cfg.port(service), exc)
+            raise SystemExit(3) from exc
     config = uvicorn.Config(
         app,
         host=cfg.host,
@@ -73,6 +98,6 @@ def serve(service: str, cfg: Config) -> None:
     )
     server = Server(config, receiver)
     with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+        server.run(sockets=sockets)
     if not server.started:
         raise SystemExit(3)  # uvicorn's exit status for a server that could not start

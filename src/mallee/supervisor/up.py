@@ -28,23 +28,34 @@ STOP_GRACE = 10.0
 @dataclass
 class Child:
     service: str
+    worker: int | None = None  # Walrus runs as several workers
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = field(default=0.0)
 
+    @property
+    def name(self) -> str:
+        return self.service if self.worker is None else f"{self.service} worker {self.worker}"
+
 
 class Supervisor:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.children = [Child(s) for s in SERVICES]
+        self.children = [
+            Child(s, worker)
+            for s in SERVICES
+            for worker in (range(cfg.walrus_worker_count) if s == "walrus" else [None])
+        ]
         self.stopping = False
 
     def _spawn(self, child: Child) -> None:
         cmd = [sys.executable, "-m", "mallee.supervisor", "serve", child.service]
+        if child.worker is not None:
+            cmd += ["--worker", str(child.worker)]
         child.process = subprocess.Popen(cmd, env=environ_for_children(self.cfg))
         child.started_at = time.monotonic()
-        log.info("started %s (pid %d)", child.service, child.process.pid)
+        log.info("started %s (pid %d)", child.name, child.process.pid)
 
     def _stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
@@ -80,7 +91,7 @@ class Supervisor:
             delay = min(MAX_BACKOFF, 0.5 * 2 ** (child.restarts - 1))
             log.warning(
                 "%s exited with code %s; restarting in %.1fs (restart #%d)",
-                child.service,
+                child.name,
                 code,
                 delay,
                 child.restarts,

@@ -70,10 +70,12 @@ class _FileWriter(BlobWriter):
 class FilesystemObjectStore(ObjectStore):
     capabilities = {"file_body": True}
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, incoming: str = "incoming") -> None:
+        """`incoming`: where this process writes blobs until they are whole (one per process of
+        a root, since `cleanup_incomplete` empties it)."""
         self.root = root
         self.blobs = root / "blobs"
-        self.incoming = root / "incoming"
+        self.incoming = root / incoming
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.incoming.mkdir(parents=True, exist_ok=True)
 

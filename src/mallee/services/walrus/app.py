@@ -24,6 +24,7 @@ from mallee.core import config as config_mod
 from mallee.core.config import Config
 from mallee.core.context import FileBody, HttpRequest, HttpResponse, RequestContext
 from mallee.core.errors import CloudError
+from mallee.core.interprocess import SharedCounter, exclusive
 from mallee.core.periodic import Periodic
 from mallee.db import migrate
 from mallee.db.group_commit import GroupCommitter
@@ -71,17 +72,24 @@ SMALL_FILES = 64 * 1024
 
 
 class Walrus:
-    def __init__(self, cfg: Config, lifecycle_seconds: float = 60.0) -> None:
+    """One Walrus worker process (`worker`: 0 .. walrus_workers-1). The workers of a host share the
+    port, the database and the object store; worker 0 also runs the background jobs."""
+
+    def __init__(self, cfg: Config, lifecycle_seconds: float = 60.0, worker: int = 0) -> None:
         self.cfg = cfg
+        self.worker = worker
+        home = cfg.data_dir / "walrus"
+        home.mkdir(parents=True, exist_ok=True)
         # Power-safe commits: a PUT is acknowledged once its bytes and its metadata would survive
         # a power loss (the blob is fsynced before; group commit shares the commit's fsync).
         self.db = Database(cfg.database_url_for("walrus"), power_safe=True)
-        migrate.upgrade(self.db.engine, "walrus")
-        self.store = FilesystemObjectStore(cfg.data_dir / "walrus")
+        with exclusive(home / "migrate.lock"):  # workers start together: one migrates
+            migrate.upgrade(self.db.engine, "walrus")
+        self.store = FilesystemObjectStore(home, "incoming" if worker == 0 else f"incoming-{worker}")
         self.key = load_key(cfg.deployment_key_file)
         self.identity = RemoteIdentity(Client(cfg.clc_url, self.key))
-        self.buckets = BucketCache(self.db)
-        self.writer = GroupCommitter(self.db, after_commit=self._sweep)
+        self.buckets = BucketCache(self.db, SharedCounter(home / "buckets.generation"))
+        self.writer = GroupCommitter(self.db, after_commit=self._sweep, lock=home / "writer.lock")
         self.sweeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweeper")
         self.access = S3Access(self.identity, self.buckets.get, self.db)
         quotas = Quotas(Client(cfg.clc_url, self.key))
@@ -108,7 +116,7 @@ class Walrus:
             "host": self.cfg.host,
             "port": self.cfg.port("walrus"),
             "version": __version__,
-            "detail": {"objectstore": "filesystem"},
+            "detail": {"objectstore": "filesystem", "workers": self.cfg.walrus_worker_count},
         }
 
     def _usage(self, _params: dict[str, Any]) -> dict[str, Any]:
@@ -281,8 +289,9 @@ class Walrus:
                 if removed:
                     log.info("removed %d incomplete uploads left by a previous run", removed)
                 garbage.collect(self.db, self.store)
-                self.heartbeater.start()
-                self.lifecycle_job.start()
+                if self.worker == 0:
+                    self.heartbeater.start()
+                    self.lifecycle_job.start()
                 gc.freeze()  # as the CLC does: long-lived models out of the cyclic collector
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -338,5 +347,5 @@ def _close(files: tuple[FileBody, ...]) -> None:
             file.file.close()
 
 
-def create_app(cfg: Config | None = None) -> Walrus:
-    return Walrus(cfg or config_mod.load())
+def create_app(cfg: Config | None = None, worker: int = 0) -> Walrus:
+    return Walrus(cfg or config_mod.load(), worker=worker)

@@ -1,12 +1,14 @@
 """Bucket rows kept in memory: every S3 request reads its bucket (the authorizer, then the handler),
 and buckets change rarely.
 
-Exact, not eventually consistent: Walrus is the only writer of its database and runs as one
-process, so it sees every change. A transaction that changed the buckets table (an ORM change to
-a `Bucket`, or an UPDATE/DELETE/INSERT statement on it; Walrus writes no textual SQL) empties
-the cache right after it commits,
-before the request that made it answers: the next request reads the new row. A load that raced
-with such a commit (it may have read the old row) is not kept: `_generation` tells.
+Exact, not eventually consistent, across all Walrus worker processes of a host: a transaction that
+changed the buckets table (an ORM change to a `Bucket`, or an UPDATE/DELETE/INSERT statement on
+it; Walrus writes no textual SQL) bumps a generation counter shared by the workers (a mapped file,
+`core.interprocess.SharedCounter`) right after it commits, before the request that made it
+answers; every lookup first compares the counter with the one its cache was filled under, so the
+next request in any worker reads the new row. A load that raced with such a commit (it may have
+read the old row) is not kept. (Several hosts' Walrus on one database would need the counter in
+the database instead.)
 
 Cached rows are detached `Bucket` instances shared by every thread: read them, never change them
 or add them to a session (handlers that change a bucket load it in their session: `get_bucket`).
@@ -19,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
+from mallee.core.interprocess import SharedCounter
 from mallee.db.session import Database
 from mallee.services.walrus.tables import Bucket
 
@@ -27,10 +30,11 @@ _CHANGED = "walrus.buckets-changed"  # Session.info key: this transaction wrote 
 
 
 class BucketCache:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, generation: SharedCounter) -> None:
         self._db = db
         self._rows: dict[str, Bucket] = {}
-        self._generation = 0
+        self._shared = generation
+        self._seen = generation.value()  # the generation `_rows` belong to
         self._lock = threading.Lock()
         db.listen("after_flush", _note_flushed_changes)
         db.listen("do_orm_execute", _note_statement)
@@ -38,24 +42,27 @@ class BucketCache:
 
     def get(self, name: str) -> Bucket | None:
         """The bucket as last committed (None: there is none)."""
+        generation = self._shared.value()
+        if generation != self._seen:
+            with self._lock:
+                self._rows, self._seen = {}, generation
         found = self._rows.get(name)
         if found is not None:
             return found
-        generation = self._generation
         with self._db.session() as s:
             found = s.get(Bucket, name)
         if found is not None:
             with self._lock:
-                if generation == self._generation:  # no bucket change committed since we read
+                # Kept only if no bucket change committed since we read, here or in another worker.
+                if self._shared.value() == generation == self._seen:
                     if len(self._rows) >= MAX_ENTRIES:
                         self._rows = {}
                     self._rows[name] = found
         return found
 
     def clear(self) -> None:
-        with self._lock:
-            self._generation += 1
-            self._rows = {}
+        """Forget every cached row, in every worker."""
+        self._shared.bump()
 
     def _after_commit(self, session: Session) -> None:
         if session.info.pop(_CHANGED, False):

@@ -1,0 +1,51 @@
+"""Coordination between the processes of one host: an exclusive file lock, and a counter every
+process reads without a system call."""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_COUNTER = struct.Struct("<Q")
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path`, held for the block (released by the kernel if we die)."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class SharedCounter:
+    """A 64-bit counter in a small file that each process maps: `value()` is a read of shared
+    memory, `bump()` adds one under the file's flock. Readers compare values only for equality,
+    so a read torn by a concurrent bump merely looks like one more change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < _COUNTER.size:
+                os.ftruncate(fd, _COUNTER.size)  # zeros; a second process doing the same is harmless
+            self._map = mmap.mmap(fd, _COUNTER.size)
+        finally:
+            os.close(fd)
+
+    def value(self) -> int:
+        return int(_COUNTER.unpack_from(self._map)[0])
+
+    def bump(self) -> None:
+        with exclusive(self.path):
+            _COUNTER.pack_into(self._map, 0, self.value() + 1)
+
+    def close(self) -> None:
+        self._map.close()
