@@ -33,6 +33,7 @@ class Writers:
         self.cloud = cloud
         self.acknowledged: dict[str, str] = {}  # key -> md5 of what the client was told is stored
         self.created: list[tuple[str, str]] = []  # (key, upload id) of every acknowledged Create
+        self.unanswered: set[str] = set()  # keys whose Create failed: it may have committed all the same
         self.completed = 0
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -61,6 +62,8 @@ class Writers:
             try:
                 upload_id = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
             except Exception:
+                with self.lock:
+                    self.unanswered.add(key)
                 continue
             with self.lock:
                 self.created.append((key, upload_id))
@@ -140,7 +143,16 @@ def test_sigkill_during_puts_and_multipart_uploads(tmp_path: Path) -> None:
                 s3.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
             elif key in w.acknowledged:
                 assert listed.get(key) == PART * PARTS
+        # A Create committed just before the kill, its answer lost: the upload exists (as on S3)
+        # though its client never heard of it; it must be as listable and abortable as the others.
+        known = {upload_id for _, upload_id in w.created}
+        for upload_id, key in open_uploads.items():
+            if upload_id not in known:
+                assert key in w.unanswered, f"{key}: an upload nobody asked for"
+                assert s3.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id).get("Parts", []) == []
+                s3.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
         assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
-        assert list((cloud.data_dir / "walrus" / "incoming").iterdir()) == []
+        for incoming in (cloud.data_dir / "walrus").glob("incoming*"):  # one per worker
+            assert list(incoming.iterdir()) == [], incoming
     finally:
         stop_cloud(cloud)
