@@ -91,6 +91,7 @@ def test_life_cycle_parts_out_of_order(cloud: Cloud, account: Keys) -> None:
             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etags[1]}]},
         )
     assert code(err) == "NoSuchUpload"
+    assert err.value.response["Error"]["UploadId"] == upload_id
 
 
 def test_replacing_a_part_and_unused_parts(cloud: Cloud, account: Keys) -> None:

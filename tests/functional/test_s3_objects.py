@@ -114,6 +114,7 @@ def test_missing_keys_and_buckets(s3: Any, bucket: str) -> None:
     with pytest.raises(ClientError) as err:
         s3.get_object(Bucket=bucket, Key="nothing")
     assert code(err) == "NoSuchKey" and status(err) == 404
+    assert err.value.response["Error"]["Key"] == "nothing"  # S3's error document names the key
     with pytest.raises(ClientError) as err:
         s3.head_object(Bucket=bucket, Key="nothing")
     assert code(err) == "404" and status(err) == 404  # a HEAD answer has no body to name the error
@@ -122,6 +123,7 @@ def test_missing_keys_and_buckets(s3: Any, bucket: str) -> None:
         with pytest.raises(ClientError) as err:
             call(Bucket=missing, Key="k")
         assert code(err) == "NoSuchBucket" and status(err) == 404
+        assert err.value.response["Error"]["BucketName"] == missing
     with pytest.raises(ClientError) as err:
         s3.head_object(Bucket=missing, Key="k")
     assert status(err) == 404

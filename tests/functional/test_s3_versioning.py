@@ -70,6 +70,10 @@ def test_enabled_bucket_keeps_every_version_readable_by_id(s3: Any) -> None:
     with pytest.raises(ClientError) as err:
         s3.get_object(Bucket=bucket, Key="doc", VersionId="no-such-version")
     assert code(err) == "NoSuchVersion"
+    assert (err.value.response["Error"]["Key"], err.value.response["Error"]["VersionId"]) == (
+        "doc",
+        "no-such-version",
+    )
 
 
 def test_delete_makes_a_marker_and_deleting_the_marker_restores_the_object(s3: Any) -> None:

@@ -78,12 +78,15 @@ class CloudError(Exception):
         message: str = "",
         status: int | None = None,
         headers: list[tuple[str, str]] | None = None,
+        details: dict[str, str] | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.status = status if status is not None else STATUS.get(code, 400)
         self.headers = list(headers or [])  # extra response headers (S3: x-amz-delete-marker)
+        # More elements of S3's error document, after Message: <Key>, <BucketName>, <UploadId>…
+        self.details = dict(details or {})
 
     @property
     def is_server_fault(self) -> bool:

@@ -359,6 +359,8 @@ class RestXmlResponseSerializer:
         root = Element("Error")
         root.add("Code", error.code)
         root.add("Message", error.message)
+        for name, value in error.details.items():
+            root.add(name, value)
         if resource is not None:
             root.add("Resource", resource)
         root.add("RequestId", request_id)

@@ -19,6 +19,7 @@ from mallee.core.errors import CloudError
 from mallee.services.walrus.acl import ALL_USERS, AUTHENTICATED_USERS, CANNED
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.buckets import get_bucket, owner_view
+from mallee.services.walrus.not_found import no_such_key
 from mallee.services.walrus.tables import ObjectVersion
 
 LOG_DELIVERY = "http://acs.amazonaws.com/groups/s3/LogDelivery"
@@ -169,9 +170,7 @@ def _object(ctx: RequestContext, bucket: str, key: str, version_id: str | None) 
         q.where(ObjectVersion.version_id == version_id) if version_id else q.where(ObjectVersion.is_latest)
     )
     if found is None or (found.is_delete_marker and not version_id):
-        if version_id:
-            raise CloudError("NoSuchVersion", "The specified version does not exist.", 404)
-        raise CloudError("NoSuchKey", "The specified key does not exist.")
+        raise no_such_key(key, version_id)
     if found.is_delete_marker:
         raise CloudError("MethodNotAllowed", "The specified method is not allowed against this resource.")
     return found

@@ -44,17 +44,17 @@ def _is_ip(name: str) -> bool:
 
 def get_bucket(ctx: RequestContext, name: str) -> Bucket:
     """The bucket, in the request's session (to change it, or to read it with the transaction)."""
-    return _existing(ctx.session.get(Bucket, name))
+    return _existing(ctx.session.get(Bucket, name), name)
 
 
 def read_bucket(name: str) -> Bucket:
     """The bucket as last committed, from the bucket cache: for handlers that only read it."""
-    return _existing(buckets().get(name))
+    return _existing(buckets().get(name), name)
 
 
-def _existing(bucket: Bucket | None) -> Bucket:
+def _existing(bucket: Bucket | None, name: str) -> Bucket:
     if bucket is None:
-        raise CloudError("NoSuchBucket", "The specified bucket does not exist")
+        raise CloudError("NoSuchBucket", "The specified bucket does not exist", details={"BucketName": name})
     return bucket
 
 

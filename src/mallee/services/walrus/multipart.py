@@ -33,6 +33,7 @@ from mallee.services.walrus.copy import (
     parse_copy_source,
     read_source,
 )
+from mallee.services.walrus.not_found import no_such_upload
 from mallee.services.walrus.objects import (
     add_version,
     check_key,
@@ -63,19 +64,10 @@ _INVALID_PART = (
 )
 
 
-def _no_such_upload() -> CloudError:
-    return CloudError(
-        "NoSuchUpload",
-        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been "
-        "aborted or completed.",
-        404,
-    )
-
-
 def find_upload(ctx: RequestContext, bucket: Bucket, key: str, upload_id: str) -> Upload:
     upload: Upload | None = ctx.session.get(Upload, upload_id)
     if upload is None or upload.bucket != bucket.name or upload.key != key:
-        raise _no_such_upload()
+        raise no_such_upload(upload_id)
     return upload
 
 
@@ -363,7 +355,7 @@ def complete_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[st
         retried = _complete_retry(ctx, bucket, p) if upload is None else None
         if retried is not None:
             return retried
-        raise _no_such_upload()
+        raise no_such_upload(p["UploadId"])
     listed = (p.get("MultipartUpload") or {}).get("Parts") or []
     if not listed:
         raise CloudError(
@@ -413,7 +405,7 @@ def complete_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[st
     # The upload row goes first: of two concurrent Completes only one deletes it.
     gone = s.execute(delete(Upload).where(Upload.upload_id == upload.upload_id))
     if getattr(gone, "rowcount", 1) != 1:
-        raise _no_such_upload()
+        raise no_such_upload(upload.upload_id)
     used = {part.part_number for part in chosen}
     garbage.queue(s, [part.locator for number, part in stored.items() if number not in used])
     s.execute(delete(Part).where(Part.upload_id == upload.upload_id))

@@ -21,6 +21,7 @@ from mallee.services.walrus.apis import S3
 from mallee.services.walrus.blob_reads import is_multipart, open_body, part_sizes, reading
 from mallee.services.walrus.bodies import INLINE_MAX, receive_body
 from mallee.services.walrus.buckets import get_bucket, read_bucket
+from mallee.services.walrus.not_found import no_such_key
 from mallee.services.walrus.ranges import parse_range
 from mallee.services.walrus.runtime import object_store, quotas, writer
 from mallee.services.walrus.tables import Bucket, ObjectVersion
@@ -149,7 +150,7 @@ def find_version(
     found: ObjectVersion | None = ctx.session.scalar(
         q.where(ObjectVersion.version_id == version_id) if version_id else q.where(ObjectVersion.is_latest)
     )
-    return _readable(found, version_id, marker_headers)
+    return _readable(found, key, version_id, marker_headers)
 
 
 # Every column labelled with its attribute's name, so that a row builds an ObjectVersion.
@@ -168,14 +169,15 @@ def read_version(
     params = {"bucket": bucket, "key": key, "version_id": version_id}
     with ctx.session.get_bind().connect() as conn:
         row = conn.execute(_VERSION if version_id else _LATEST, params).first()
-    return _readable(ObjectVersion(**row._mapping) if row is not None else None, version_id, marker_headers)
+    found = ObjectVersion(**row._mapping) if row is not None else None
+    return _readable(found, key, version_id, marker_headers)
 
 
-def _readable(found: ObjectVersion | None, version_id: str | None, marker_headers: bool) -> ObjectVersion:
+def _readable(
+    found: ObjectVersion | None, key: str, version_id: str | None, marker_headers: bool
+) -> ObjectVersion:
     if found is None:
-        if version_id:
-            raise CloudError("NoSuchVersion", "The specified version does not exist.", 404)
-        raise CloudError("NoSuchKey", "The specified key does not exist.")
+        raise no_such_key(key, version_id)
     if found.is_delete_marker:
         marker = [("x-amz-delete-marker", "true"), ("x-amz-version-id", found.version_id)]
         marker = marker if marker_headers else []
@@ -183,7 +185,9 @@ def _readable(found: ObjectVersion | None, version_id: str | None, marker_header
             raise CloudError(
                 "MethodNotAllowed", "The specified method is not allowed against this resource.", 405, marker
             )
-        raise CloudError("NoSuchKey", "The specified key does not exist.", 404, marker)
+        err = no_such_key(key)
+        err.headers = marker
+        raise err
     return found
 
 
