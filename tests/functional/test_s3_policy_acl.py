@@ -353,6 +353,29 @@ def test_object_acl_and_anonymous_reads(cloud: Cloud, account: Keys) -> None:
     assert code(err) == "NoSuchKey"
 
 
+def test_copy_object_takes_grant_headers_like_put_object(cloud: Cloud, account: Keys) -> None:
+    s3, bucket = new_bucket(cloud, account)
+    s3.put_object(Bucket=bucket, Key="src.txt", Body=b"c")
+    s3.copy_object(
+        Bucket=bucket,
+        Key="granted.txt",
+        CopySource={"Bucket": bucket, "Key": "src.txt"},
+        GrantRead=f'uri="{ALL_USERS}"',
+    )
+    assert anonymous_get(cloud, f"/{bucket}/granted.txt") == (200, b"c")
+    s3.copy_object(Bucket=bucket, Key="plain.txt", CopySource={"Bucket": bucket, "Key": "src.txt"})
+    assert anonymous_get(cloud, f"/{bucket}/plain.txt")[0] == 403  # a copy does not keep the source's ACL
+    with pytest.raises(ClientError) as err:
+        s3.copy_object(
+            Bucket=bucket,
+            Key="both.txt",
+            CopySource={"Bucket": bucket, "Key": "src.txt"},
+            ACL="public-read",
+            GrantRead=f'uri="{ALL_USERS}"',
+        )
+    assert code(err) == "InvalidRequest"
+
+
 def test_public_read_bucket_acl_lets_anonymous_list_but_not_read_objects(cloud: Cloud, account: Keys) -> None:
     """As on S3: a bucket's READ grant is for listing; reading an object takes the object's ACL."""
     s3, bucket = new_bucket(cloud, account)
