@@ -353,6 +353,18 @@ def test_object_acl_and_anonymous_reads(cloud: Cloud, account: Keys) -> None:
     assert code(err) == "NoSuchKey"
 
 
+def test_create_bucket_takes_grant_headers(cloud: Cloud, account: Keys) -> None:
+    s3 = cloud.client("s3", account)
+    bucket = f"pol-{secrets.token_hex(4)}"
+    s3.create_bucket(Bucket=bucket, GrantRead=f'uri="{ALL_USERS}"')
+    assert anonymous_get(cloud, f"/{bucket}?list-type=2")[0] == 200
+    grants = s3.get_bucket_acl(Bucket=bucket)["Grants"]
+    assert {"Grantee": {"Type": "Group", "URI": ALL_USERS}, "Permission": "READ"} in grants
+    with pytest.raises(ClientError) as err:
+        s3.create_bucket(Bucket=f"pol-{secrets.token_hex(4)}", ACL="private", GrantRead=f'uri="{ALL_USERS}"')
+    assert code(err) == "InvalidRequest"
+
+
 def test_copy_object_takes_grant_headers_like_put_object(cloud: Cloud, account: Keys) -> None:
     s3, bucket = new_bucket(cloud, account)
     s3.put_object(Bucket=bucket, Key="src.txt", Body=b"c")

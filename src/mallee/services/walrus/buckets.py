@@ -11,7 +11,7 @@ from sqlalchemy import select
 from mallee.core import clock
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.services.walrus.acl import canned_grants
+from mallee.services.walrus.acl import acl_from_params
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.runtime import buckets
 from mallee.services.walrus.tables import Bucket, ObjectVersion, Upload
@@ -103,7 +103,7 @@ def create_bucket(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         owner_account_id=ctx.account_id,
         created=clock.now(),
         location=location,
-        acl=canned_grants(p.get("ACL", "private"), ctx.account_id),
+        acl=acl_from_params(p, ctx.account_id, ctx.account_id),
     )
     ctx.session.add(bucket)
     ctx.session.flush()

@@ -17,7 +17,7 @@ from mallee.core import clock
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.protocol.dispatch import Operation
-from mallee.services.walrus import acls, checksums, runtime
+from mallee.services.walrus import acl, checksums, runtime
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.blob_reads import Opened, close, copy_body, is_multipart, open_body, reading
 from mallee.services.walrus.bodies import INLINE_MAX
@@ -211,7 +211,7 @@ def _copy(
         headers=json.dumps(headers),
         metadata_=json.dumps(metadata),
         tags=json.dumps(tags),
-        acl=acls.acl_from_params(p, ctx.account_id, bucket.owner_account_id),
+        acl=acl.acl_from_params(p, ctx.account_id, bucket.owner_account_id),
         checksums=json.dumps(sums),
         locator=stored.locator,
         body=stored.inline,

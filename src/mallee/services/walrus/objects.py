@@ -16,7 +16,7 @@ from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.protocol.scalars import format_timestamp
 from mallee.protocol.serializer import STATUS_OVERRIDE
-from mallee.services.walrus import acls, garbage
+from mallee.services.walrus import acl, garbage
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.blob_reads import is_multipart, open_body, part_sizes, reading
 from mallee.services.walrus.bodies import INLINE_MAX, receive_body
@@ -238,7 +238,7 @@ def described(ctx: RequestContext, p: dict[str, Any], bucket: Bucket) -> dict[st
         "headers": json.dumps(stored_headers(p)),
         "metadata_": json.dumps(p.get("Metadata") or {}),
         "tags": json.dumps(_tags_from_header(p.get("Tagging"))),
-        "acl": acls.acl_from_params(p, ctx.account_id, bucket.owner_account_id),
+        "acl": acl.acl_from_params(p, ctx.account_id, bucket.owner_account_id),
     }
 
 
