@@ -3,7 +3,10 @@ hands new connections to them in turn, and what one worker commits the other ser
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +51,23 @@ def test_a_bucket_change_is_seen_at_once_by_every_worker(cloud: Cloud, account: 
     fresh(cloud, account).put_bucket_acl(Bucket=bucket, ACL="public-read")
     for _ in range(6):
         assert "Contents" in fresh(cloud, other).list_objects_v2(Bucket=bucket)
+
+
+def test_a_killed_worker_costs_no_request(cloud: Cloud, account: Keys) -> None:
+    """While one worker is dead, new connections go to the other (the front door skips a worker
+    whose hand-off socket is gone; the kernel no longer offers the dead one's listener), and the
+    supervisor starts it again."""
+    bucket = f"workers-{secrets.token_hex(4)}"
+    fresh(cloud, account).create_bucket(Bucket=bucket)
+    pids = cloud.service_pids("walrus")
+    victim = pids[-1]
+    os.kill(victim, signal.SIGKILL)
+    while Path(f"/proc/{victim}").exists() and Path(f"/proc/{victim}/stat").read_text().split()[2] != "Z":
+        time.sleep(0.01)  # dead (a zombie until the supervisor reaps it)
+    for n in range(20):  # fresh connections: half would have gone to the dead worker
+        fresh(cloud, account).put_object(Bucket=bucket, Key=f"k{n}", Body=b"x")
+    assert len(fresh(cloud, account).list_objects_v2(Bucket=bucket)["Contents"]) == 20
+    deadline = time.monotonic() + 30
+    while victim in cloud.service_pids("walrus") or len(cloud.service_pids("walrus")) < 2:
+        assert time.monotonic() < deadline, "the worker was not restarted"
+        time.sleep(0.1)
