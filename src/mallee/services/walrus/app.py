@@ -55,11 +55,13 @@ from mallee.rpc.transport import (
 )
 from mallee.services.walrus import garbage, lifecycle, post_upload, quota, runtime
 from mallee.services.walrus.access import S3Access
+from mallee.services.walrus.bodies import INLINE_MAX
 from mallee.services.walrus.bucket_cache import BucketCache
 from mallee.services.walrus.bucket_config import bucket_name, cors_headers, preflight
 from mallee.services.walrus.handlers import REGISTRIES
 from mallee.services.walrus.identity import RemoteIdentity
 from mallee.services.walrus.quota import Quotas
+from mallee.services.walrus.runtime import deferred_commits
 from mallee.services.walrus.streaming import BridgeStream, BytesStream
 
 log = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ class Walrus:
         self.writer = GroupCommitter(self.db, after_commit=self._sweep, lock=home / "writer.lock")
         self.sweeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweeper")
         self.access = S3Access(self.identity, self.buckets.get, self.db)
-        quotas = Quotas(Client(cfg.clc_url, self.key))
+        self.quotas = quotas = Quotas(Client(cfg.clc_url, self.key))
         runtime.configure(self.store, quotas, self.access, self.buckets, self.writer)
         self.gateway = Gateway(
             REGISTRIES, self.access, cfg.region, unit_of_work=self._unit_of_work, s3_domain=cfg.s3_domain
@@ -217,6 +219,8 @@ class Walrus:
         try:
             if self._answers_at_once(request):
                 response = _answer(handler, request)
+            elif self._puts_at_once(request):
+                response = await _answer_then_commit(handler, request)
             else:
                 response = await loop.run_in_executor(self.pool, _answer, handler, request)
         finally:
@@ -240,13 +244,40 @@ class Walrus:
         writes, an unknown key resolved over rpc) goes to a handler thread."""
         if request.method not in ("GET", "HEAD") or request.query_string or request.body:
             return False
-        path = request.raw_path
-        if routing.virtual_host_bucket(request, self.cfg.s3_domain) is None:
-            slash = path.find("/", 1)  # path style: /bucket/key
-            if slash < 0 or slash == len(path) - 1:
-                return False
-        elif len(path) <= 1:
+        return self._one_object(request) is not None and self._signer_known(request)
+
+    def _puts_at_once(self, request: HttpRequest) -> bool:
+        """Whether a PutObject is small enough to answer on the event loop (`_answer_then_commit`):
+        its body (kept in its row, see bodies.BodySink) already read, no query but a presigned
+        URL's, a known signer, its bucket cached and its owner's quota known to be unlimited (a
+        quota means counting the account's objects). The loop then waits for nothing but the
+        group commit, which it awaits. Besides the thread hand-off this spares the writer thread:
+        with no request threads about, it wins Python's lock back at once after each statement,
+        and the write lock that the workers take turns at is held for less time."""
+        if request.method != "PUT" or "x-amz-copy-source" in request.headers:
             return False
+        length = request.headers.get("content-length") or ""
+        if not (length.isdigit() and int(length) <= INLINE_MAX) or "transfer-encoding" in request.headers:
+            return False
+        if any(not name.lower().startswith("x-amz-") for name, _ in request.query_params()):
+            return False
+        bucket_name = self._one_object(request)
+        if bucket_name is None or not self._signer_known(request):
+            return False
+        bucket = self.buckets.cached(bucket_name)
+        return bucket is not None and self.quotas.unlimited(bucket.owner_account_id)
+
+    def _one_object(self, request: HttpRequest) -> str | None:
+        """The bucket, when the request names one object in it (path or virtual-hosted style)."""
+        path = request.raw_path
+        vhost = routing.virtual_host_bucket(request, self.cfg.s3_domain)
+        if vhost is not None:
+            return vhost if len(path) > 1 else None
+        slash = path.find("/", 1)  # path style: /bucket/key
+        return path[1:slash] if 0 < slash < len(path) - 1 else None
+
+    def _signer_known(self, request: HttpRequest) -> bool:
+        """Anonymous, or signed with a key whose secret and policies are cached here."""
         try:
             signed = auth.extract(request)
         except auth.AuthError:
@@ -314,6 +345,33 @@ def _answer(handler: Callable[[HttpRequest], HttpResponse], request: HttpRequest
         finally:
             _close(response.files)
         response.files = ()
+    return response
+
+
+async def _answer_then_commit(
+    handler: Callable[[HttpRequest], HttpResponse], request: HttpRequest
+) -> HttpResponse:
+    """`_answer` on the event loop, where the handler must not wait for its commits: it queues them
+    (`runtime.deferred_commits`) and the answer goes out once they are done, or is the error
+    one of them raised."""
+    token = deferred_commits.set([])
+    try:
+        response = _answer(handler, request)
+        pending = deferred_commits.get() or []
+    finally:
+        deferred_commits.reset(token)
+    for future in pending:
+        try:
+            await asyncio.wrap_future(future)
+        except Exception as exc:  # noqa: BLE001 - answered as the gateway would have
+            request_id = next((v for k, v in response.headers if k == "x-amz-request-id"), "")
+            err = exc if isinstance(exc, CloudError) else None
+            if err is None:
+                log.error("request %s failed in its commit", request_id, exc_info=exc)
+                err = CloudError("InternalError", "An internal error has occurred.")
+            failed = serialize_error(load_service("s3"), err, request_id)
+            failed.headers += err.headers
+            return failed
     return response
 
 

@@ -40,6 +40,12 @@ class BucketCache:
         db.listen("do_orm_execute", _note_statement)
         db.listen("after_commit", self._after_commit)
 
+    def cached(self, name: str) -> Bucket | None:
+        """The bucket if it is cached and current, without loading it (None: not known here)."""
+        if self._shared.value() != self._seen:
+            return None
+        return self._rows.get(name)
+
     def get(self, name: str) -> Bucket | None:
         """The bucket as last committed (None: there is none)."""
         generation = self._shared.value()

@@ -23,7 +23,7 @@ from mallee.services.walrus.bodies import INLINE_MAX, receive_body
 from mallee.services.walrus.buckets import get_bucket, read_bucket
 from mallee.services.walrus.not_found import no_such_key
 from mallee.services.walrus.ranges import parse_range
-from mallee.services.walrus.runtime import object_store, quotas, writer
+from mallee.services.walrus.runtime import deferred_commits, object_store, quotas, writer
 from mallee.services.walrus.tables import Bucket, ObjectVersion
 
 # Object headers S3 stores and returns as they were sent: output member -> input member.
@@ -217,7 +217,11 @@ def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         quotas().check(ctx.session, bucket.owner_account_id, 1, stored.size)
         # Committed with other requests' new versions (group commit): a blob is durable already, a
         # small body is made durable by this commit.
-        writer().run_batched(add_versions, version)
+        pending = deferred_commits.get()
+        if pending is not None and stored.locator is None:  # on the event loop, which awaits it
+            pending.append(writer().submit_batched(add_versions, version))
+        else:
+            writer().run_batched(add_versions, version)
     except BaseException:
         stored.discard(object_store())
         raise

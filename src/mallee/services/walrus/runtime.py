@@ -3,7 +3,9 @@ quota checker, the bucket cache and the group committer (like its database handl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextvars
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
 from mallee.db.group_commit import GroupCommitter
 from mallee.drivers.objectstore.base import ObjectStore
@@ -18,6 +20,11 @@ _quotas: Quotas | None = None
 _access: S3Access | None = None
 _buckets: BucketCache | None = None
 _writer: GroupCommitter | None = None
+# Set while a request is answered on the event loop: the commits it queues are collected here for
+# the app to await (a handler thread waits for them instead; on the loop a wait would stop it).
+deferred_commits: contextvars.ContextVar[list[Future[Any]] | None] = contextvars.ContextVar(
+    "deferred_commits", default=None
+)
 
 
 def configure(
