@@ -36,7 +36,6 @@ from mallee.services.walrus.runtime import object_store, quotas
 from mallee.services.walrus.tables import Bucket, ObjectVersion
 
 MAX_COPY = 5 * 1024**3  # S3's limit for one CopyObject
-READ_SIZE = 1024 * 1024
 _SELF_COPY = (
     "This copy request is illegal because it is trying to copy an object to itself without changing "
     "the object's metadata, storage class, website redirect location or encryption attributes."

@@ -48,7 +48,6 @@ MIN_PART = 5 * 1024 * 1024  # every part but the last must be at least this big
 MAX_PART = 5 * 1024**3
 MAX_PART_NUMBER = 10000
 MAX_LISTED = 1000
-COPY_CHUNK = 1024 * 1024
 # The upload's id is recorded in the version it completes, so a retried Complete can find it.
 UPLOAD_ID_HEADER = "x-mallee-upload-id"
 # Full-object checksums only exist for the CRCs (their values over parts can be combined).
@@ -202,13 +201,13 @@ def upload_part(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     upload = find_upload(ctx, bucket, p["Key"], p["UploadId"])
     store = object_store()
     received = receive_body(ctx, store, limit=MAX_PART)
-    locator, size = received.stored.locator, received.stored.size
-    assert locator is not None  # parts are always blobs
+    stored = received.stored
+    assert stored.locator is not None  # parts are always blobs
     try:
-        sums = _part_checksums(upload, received.checksums, locator, size)
-        _store_part(ctx, upload, number, locator, size, received.etag, sums)
+        sums = _part_checksums(upload, received.checksums, stored.locator, stored.size)
+        _store_part(ctx, upload, number, stored.locator, stored.size, received.etag, sums)
     except BaseException:
-        store.delete(locator)  # the DB never pointed at it
+        stored.discard(store)
         raise
     return {"ETag": received.etag, **checksum_members(sums)}
 

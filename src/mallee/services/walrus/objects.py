@@ -185,9 +185,7 @@ def _readable(
             raise CloudError(
                 "MethodNotAllowed", "The specified method is not allowed against this resource.", 405, marker
             )
-        err = no_such_key(key)
-        err.headers = marker
-        raise err
+        raise no_such_key(key, headers=marker)
     return found
 
 

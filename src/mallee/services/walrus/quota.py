@@ -55,8 +55,9 @@ class Quotas:
     def unlimited(self, account_id: str) -> bool:
         """Known here, without asking the CLC, to have no quota (so `check` needs no count)."""
         cached = self._cache.get(account_id)
-        fresh = cached is not None and time.monotonic() - cached[0] <= CACHE_SECONDS
-        return fresh and cached is not None and not any(cached[1].values())
+        if cached is None or time.monotonic() - cached[0] > CACHE_SECONDS:
+            return False
+        return not any(cached[1].values())
 
     def limits(self, account_id: str) -> dict[str, int | None]:
         cached = self._cache.get(account_id)
