@@ -85,7 +85,7 @@ class HttpRequest:
     _query_cache: tuple[str, list[tuple[str, str]]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
-    _form_cache: tuple[bytes, str | None, list[tuple[str, str]]] | None = field(
+    _form_cache: tuple[bytes, str | None, str, list[tuple[str, str]]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
@@ -99,20 +99,25 @@ class HttpRequest:
             )
         return list(cached[1])
 
-    def form_params(self) -> list[tuple[str, str]]:
-        """Query-string parameters followed by an url-encoded body's (AWS merges both).
-        UnicodeDecodeError when that body is not UTF-8."""
+    def form_params(self, errors: str = "strict") -> list[tuple[str, str]]:
+        """Query-string parameters followed by an url-encoded body's (AWS merges both). A body
+        that is not UTF-8 raises UnicodeDecodeError, or with errors="replace" reads as U+FFFD."""
         params = self.query_params()
         content_type = self.headers.get("content-type")
         cached = self._form_cache
-        if cached is None or cached[0] is not self.body or cached[1] is not content_type:
+        if (
+            cached is None
+            or cached[0] is not self.body
+            or cached[1] is not content_type
+            or cached[2] != errors
+        ):
             body_params: list[tuple[str, str]] = []
             ctype = (content_type or "").split(";")[0].strip().lower()
             if self.body and ctype == "application/x-www-form-urlencoded":
-                text = self.body.decode("utf-8")
+                text = self.body.decode("utf-8", errors)
                 body_params = parse_qsl(text, keep_blank_values=True, strict_parsing=False)
-            cached = self._form_cache = (self.body, content_type, body_params)
-        return params + cached[2]
+            cached = self._form_cache = (self.body, content_type, errors, body_params)
+        return params + cached[3]
 
 
 @dataclass(frozen=True)

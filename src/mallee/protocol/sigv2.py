@@ -20,14 +20,13 @@ import binascii
 import hashlib
 import hmac
 from datetime import datetime, timedelta
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import quote, unquote
 
 from mallee.core.context import HttpRequest
 from mallee.protocol.auth import DEFAULT_MAX_SKEW, AuthError, SignatureInfo, as_utc
 from mallee.protocol.sigv4 import parse_basic_iso, parse_http_date
 
 _QUERY_METHODS = {"HmacSHA256": hashlib.sha256, "HmacSHA1": hashlib.sha1}
-_FORM_TYPE = "application/x-www-form-urlencoded"
 
 # Query parameters that name an S3 sub-resource or override a response header: S3 signs these,
 # and only these, as part of the resource (S3 developer guide, "Constructing the
@@ -83,17 +82,8 @@ S3_SUBRESOURCES = frozenset(
 
 def signed_params(request: HttpRequest) -> list[tuple[str, str]]:
     """The query parameters, then a form-encoded body's: AWS signs (and reads) both."""
-    try:
-        return request.form_params()  # the same for a UTF-8 body, and parsed once per request
-    except UnicodeDecodeError:
-        pass
-    params = request.query_params()
-    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if request.body and ctype == _FORM_TYPE:
-        # Undecodable bytes become U+FFFD and the signature simply fails to match.
-        text = request.body.decode("utf-8", "replace")
-        params += parse_qsl(text, keep_blank_values=True)
-    return params
+    # Undecodable bytes become U+FFFD and the signature simply fails to match.
+    return request.form_params(errors="replace")
 
 
 def extract_query(request: HttpRequest) -> SignatureInfo | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mallee.core.context import Headers, HttpRequest
 
 FORM = "application/x-www-form-urlencoded"
@@ -30,3 +32,10 @@ def test_parameters_follow_a_replaced_query_string_or_body() -> None:
     assert request.form_params() == [("c", "3"), ("d", "4")]
     request.headers.set("content-type", "text/plain")
     assert request.form_params() == [("c", "3")]
+
+
+def test_a_body_that_is_not_utf8_raises_unless_replaced() -> None:
+    request = HttpRequest("POST", "/", "", Headers([("Content-Type", FORM)]), b"a=\xff")
+    assert request.form_params(errors="replace") == [("a", "\ufffd")]
+    with pytest.raises(UnicodeDecodeError):  # the replaced reading is not what a strict one answers
+        request.form_params()
