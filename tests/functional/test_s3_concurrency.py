@@ -20,6 +20,17 @@ SECONDS = 3.0
 ONCE = BotoConfig(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=30)
 
 
+def overwrite(
+    cloud: Cloud, account: Keys, bucket: str, key: str, bodies: list[bytes], stop: threading.Event, n: int
+) -> int:
+    """PUT `bodies` to `key` in turn (writer `n` starting at its own) until `stop`; how many."""
+    client, count = cloud.client("s3", account), 0
+    while not stop.is_set():
+        client.put_object(Bucket=bucket, Key=key, Body=bodies[(n + count) % len(bodies)])
+        count += 1
+    return count
+
+
 @pytest.mark.parametrize("size", [1024, 200 * 1024])  # sent whole / streamed from the file
 def test_reads_during_overwrites_get_one_whole_body(cloud: Cloud, account: Keys, size: int) -> None:
     s3 = cloud.client("s3", account)
@@ -30,13 +41,6 @@ def test_reads_during_overwrites_get_one_whole_body(cloud: Cloud, account: Keys,
     stop = threading.Event()
     seen: list[bytes] = []
 
-    def write(n: int) -> int:
-        client, count = cloud.client("s3", account), 0
-        while not stop.is_set():
-            client.put_object(Bucket=bucket, Key="hot", Body=bodies[(n + count) % len(bodies)])
-            count += 1
-        return count
-
     def read(_: int) -> int:
         client, count = cloud.client("s3", account, config=ONCE), 0
         while not stop.is_set():
@@ -45,7 +49,8 @@ def test_reads_during_overwrites_get_one_whole_body(cloud: Cloud, account: Keys,
         return count
 
     with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(write, n) for n in range(4)] + [pool.submit(read, n) for n in range(4)]
+        writers = [pool.submit(overwrite, cloud, account, bucket, "hot", bodies, stop, n) for n in range(4)]
+        futures = writers + [pool.submit(read, n) for n in range(4)]
         time.sleep(SECONDS)
         stop.set()
         counts = [f.result() for f in futures]  # a failed GET or PUT raises here
@@ -77,13 +82,6 @@ def test_copies_of_a_key_being_overwritten_copy_one_whole_body(cloud: Cloud, acc
     s3.put_object(Bucket=bucket, Key="src", Body=bodies[0])
     stop = threading.Event()
 
-    def write(n: int) -> int:
-        client, count = cloud.client("s3", account), 0
-        while not stop.is_set():
-            client.put_object(Bucket=bucket, Key="src", Body=bodies[(n + count) % len(bodies)])
-            count += 1
-        return count
-
     def copy(n: int) -> list[str]:
         client, keys = cloud.client("s3", account, config=ONCE), []
         while not stop.is_set():
@@ -93,7 +91,7 @@ def test_copies_of_a_key_being_overwritten_copy_one_whole_body(cloud: Cloud, acc
         return keys
 
     with ThreadPoolExecutor(6) as pool:
-        writers = [pool.submit(write, n) for n in range(3)]
+        writers = [pool.submit(overwrite, cloud, account, bucket, "src", bodies, stop, n) for n in range(3)]
         copiers = [pool.submit(copy, n) for n in range(3)]
         time.sleep(SECONDS)
         stop.set()
