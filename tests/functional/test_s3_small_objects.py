@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import random
 import secrets
-import time
 from typing import Any
 
 import pytest
@@ -30,14 +29,6 @@ def payload(size: int) -> bytes:
 
 def read(s3: Any, bucket: str, key: str, **kwargs: Any) -> bytes:
     return bytes(s3.get_object(Bucket=bucket, Key=key, **kwargs)["Body"].read())
-
-
-def settles(cloud: Cloud, count: int) -> bool:
-    """Whether the blob count reaches `count` (replaced blobs are removed just after the commit)."""
-    deadline = time.monotonic() + 10
-    while cloud.blob_count() != count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return cloud.blob_count() == count
 
 
 def test_small_bodies_make_no_blob_and_larger_ones_one(cloud: Cloud, s3: Any, bucket: str) -> None:
@@ -142,9 +133,9 @@ def test_replacing_kept_and_blob_bodies_both_ways(cloud: Cloud, s3: Any, bucket:
     small, large = payload(100), payload(INLINE_MAX * 2)
     s3.put_object(Bucket=bucket, Key="k", Body=small)
     s3.put_object(Bucket=bucket, Key="k", Body=large)
-    assert read(s3, bucket, "k") == large and settles(cloud, before + 1)
+    assert read(s3, bucket, "k") == large and cloud.blobs_settle_at(before + 1)
     s3.put_object(Bucket=bucket, Key="k", Body=small)
-    assert read(s3, bucket, "k") == small and settles(cloud, before)
+    assert read(s3, bucket, "k") == small and cloud.blobs_settle_at(before)
     s3.delete_object(Bucket=bucket, Key="k")
     with pytest.raises(ClientError) as err:
         s3.get_object(Bucket=bucket, Key="k")

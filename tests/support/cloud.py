@@ -141,6 +141,14 @@ class Cloud:
         """How many blob files Walrus's filesystem object store holds."""
         return sum(1 for path in (self.data_dir / "walrus" / "blobs").rglob("*") if path.is_file())
 
+    def blobs_settle_at(self, count: int) -> bool:
+        """Whether the blob count reaches `count`: a blob is written before its request is answered,
+        but one a commit stopped pointing at is removed just after it, by the sweeper."""
+        deadline = time.monotonic() + 10
+        while self.blob_count() != count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.blob_count() == count
+
 
 def _node_known(cloud: Cloud) -> bool:
     """Whether the zone counts its node's capacity yet (the cluster polls its node after both
