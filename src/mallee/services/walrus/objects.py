@@ -8,7 +8,7 @@ import secrets
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
-from sqlalchemy import Table, bindparam, delete, insert, inspect, or_, select, tuple_, update
+from sqlalchemy import Table, bindparam, delete, insert, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
 from mallee.core import clock
@@ -46,11 +46,14 @@ _INSERTED = [
     if not col.primary_key
 ]
 # The rows a new version of these keys changes: the newest ones, and the "null" ones it may replace.
+# Buckets and keys are matched apart (a superset when a batch spans buckets, filtered by the caller):
+# SQLite answers `(bucket, key) IN (VALUES ...)` by scanning the whole table, this from the index.
 _CURRENT = select(
     _TABLE.c.id, _TABLE.c.bucket, _TABLE.c.key, _TABLE.c.version_id, _TABLE.c.is_latest, _TABLE.c.locator,
     _TABLE.c.parts,
 ).where(
-    tuple_(_TABLE.c.bucket, _TABLE.c.key).in_(bindparam("keys", expanding=True)),
+    _TABLE.c.bucket.in_(bindparam("buckets", expanding=True)),
+    _TABLE.c.key.in_(bindparam("keys", expanding=True)),
     or_(_TABLE.c.is_latest, _TABLE.c.version_id == "null"),
 )  # fmt: skip
 _IDS = _TABLE.c.id.in_(bindparam("ids", expanding=True))
@@ -102,10 +105,12 @@ def add_versions(s: Session, versions: list[ObjectVersion]) -> list[None]:
     are not updated."""
     s.flush()  # the session's own changes first, in order
     conn = s.connection()
-    keys = list(dict.fromkeys((v.bucket, v.key) for v in versions))
+    wanted = {(v.bucket, v.key) for v in versions}
+    params = {"buckets": list({b for b, _ in wanted}), "keys": list({k for _, k in wanted})}
     current: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for found in conn.execute(_CURRENT, {"keys": keys}).mappings():
-        current.setdefault((found["bucket"], found["key"]), []).append(dict(found))
+    for found in conn.execute(_CURRENT, params).mappings():
+        if (found["bucket"], found["key"]) in wanted:
+            current.setdefault((found["bucket"], found["key"]), []).append(dict(found))
     unset: set[int] = set()
     dropped: set[int] = set()
     blobs: list[str] = []
