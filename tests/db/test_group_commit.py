@@ -1,18 +1,22 @@
 """The group committer (mallee.db.group_commit) on SQLite and PostgreSQL: jobs queued while the
 writer is busy share one transaction, batched items share one call, a failing job fails alone,
-`after_commit` runs before the callers return, and `close` runs what is queued."""
+`after_commit` runs before the callers return, and `close` runs what is queued. Items an event
+loop defers are committed by that loop, together, when no other writer has the turn."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mallee.core.interprocess import FileLock
 from mallee.db.group_commit import GroupCommitter
 from mallee.db.session import Database
 
@@ -165,3 +169,113 @@ def test_a_failing_batched_item_fails_alone(db: Database, writer: GroupCommitter
         bad.result(10)
     assert calls == [["a", "taken"], ["a"], ["taken"]]  # the batch, then each item alone
     assert _names(db) == {"taken", "a"}
+
+
+# -- deferred by an event loop -------------------------------------------------------------------
+
+
+def _deferring(db: Database, commits: list[int], lock: Path | None = None) -> GroupCommitter:
+    def after_commit(s: Session) -> None:
+        commits.append(len(s.info.get("names", [])))
+
+    return GroupCommitter(db, after_commit=after_commit, lock=lock)
+
+
+def _add_all_noting(calls: list[list[str]]) -> Callable[[Session, list[str]], list[str]]:
+    add_all = _add_all(calls)
+
+    def batched(s: Session, names: list[str]) -> list[str]:
+        s.info.setdefault("names", []).extend(names)
+        return add_all(s, names)
+
+    return batched
+
+
+def test_items_a_loop_defers_in_one_pass_commit_together_on_the_loop(
+    db: Database, commits: list[int]
+) -> None:
+    writer = _deferring(db, commits)
+    calls: list[list[str]] = []
+    add_all = _add_all_noting(calls)
+    threads: set[str] = set()
+
+    async def request(name: str) -> str:
+        threads.add(threading.current_thread().name)
+        result: str = await asyncio.wrap_future(writer.defer(add_all, name))
+        return result
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(*(request(f"d{i}") for i in range(4))))
+
+    assert asyncio.run(main()) == [f"added d{i}" for i in range(4)]
+    assert calls == [["d0", "d1", "d2", "d3"]] and commits == [4]
+    assert writer._thread is None  # no writer thread was needed
+    assert _names(db) == {"d0", "d1", "d2", "d3"}
+    writer.close()
+
+
+def test_a_loop_never_waits_for_another_writers_turn(
+    db: Database, commits: list[int], tmp_path: Path
+) -> None:
+    """While another writer (another worker) holds the turn, the loop goes on serving, and what it
+    defers meanwhile joins the batch it commits once the turn is free."""
+    writer = _deferring(db, commits, lock=tmp_path / "writer.lock")
+    other = FileLock(tmp_path / "writer.lock")
+    assert other.acquire()
+    calls: list[list[str]] = []
+    add_all = _add_all_noting(calls)
+
+    async def main() -> None:
+        first = asyncio.wrap_future(writer.defer(add_all, "first"))
+        ticks = 0
+        for _ in range(20):  # the loop runs on: nothing committed, nothing blocked
+            await asyncio.sleep(0.001)
+            ticks += 1
+        assert not first.done() and ticks == 20
+        second = asyncio.wrap_future(writer.defer(add_all, "second"))
+        await asyncio.sleep(0.005)
+        other.release()
+        assert await first == "added first" and await second == "added second"
+
+    asyncio.run(main())
+    assert calls == [["first", "second"]] and commits == [2]
+    writer.close()
+    other.close()
+
+
+def test_a_failing_deferred_item_fails_alone(db: Database, commits: list[int]) -> None:
+    writer = _deferring(db, commits)
+    writer.run(_add("taken"))
+    calls: list[list[str]] = []
+    add_all = _add_all_noting(calls)
+
+    async def main() -> tuple[str, BaseException | None]:
+        good = asyncio.wrap_future(writer.defer(add_all, "a"))
+        bad = asyncio.wrap_future(writer.defer(add_all, "taken"))
+        results = await asyncio.gather(good, bad, return_exceptions=True)
+        return str(results[0]), results[1] if isinstance(results[1], BaseException) else None
+
+    good, bad = asyncio.run(main())
+    assert good == "added a" and isinstance(bad, IntegrityError)
+    assert calls == [["a", "taken"], ["a"], ["taken"]]
+    assert _names(db) == {"taken", "a"}
+    writer.close()
+
+
+def test_close_commits_what_a_stopped_loop_deferred(db: Database, commits: list[int], tmp_path: Path) -> None:
+    writer = _deferring(db, commits, lock=tmp_path / "writer.lock")
+    other = FileLock(tmp_path / "writer.lock")
+    assert other.acquire()
+    futures: list[Future[str]] = []
+
+    async def main() -> None:
+        futures.append(writer.defer(_add_all_noting([]), "late"))
+        await asyncio.sleep(0.01)  # the loop stops while another writer has the turn
+
+    asyncio.run(main())
+    assert not futures[0].done()
+    other.release()
+    writer.close()
+    assert futures[0].result(0) == "added late"
+    assert _names(db) == {"late"}
+    other.close()

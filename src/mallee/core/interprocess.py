@@ -1,4 +1,4 @@
-"""Coordination between the processes of one host: an exclusive file lock, and a counter every
+"""Coordination between the processes of one host: exclusive file locks, and a counter every
 process reads without a system call."""
 
 from __future__ import annotations
@@ -23,6 +23,28 @@ def exclusive(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class FileLock:
+    """An exclusive flock on `path` through a descriptor of its own, kept open. flock belongs to
+    the open file, so two FileLocks on one path exclude each other within one process too."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def acquire(self, *, blocking: bool = True) -> bool:
+        """Whether it is ours now (always, when blocking)."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 class SharedCounter:

@@ -251,9 +251,7 @@ class Walrus:
         its body (kept in its row, see bodies.BodySink) already read, no query but a presigned
         URL's, a known signer, its bucket cached and its owner's quota known to be unlimited (a
         quota means counting the account's objects). The loop then waits for nothing but the
-        group commit, which it awaits. Besides the thread hand-off this spares the writer thread:
-        with no request threads about, it wins Python's lock back at once after each statement,
-        and the write lock that the workers take turns at is held for less time."""
+        group commit, which it runs itself (`GroupCommitter.defer`) and awaits."""
         if request.method != "PUT" or "x-amz-copy-source" in request.headers:
             return False
         length = request.headers.get("content-length") or ""

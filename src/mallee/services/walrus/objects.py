@@ -221,8 +221,8 @@ def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         # Committed with other requests' new versions (group commit): a blob is durable already, a
         # small body is made durable by this commit.
         pending = deferred_commits.get()
-        if pending is not None and stored.locator is None:  # on the event loop, which awaits it
-            pending.append(writer().submit_batched(add_versions, version))
+        if pending is not None and stored.locator is None:  # on the event loop: it commits, then answers
+            pending.append(writer().defer(add_versions, version))
         else:
             writer().run_batched(add_versions, version)
     except BaseException:
