@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import secrets
+from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
@@ -39,6 +40,7 @@ STORAGE_CLASSES = frozenset(("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "O
 # Core statements for the hot paths (built once; SQLAlchemy caches their compiled form).
 _TABLE = cast(Table, ObjectVersion.__table__)
 _COLUMN_OF = {attr.key: attr.columns[0] for attr in ObjectVersion.__mapper__.column_attrs}
+_new_version = ObjectVersion.__mapper__.class_manager.new_instance
 # (attribute, column name, value when not given) of every column a new version inserts
 _INSERTED = [
     (attr, col.key, col.default.arg if col.default is not None and col.default.is_scalar else None)
@@ -88,6 +90,15 @@ def stored_headers(p: dict[str, Any]) -> dict[str, str]:
         expires = p["Expires"]
         headers["Expires"] = expires.isoformat() if isinstance(expires, _dt.datetime) else str(expires)
     return headers
+
+
+def loose_version(fields: Mapping[str, Any]) -> ObjectVersion:
+    """An ObjectVersion of these attributes for no session (one read, or one for `add_versions`),
+    filled the way the ORM fills what it loads: its constructor's attribute events cost a small
+    GET or PUT ~10 % of its CPU."""
+    version: ObjectVersion = _new_version()
+    version.__dict__.update(fields)
+    return version
 
 
 def add_version(s: Session, bucket: Bucket, version: ObjectVersion) -> None:
@@ -174,7 +185,7 @@ def read_version(
     params = {"bucket": bucket, "key": key, "version_id": version_id}
     with ctx.session.get_bind().connect() as conn:
         row = conn.execute(_VERSION if version_id else _LATEST, params).first()
-    found = ObjectVersion(**row._mapping) if row is not None else None
+    found = loose_version(row._mapping) if row is not None else None
     return _readable(found, key, version_id, marker_headers)
 
 
@@ -202,19 +213,21 @@ def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     received = receive_body(ctx, object_store(), keep_up_to=INLINE_MAX)
     stored = received.stored
     assert ctx.account_id is not None
-    version = ObjectVersion(
-        bucket=bucket.name,
-        key=p["Key"],
-        version_id=new_version_id(bucket),
-        is_latest=True,
-        size=stored.size,
-        etag=received.etag,
-        last_modified=clock.now(),
-        owner_account_id=ctx.account_id,
-        **described(ctx, p, bucket),
-        checksums=json.dumps(received.checksums),
-        locator=stored.locator,
-        body=stored.inline,
+    version = loose_version(
+        dict(
+            bucket=bucket.name,
+            key=p["Key"],
+            version_id=new_version_id(bucket),
+            is_latest=True,
+            size=stored.size,
+            etag=received.etag,
+            last_modified=clock.now(),
+            owner_account_id=ctx.account_id,
+            **described(ctx, p, bucket),
+            checksums=json.dumps(received.checksums),
+            locator=stored.locator,
+            body=stored.inline,
+        )
     )
     try:
         quotas().check(ctx.session, bucket.owner_account_id, 1, stored.size)
