@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, update
 
-from mallee.core.context import Headers, HttpRequest, RequestContext
 from mallee.core.errors import CloudError
 from mallee.core.interprocess import SharedCounter
 from mallee.db import migrate
@@ -177,10 +176,7 @@ def _put(writer: GroupCommitter, bucket: Bucket, key: str, locator: str, version
 
 
 def _read(db: Database, key: str, version_id: str | None = None) -> ObjectVersion:
-    request = HttpRequest("GET", "/", "", Headers())
-    with db.session() as s:
-        ctx = RequestContext(request=request, request_id="r", region="r", session=s)
-        return read_version(ctx, "b", key, version_id, marker_headers=True)
+    return read_version(db, "b", key, version_id, marker_headers=True)
 
 
 def _versions(db: Database, key: str) -> list[tuple[str, bool]]:

@@ -65,6 +65,9 @@ from mallee.services.walrus.runtime import deferred_commits
 from mallee.services.walrus.streaming import BridgeStream, BytesStream
 
 log = logging.getLogger(__name__)
+# Operations whose handlers read through a connection of their own (objects.read_version) and
+# write nothing: no session is opened for them (that was ~6 % of a small GET's CPU).
+_SESSIONLESS = frozenset(("GetObject", "HeadObject"))
 
 SMALL_BODY = 1024 * 1024  # bodies up to this size are read whole (XML payloads, small objects)
 SEND_CHUNK = 4 * 1024 * 1024  # mapped, not read (see _mapped)
@@ -95,7 +98,7 @@ class Walrus:
         self.sweeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweeper")
         self.access = S3Access(self.identity, self.buckets.get, self.db)
         self.quotas = quotas = Quotas(Client(cfg.clc_url, self.key))
-        runtime.configure(self.store, quotas, self.access, self.buckets, self.writer)
+        runtime.configure(self.db, self.store, quotas, self.access, self.buckets, self.writer)
         self.gateway = Gateway(
             REGISTRIES, self.access, cfg.region, unit_of_work=self._unit_of_work, s3_domain=cfg.s3_domain
         )
@@ -127,6 +130,9 @@ class Walrus:
 
     @contextlib.contextmanager
     def _unit_of_work(self, ctx: RequestContext, operation: Operation) -> Iterator[None]:
+        if operation.name in _SESSIONLESS:
+            yield
+            return
         with self.db.session() as s:
             ctx.session = s
             yield

@@ -32,7 +32,7 @@ from mallee.services.walrus.objects import (
     read_version,
     stored_headers,
 )
-from mallee.services.walrus.runtime import object_store, quotas
+from mallee.services.walrus.runtime import database, object_store, quotas
 from mallee.services.walrus.tables import Bucket, ObjectVersion
 
 MAX_COPY = 5 * 1024**3  # S3's limit for one CopyObject
@@ -145,7 +145,7 @@ def copy_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
 def read_source(ctx: RequestContext, bucket: str, key: str, version_id: str | None) -> ObjectVersion:
     """The version a copy source names (CopyObject, UploadPartCopy)."""
     try:
-        return read_version(ctx, bucket, key, version_id)
+        return read_version(database(), bucket, key, version_id)
     except CloudError as err:
         if err.code == "MethodNotAllowed":
             raise CloudError(

@@ -1,5 +1,5 @@
-"""What the Walrus process sets up once at start-up for its handlers: the object-store driver, the
-quota checker, the bucket cache and the group committer (like its database handle)."""
+"""What the Walrus process sets up once at start-up for its handlers: its database, the object-store
+driver, the quota checker, the bucket cache and the group committer."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from mallee.db.group_commit import GroupCommitter
+from mallee.db.session import Database
 from mallee.drivers.objectstore.base import ObjectStore
 from mallee.services.walrus.quota import Quotas
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:  # these import tables and identity; runtime stays importable 
     from mallee.services.walrus.access import S3Access
     from mallee.services.walrus.bucket_cache import BucketCache
 
+_db: Database | None = None
 _store: ObjectStore | None = None
 _quotas: Quotas | None = None
 _access: S3Access | None = None
@@ -28,10 +30,21 @@ deferred_commits: contextvars.ContextVar[list[Future[Any]] | None] = contextvars
 
 
 def configure(
-    store: ObjectStore, quotas: Quotas, access: S3Access, buckets: BucketCache, writer: GroupCommitter
+    db: Database,
+    store: ObjectStore,
+    quotas: Quotas,
+    access: S3Access,
+    buckets: BucketCache,
+    writer: GroupCommitter,
 ) -> None:
-    global _store, _quotas, _access, _buckets, _writer
-    _store, _quotas, _access, _buckets, _writer = store, quotas, access, buckets, writer
+    global _db, _store, _quotas, _access, _buckets, _writer
+    _db, _store, _quotas, _access, _buckets, _writer = db, store, quotas, access, buckets, writer
+
+
+def database() -> Database:
+    """For reads through a connection of their own, outside the request's session (read_version)."""
+    assert _db is not None, "Walrus's app configures the database at start-up"
+    return _db
 
 
 def access() -> S3Access:
