@@ -174,7 +174,7 @@ def _copy(
             f"{MAX_COPY}",
         )
     assert ctx.account_id is not None
-    quotas().check(ctx.session, bucket.owner_account_id, 1, source.size)
+    quotas().check(bucket.owner_account_id, 1, source.size)
 
     source_sums: dict[str, str] = json.loads(source.checksums or "{}") if not is_multipart(source) else {}
     algorithms = list(source_sums)

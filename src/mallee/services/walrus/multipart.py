@@ -400,7 +400,7 @@ def complete_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[st
             )
     if p.get("MpuObjectSize") is not None and int(p["MpuObjectSize"]) != total:
         raise CloudError("InvalidRequest", "The provided MpuObjectSize does not match the object's size.")
-    quotas().check(s, bucket.owner_account_id, 1, total)
+    quotas().check(bucket.owner_account_id, 1, total)
     # The upload row goes first: of two concurrent Completes only one deletes it.
     gone = s.execute(delete(Upload).where(Upload.upload_id == upload.upload_id))
     if getattr(gone, "rowcount", 1) != 1:

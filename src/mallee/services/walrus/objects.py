@@ -231,7 +231,7 @@ def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         )
     )
     try:
-        quotas().check(ctx.session, bucket.owner_account_id, 1, stored.size)
+        quotas().check(bucket.owner_account_id, 1, stored.size)
         # Committed with other requests' new versions (group commit): a blob is durable already, a
         # small body is made durable by this commit.
         pending = deferred_commits.get()

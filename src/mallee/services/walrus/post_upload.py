@@ -34,7 +34,7 @@ from mallee.protocol.dispatch import Operation
 from mallee.protocol.gateway import Gateway, auth_error
 from mallee.protocol.specs import load_service
 from mallee.protocol.xmlcodec import Element
-from mallee.services.walrus.buckets import get_bucket
+from mallee.services.walrus.buckets import read_bucket
 from mallee.services.walrus.objects import put_object
 from mallee.services.walrus.streaming import ClientDisconnected
 
@@ -317,7 +317,7 @@ def _upload(gateway: Gateway, ctx: RequestContext, form: _Form, bucket: str) -> 
     )
     with gateway.unit_of_work(ctx, operation):
         if ctx.account_id is None:  # anonymous, as the bucket allows: the bucket owner's object
-            ctx.account_id = get_bucket(ctx, bucket).owner_account_id
+            ctx.account_id = read_bucket(bucket).owner_account_id
         output = put_object(ctx, params) or {}
     if not form.finished:
         form.drain(DRAIN_LIMIT)  # the closing delimiter and any (ignored) fields after the file

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mallee.core.errors import CloudError
+from mallee.db.session import Database
 from mallee.rpc import cloud
 from mallee.rpc.transport import Client
 from mallee.services.walrus.tables import Bucket, ObjectVersion
@@ -47,8 +48,9 @@ def usage(s: Session, account_id: str | None = None) -> dict[str, dict[str, int]
 
 
 class Quotas:
-    def __init__(self, clc: Client) -> None:
+    def __init__(self, clc: Client, db: Database) -> None:
         self.clc = clc
+        self.db = db
         self._cache: dict[str, tuple[float, dict[str, int | None]]] = {}
         self._lock = threading.Lock()
 
@@ -67,13 +69,15 @@ class Quotas:
                 self._cache[account_id] = cached
         return cached[1]
 
-    def check(self, s: Session, account_id: str, new_objects: int, new_bytes: int) -> None:
-        """Refuse a write that would take the account past its quota."""
+    def check(self, account_id: str, new_objects: int, new_bytes: int) -> None:
+        """Refuse a write that would take the account past its quota (counted, when it has one, in
+        a session of its own: a PutObject opens none)."""
         limits = self.limits(account_id)
         max_objects, max_bytes = limits.get("max_objects"), limits.get("max_bytes")
         if not max_objects and not max_bytes:
             return
-        used = usage(s, account_id).get(account_id, {"objects": 0, "bytes": 0})
+        with self.db.session() as s:
+            used = usage(s, account_id).get(account_id, {"objects": 0, "bytes": 0})
         if max_objects and used["objects"] + new_objects > max_objects:
             raise CloudError(
                 "QuotaExceeded", f"The account's quota of {max_objects} objects would be exceeded.", 403
