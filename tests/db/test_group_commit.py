@@ -279,3 +279,21 @@ def test_close_commits_what_a_stopped_loop_deferred(db: Database, commits: list[
     assert futures[0].result(0) == "added late"
     assert _names(db) == {"late"}
     other.close()
+
+
+def test_a_deferred_item_whose_caller_gave_up_still_commits_and_spares_the_others(
+    db: Database, commits: list[int]
+) -> None:
+    """A request cancelled while it awaits its commit (its wrapped future cancels the item's):
+    the batch commits, the others hear of it."""
+    writer = _deferring(db, commits)
+    add_all = _add_all_noting([])
+
+    async def main() -> str:
+        writer.defer(add_all, "gone").cancel()
+        result: str = await asyncio.wait_for(asyncio.wrap_future(writer.defer(add_all, "kept")), 10)
+        return result
+
+    assert asyncio.run(main()) == "added kept"
+    assert _names(db) == {"gone", "kept"}
+    writer.close()

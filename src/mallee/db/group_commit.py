@@ -202,7 +202,8 @@ class GroupCommitter:
                 results = _run(s, batch)
         except BaseException as exc:  # noqa: BLE001 - handed to the job's caller
             if len(batch) == 1:
-                batch[0].future.set_exception(exc)
+                if not batch[0].future.cancelled():
+                    batch[0].future.set_exception(exc)
             else:  # find whose failure it was: each job again, in a transaction of its own
                 for queued in batch:
                     self._commit([queued])
@@ -213,7 +214,8 @@ class GroupCommitter:
             except Exception:
                 log.exception("after-commit work failed")
         for queued, result in zip(batch, results, strict=True):
-            queued.future.set_result(result)
+            if not queued.future.cancelled():  # its caller gave up waiting; the commit stands
+                queued.future.set_result(result)
 
 
 def _run(s: Session, batch: list[_Queued]) -> list[Any]:
