@@ -59,11 +59,9 @@ class Database:
     @contextmanager
     def write_session(self) -> Iterator[Session]:
         """`session()` whose transaction takes the database's write lock with its first statement
-        (SQLite: BEGIN IMMEDIATE; pysqlite would begin only at the first write), so that nothing it
-        read can change before it writes, even from another process."""
+        (see `hold_write_lock`)."""
         with self.session() as s:
-            if self.engine.dialect.name == "sqlite":
-                s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            hold_write_lock(s)
             yield s
 
     def listen(self, identifier: str, fn: Callable[..., Any]) -> None:
@@ -73,3 +71,17 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def hold_write_lock(s: Session) -> None:
+    """Make `s`'s transaction hold the database's write lock from now on, so that nothing it reads
+    next can change before it writes, even from another process. SQLite: BEGIN IMMEDIATE, unless
+    a write of this transaction took the lock already (pysqlite begins a transaction only at the
+    first write, so reads before it see whatever others commit meanwhile). PostgreSQL: nothing yet
+    (there, a read-then-write on one key needs a row lock; not done)."""
+    conn = s.connection()
+    if conn.dialect.name != "sqlite":
+        return
+    driver = conn.connection.driver_connection
+    if driver is not None and not driver.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from mallee.core import clock
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.db.session import Database
+from mallee.db.session import Database, hold_write_lock
 from mallee.protocol.scalars import format_timestamp
 from mallee.protocol.serializer import STATUS_OVERRIDE
 from mallee.services.walrus import acl, garbage
@@ -116,6 +116,7 @@ def add_versions(s: Session, versions: list[ObjectVersion]) -> list[None]:
     version through this): the versions stay out of the session, and versions the session loaded
     are not updated."""
     s.flush()  # the session's own changes first, in order
+    hold_write_lock(s)  # a request's session too: what it reads as newest stays so until it commits
     conn = s.connection()
     wanted = {(v.bucket, v.key) for v in versions}
     params = {"buckets": list({b for b, _ in wanted}), "keys": list({k for _, k in wanted})}
