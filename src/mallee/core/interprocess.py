@@ -14,17 +14,6 @@ from pathlib import Path
 _COUNTER = struct.Struct("<Q")
 
 
-@contextmanager
-def exclusive(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path`, held for the block (released by the kernel if we die)."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 class FileLock:
     """An exclusive flock on `path` through a descriptor of its own, kept open. flock belongs to
     the open file, so two FileLocks on one path exclude each other within one process too."""
@@ -45,6 +34,20 @@ class FileLock:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path`, held for the block (released by the kernel if we die)."""
+    lock = FileLock(path)
+    try:
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+    finally:
+        lock.close()
 
 
 class SharedCounter:
