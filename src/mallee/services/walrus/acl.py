@@ -53,6 +53,13 @@ def _email_not_implemented() -> CloudError:
     return CloudError("NotImplemented", "Grants to email addresses are not supported by this server.", 501)
 
 
+def _malformed_acl() -> CloudError:
+    return CloudError(
+        "MalformedACLError",
+        "The XML you provided was not well-formed or did not validate against our published schema",
+    )
+
+
 def _grantee(kind: str, value: str) -> dict[str, Any]:
     kind = kind.lower()
     if kind == "emailaddress":
@@ -101,10 +108,7 @@ def _document_grants(policy: dict[str, Any], owner_account_id: str) -> list[dict
     for grant in policy.get("Grants") or []:
         grantee, permission = grant.get("Grantee") or {}, grant.get("Permission")
         if permission not in PERMISSIONS:
-            raise CloudError(
-                "MalformedACLError",
-                "The XML you provided was not well-formed or did not validate against our published schema",
-            )
+            raise _malformed_acl()
         kind = grantee.get("Type")
         if kind == "CanonicalUser" and grantee.get("ID"):
             parsed = _grantee("id", grantee["ID"])
@@ -113,10 +117,7 @@ def _document_grants(policy: dict[str, Any], owner_account_id: str) -> list[dict
         elif kind == "AmazonCustomerByEmail":
             raise _email_not_implemented()
         else:
-            raise CloudError(
-                "MalformedACLError",
-                "The XML you provided was not well-formed or did not validate against our published schema",
-            )
+            raise _malformed_acl()
         grants.append({"Grantee": parsed, "Permission": permission})
     return grants
 
