@@ -35,12 +35,18 @@ def commits() -> list[int]:
     return []  # how many jobs each committed batch had (filled by after_commit)
 
 
-@pytest.fixture
-def writer(db: Database, commits: list[int]) -> Iterator[GroupCommitter]:
+def _committer(db: Database, commits: list[int], lock: Path | None = None) -> GroupCommitter:
+    """A group committer whose after_commit notes in `commits` how many names each batch added."""
+
     def after_commit(s: Session) -> None:
         commits.append(len(s.info.get("names", [])))
 
-    committer = GroupCommitter(db, after_commit=after_commit)
+    return GroupCommitter(db, after_commit=after_commit, lock=lock)
+
+
+@pytest.fixture
+def writer(db: Database, commits: list[int]) -> Iterator[GroupCommitter]:
+    committer = _committer(db, commits)
     yield committer
     committer.close()
 
@@ -137,6 +143,7 @@ def _add_all(calls: list[list[str]]) -> Callable[[Session, list[str]], list[str]
     def batched(s: Session, names: list[str]) -> list[str]:
         calls.append(list(names))
         s.connection().execute(insert(ROWS), [{"name": name} for name in names])
+        s.info.setdefault("names", []).extend(names)
         return [f"added {name}" for name in names]
 
     return batched
@@ -174,29 +181,12 @@ def test_a_failing_batched_item_fails_alone(db: Database, writer: GroupCommitter
 # -- deferred by an event loop -------------------------------------------------------------------
 
 
-def _deferring(db: Database, commits: list[int], lock: Path | None = None) -> GroupCommitter:
-    def after_commit(s: Session) -> None:
-        commits.append(len(s.info.get("names", [])))
-
-    return GroupCommitter(db, after_commit=after_commit, lock=lock)
-
-
-def _add_all_noting(calls: list[list[str]]) -> Callable[[Session, list[str]], list[str]]:
-    add_all = _add_all(calls)
-
-    def batched(s: Session, names: list[str]) -> list[str]:
-        s.info.setdefault("names", []).extend(names)
-        return add_all(s, names)
-
-    return batched
-
-
 def test_items_a_loop_defers_in_one_pass_commit_together_on_the_loop(
     db: Database, commits: list[int]
 ) -> None:
-    writer = _deferring(db, commits)
+    writer = _committer(db, commits)
     calls: list[list[str]] = []
-    add_all = _add_all_noting(calls)
+    add_all = _add_all(calls)
     threads: set[str] = set()
 
     async def request(name: str) -> str:
@@ -219,11 +209,11 @@ def test_a_loop_never_waits_for_another_writers_turn(
 ) -> None:
     """While another writer (another worker) holds the turn, the loop goes on serving, and what it
     defers meanwhile joins the batch it commits once the turn is free."""
-    writer = _deferring(db, commits, lock=tmp_path / "writer.lock")
+    writer = _committer(db, commits, lock=tmp_path / "writer.lock")
     other = FileLock(tmp_path / "writer.lock")
     assert other.acquire()
     calls: list[list[str]] = []
-    add_all = _add_all_noting(calls)
+    add_all = _add_all(calls)
 
     async def main() -> None:
         first = asyncio.wrap_future(writer.defer(add_all, "first"))
@@ -244,10 +234,10 @@ def test_a_loop_never_waits_for_another_writers_turn(
 
 
 def test_a_failing_deferred_item_fails_alone(db: Database, commits: list[int]) -> None:
-    writer = _deferring(db, commits)
+    writer = _committer(db, commits)
     writer.run(_add("taken"))
     calls: list[list[str]] = []
-    add_all = _add_all_noting(calls)
+    add_all = _add_all(calls)
 
     async def main() -> tuple[str, BaseException | None]:
         good = asyncio.wrap_future(writer.defer(add_all, "a"))
@@ -263,13 +253,13 @@ def test_a_failing_deferred_item_fails_alone(db: Database, commits: list[int]) -
 
 
 def test_close_commits_what_a_stopped_loop_deferred(db: Database, commits: list[int], tmp_path: Path) -> None:
-    writer = _deferring(db, commits, lock=tmp_path / "writer.lock")
+    writer = _committer(db, commits, lock=tmp_path / "writer.lock")
     other = FileLock(tmp_path / "writer.lock")
     assert other.acquire()
     futures: list[Future[str]] = []
 
     async def main() -> None:
-        futures.append(writer.defer(_add_all_noting([]), "late"))
+        futures.append(writer.defer(_add_all([]), "late"))
         await asyncio.sleep(0.01)  # the loop stops while another writer has the turn
 
     asyncio.run(main())
@@ -286,8 +276,8 @@ def test_a_deferred_item_whose_caller_gave_up_still_commits_and_spares_the_other
 ) -> None:
     """A request cancelled while it awaits its commit (its wrapped future cancels the item's):
     the batch commits, the others hear of it."""
-    writer = _deferring(db, commits)
-    add_all = _add_all_noting([])
+    writer = _committer(db, commits)
+    add_all = _add_all([])
 
     async def main() -> str:
         writer.defer(add_all, "gone").cancel()

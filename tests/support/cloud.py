@@ -110,8 +110,9 @@ class Cloud:
         )
 
     def service_pid(self, service: str) -> int:
-        """The pid of the service's process started last, from the supervisor's log."""
-        return int(re.findall(rf"started {service}(?: worker \d+)? \(pid (\d+)\)", self.log())[-1])
+        """The current pid of a one-process service (see `service_pids`)."""
+        (pid,) = self.service_pids(service)
+        return pid
 
     def service_pids(self, service: str) -> list[int]:
         """The current pid of each of the service's processes (Walrus runs as several workers)."""
