@@ -9,10 +9,10 @@ import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from mallee.core.errors import CloudError
 from mallee.core.interprocess import SharedCounter
@@ -321,31 +321,33 @@ def test_a_batch_across_buckets_changes_only_its_own_keys(db: Database) -> None:
         assert len(list(s.scalars(select(ObjectVersion.id)))) == 4
 
 
+@contextmanager
+def _traced(s: Session) -> Iterator[list[str]]:
+    """The SQL that `s`'s SQLite connection runs, values inlined: SQLAlchemy's events do not see
+    the statements `add_versions` runs on its DB-API cursor."""
+    driver = s.connection().connection.driver_connection
+    statements: list[str] = []
+    driver.set_trace_callback(statements.append)
+    try:
+        yield statements
+    finally:
+        driver.set_trace_callback(None)
+
+
 def test_a_batch_reads_the_objects_table_through_its_index(db: Database) -> None:
     """A batch costs the same with a million objects as with ten: none of its statements may scan
     the objects table (SQLite scanned it for `(bucket, key) IN (VALUES ...)`)."""
     if db.engine.dialect.name != "sqlite":
         pytest.skip("PostgreSQL's planner scans small tables on purpose; the plan is SQLite's")
     _bucket(db)
-    statements: list[tuple[str, Any]] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool) -> None:
-        statements.append((statement, parameters[0] if many else parameters))
-
-    event.listen(db.engine, "before_cursor_execute", seen)
-    try:
-        with db.session() as s:
-            add_versions(s, [_version("k", None), _version("j", None)])
-            add_versions(s, [_version("k", None), _version("j", None)])
-    finally:
-        event.remove(db.engine, "before_cursor_execute", seen)
+    with db.session() as s, _traced(s) as statements:
+        add_versions(s, [_version("k", None), _version("j", None)])
+        add_versions(s, [_version("k", None), _version("j", None)])
     plans = []
     with db.engine.connect() as conn:
-        for statement, parameters in statements:
+        for statement in statements:
             if "objects" in statement:
-                plans += [
-                    row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
-                ]
+                plans += [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement)]
     assert any("ix_objects_listing" in step for step in plans)
     assert not [step for step in plans if step.startswith("SCAN objects")], plans
 
@@ -358,18 +360,10 @@ def test_a_request_sessions_new_version_reads_under_the_write_lock(db: Database)
     if db.engine.dialect.name != "sqlite":
         pytest.skip("SQLite's write lock; on PostgreSQL the same race still needs a row lock")
     _bucket(db, versioning="Enabled")
-    statements: list[str] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement.split()[0].upper() + (" IMMEDIATE" if "IMMEDIATE" in statement else ""))
-
-    event.listen(db.engine, "before_cursor_execute", seen)
-    try:
-        with db.session() as s:
-            add_versions(s, [_version("k", None, "m1")])
-            add_versions(s, [_version("k", None, "m2")])
-    finally:
-        event.remove(db.engine, "before_cursor_execute", seen)
+    with db.session() as s, _traced(s) as traced:
+        add_versions(s, [_version("k", None, "m1")])
+        add_versions(s, [_version("k", None, "m2")])
+    statements = [t.split()[0].upper() + (" IMMEDIATE" if "IMMEDIATE" in t else "") for t in traced]
     assert statements[0] == "BEGIN IMMEDIATE"
     assert statements.count("BEGIN IMMEDIATE") == 1  # the second call is in the same transaction
     assert statements.index("BEGIN IMMEDIATE") < statements.index("SELECT")

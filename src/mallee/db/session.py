@@ -84,4 +84,4 @@ def hold_write_lock(s: Session) -> None:
         return
     driver = conn.connection.driver_connection
     if driver is not None and not driver.in_transaction:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        driver.execute("BEGIN IMMEDIATE")  # on the DB-API connection: once per batch of PUTs

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from mallee.core import clock
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
+from mallee.db.prepared import first_row, prepared, session_cursor
 from mallee.db.session import Database, hold_write_lock
 from mallee.protocol.scalars import format_timestamp
 from mallee.protocol.serializer import STATUS_OVERRIDE
@@ -38,7 +39,7 @@ STORAGE_CLASSES = frozenset(("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "O
                              "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR"))  # fmt: skip
 
 
-# Core statements for the hot paths (built once; SQLAlchemy caches their compiled form).
+# Core statements for the hot paths, built once (those run on DB-API cursors: see db.prepared).
 _TABLE = cast(Table, ObjectVersion.__table__)
 _COLUMN_OF = {attr.key: attr.columns[0] for attr in ObjectVersion.__mapper__.column_attrs}
 _new_version = ObjectVersion.__mapper__.class_manager.new_instance
@@ -48,21 +49,21 @@ _INSERTED = [
     for attr, col in _COLUMN_OF.items()
     if not col.primary_key
 ]
-# The rows a new version of these keys changes: the newest ones, and the "null" ones it may replace.
-# Buckets and keys are matched apart (a superset when a batch spans buckets, filtered by the caller):
-# SQLite answers `(bucket, key) IN (VALUES ...)` by scanning the whole table, this from the index.
+# The rows a new version of a key changes: the newest one, and the "null" one it may replace. One
+# indexed lookup per key (SQLite answers `(bucket, key) IN (VALUES ...)` by scanning the table).
 _CURRENT = select(
-    _TABLE.c.id, _TABLE.c.bucket, _TABLE.c.key, _TABLE.c.version_id, _TABLE.c.is_latest, _TABLE.c.locator,
-    _TABLE.c.parts,
+    _TABLE.c.id, _TABLE.c.version_id, _TABLE.c.is_latest, _TABLE.c.locator, _TABLE.c.parts,
 ).where(
-    _TABLE.c.bucket.in_(bindparam("buckets", expanding=True)),
-    _TABLE.c.key.in_(bindparam("keys", expanding=True)),
+    _TABLE.c.bucket == bindparam("bucket"),
+    _TABLE.c.key == bindparam("key"),
     or_(_TABLE.c.is_latest, _TABLE.c.version_id == "null"),
 )  # fmt: skip
-_IDS = _TABLE.c.id.in_(bindparam("ids", expanding=True))
-_UNSET_LATEST = update(_TABLE).where(_IDS).values(is_latest=False)
-_DELETE_IDS = delete(_TABLE).where(_IDS)
-_INSERT = insert(_TABLE)
+_BY_ID = _TABLE.c.id == bindparam("row_id")
+_UNSET_LATEST = update(_TABLE).where(_BY_ID).values(is_latest=False)
+_DELETE_BY_ID = delete(_TABLE).where(_BY_ID)
+_INSERT = insert(_TABLE).values(
+    {name: bindparam(name, type_=_TABLE.c[name].type) for _, name, _ in _INSERTED}
+)
 
 
 def check_key(key: str) -> None:
@@ -112,25 +113,22 @@ def add_versions(s: Session, versions: list[ObjectVersion]) -> list[None]:
     """Make each version the newest of its key, in order; outside versioning a version replaces
     the key's previous "null" one (its blobs go to the garbage queue), even one earlier in the list.
 
-    A handful of Core statements for the whole list (the group committer batches every PUT's new
-    version through this): the versions stay out of the session, and versions the session loaded
-    are not updated."""
+    A few prepared statements on the session's DB-API connection for the whole list (the group
+    committer batches every PUT's new version through this): the versions stay out of the
+    session, and versions the session loaded are not updated."""
     s.flush()  # the session's own changes first, in order
     hold_write_lock(s)  # a request's session too: what it reads as newest stays so until it commits
-    conn = s.connection()
-    wanted = {(v.bucket, v.key) for v in versions}
-    params = {"buckets": list({b for b, _ in wanted}), "keys": list({k for _, k in wanted})}
-    current: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for found in conn.execute(_CURRENT, params).mappings():
-        if (found["bucket"], found["key"]) in wanted:
-            current.setdefault((found["bucket"], found["key"]), []).append(dict(found))
+    with session_cursor(s) as (dialect, cursor):
+        current = {
+            key: prepared(dialect, _CURRENT).all(cursor, {"bucket": key[0], "key": key[1]})
+            for key in dict.fromkeys((v.bucket, v.key) for v in versions)
+        }
     unset: set[int] = set()
     dropped: set[int] = set()
     blobs: list[str] = []
     rows: list[dict[str, Any] | None] = []  # to insert; None: replaced within this list
     for version in versions:
-        key = (version.bucket, version.key)
-        older = current.setdefault(key, [])
+        older = current[version.bucket, version.key]
         for row in older:  # what was newest stops being so (a row of this list included)
             if row["is_latest"]:
                 row["is_latest"] = False
@@ -148,13 +146,12 @@ def add_versions(s: Session, versions: list[ObjectVersion]) -> list[None]:
         new = {name: given.get(attr, default) for attr, name, default in _INSERTED}
         rows.append(new)
         older.append(new)
-    if unset - dropped:
-        conn.execute(_UNSET_LATEST, {"ids": sorted(unset - dropped)})
-    if dropped:
-        conn.execute(_DELETE_IDS, {"ids": sorted(dropped)})
     if blobs:
         garbage.queue(s, blobs)
-    conn.execute(_INSERT, [row for row in rows if row is not None])
+    with session_cursor(s) as (dialect, cursor):
+        for statement, ids in ((_UNSET_LATEST, unset - dropped), (_DELETE_BY_ID, dropped)):
+            prepared(dialect, statement).execute_many(cursor, [{"row_id": n} for n in sorted(ids)])
+        prepared(dialect, _INSERT).execute_many(cursor, [row for row in rows if row is not None])
     return [None] * len(versions)
 
 
@@ -182,12 +179,11 @@ def read_version(
     db: Database, bucket: str, key: str, version_id: str | None, *, marker_headers: bool = False
 ) -> ObjectVersion:
     """`find_version` for handlers that only read it (GetObject, HeadObject: the hot path). One
-    prepared Core query instead of ORM loading (several times cheaper); the version it returns
-    belongs to no session."""
+    prepared query on a DB-API connection instead of ORM loading (several times cheaper); the
+    version it returns belongs to no session."""
     params = {"bucket": bucket, "key": key, "version_id": version_id}
-    with db.engine.connect() as conn:
-        row = conn.execute(_VERSION if version_id else _LATEST, params).first()
-    found = loose_version(row._mapping) if row is not None else None
+    row = first_row(db.engine, _VERSION if version_id else _LATEST, params)
+    found = loose_version(row) if row is not None else None
     return _readable(found, key, version_id, marker_headers)
 
 
