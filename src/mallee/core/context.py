@@ -7,7 +7,7 @@ framework: `services/*/app.py` builds an `HttpRequest` from it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -17,9 +17,10 @@ from urllib.parse import parse_qsl
 class Headers:
     """Case-insensitive multi-valued HTTP headers that keep their order and original values."""
 
-    __slots__ = ("_items", "_first")
+    __slots__ = ("_items", "_first", "changes")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self.changes = 0  # `set` calls: readings of the headers kept elsewhere are stale once it moves
         self._items: list[tuple[str, str]] = [(k.lower(), v) for k, v in items]
         # Each name's first value, for `get` (a request asks for ~20 headers): built from the end
         # so that the first occurrence is the one left standing.
@@ -51,6 +52,7 @@ class Headers:
         self._items = [(k, v) for k, v in self._items if k != name]
         self._items.append((name, value))
         self._first[name] = value
+        self.changes += 1
 
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
@@ -88,6 +90,32 @@ class HttpRequest:
     _form_cache: tuple[bytes, str | None, str, list[tuple[str, str]]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    # (query_string, body, headers, headers.changes, what `signature`'s reader found)
+    _signature_cache: tuple[str, bytes, Headers, int, object] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def signature(self, read: Callable[[HttpRequest], object]) -> object:
+        """`read(self)` (auth.extract's reading of how the request is signed), read once while the
+        query string, body and headers stay as they are: routing, the choice of where to answer
+        and authentication all ask."""
+        cached = self._signature_cache
+        if (
+            cached is None
+            or cached[0] is not self.query_string
+            or cached[1] is not self.body
+            or cached[2] is not self.headers
+            or cached[3] != self.headers.changes
+        ):
+            found = read(self)
+            cached = self._signature_cache = (
+                self.query_string,
+                self.body,
+                self.headers,
+                self.headers.changes,
+                found,
+            )
+        return cached[4]
 
     def query_params(self) -> list[tuple[str, str]]:
         """The query string's parameters, in order (a new list: callers may extend it)."""

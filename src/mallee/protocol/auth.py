@@ -16,7 +16,7 @@ import hmac
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from mallee.core.context import HttpRequest
 
@@ -81,7 +81,22 @@ def extract(request: HttpRequest) -> SignatureInfo | None:
 
     Raises AuthError("incomplete") when a signature is half there or malformed, and
     AuthError("unsupported") for schemes we do not implement (SigV4a, SigV2 versions 0 and 1...).
+    Read once per request (`HttpRequest.signature`).
     """
+    found = request.signature(_extract_or_error)
+    if isinstance(found, AuthError):
+        raise AuthError(found.kind, found.message)
+    return cast(SignatureInfo | None, found)
+
+
+def _extract_or_error(request: HttpRequest) -> SignatureInfo | AuthError | None:
+    try:
+        return _extract(request)
+    except AuthError as err:
+        return err
+
+
+def _extract(request: HttpRequest) -> SignatureInfo | None:
     # Imported here: sigv4 and sigv2 import AuthError and SignatureInfo from this module.
     from mallee.protocol import sigv2, sigv4
 

@@ -39,3 +39,23 @@ def test_a_body_that_is_not_utf8_raises_unless_replaced() -> None:
     assert request.form_params(errors="replace") == [("a", "\ufffd")]
     with pytest.raises(UnicodeDecodeError):  # the replaced reading is not what a strict one answers
         request.form_params()
+
+
+def test_the_signature_is_read_once_until_what_it_was_read_from_changes() -> None:
+    request = HttpRequest("GET", "/b/k", "a=1", Headers([("Authorization", "one")]))
+    reads: list[str | None] = []
+
+    def read(r: HttpRequest) -> object:
+        reads.append(r.headers.get("authorization"))
+        return len(reads)
+
+    assert [request.signature(read) for _ in range(3)] == [1, 1, 1]
+    request.headers.set("authorization", "two")
+    assert request.signature(read) == 2
+    request.query_string = "a=2"
+    assert request.signature(read) == 3
+    request.body = b"x"
+    assert request.signature(read) == 4
+    request.headers = Headers([("Authorization", "three")])
+    assert request.signature(read) == 5
+    assert reads == ["one", "two", "two", "two", "three"]

@@ -636,6 +636,16 @@ def test_malformed_presigned_queries(query: str) -> None:
     assert caught.value.kind == "incomplete"
 
 
+def test_a_malformed_signature_is_refused_alike_each_time_it_is_read() -> None:
+    request = HttpRequest("GET", "/", "X-Amz-Signature=abc", Headers([HOST]))
+    errors = []
+    for _ in range(2):  # the second reading comes from the request's memo
+        with pytest.raises(AuthError) as caught:
+            auth.extract(request)
+        errors.append((caught.value.kind, caught.value.message))
+    assert errors[0] == errors[1] and errors[0][0] == "incomplete"
+
+
 def test_two_signatures_are_refused() -> None:
     presigned = SIGNED_BY_BOTOCORE["sts presigned"]()
     both = replace_header(presigned, "Authorization", GOOD_AUTH)
