@@ -90,31 +90,28 @@ class HttpRequest:
     _form_cache: tuple[bytes, str | None, str, list[tuple[str, str]]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
-    # (query_string, body, headers, headers.changes, what `signature`'s reader found)
+    # (query_string, form body, headers, headers.changes, what `signature`'s reader found)
     _signature_cache: tuple[str, bytes, Headers, int, object] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
     def signature(self, read: Callable[[HttpRequest], object]) -> object:
         """`read(self)` (auth.extract's reading of how the request is signed), read once while the
-        query string, body and headers stay as they are: routing, the choice of where to answer
-        and authentication all ask."""
+        query string, form body and headers stay as they are: routing, the choice of where to
+        answer and authentication all ask."""
         cached = self._signature_cache
+        # Only a form's body can carry a signature (query APIs): an object's body changes nothing.
+        form = self.body if "form-urlencoded" in (self.headers.get("content-type") or "") else b""
+        headers = self.headers
         if (
             cached is None
             or cached[0] is not self.query_string
-            or cached[1] is not self.body
-            or cached[2] is not self.headers
-            or cached[3] != self.headers.changes
+            or cached[1] is not form
+            or cached[2] is not headers
+            or cached[3] != headers.changes
         ):
             found = read(self)
-            cached = self._signature_cache = (
-                self.query_string,
-                self.body,
-                self.headers,
-                self.headers.changes,
-                found,
-            )
+            cached = self._signature_cache = (self.query_string, form, headers, headers.changes, found)
         return cached[4]
 
     def query_params(self) -> list[tuple[str, str]]:
