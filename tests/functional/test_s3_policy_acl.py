@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from mallee.core.config import PORT_OFFSETS
 from support.answers import code
 from support.cloud import Cloud, Keys
 
@@ -26,9 +27,12 @@ def new_bucket(cloud: Cloud, keys: Keys, prefix: str = "pol") -> tuple[Any, str]
     return s3, name
 
 
-def anonymous_get(cloud: Cloud, path: str) -> tuple[int, bytes]:
+def anonymous_get(
+    cloud: Cloud, path: str, headers: dict[str, str] | None = None, endpoint: str | None = None
+) -> tuple[int, bytes]:
+    request = urllib.request.Request((endpoint or cloud.endpoint) + path, headers=headers or {})
     try:
-        with urllib.request.urlopen(cloud.endpoint + path, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -171,6 +175,13 @@ def test_source_ip_condition(cloud: Cloud, account: Keys) -> None:
     )
     assert anonymous_get(cloud, f"/{bucket}/k") == (200, b"local")
     assert anonymous_get(cloud, f"/{bucket}/far")[0] == 403
+    # A client names no address of its own: proxy headers are not believed, at the endpoint or
+    # at Walrus's own port (uvicorn believes them from loopback peers unless told not to).
+    walrus = f"http://127.0.0.1:{int(cloud.env['MALLEE_PORT_BASE']) + PORT_OFFSETS['walrus']}"
+    for endpoint in (cloud.endpoint, walrus):
+        for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+            spoofed = {header: "for=203.0.113.7" if header == "Forwarded" else "203.0.113.7"}
+            assert anonymous_get(cloud, f"/{bucket}/far", spoofed, endpoint)[0] == 403, (endpoint, header)
 
 
 def test_prefix_condition_on_listing(cloud: Cloud, account: Keys) -> None:

@@ -91,6 +91,10 @@ def serve(service: str, cfg: Config, worker: int = 0) -> None:
         http=http,
         lifespan="on",
         access_log=False,
+        # The peer's address is the client's: uvicorn would otherwise take X-Forwarded-For from
+        # loopback peers, letting a local client pass for any address (aws:SourceIp). Walrus
+        # learns the address the front door saw from its signed header instead (handoff/relay).
+        proxy_headers=False,
         log_config=None,
         server_header=False,
         date_header=True,
