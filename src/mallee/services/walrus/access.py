@@ -185,7 +185,10 @@ class S3Access:
             # An anonymous request that a policy or ACL allows acts for the bucket's owner: what it
             # writes is owned and counted (quotas) there.
             ctx.account_id = bucket.owner_account_id
-        context = _condition_context(ctx, params)
+        evaluated = (bucket is not None and bucket.policy) or (
+            principal is not None and not principal.is_root
+        )
+        context = _condition_context(ctx, params) if evaluated else {}  # only policies read it
         policy_decision = Decision.IMPLICIT_DENY
         if bucket is not None and bucket.policy:
             policy_decision = iam_policy.evaluate(
