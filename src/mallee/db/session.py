@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -73,15 +73,31 @@ class Database:
         self.engine.dispose()
 
 
-def hold_write_lock(s: Session) -> None:
-    """Make `s`'s transaction hold the database's write lock from now on, so that nothing it reads
-    next can change before it writes, even from another process. SQLite: BEGIN IMMEDIATE, unless
-    a write of this transaction took the lock already (pysqlite begins a transaction only at the
-    first write, so reads before it see whatever others commit meanwhile). PostgreSQL: nothing yet
-    (there, a read-then-write on one key needs a row lock; not done)."""
+def hold_write_lock(s: Session, names: Iterable[str] = ()) -> None:
+    """Make `s`'s transaction hold the write lock for what `names` name (SQLite: the whole
+    database) from now on, so that nothing it reads of them next can change before it writes,
+    even from another process. Take it before that read.
+
+    SQLite: BEGIN IMMEDIATE, unless a write of this transaction took the lock already (pysqlite
+    begins a transaction only at the first write, so reads before it see whatever others commit
+    meanwhile). PostgreSQL: a transaction-scoped advisory lock per name, taken in one order
+    (two transactions never wait for each other in a circle); writers of other names go on. Row
+    locks would not do: a row another transaction is inserting cannot be locked."""
     conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        wanted = sorted(set(names))
+        if wanted:
+            conn.exec_driver_sql(_ADVISORY_LOCKS, {"names": wanted})
+        return
     if conn.dialect.name != "sqlite":
         return
     driver = conn.connection.driver_connection
     if driver is not None and not driver.in_transaction:
         driver.execute("BEGIN IMMEDIATE")  # on the DB-API connection: once per batch of PUTs
+
+
+# One lock per name, in the order of their hashes (a collision only makes two names share one).
+_ADVISORY_LOCKS = (
+    "SELECT pg_advisory_xact_lock(h) FROM "
+    "(SELECT DISTINCT hashtextextended(n, 0) AS h FROM unnest(%(names)s::text[]) AS n ORDER BY h) AS wanted"
+)

@@ -24,12 +24,13 @@ from sqlalchemy.orm import Session
 from mallee.core import clock
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.db.session import Database
+from mallee.db.session import Database, hold_write_lock
 from mallee.drivers.objectstore.base import ObjectStore
 from mallee.services.walrus import garbage
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.bucket_config import malformed_xml
 from mallee.services.walrus.buckets import get_bucket
+from mallee.services.walrus.objects import key_lock
 from mallee.services.walrus.tables import Bucket, ObjectVersion, Part, Upload
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,7 @@ def _matches(flt: dict[str, Any], version: ObjectVersion) -> bool:
 
 def _add_delete_marker(s: Session, bucket: Bucket, current: ObjectVersion, now: _dt.datetime) -> None:
     version_id = secrets.token_urlsafe(24) if bucket.versioning == "Enabled" else "null"
+    hold_write_lock(s, [key_lock(bucket.name, current.key)])
     s.execute(
         update(ObjectVersion)
         .where(ObjectVersion.bucket == bucket.name, ObjectVersion.key == current.key, ObjectVersion.is_latest)

@@ -117,7 +117,8 @@ def add_versions(s: Session, versions: list[ObjectVersion]) -> list[None]:
     committer batches every PUT's new version through this): the versions stay out of the
     session, and versions the session loaded are not updated."""
     s.flush()  # the session's own changes first, in order
-    hold_write_lock(s)  # a request's session too: what it reads as newest stays so until it commits
+    # A request's session too: what it reads as newest stays so until it commits.
+    hold_write_lock(s, [key_lock(v.bucket, v.key) for v in versions])
     with session_cursor(s) as (dialect, cursor):
         current = {
             key: prepared(dialect, _CURRENT).all(cursor, {"bucket": key[0], "key": key[1]})
@@ -153,6 +154,11 @@ def add_versions(s: Session, versions: list[ObjectVersion]) -> list[None]:
             prepared(dialect, statement).execute_many(cursor, [{"row_id": n} for n in sorted(ids)])
         prepared(dialect, _INSERT).execute_many(cursor, [row for row in rows if row is not None])
     return [None] * len(versions)
+
+
+def key_lock(bucket: str, key: str) -> str:
+    """The name of a key's write lock (`hold_write_lock`): held by whoever changes its versions."""
+    return f"{bucket}/{key}"
 
 
 def find_version(
@@ -408,6 +414,7 @@ def delete_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
 
 def delete_one(ctx: RequestContext, bucket: Bucket, key: str, version_id: str | None) -> dict[str, Any]:
     s = ctx.session
+    hold_write_lock(s, [key_lock(bucket.name, key)])  # which version is newest stays so meanwhile
     if version_id:
         found = s.scalar(
             select(ObjectVersion).where(
