@@ -13,12 +13,13 @@ from typing import Any
 
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
+from mallee.db.session import hold_write_lock
 from mallee.services.walrus import checksums
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.bodies import check_md5
 from mallee.services.walrus.buckets import get_bucket
 from mallee.services.walrus.copy import authorize_object
-from mallee.services.walrus.objects import MAX_KEY_BYTES, delete_one
+from mallee.services.walrus.objects import MAX_KEY_BYTES, delete_one, key_lock
 
 MAX_OBJECTS = 1000
 
@@ -47,6 +48,9 @@ def delete_objects(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     if not objects or len(objects) > MAX_OBJECTS:
         raise CloudError("MalformedXML", "The XML you provided was not well-formed or did not validate.")
     quiet = bool(request.get("Quiet"))
+    # Every key's lock at once, in the one order all multi-key writers use (PostgreSQL: taken one
+    # by one, two requests naming keys in other orders could each wait for the other).
+    hold_write_lock(ctx.session, [key_lock(bucket.name, item.get("Key") or "") for item in objects])
     deleted: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     for item in objects:

@@ -249,10 +249,15 @@ def _expire_bucket(s: Session, bucket: Bucket, now: _dt.datetime) -> int:
                     ObjectVersion.key.startswith(flt["Prefix"], autoescape=True),
                 )
             ).all()
-            for version in current_versions:
-                expires = _utc(date) if date is not None else due(version.last_modified, expiration["Days"])
-                if now < expires or not _matches(flt, version):
-                    continue
+            expired = [
+                version
+                for version in current_versions
+                if now >= (_utc(date) if date is not None else due(version.last_modified, expiration["Days"]))
+                and _matches(flt, version)
+            ]
+            if expired:  # all their keys' locks at once, in the order multi-key writers share (deletes)
+                hold_write_lock(s, [key_lock(bucket.name, version.key) for version in expired])
+            for version in expired:
                 if bucket.versioning:
                     _add_delete_marker(s, bucket, version, now)
                 else:
