@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from mallee.core.interprocess import FileLock
 from mallee.db.group_commit import GroupCommitter
-from mallee.db.session import Database
+from mallee.db.session import BUSY_TIMEOUT_MS, Database
 
 METADATA = MetaData()
 ROWS = Table("gc_rows", METADATA, Column("name", String(32), primary_key=True))
@@ -231,6 +231,36 @@ def test_a_loop_never_waits_for_another_writers_turn(
     assert calls == [["first", "second"]] and commits == [2]
     writer.close()
     other.close()
+
+
+def test_a_loop_never_sleeps_in_sqlites_busy_handler(
+    db: Database, commits: list[int], tmp_path: Path
+) -> None:
+    """A writer that takes no turn (a request's own session) holds SQLite's write lock: the loop
+    goes on serving instead of sleeping in SQLite's busy handler, and commits once it is free."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock and busy handler")
+    writer = _committer(db, commits, lock=tmp_path / "writer.lock")
+    calls: list[list[str]] = []
+    add_all = _add_all(calls)
+    with db.engine.connect() as other:
+        other.exec_driver_sql("BEGIN IMMEDIATE")
+
+        async def main() -> None:
+            first = asyncio.wrap_future(writer.defer(add_all, "first"))
+            started = asyncio.get_running_loop().time()
+            for _ in range(20):
+                await asyncio.sleep(0.001)
+            assert asyncio.get_running_loop().time() - started < 1  # no busy-handler sleeps
+            assert not first.done()
+            other.exec_driver_sql("COMMIT")
+            assert await asyncio.wait_for(first, 10) == "added first"
+
+        asyncio.run(main())
+    assert calls == [["first"]] and commits == [1]
+    writer.close()
+    with db.engine.connect() as conn:  # the pooled connection waits again like any other
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == BUSY_TIMEOUT_MS
 
 
 def test_a_failing_deferred_item_fails_alone(db: Database, commits: list[int]) -> None:

@@ -23,7 +23,9 @@ SQLite's sleeping busy handler.
 
 An event loop that answers requests itself defers their batched items instead (`defer`): the
 loop commits them, after every request it had ready, when its process can have the turn at once,
-else a little later (what it defers meanwhile joins the batch). No thread hand-off: a writer
+else a little later (what it defers meanwhile joins the batch); so too if a writer that takes no
+turn (a request's own session) holds SQLite's lock: the loop never sleeps in SQLite's busy
+handler. No thread hand-off: a writer
 thread must win Python's lock back from the busy loop after each statement, which tripled the
 time the turn was held. The loop is blocked by its own commit only (about a millisecond here,
 the fsync included), never by another process's.
@@ -44,7 +46,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from mallee.core.interprocess import FileLock
-from mallee.db.session import Database
+from mallee.db.session import Database, WriteLockBusy
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,9 @@ class GroupCommitter:
         if not self._deferred:
             return
         if not self._commit_deferred_batch(blocking=False):
-            self._commit_scheduled = True  # another writer's turn: the batch grows meanwhile
+            # Another writer's turn (or SQLite's lock, taken by a writer outside the turns): the
+            # batch grows meanwhile.
+            self._commit_scheduled = True
             asyncio.get_running_loop().call_later(TURN_RETRY, self._commit_deferred)
 
     def _commit_deferred_batch(self, *, blocking: bool) -> bool:
@@ -131,7 +135,11 @@ class GroupCommitter:
             return False
         try:
             batch, self._deferred = self._deferred, []
-            self._commit(batch)
+            try:
+                self._commit(batch, wait=blocking)
+            except WriteLockBusy:  # a writer outside the turns (a request's own session) has SQLite's
+                self._deferred = batch + self._deferred
+                return False
         finally:
             if self._loop_turn is not None:
                 self._loop_turn.release()
@@ -196,10 +204,13 @@ class GroupCommitter:
                 if self._turn is not None:
                     self._turn.release()
 
-    def _commit(self, batch: list[_Queued]) -> None:
+    def _commit(self, batch: list[_Queued], *, wait: bool = True) -> None:
+        """`wait=False`: WriteLockBusy (nothing run) rather than wait for SQLite's write lock."""
         try:
-            with self.db.write_session() as s:
+            with self.db.write_session(wait=wait) as s:
                 results = _run(s, batch)
+        except WriteLockBusy:
+            raise
         except BaseException as exc:  # noqa: BLE001 - handed to the job's caller
             if len(batch) == 1:
                 if not batch[0].future.cancelled():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -9,6 +10,13 @@ from typing import Any
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+# How long a SQLite connection waits for another's write lock (its busy handler sleeps meanwhile).
+BUSY_TIMEOUT_MS = 30_000
+
+
+class WriteLockBusy(Exception):
+    """Another connection holds SQLite's write lock, and the caller chose not to wait for it."""
 
 
 def make_engine(url: str, *, power_safe: bool = False) -> Engine:
@@ -18,7 +26,10 @@ def make_engine(url: str, *, power_safe: bool = False) -> Engine:
     if url.startswith("sqlite"):
         # As many pooled connections as handler threads, so none is reopened (and re-PRAGMAed) per request.
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=16, max_overflow=8
+            url,
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+            pool_size=16,
+            max_overflow=8,
         )
         # WAL lets readers run while one writer commits. NORMAL sync is durable across process
         # crashes (only an OS crash or power loss can lose the last transactions); FULL also
@@ -57,11 +68,11 @@ class Database:
                 raise
 
     @contextmanager
-    def write_session(self) -> Iterator[Session]:
+    def write_session(self, *, wait: bool = True) -> Iterator[Session]:
         """`session()` whose transaction takes the database's write lock with its first statement
-        (see `hold_write_lock`)."""
+        (see `hold_write_lock`; `wait=False`: WriteLockBusy instead of waiting for SQLite's)."""
         with self.session() as s:
-            hold_write_lock(s)
+            hold_write_lock(s, wait=wait)
             yield s
 
     def listen(self, identifier: str, fn: Callable[..., Any]) -> None:
@@ -73,7 +84,7 @@ class Database:
         self.engine.dispose()
 
 
-def hold_write_lock(s: Session, names: Iterable[str] = ()) -> None:
+def hold_write_lock(s: Session, names: Iterable[str] = (), *, wait: bool = True) -> None:
     """Make `s`'s transaction hold the write lock for what `names` name (SQLite: the whole
     database) from now on, so that nothing it reads of them next can change before it writes,
     even from another process. Take it before that read.
@@ -92,8 +103,21 @@ def hold_write_lock(s: Session, names: Iterable[str] = ()) -> None:
     if conn.dialect.name != "sqlite":
         return
     driver = conn.connection.driver_connection
-    if driver is not None and not driver.in_transaction:
+    if driver is None or driver.in_transaction:
+        return
+    if wait:
         driver.execute("BEGIN IMMEDIATE")  # on the DB-API connection: once per batch of PUTs
+        return
+    # An event loop must not sleep in SQLite's busy handler while another connection writes.
+    driver.execute("PRAGMA busy_timeout = 0")
+    try:
+        driver.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if driver.in_transaction or "locked" not in str(exc):
+            raise
+        raise WriteLockBusy(str(exc)) from exc
+    finally:
+        driver.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
 
 # One lock per name, in the order of their hashes (a collision only makes two names share one).
