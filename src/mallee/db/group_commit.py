@@ -25,10 +25,9 @@ An event loop that answers requests itself defers their batched items instead (`
 loop commits them, after every request it had ready, when its process can have the turn at once,
 else a little later (what it defers meanwhile joins the batch); so too if a writer that takes no
 turn (a request's own session) holds SQLite's lock: the loop never sleeps in SQLite's busy
-handler. No thread hand-off: a writer
-thread must win Python's lock back from the busy loop after each statement, which tripled the
-time the turn was held. The loop is blocked by its own commit only (about a millisecond here,
-the fsync included), never by another process's.
+handler. No thread hand-off: a writer thread must win Python's lock back from the busy loop after
+each statement, which tripled the time the turn was held. The loop is blocked by its own commit
+only (about a millisecond here, the fsync included), never by another process's.
 """
 
 from __future__ import annotations

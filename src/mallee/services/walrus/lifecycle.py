@@ -201,8 +201,8 @@ def _matches(flt: dict[str, Any], version: ObjectVersion) -> bool:
 
 
 def _add_delete_marker(s: Session, bucket: Bucket, current: ObjectVersion, now: _dt.datetime) -> None:
+    """`current` stops being its key's newest version (the caller holds the key's lock)."""
     version_id = secrets.token_urlsafe(24) if bucket.versioning == "Enabled" else "null"
-    hold_write_lock(s, [key_lock(bucket.name, current.key)])
     s.execute(
         update(ObjectVersion)
         .where(ObjectVersion.bucket == bucket.name, ObjectVersion.key == current.key, ObjectVersion.is_latest)
