@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, MetaData, String, Table, insert, select
+from sqlalchemy import Column, MetaData, String, Table, event, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -201,6 +201,32 @@ def test_items_a_loop_defers_in_one_pass_commit_together_on_the_loop(
     assert calls == [["d0", "d1", "d2", "d3"]] and commits == [4]
     assert writer._thread is None  # no writer thread was needed
     assert _names(db) == {"d0", "d1", "d2", "d3"}
+    writer.close()
+
+
+def test_a_loops_commits_keep_one_connection_and_start_afresh(db: Database, commits: list[int]) -> None:
+    """The loop's batches run on one held connection (no session and pool check-out each), and
+    each transaction's `info` is its own (after_commit sees this batch's names only)."""
+    writer = _committer(db, commits)
+    add_all = _add_all([])
+    checkouts: list[object] = []
+
+    def checked_out(*args: object) -> None:
+        checkouts.append(args)
+
+    event.listen(db.engine, "checkout", checked_out)
+
+    async def main() -> None:
+        for names in (["a", "b"], ["c"], ["d"]):  # one pass each
+            await asyncio.gather(*(asyncio.wrap_future(writer.defer(add_all, n)) for n in names))
+
+    try:
+        asyncio.run(main())
+    finally:
+        event.remove(db.engine, "checkout", checked_out)
+    assert commits == [2, 1, 1]
+    assert len(checkouts) == 1
+    assert _names(db) == {"a", "b", "c", "d"}
     writer.close()
 
 

@@ -92,6 +92,7 @@ class GroupCommitter:
         self._loop_turn = FileLock(lock) if lock else None
         self._deferred: list[_Queued] = []
         self._commit_scheduled = False
+        self._loop_session: Session | None = None  # the loop's commits' (Database.held_session)
 
     def run(self, job: Callable[[Session], T]) -> T:
         """Run `job` in the writer's next transaction; its result once that committed."""
@@ -134,8 +135,10 @@ class GroupCommitter:
             return False
         try:
             batch, self._deferred = self._deferred, []
+            if self._loop_session is None:
+                self._loop_session = self.db.held_session()
             try:
-                self._commit(batch, wait=blocking)
+                self._commit(batch, wait=blocking, held=self._loop_session)
             except WriteLockBusy:  # a writer outside the turns (a request's own session) has SQLite's
                 self._deferred = batch + self._deferred
                 return False
@@ -173,6 +176,10 @@ class GroupCommitter:
         for turn in (self._turn, self._loop_turn):
             if turn is not None:
                 turn.close()
+        if self._loop_session is not None:
+            bind = self._loop_session.get_bind()
+            self._loop_session.close()
+            bind.close()  # type: ignore[union-attr]
 
     def _loop(self) -> None:
         stopping = False
@@ -203,10 +210,13 @@ class GroupCommitter:
                 if self._turn is not None:
                     self._turn.release()
 
-    def _commit(self, batch: list[_Queued], *, wait: bool = True) -> None:
-        """`wait=False`: WriteLockBusy (nothing run) rather than wait for SQLite's write lock."""
+    def _commit(self, batch: list[_Queued], *, wait: bool = True, held: Session | None = None) -> None:
+        """`wait=False`: WriteLockBusy (nothing run) rather than wait for SQLite's write lock.
+        `held`: in a transaction of that held session (Database.held_session)."""
         try:
-            with self.db.write_session(wait=wait) as s:
+            with (
+                self.db.write_session(wait=wait) if held is None else self.db.held_write(held, wait=wait) as s
+            ):
                 results = _run(s, batch)
         except WriteLockBusy:
             raise

@@ -75,6 +75,26 @@ class Database:
             hold_write_lock(s, wait=wait)
             yield s
 
+    def held_session(self) -> Session:
+        """A session on a connection of its own, kept out of the pool across its transactions
+        (`held_write`): for one writer that commits many small transactions, where a new session
+        and a pool check-out for each cost a batch of small PUTs ~10 % of its CPU. Close it when
+        done (its connection goes back to the pool)."""
+        return self._factory(bind=self.engine.connect())
+
+    @contextmanager
+    def held_write(self, s: Session, *, wait: bool = True) -> Iterator[Session]:
+        """One transaction of a held session, as `write_session` would run it: the write lock
+        first, committed on success, rolled back on failure. `s.info` starts empty each time."""
+        s.info.clear()
+        try:
+            hold_write_lock(s, wait=wait)
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise
+
     def listen(self, identifier: str, fn: Callable[..., Any]) -> None:
         """Subscribe `fn` to a SQLAlchemy session event (after_flush, after_commit, …) of this
         database's sessions only."""
