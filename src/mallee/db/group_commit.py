@@ -177,9 +177,7 @@ class GroupCommitter:
             if turn is not None:
                 turn.close()
         if self._loop_session is not None:
-            bind = self._loop_session.get_bind()
-            self._loop_session.close()
-            bind.close()  # type: ignore[union-attr]
+            self.db.release_held(self._loop_session)
 
     def _loop(self) -> None:
         stopping = False

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 # How long a SQLite connection waits for another's write lock (its busy handler sleeps meanwhile).
@@ -58,14 +58,8 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._factory() as session:
-            try:
-                yield session
-                if session.in_transaction():  # an unused session has nothing to commit
-                    session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+        with self._factory() as session, _committed(session):
+            yield session
 
     @contextmanager
     def write_session(self, *, wait: bool = True) -> Iterator[Session]:
@@ -78,22 +72,25 @@ class Database:
     def held_session(self) -> Session:
         """A session on a connection of its own, kept out of the pool across its transactions
         (`held_write`): for one writer that commits many small transactions, where a new session
-        and a pool check-out for each cost a batch of small PUTs ~10 % of its CPU. Close it when
-        done (its connection goes back to the pool)."""
+        and a pool check-out for each cost a batch of small PUTs ~10 % of its CPU. Give it back
+        with `release_held`."""
         return self._factory(bind=self.engine.connect())
 
     @contextmanager
     def held_write(self, s: Session, *, wait: bool = True) -> Iterator[Session]:
-        """One transaction of a held session, as `write_session` would run it: the write lock
-        first, committed on success, rolled back on failure. `s.info` starts empty each time."""
+        """One transaction of a held session, as `write_session` would run it. `s.info` starts
+        empty each time."""
         s.info.clear()
-        try:
+        with _committed(s):
             hold_write_lock(s, wait=wait)
             yield s
-            s.commit()
-        except BaseException:
-            s.rollback()
-            raise
+
+    @staticmethod
+    def release_held(s: Session) -> None:
+        """Close a held session; its connection goes back to the pool."""
+        connection = cast(Connection, s.get_bind())
+        s.close()
+        connection.close()
 
     def listen(self, identifier: str, fn: Callable[..., Any]) -> None:
         """Subscribe `fn` to a SQLAlchemy session event (after_flush, after_commit, …) of this
@@ -102,6 +99,18 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _committed(s: Session) -> Iterator[None]:
+    """Commit what the block did in `s` (an unused session has nothing to commit), or roll it back."""
+    try:
+        yield
+        if s.in_transaction():
+            s.commit()
+    except BaseException:
+        s.rollback()
+        raise
 
 
 def hold_write_lock(s: Session, names: Iterable[str] = (), *, wait: bool = True) -> None:

@@ -117,12 +117,13 @@ def add_versions(s: Session, versions: list[ObjectVersion]) -> list[None]:
     committer batches every PUT's new version through this): the versions stay out of the
     session, and versions the session loaded are not updated."""
     s.flush()  # the session's own changes first, in order
+    keys = list(dict.fromkeys((v.bucket, v.key) for v in versions))
     # A request's session too: what it reads as newest stays so until it commits.
-    hold_write_lock(s, [key_lock(v.bucket, v.key) for v in versions])
+    hold_write_lock(s, [key_lock(bucket, key) for bucket, key in keys])
     with session_cursor(s) as (dialect, cursor):
         current = {
-            key: prepared(dialect, _CURRENT).all(cursor, {"bucket": key[0], "key": key[1]})
-            for key in dict.fromkeys((v.bucket, v.key) for v in versions)
+            (bucket, key): prepared(dialect, _CURRENT).all(cursor, {"bucket": bucket, "key": key})
+            for bucket, key in keys
         }
     unset: set[int] = set()
     dropped: set[int] = set()
