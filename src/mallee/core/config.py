@@ -58,6 +58,8 @@ class Config:
     node_disk_gib: int = 0
     # Walrus processes on this host, sharing its port and database (0: one per CPU core, at most 4).
     walrus_workers: int = 0
+    # Tests only: a directory of armed crash points (see core/crashpoints.py); empty: none.
+    crash_points_dir: str = ""
 
     @property
     def walrus_worker_count(self) -> int:

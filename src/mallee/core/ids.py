@@ -69,3 +69,10 @@ def secret_access_key() -> str:
 
 def session_token() -> str:
     return secrets.token_urlsafe(96)
+
+
+def mac_for(instance_id: str) -> str:
+    """An instance's MAC, from its id (Eucalyptus' d0:0d:… convention); the CLC checks that no live
+    instance of the zone has it already."""
+    digits = instance_id.split("-", 1)[1][-8:].rjust(8, "0")
+    return "d0:0d:" + ":".join(digits[i : i + 2] for i in range(0, 8, 2))

@@ -11,6 +11,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from mallee.core import open_transactions
+
 # How long a SQLite connection waits for another's write lock (its busy handler sleeps meanwhile).
 BUSY_TIMEOUT_MS = 30_000
 
@@ -21,6 +23,28 @@ class WriteLockBusy(Exception):
 
 def make_engine(url: str, *, power_safe: bool = False) -> Engine:
     """`power_safe`: on SQLite, every commit is on disk before it returns (PostgreSQL always is)."""
+    engine = _make_engine(url, power_safe=power_safe)
+    _report_transactions(engine)
+    return engine
+
+
+def _report_transactions(engine: Engine) -> None:
+    """Tell `core.open_transactions` which thread holds a transaction (see there why)."""
+
+    @event.listens_for(engine, "begin")
+    def _began(conn: Connection) -> None:
+        conn.info["mallee_tx_thread"] = open_transactions.began()
+
+    def _ended(conn: Connection) -> None:
+        thread_id = conn.info.pop("mallee_tx_thread", None)
+        if thread_id is not None:
+            open_transactions.ended(thread_id)
+
+    event.listen(engine, "commit", _ended)
+    event.listen(engine, "rollback", _ended)
+
+
+def _make_engine(url: str, *, power_safe: bool) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     if url.startswith("sqlite"):

@@ -44,7 +44,6 @@ def _edge_network(**options: Any) -> NetworkDriver:
 def _fake_network(**options: Any) -> NetworkDriver:
     from mallee.drivers.network.fake import FakeNetworkDriver
 
-    options.pop("state_dir", None)  # keeps nothing on disk; accepted so configs can switch freely
     return FakeNetworkDriver(**options)
 
 

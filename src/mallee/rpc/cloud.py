@@ -1,4 +1,5 @@
-"""Calls into the CLC: components announce themselves and report their state (heartbeats)."""
+"""The CLC's contract, called by every other component: heartbeats, key resolution and quotas for
+Walrus, metadata answers for nodes, and pushed instance state changes from cluster controllers."""
 
 from __future__ import annotations
 
@@ -6,48 +7,84 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from mallee.core.context import Principal
 from mallee.core.periodic import Periodic
+from mallee.rpc.contract import Api, Message, Ok, Operation, StateChanged
 from mallee.rpc.transport import Client, RpcError
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT = "heartbeat"  # params: name, type, partition, host, port, version, detail -> {"ok": true}
-# params: access_key_id, session_token -> {principal, secret_key, policies, token_expires} or {error, message}
-RESOLVE_KEY = "resolve_key"
-# params: account_id -> {"max_objects": int | None, "max_bytes": int | None}
-ACCOUNT_QUOTA = "account_quota"
-# params: private_ip, path -> {"status": int, "body": base64}: a guest's metadata request, proxied by its node
-METADATA = "metadata"
+API = Api("cloud", version=1)
 
 
-def heartbeat(client: Client, **service: Any) -> None:
-    client.call(HEARTBEAT, **service)
+class ServiceDescription(Message):
+    """A component as it announces itself in each heartbeat."""
+
+    name: str
+    type: str
+    host: str
+    port: int
+    partition: str = ""
+    version: str = ""
+    detail: dict[str, Any] = {}
 
 
-def resolve_key(client: Client, access_key_id: str, session_token: str | None) -> dict[str, Any]:
-    result: dict[str, Any] = client.call(
-        RESOLVE_KEY, access_key_id=access_key_id, session_token=session_token
-    )
-    return result
+class ResolveKey(Message):
+    access_key_id: str
+    session_token: str | None = None
 
 
-def account_quota(client: Client, account_id: str) -> dict[str, Any]:
-    result: dict[str, Any] = client.call(ACCOUNT_QUOTA, account_id=account_id)
-    return result
+class KeyIdentity(Message):
+    """A key's identity, secret and IAM policy documents, or the AuthError kind that refuses it."""
+
+    error: str = ""
+    message: str = ""
+    principal: Principal | None = None
+    secret_key: str = ""
+    policies: list[str] = []
+    token_expires: float | None = None
+
+
+class AccountRef(Message):
+    account_id: str
+
+
+class Quota(Message):
+    max_objects: int | None = None  # None: unlimited
+    max_bytes: int | None = None
+
+
+class MetadataRequest(Message):
+    """A guest's metadata request, proxied by its node."""
+
+    private_ip: str
+    path: str
+
+
+class MetadataAnswer(Message):
+    status: int
+    body: bytes
+
+
+HEARTBEAT = Operation(API, "heartbeat", ServiceDescription, Ok)
+RESOLVE_KEY = Operation(API, "resolve_key", ResolveKey, KeyIdentity)
+ACCOUNT_QUOTA = Operation(API, "account_quota", AccountRef, Quota)
+METADATA = Operation(API, "metadata", MetadataRequest, MetadataAnswer)
+INSTANCES_CHANGED = Operation(API, "instances_changed", StateChanged, Ok)  # pushed by a CC
 
 
 class Heartbeater(Periodic):
     """Sends a heartbeat every `interval` seconds; failures are logged once per outage and retried,
     since the CLC may start after us or restart."""
 
-    def __init__(self, client: Client, describe: Callable[[], dict[str, Any]], interval: float) -> None:
+    def __init__(self, client: Client, describe: Callable[[], ServiceDescription], interval: float) -> None:
         super().__init__("heartbeat", self._beat, interval)
         self.client, self.describe = client, describe
         self._failing = False
 
     def _beat(self) -> None:
         try:
-            heartbeat(self.client, **self.describe())
+            self.client.call(HEARTBEAT, self.describe())
         except (OSError, RpcError) as exc:
             if not self._failing:
                 log.warning("heartbeat to the CLC failed (will retry): %s", exc)

@@ -1,30 +1,70 @@
-"""Calls into a Cluster Controller (one per availability zone), made by the CLC.
+"""The Cluster Controller's contract (one CC per availability zone), called by the CLC and, for
+pushed state changes, by the zone's nodes.
 
-Every call is idempotent and names the instances by ids the CLC chose, so a retried call never
-makes two VMs. The CLC states what it wants (`run_instances`, `terminate_instances`); the CC
-reports what is (`describe`); the CLC's reconciler moves one toward the other.
+Every call names instances by ids the CLC chose and recorded before calling, so a retried call never
+makes two VMs. The CLC states what it wants (`run_instances`, `terminate_instances`); the CC reports
+what is (`describe`); the CLC's reconciler moves one toward the other.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from mallee.rpc.contract import Api, Empty, Message, Ok, Operation, StateChanged
+from mallee.rpc.node import ConsoleOutput, InstanceLaunch, InstanceRef, InstanceState, Resources
 
-from mallee.rpc.transport import Client
-
-# params: {"instances": [InstanceLaunch...], "min_count": int}
-#   -> {"placed": {instance_id: {"node": str, "private_ip": str, "mac": str}}}
-#   or error InsufficientInstanceCapacity (nothing placed) when fewer than min_count fit.
-RUN_INSTANCES = "run_instances"
-# params: {"instance_ids": [...]} -> {"terminating": [...]}; unknown ids are ignored (already gone).
-TERMINATE_INSTANCES = "terminate_instances"
-REBOOT_INSTANCES = "reboot_instances"  # params: {"instance_ids": [...]}
-# -> {"instances": {id: {"state": str, "node": str, "private_ip": str, "reason": str}},
-#     "nodes": [{"host", "port", "state", "total": {...}, "free": {...}, "hypervisor": str}]}
-DESCRIBE = "describe"
-CONSOLE_OUTPUT = "console_output"  # params: {"instance_id"} -> {"output": base64 str}
-REGISTER_NODE = "register_node"  # params: {"host", "port"} -> {"ok": true}
+API = Api("cluster", version=1)
 
 
-def call(client: Client, method: str, **params: Any) -> dict[str, Any]:
-    result: dict[str, Any] = client.call(method, **params)
-    return result
+class RunInstances(Message):
+    """Place and start `instances`, all or nothing down to `min_count`: either at least `min_count`
+    fit (and as many as fit are placed) or the call fails with InsufficientInstanceCapacity and
+    nothing is placed. `nodes` pins instances the CLC already recorded as placed to their node (a
+    re-sent launch goes where the first one went)."""
+
+    instances: list[InstanceLaunch]
+    min_count: int
+    nodes: dict[str, str] = {}
+
+
+class Placed(Message):
+    placed: dict[str, str]  # instance id -> node (host:port)
+
+
+class InstanceIds(Message):
+    instance_ids: list[str]
+
+
+class ClusterInstance(Message):
+    state: InstanceState
+    node: str
+    reason: str = ""
+
+
+class NodeSummary(Message):
+    name: str  # host:port
+    state: str  # ENABLED | NOTREADY
+    hypervisor: str
+    total: Resources
+    free: Resources
+
+
+class ClusterReport(Message):
+    """What runs in the zone. `ready`: every node has answered since the CC started, so an instance
+    missing from `instances` is not on any reachable node."""
+
+    ready: bool
+    instances: dict[str, ClusterInstance]
+    nodes: list[NodeSummary]
+
+
+class RegisterNode(Message):
+    host: str
+    port: int
+
+
+RUN_INSTANCES = Operation(API, "run_instances", RunInstances, Placed)
+TERMINATE_INSTANCES = Operation(API, "terminate_instances", InstanceIds, Ok)
+REBOOT_INSTANCES = Operation(API, "reboot_instances", InstanceIds, Ok)
+DESCRIBE = Operation(API, "describe_cluster", Empty, ClusterReport)
+CONSOLE_OUTPUT = Operation(API, "console_output", InstanceRef, ConsoleOutput)
+REGISTER_NODE = Operation(API, "register_node", RegisterNode, Ok)
+INSTANCES_CHANGED = Operation(API, "instances_changed", StateChanged, Ok)  # pushed by a node

@@ -1,5 +1,5 @@
-"""The ASGI app of a component that only speaks internal rpc (cc, nc, sc, and walrus for now):
-rpc methods, a heartbeat to the CLC while it runs, and `/healthz` for supervisors."""
+"""The ASGI app of a component that only speaks internal rpc (cc, nc, sc): its operations, a
+heartbeat to the CLC while it runs, and `/healthz` for supervisors."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 from mallee import __version__
 from mallee.core.config import Config
 from mallee.core.periodic import Periodic
-from mallee.rpc.cloud import Heartbeater
+from mallee.rpc.cloud import Heartbeater, ServiceDescription
+from mallee.rpc.contract import Handlers
 from mallee.rpc.transport import (
     PREFIX,
     Client,
-    Method,
     Receive,
     Scope,
     Send,
@@ -27,7 +27,7 @@ App = Callable[[Scope, Receive, Send], Any]
 log = logging.getLogger(__name__)
 
 
-def component_app(key: bytes, methods: dict[str, Method], *background: Heartbeater | Periodic) -> App:
+def component_app(key: bytes, handlers: Handlers, *background: Heartbeater | Periodic) -> App:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -46,7 +46,7 @@ def component_app(key: bytes, methods: dict[str, Method], *background: Heartbeat
         if scope["path"] == "/healthz":
             await send_response(send, 200, [("content-type", "text/plain")], b"ok\n")
         elif scope["path"].startswith(PREFIX):
-            await serve_rpc(scope, receive, send, key, methods)
+            await serve_rpc(scope, receive, send, key, handlers)
         else:
             await send_response(send, 404, [("content-type", "text/plain")], b"not found\n")
 
@@ -59,22 +59,22 @@ def reporting_app(
     name: str,
     partition: str,
     detail: Callable[[], dict[str, Any]],
-    methods: dict[str, Method] | None = None,
+    handlers: Handlers | None = None,
     background: tuple[Periodic, ...] = (),
 ) -> App:
-    """A component app that heartbeats `describe()` to the CLC and answers the `describe` rpc."""
+    """A component app that heartbeats its description, with `detail()`, to the CLC."""
 
-    def describe() -> dict[str, Any]:
-        return {
-            "name": name,
-            "type": service,
-            "partition": partition,
-            "host": cfg.host,
-            "port": cfg.port(service),
-            "version": __version__,
-            "detail": detail(),
-        }
+    def describe() -> ServiceDescription:
+        return ServiceDescription(
+            name=name,
+            type=service,
+            partition=partition,
+            host=cfg.host,
+            port=cfg.port(service),
+            version=__version__,
+            detail=detail(),
+        )
 
     key = load_key(cfg.deployment_key_file)
     beats = Heartbeater(Client(cfg.clc_url, key), describe, cfg.heartbeat_seconds)
-    return component_app(key, {"describe": lambda _params: describe(), **(methods or {})}, beats, *background)
+    return component_app(key, handlers or Handlers(), beats, *background)

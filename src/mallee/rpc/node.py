@@ -1,27 +1,126 @@
-"""Calls into a Node Controller (one per host), made by its zone's Cluster Controller.
+"""The Node Controller's contract (one NC per host), called by its zone's Cluster Controller.
 
-InstanceLaunch (a JSON object, as the CLC builds it):
-  instance_id, reservation_id, account_id, instance_type {name, cpus, memory_mib, disk_gib},
-  image {kind: "kernel"|"disk", kernel {url, sha256?, size}, ramdisk {...}|None, root {url, size, format}},
-  private_ip, mac, hostname, key_name, public_key, user_data (base64), security_groups [names],
-  availability_zone, launch_index
+Every operation is idempotent on the instance id the CLC chose: a repeated `run_instance` never
+makes a second VM, and terminating an instance that is gone succeeds.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
-from mallee.rpc.transport import Client
+from mallee.rpc.contract import Api, Message, Ok, Operation
 
-RUN_INSTANCE = "run_instance"  # params: {"launch": InstanceLaunch} -> {"ok": true}; idempotent on the id
-TERMINATE_INSTANCE = "terminate_instance"  # params: {"instance_id"} -> {"ok": true}; gone is fine
-REBOOT_INSTANCE = "reboot_instance"  # params: {"instance_id"}
-# -> {"instances": {id: {"state": str, "reason": str, "private_ip": str}}, "resources": {...},
-#     "hypervisor": str}
-DESCRIBE = "describe"
-CONSOLE_OUTPUT = "console_output"  # params: {"instance_id"} -> {"output": base64 str}
+API = Api("node", version=1)
+
+InstanceState = Literal["pending", "running", "shutting-down", "terminated"]
 
 
-def call(client: Client, method: str, **params: Any) -> dict[str, Any]:
-    result: dict[str, Any] = client.call(method, **params)
-    return result
+class Resources(Message):
+    """Cores, memory and disk: what a node offers, what an instance needs."""
+
+    cores: int = 0
+    memory_mib: int = 0
+    disk_gib: int = 0
+
+    def fits(self, need: Resources) -> bool:
+        return (
+            self.cores >= need.cores and self.memory_mib >= need.memory_mib and self.disk_gib >= need.disk_gib
+        )
+
+    def minus(self, other: Resources) -> Resources:
+        return Resources(
+            cores=self.cores - other.cores,
+            memory_mib=self.memory_mib - other.memory_mib,
+            disk_gib=self.disk_gib - other.disk_gib,
+        )
+
+    def plus(self, other: Resources) -> Resources:
+        return Resources(
+            cores=self.cores + other.cores,
+            memory_mib=self.memory_mib + other.memory_mib,
+            disk_gib=self.disk_gib + other.disk_gib,
+        )
+
+
+class InstanceType(Message):
+    name: str
+    cpus: int
+    memory_mib: int
+    disk_gib: int
+
+    @property
+    def needs(self) -> Resources:
+        return Resources(cores=self.cpus, memory_mib=self.memory_mib, disk_gib=self.disk_gib)
+
+
+class ImageSource(Message):
+    """One image file the node fetches into its cache."""
+
+    key: str  # stable name of the image (its image id), used as the cache file name
+    url: str  # where to fetch it (a presigned Walrus URL)
+    size: int | None = None
+    sha256: str | None = None
+    format: Literal["raw", "qcow2", "bundle"] = "raw"
+    parts: tuple[str, ...] = ()  # a bundle's part URLs, in the manifest's order
+
+
+class LaunchImage(Message):
+    root: ImageSource
+    kernel: ImageSource | None = None  # none: the root disk boots itself
+    ramdisk: ImageSource | None = None
+
+
+class InstanceLaunch(Message):
+    """Everything a node needs to start one instance, as the CLC recorded it."""
+
+    instance_id: str
+    reservation_id: str
+    account_id: str
+    instance_type: InstanceType
+    image: LaunchImage
+    private_ip: str
+    mac: str
+    hostname: str
+    availability_zone: str
+    key_name: str | None = None
+    public_key: str | None = None
+    user_data: str = ""  # base64, as the user sent it
+    launch_index: int = 0
+
+
+class RunInstance(Message):
+    launch: InstanceLaunch
+
+
+class InstanceRef(Message):
+    instance_id: str
+
+
+class ConsoleOutput(Message):
+    output: str  # base64 of the console's last 64 KiB
+
+
+class DescribeNode(Message):
+    """The poll of a node by its CC; `cluster_url` is where the node pushes state changes."""
+
+    cluster_url: str = ""
+
+
+class NodeInstance(Message):
+    state: InstanceState
+    needs: Resources
+    reason: str = ""
+    private_ip: str = ""
+
+
+class NodeReport(Message):
+    instances: dict[str, NodeInstance]
+    resources: Resources
+    hypervisor: str
+
+
+RUN_INSTANCE = Operation(API, "run_instance", RunInstance, Ok)
+TERMINATE_INSTANCE = Operation(API, "terminate_instance", InstanceRef, Ok)
+REBOOT_INSTANCE = Operation(API, "reboot_instance", InstanceRef, Ok)
+DESCRIBE = Operation(API, "describe", DescribeNode, NodeReport)
+CONSOLE_OUTPUT = Operation(API, "console_output", InstanceRef, ConsoleOutput)

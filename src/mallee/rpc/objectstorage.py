@@ -1,14 +1,20 @@
-"""Calls into Walrus from other components."""
+"""Walrus's contract, called by the CLC."""
 
 from __future__ import annotations
 
-from typing import Any
+from mallee.rpc.contract import Api, Empty, Message, Operation
 
-from mallee.rpc.transport import Client
-
-USAGE = "usage"  # no params -> {"accounts": {account_id: {"buckets", "objects", "bytes"}}}
+API = Api("objectstorage", version=1)
 
 
-def usage(client: Client) -> dict[str, dict[str, int]]:
-    result: dict[str, Any] = client.call(USAGE)
-    return dict(result["accounts"])
+class AccountUsage(Message):
+    buckets: int
+    objects: int
+    bytes: int
+
+
+class Usage(Message):
+    accounts: dict[str, AccountUsage]
+
+
+USAGE = Operation(API, "usage", Empty, Usage)

@@ -1,6 +1,7 @@
 """Internal rpc: small JSON-over-HTTP calls between components, signed with the deployment key.
 
-A request is `POST /internal/v1/<method>` with a JSON body and two headers: `X-Mallee-Date` (unix
+A request is `POST /internal/v1/<method>` with a JSON body (a typed message, see contract.py) and
+three headers: `X-Mallee-Contract` (the contract version the caller speaks), `X-Mallee-Date` (unix
 seconds) and `X-Mallee-Signature` = hex HMAC-SHA256(key, "<path>\\n<date>\\n<sha256(body)>").
 Signatures older than a minute are refused, so a captured request cannot be replayed later.
 This module and `services/*/app.py` are the only places that know the web server (ASGI).
@@ -19,14 +20,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from mallee.core import open_transactions
 from mallee.core.context import Headers, HttpRequest
 from mallee.core.errors import CloudError
+from mallee.rpc.contract import CONTRACT_HEADER, Handlers, Operation, Req, Resp, encode
 
 PREFIX = "/internal/v1/"
 MAX_SKEW = 60.0
 MAX_BODY = 8 * 1024 * 1024
 
-Method = Callable[[dict[str, Any]], Any]
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -85,18 +89,21 @@ def verify(key: bytes, path: str, date: str | None, signature: str | None, body:
 
 
 class Client:
-    """A caller of one component's rpc methods."""
+    """A caller of one component's rpc operations (see rpc/contract.py)."""
 
     def __init__(self, base_url: str, key: bytes, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.key = key
         self.timeout = timeout
 
-    def call(self, method: str, **params: Any) -> Any:
-        path = PREFIX + method
-        body = json.dumps(params, default=str).encode()
+    def call(self, operation: Operation[Req, Resp], request: Req) -> Resp:
+        """Send `request`, return the callee's answer decoded (and so checked) as the operation's
+        response type. Raises RpcError for an error answer, OSError when the callee is unreachable."""
+        open_transactions.refuse_inside(f"rpc {operation.api.name}.{operation.name}")
+        path = PREFIX + operation.name
+        body = encode(request)
         date = str(time.time())
-        request = urllib.request.Request(
+        http = urllib.request.Request(
             self.base_url + path,
             data=body,
             method="POST",
@@ -104,17 +111,24 @@ class Client:
                 "Content-Type": "application/json",
                 "X-Mallee-Date": date,
                 "X-Mallee-Signature": sign(self.key, path, date, body),
+                CONTRACT_HEADER: operation.api.header,
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"null")
+            with urllib.request.urlopen(http, timeout=self.timeout) as response:
+                answer = response.read()
         except urllib.error.HTTPError as exc:
             try:
                 err = json.loads(exc.read())
                 raise RpcError(exc.code, err.get("code", "Error"), err.get("message", "")) from exc
             except (ValueError, AttributeError):
                 raise RpcError(exc.code, "Error", str(exc)) from exc
+        try:
+            return operation.decode_response(answer)
+        except msgspec.ValidationError as exc:
+            raise RpcError(502, "MalformedAnswer", f"{operation.name}: {exc}") from exc
+        except msgspec.DecodeError as exc:
+            raise RpcError(502, "MalformedAnswer", f"{operation.name}: the answer is not JSON") from exc
 
 
 # S3 refuses header sections past 8 KiB of metadata; 64 KiB in all is ample for every API.
@@ -168,10 +182,9 @@ async def send_response(send: Send, status: int, headers: list[tuple[str, str]],
     await send({"type": "http.response.body", "body": body})
 
 
-async def serve_rpc(
-    scope: Scope, receive: Receive, send: Send, key: bytes, methods: dict[str, Method]
-) -> None:
-    """Answer one rpc request: verify, run the method in a thread, reply JSON."""
+async def serve_rpc(scope: Scope, receive: Receive, send: Send, key: bytes, handlers: Handlers) -> None:
+    """Answer one rpc request: verify its signature and contract version, decode (and so check) its
+    body as the operation's request, run the handler in a thread, answer its response."""
     path: str = scope["path"]
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     try:
@@ -179,22 +192,22 @@ async def serve_rpc(
             raise RpcError(405, "MethodNotAllowed", "rpc takes POST")
         body = await read_body(receive, MAX_BODY)
         verify(key, path, headers.get("x-mallee-date"), headers.get("x-mallee-signature"), body)
-        method = methods.get(path[len(PREFIX) :])
-        if method is None:
+        bound = handlers.table.get(path[len(PREFIX) :])
+        if bound is None:
             raise RpcError(404, "UnknownMethod", f"no rpc method {path}")
+        operation, fn = bound
+        refusal = operation.api.refusal(headers.get(CONTRACT_HEADER))
+        if refusal is not None:
+            raise RpcError(409, "ContractVersionMismatch", f"{operation.name}: {refusal}")
         try:
-            params = json.loads(body or b"{}")
-        except ValueError as exc:
-            raise RpcError(400, "MalformedRequest", "rpc body is not JSON") from exc
-        if not isinstance(params, dict):
-            raise RpcError(400, "MalformedRequest", "rpc body must be a JSON object")
-        result = await asyncio.to_thread(method, params)
-        await send_response(
-            send, 200, [("content-type", "application/json")], json.dumps(result, default=str).encode()
-        )
-    except RpcError as err:
+            request = operation.decode_request(body)
+        except msgspec.ValidationError as exc:
+            raise RpcError(400, "MalformedRequest", f"{operation.name}: {exc}") from exc
+        except msgspec.DecodeError as exc:
+            raise RpcError(400, "MalformedRequest", f"{operation.name}: the body is not JSON") from exc
+        result = await asyncio.to_thread(fn, request)
+        await send_response(send, 200, [("content-type", "application/json")], encode(result))
+    except (RpcError, CloudError) as err:
+        status = err.status
         payload = json.dumps({"code": err.code, "message": err.message}).encode()
-        await send_response(send, err.status, [("content-type", "application/json")], payload)
-    except CloudError as err:
-        payload = json.dumps({"code": err.code, "message": err.message}).encode()
-        await send_response(send, err.status, [("content-type", "application/json")], payload)
+        await send_response(send, status, [("content-type", "application/json")], payload)

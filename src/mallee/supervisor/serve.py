@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from mallee.core import crashpoints
 from mallee.core import logging as mlog
 from mallee.core.config import Config
 from mallee.supervisor import handoff
@@ -70,6 +71,7 @@ class Server(uvicorn.Server):
 
 def serve(service: str, cfg: Config, worker: int = 0) -> None:
     mlog.setup(service, cfg.log_level)
+    crashpoints.configure(cfg.crash_points_dir)
     app = build_app(service, cfg, worker)
     http: Any = "httptools"
     receiver = None

@@ -8,23 +8,23 @@ from typing import Any
 
 from mallee.drivers import registry
 from mallee.drivers.network.base import HostNetwork
-from mallee.services.node.imagecache import ImageCache, ImageSource
+from mallee.rpc.node import ImageSource, InstanceLaunch, InstanceType, LaunchImage, NodeInstance
+from mallee.services.node.imagecache import ImageCache
 from mallee.services.node.instances import InstanceManager
 
 
-def _launch(instance_id: str) -> dict[str, Any]:
-    return {
-        "instance_id": instance_id,
-        "instance_type": {"name": "m1.small", "cpus": 1, "memory_mib": 256, "disk_gib": 1},
-        "image": {
-            "root": {"key": "emi-1", "url": "unused", "format": "raw"},
-            "kernel": None,
-            "ramdisk": None,
-        },
-        "mac": "d0:0d:00:00:00:01",
-        "private_ip": "10.111.0.2",
-        "hostname": instance_id,
-    }
+def _launch(instance_id: str) -> InstanceLaunch:
+    return InstanceLaunch(
+        instance_id=instance_id,
+        reservation_id="r-0123456789abcdef0",
+        account_id="123456789012",
+        instance_type=InstanceType(name="m1.small", cpus=1, memory_mib=256, disk_gib=1),
+        image=LaunchImage(root=ImageSource(key="emi-1", url="unused", format="raw")),
+        mac="d0:0d:00:00:00:01",
+        private_ip="10.111.0.2",
+        hostname=instance_id,
+        availability_zone="mallee-1a",
+    )
 
 
 def _manager(tmp_path: Path) -> tuple[InstanceManager, Any]:
@@ -44,12 +44,12 @@ def _manager(tmp_path: Path) -> tuple[InstanceManager, Any]:
     return manager, hypervisor
 
 
-def _wait(manager: InstanceManager, instance_id: str, state: str) -> dict[str, Any]:
+def _wait(manager: InstanceManager, instance_id: str, state: str) -> NodeInstance:
     deadline = time.monotonic() + 10
     while True:
         report = manager.describe()
-        if report.get(instance_id, {}).get("state") == state:
-            return dict(report[instance_id])
+        if instance_id in report and report[instance_id].state == state:
+            return report[instance_id]
         assert time.monotonic() < deadline, report
         time.sleep(0.05)
 
@@ -60,7 +60,7 @@ def test_an_instance_whose_guest_powers_off_is_terminated(tmp_path: Path) -> Non
     _wait(manager, "i-0123456789abcdef0", "running")
     hypervisor.destroy("i-0123456789abcdef0")  # the guest went away on its own
     report = _wait(manager, "i-0123456789abcdef0", "terminated")
-    assert report["reason"].startswith("Client.InstanceInitiatedShutdown")
+    assert report.reason.startswith("Client.InstanceInitiatedShutdown")
     assert not (tmp_path / "instances" / "i-0123456789abcdef0").exists()
 
 

@@ -2,15 +2,22 @@
 simulating many nodes in control-plane scale tests (select it as `hypervisor("fake")`).
 
 Instances live in a FakeHost; two drivers given the same host see the same instances, which is how
-tests simulate a Node Controller restarting and re-adopting its VMs. Like libvirt, spawn fails (and
-leaves nothing) when the kernel, ramdisk or a disk file does not exist.
+tests simulate a Node Controller restarting and re-adopting its VMs. With a `state_file` the host is
+kept on disk, so its "VMs" outlive a killed node controller process as real ones would (the crash
+tests need that). Like libvirt, spawn fails (and leaves nothing) when the kernel, ramdisk or a disk
+file does not exist.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from mallee.drivers.hypervisor.base import (
     DiskSpec,
@@ -53,8 +60,10 @@ class FakeHypervisor(Hypervisor):
         *,
         check_files: bool = True,
         on_spawn: Callable[[InstanceSpec], None] | None = None,
+        state_file: Path | None = None,
     ) -> None:
-        self.host = host or FakeHost()
+        self.state_file = state_file
+        self.host = host or _load(state_file)
         self.check_files = check_files  # scale tests spawn thousands with made-up paths: turn it off
         self.on_spawn = on_spawn  # called before "starting"; may raise to simulate a failure
         self.capabilities = {"accelerator": "fake", "live_disk_attach": True, "console_log": True}
@@ -80,15 +89,18 @@ class FakeHypervisor(Hypervisor):
             self.host.instances[spec.instance_id] = FakeInstance(spec)
             console = self.host.consoles.setdefault(spec.instance_id, bytearray())
             console[:] = f"fake boot of {spec.instance_id}\nMALLEE-READY instance-id=unknown\n".encode()
+            self._save()
 
     def destroy(self, instance_id: str) -> None:
         with self.host.lock:
             self.host.instances.pop(instance_id, None)
+            self._save()
 
     def shutdown(self, instance_id: str, timeout: float) -> bool:
         with self.host.lock:
             instance = self._require(instance_id)
             instance.state = PowerState.SHUTOFF
+            self._save()
             return instance_id not in self.host.ignores_power_button
 
     def reboot(self, instance_id: str, hard: bool = False) -> None:
@@ -129,11 +141,22 @@ class FakeHypervisor(Hypervisor):
             if self.check_files and disk.path is not None and not disk.path.exists():
                 raise HypervisorError(f"instance {instance_id}: disk file {disk.path} does not exist")
             instance.spec = replace(instance.spec, disks=(*instance.spec.disks, disk))
+            self._save()
 
     def detach_disk(self, instance_id: str, target: str) -> None:
         with self.host.lock:
             instance = self._require(instance_id)
             instance.spec = without_disk(instance.spec, target)
+            self._save()
+
+    def _save(self) -> None:
+        """Keep the host on disk (with `state_file`); called with the host's lock held."""
+        if self.state_file is None:
+            return
+        saved = {i: (f.spec, f.state.value, f.boots) for i, f in self.host.instances.items()}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.json.encode(saved, enc_hook=str))
+        os.replace(tmp, self.state_file)
 
     def _require(self, instance_id: str) -> FakeInstance:
         instance = self.host.instances.get(instance_id)
@@ -148,3 +171,22 @@ class FakeHypervisor(Hypervisor):
         for path in files:
             if path is not None and not path.exists():
                 raise SpawnFailed(f"instance {spec.instance_id}: cannot open {path}: no such file")
+
+
+def _load(state_file: Path | None) -> FakeHost:
+    host = FakeHost()
+    if state_file is None or not state_file.exists():
+        return host
+    saved = msgspec.json.decode(
+        state_file.read_bytes(), type=dict[str, tuple[InstanceSpec, str, int]], dec_hook=_path
+    )
+    for instance_id, (spec, state, boots) in saved.items():
+        host.instances[instance_id] = FakeInstance(spec, PowerState(state), boots)
+        host.consoles[instance_id] = bytearray(f"fake boot of {instance_id}\n".encode())
+    return host
+
+
+def _path(kind: type, value: Any) -> Any:
+    if kind is Path:
+        return Path(value)
+    raise NotImplementedError(kind)

@@ -3,12 +3,18 @@
 It keeps the desired state and answers questions about it the way the real network would:
 `dhcp_request(mac)` hands out (and records) the fixed lease, `ingress_allowed(...)` says whether a
 new flow to an instance passes its security groups, `may_send(device, mac, ip)` applies the
-anti-spoofing rules.
+anti-spoofing rules. With a `state_dir` its instances are kept on disk (`fake-network.json`), so
+that tests can count what a killed node controller left wired.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from pathlib import Path
+
+import msgspec
 
 from mallee.drivers.network import groups
 from mallee.drivers.network.base import (
@@ -32,10 +38,22 @@ class FakeNetworkDriver(NetworkDriver):
         "real": False,
     }
 
-    def __init__(self) -> None:
+    def __init__(self, state_dir: Path | None = None) -> None:
         self._state = NodeState()
         self._leases: dict[str, Lease] = {}
         self.applies = 0  # how many times the rules would have been written to the kernel
+        self._lock = threading.RLock()  # launches and terminates of a node run in threads of their own
+        self._file = state_dir / "fake-network.json" if state_dir is not None else None
+        if self._file is not None and self._file.exists():
+            for iface in msgspec.json.decode(self._file.read_bytes(), type=list[InstanceInterface]):
+                self._state.instances[iface.instance_id] = iface
+
+    def _save(self) -> None:
+        if self._file is not None:
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._file.with_suffix(".tmp")
+            tmp.write_bytes(msgspec.json.encode(self._state.sorted_instances()))
+            os.replace(tmp, self._file)
 
     def setup(self, host: HostNetwork) -> None:
         old = self._state.host
@@ -46,20 +64,26 @@ class FakeNetworkDriver(NetworkDriver):
             self.applies += 1
 
     def teardown(self) -> None:
-        self._state = NodeState()
-        self._leases.clear()
+        with self._lock:
+            self._state = NodeState()
+            self._leases.clear()
+            self._save()
 
     def add_instance(self, iface: InstanceInterface) -> None:
-        if self._state.host is None:
-            raise NetworkError("the network is not set up on this node")
-        if self._state.put_instance(iface):
-            self.applies += 1
+        with self._lock:
+            if self._state.host is None:
+                raise NetworkError("the network is not set up on this node")
+            if self._state.put_instance(iface):
+                self.applies += 1
+                self._save()
 
     def remove_instance(self, instance_id: str) -> None:
-        gone = self._state.instances.get(instance_id)
-        if gone is not None and self._state.drop_instance(instance_id):
-            self._leases.pop(gone.mac, None)
-            self.applies += 1
+        with self._lock:
+            gone = self._state.instances.get(instance_id)
+            if gone is not None and self._state.drop_instance(instance_id):
+                self._leases.pop(gone.mac, None)
+                self.applies += 1
+                self._save()
 
     def apply_security_groups(self, rules: list[GroupRule], members: dict[str, list[str]]) -> None:
         if self._state.host is None:

@@ -4,13 +4,11 @@ internal rpc that components heartbeat to. A plain ASGI app, served by uvicorn."
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
 from urllib.parse import quote
 
 from botocore.auth import S3SigV4QueryAuth
@@ -32,12 +30,12 @@ from mallee.protocol.gateway import Gateway
 from mallee.protocol.serializer import serialize_error
 from mallee.protocol.specs import load_service
 from mallee.rpc import cloud
+from mallee.rpc.contract import Handlers, Ok, StateChanged
 from mallee.rpc.relay import relay
 from mallee.rpc.transport import (
     CLIENT_HEADER,
     PREFIX,
     Client,
-    Method,
     Receive,
     Scope,
     Send,
@@ -53,7 +51,7 @@ from mallee.services.clc import components, metadata, peers
 from mallee.services.clc.handlers import REGISTRIES
 from mallee.services.clc.iam import store
 from mallee.services.clc.iam.identity import Identity
-from mallee.services.clc.reconcile import reconcile
+from mallee.services.clc.reconcile import Reconciler
 from mallee.services.clc.tables import AccessKey, Account
 
 log = logging.getLogger(__name__)
@@ -70,23 +68,27 @@ class CloudController:
         self.key = load_key(cfg.deployment_key_file)
         # Handlers are synchronous (SQLAlchemy); a small pool keeps the event loop free.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="api")
-        self.background = (
-            Periodic("clc-heartbeat", self.register_self, cfg.heartbeat_seconds),
-            Periodic("reconcile", lambda: reconcile(self.db, peers.get().clusters), RECONCILE_SECONDS),
-        )
-        self.rpc_methods: dict[str, Method] = {
-            cloud.HEARTBEAT: self._heartbeat,
-            cloud.RESOLVE_KEY: self._resolve_key,
-            cloud.ACCOUNT_QUOTA: self._account_quota,
-            cloud.METADATA: self._metadata,
-        }
         peers.configure(
             peers.Peers(
                 walrus=Client(cfg.url("walrus"), self.key),
                 clusters={cfg.zone: Client(cfg.url("cc"), self.key)},
                 presign=self._presigner(),
+                subnets={cfg.zone: cfg.private_subnet},
             )
         )
+        self.reconciler = Periodic(
+            "reconcile", Reconciler(self.db, peers.get().clusters).run, RECONCILE_SECONDS
+        )
+        self.background = (
+            Periodic("clc-heartbeat", self.register_self, cfg.heartbeat_seconds),
+            self.reconciler,
+        )
+        self.rpc_handlers = Handlers()
+        self.rpc_handlers.add(cloud.HEARTBEAT, self._heartbeat)
+        self.rpc_handlers.add(cloud.RESOLVE_KEY, self._resolve_key)
+        self.rpc_handlers.add(cloud.ACCOUNT_QUOTA, self._account_quota)
+        self.rpc_handlers.add(cloud.METADATA, self._metadata)
+        self.rpc_handlers.add(cloud.INSTANCES_CHANGED, self._instances_changed)
 
     @contextmanager
     def _unit_of_work(self, ctx: RequestContext, operation: Operation) -> Iterator[None]:
@@ -96,28 +98,22 @@ class CloudController:
         if ctx.service in ("iam", "sts") and not operation.name.startswith(("Get", "List")):
             self.identity.invalidate()  # a changed key or policy applies to the very next request
 
-    def _heartbeat(self, params: dict[str, Any]) -> dict[str, Any]:
-        beat = components.Heartbeat(
-            name=str(params["name"]),
-            type=str(params["type"]),
-            partition=str(params.get("partition", "")),
-            host=str(params["host"]),
-            port=int(params["port"]),
-            version=str(params.get("version", "")),
-            detail=dict(params.get("detail", {})),
-        )
+    def _heartbeat(self, beat: cloud.ServiceDescription) -> Ok:
         with self.db.session() as s:
             components.record(s, beat)
-        return {"ok": True}
+        return Ok()
 
-    def _resolve_key(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _instances_changed(self, _change: StateChanged) -> Ok:
+        self.reconciler.wake()  # a cluster saw a change: reconcile now, not at the next tick
+        return Ok()
+
+    def _resolve_key(self, p: cloud.ResolveKey) -> cloud.KeyIdentity:
         """For components that authenticate requests themselves (Walrus): a key's identity,
         secret and IAM policy documents, or the AuthError kind that refuses it."""
         try:
-            resolved = self.identity.describe_key(str(params["access_key_id"]), params.get("session_token"))
+            return self.identity.describe_key(p.access_key_id, p.session_token)
         except AuthError as err:
-            return {"error": err.kind, "message": err.message}
-        return resolved
+            return cloud.KeyIdentity(error=err.kind, message=err.message)
 
     def _presigner(self) -> peers.Presigner:
         """Presigned GETs of image objects, signed with the system account's key."""
@@ -146,27 +142,23 @@ class CloudController:
 
         return presign
 
-    def _metadata(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _metadata(self, p: cloud.MetadataRequest) -> cloud.MetadataAnswer:
         with self.db.session() as s:
-            status, body = metadata.answer(s, str(params["private_ip"]), str(params["path"]))
-        return {"status": status, "body": base64.b64encode(body).decode()}
+            status, body = metadata.answer(s, p.private_ip, p.path)
+        return cloud.MetadataAnswer(status=status, body=body)
 
-    def _account_quota(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _account_quota(self, p: cloud.AccountRef) -> cloud.Quota:
         with self.db.session() as s:
-            account = s.get(Account, str(params["account_id"]))
+            account = s.get(Account, p.account_id)
             if account is None:
-                return {"max_objects": None, "max_bytes": None}
-            return {"max_objects": account.max_objects, "max_bytes": account.max_bytes}
+                return cloud.Quota()
+            return cloud.Quota(max_objects=account.max_objects, max_bytes=account.max_bytes)
 
     def register_self(self) -> None:
         self._heartbeat(
-            {
-                "name": "clc",
-                "type": "clc",
-                "host": self.cfg.host,
-                "port": self.cfg.port("clc"),
-                "version": __version__,
-            }
+            cloud.ServiceDescription(
+                name="clc", type="clc", host=self.cfg.host, port=self.cfg.port("clc"), version=__version__
+            )
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -177,7 +169,7 @@ class CloudController:
             return
         path: str = scope["path"]
         if path.startswith(PREFIX):
-            await serve_rpc(scope, receive, send, self.key, self.rpc_methods)
+            await serve_rpc(scope, receive, send, self.key, self.rpc_handlers)
             return
         if path == "/healthz":
             await send_response(send, 200, [("content-type", "text/plain")], b"ok\n")

@@ -5,28 +5,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mallee.core import clock
+from mallee.rpc.cloud import ServiceDescription
 from mallee.services.clc.tables import Cluster, ServiceRecord
 
 
-@dataclass(frozen=True)
-class Heartbeat:
-    name: str
-    type: str
-    partition: str
-    host: str
-    port: int
-    version: str
-    detail: dict[str, Any]
-
-
-def record(s: Session, beat: Heartbeat) -> None:
+def record(s: Session, beat: ServiceDescription) -> None:
     row = s.get(ServiceRecord, beat.name)
     if row is None:
         row = ServiceRecord(name=beat.name)

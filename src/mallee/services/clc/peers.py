@@ -1,6 +1,7 @@
 """What the CLC's handlers reach beyond their database, set up once by the app at start-up:
-rpc clients for Walrus and the zones' cluster controllers, and a presigner that lets a node
-fetch an image object from Walrus with a short-lived URL (as Eucalyptus' NCs did)."""
+rpc clients for Walrus and the zones' cluster controllers, a presigner that lets a node
+fetch an image object from Walrus with a short-lived URL (as Eucalyptus' NCs did), and each
+zone's private subnet."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class Peers:
     walrus: Client
     clusters: dict[str, Client]  # zone -> its cluster controller
     presign: Presigner
+    subnets: dict[str, str]  # zone -> its private subnet
 
 
 _peers: Peers | None = None

@@ -1,80 +1,182 @@
-"""Reconciliation: every few seconds the CLC compares what it recorded for each instance with what
-its zone's cluster controller reports, and moves toward the user's wish. Crashes anywhere are
-repaired by the next pass: a terminate that did not reach the cluster is sent again; an instance
-the cluster no longer knows is recorded as gone."""
+"""Reconciliation, in both directions: the CLC compares what it recorded for each instance with what
+its zone's cluster controller reports, and moves one toward the other. It runs every few seconds,
+and at once when a cluster pushes a change. A crash anywhere is repaired by the next pass:
+
+- a launch that never reached a node (the CLC, CC or NC died on the way) is sent again, to the same
+  node when one was recorded, until `LOST_AFTER`; then the instance is terminated
+  (`Server.InternalError`), or at once when the zone has no room (`Server.InsufficientInstanceCapacity`);
+- an instance that ran but no node reports any more is terminated after `MISSING_GRACE`;
+- a terminate that did not reach the cluster is sent again until a node confirms it;
+- a VM the CLC knows nothing of, or recorded as terminated (an orphan), is destroyed after
+  `ORPHAN_GRACE`, and the action is logged.
+
+Nothing is decided from a report of a cluster that has not yet heard from all its nodes, nor about
+instances on a node that does not answer (they may come back). Rpc is made only between database
+transactions."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
-from typing import Any
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from mallee.core import clock
 from mallee.db.session import Database
 from mallee.rpc import cluster
+from mallee.rpc.contract import Empty
 from mallee.rpc.transport import Client, RpcError
+from mallee.services.clc import placement
 from mallee.services.clc.tables import Instance, Tag
 
 log = logging.getLogger(__name__)
 
-LOST_AFTER = _dt.timedelta(seconds=60)  # a pending instance the cluster never reported is lost
+PLACE_AFTER = _dt.timedelta(seconds=3)  # RunInstances asks itself first; the reconciler after this
+LOST_AFTER = _dt.timedelta(seconds=60)  # a launch no node took by then is given up
+MISSING_GRACE = 10.0  # seconds a running instance may be missing from reports before it is lost
+ORPHAN_GRACE = 10.0  # seconds a VM unknown to the CLC runs before it is destroyed
 KEEP_TERMINATED = _dt.timedelta(hours=1)  # as on AWS, terminated instances stay visible a while
 
 
-def reconcile(db: Database, clusters: dict[str, Client]) -> None:
-    for zone, client in clusters.items():
-        try:
-            report = cluster.call(client, cluster.DESCRIBE)
-        except (OSError, RpcError) as exc:
-            log.debug("zone %s did not answer: %s", zone, exc)
-            continue
-        with db.session() as s:
-            _apply(s, zone, report, client)
-    with db.session() as s:
-        old = clock.now() - KEEP_TERMINATED
-        gone = list(
-            s.scalars(select(Instance.id).where(Instance.state == "terminated", Instance.terminated_at < old))
-        )
-        if gone:
-            s.execute(delete(Tag).where(Tag.resource_id.in_(gone)))
-            s.execute(delete(Instance).where(Instance.id.in_(gone)))
+@dataclass
+class _Actions:
+    """What one pass decided to ask the cluster, once its transaction is over."""
+
+    place: list[tuple[list[str], placement.Request]] = field(default_factory=list)
+    terminate: list[str] = field(default_factory=list)
+    # Some node does not answer: a zone that refuses a launch now may have room once it is back.
+    nodes_down: bool = False
 
 
-def _apply(s: Any, zone: str, report: dict[str, Any], client: Client) -> None:
-    reported: dict[str, dict[str, Any]] = report.get("instances", {})
-    now = clock.now()
-    resend: list[str] = []
-    for i in s.scalars(select(Instance).where(Instance.zone == zone, Instance.state != "terminated")):
-        seen = reported.get(i.id)
-        if seen is None:
-            if i.desired == "terminated" or now - i.launch_time > LOST_AFTER:
-                _terminated(
-                    i, now, "" if i.desired == "terminated" else "Server.InternalError: the instance was lost"
+class Reconciler:
+    def __init__(self, db: Database, clusters: dict[str, Client]) -> None:
+        self.db = db
+        self.clusters = clusters
+        # First seen missing / first seen as an orphan (monotonic seconds); kept in memory: a
+        # restarted CLC only starts the grace periods again.
+        self.missing_since: dict[str, float] = {}
+        self.orphan_since: dict[str, float] = {}
+
+    def run(self) -> None:
+        for zone, client in self.clusters.items():
+            try:
+                report = client.call(cluster.DESCRIBE, Empty())
+            except (OSError, RpcError) as exc:
+                log.debug("zone %s did not answer: %s", zone, exc)
+                continue
+            with self.db.session() as s:
+                actions = self._apply(s, zone, report)
+            self._act(client, actions)
+        with self.db.session() as s:
+            _forget_old(s)
+
+    def _apply(self, s: Session, zone: str, report: cluster.ClusterReport) -> _Actions:
+        actions = _Actions()
+        if not report.ready:
+            return actions
+        now, tick = clock.now(), time.monotonic()
+        down = {n.name for n in report.nodes if n.state != "ENABLED"}
+        actions.nodes_down = bool(down)
+        records = {i.id: i for i in s.scalars(select(Instance).where(Instance.zone == zone))}
+        unplaced: dict[str, list[Instance]] = defaultdict(list)
+        for i in records.values():
+            if i.state == "terminated":
+                continue
+            seen = report.instances.get(i.id)
+            if seen is not None:
+                self.missing_since.pop(i.id, None)
+                self._follow(i, seen, actions)
+            elif i.node in down:
+                continue  # its node may come back
+            elif i.desired == "terminated":
+                placement.terminated(i)
+            elif i.state == "pending":
+                if now - i.launch_time > LOST_AFTER:
+                    placement.terminated(i, "Server.InternalError: the launch did not reach a node")
+                elif now - i.launch_time > PLACE_AFTER:
+                    unplaced[i.reservation_id].append(i)
+            elif tick - self.missing_since.setdefault(i.id, tick) > MISSING_GRACE:
+                log.warning("%s is no longer on any node: recording it as terminated", i.id)
+                placement.terminated(i, "Server.InternalError: the instance was lost")
+                self.missing_since.pop(i.id, None)
+        for reservation_id, group in unplaced.items():
+            alive = [
+                r
+                for r in records.values()
+                if r.reservation_id == reservation_id and r.id in report.instances and r.state != "terminated"
+            ]
+            min_count = max(0, min(group[0].min_count - len(alive), len(group)))
+            actions.place.append(([r.id for r in group], placement.Request.of(group, min_count)))
+        self._orphans(zone, report, records, tick, actions)
+        return actions
+
+    def _follow(self, i: Instance, seen: cluster.ClusterInstance, actions: _Actions) -> None:
+        """Move a record the cluster reports toward the report (or the report toward the wish)."""
+        if seen.state == "terminated":
+            why = (
+                ""
+                if i.desired == "terminated"
+                else seen.reason or "Server.InternalError: the instance stopped"
+            )
+            placement.terminated(i, why)
+        elif i.desired == "terminated":
+            if seen.state in ("pending", "running"):
+                actions.terminate.append(i.id)
+        else:
+            i.node = seen.node
+            if seen.state != i.state:
+                i.state = seen.state
+                i.state_reason = "" if seen.state == "running" else i.state_reason
+
+    def _orphans(
+        self,
+        zone: str,
+        report: cluster.ClusterReport,
+        records: dict[str, Instance],
+        tick: float,
+        actions: _Actions,
+    ) -> None:
+        for instance_id, seen in report.instances.items():
+            known = records.get(instance_id)
+            if seen.state == "terminated" or (known is not None and known.state != "terminated"):
+                self.orphan_since.pop(instance_id, None)
+                continue
+            if tick - self.orphan_since.setdefault(instance_id, tick) > ORPHAN_GRACE:
+                log.warning(
+                    "destroying orphan %s on %s (zone %s): the CLC has no live instance of that id",
+                    instance_id,
+                    seen.node,
+                    zone,
                 )
-            continue
-        state = str(seen.get("state", i.state))
-        if i.desired == "terminated":
-            if state in ("pending", "running"):
-                resend.append(i.id)
-            elif state == "terminated":
-                _terminated(i, now, "")
-            continue
-        if state == "terminated":
-            _terminated(i, now, str(seen.get("reason") or "Server.InternalError: the instance stopped"))
-        elif state in ("pending", "running", "shutting-down") and state != i.state:
-            i.state = state
-            i.state_reason = "" if state == "running" else i.state_reason
-    if resend:
-        try:
-            cluster.call(client, cluster.TERMINATE_INSTANCES, instance_ids=resend)
-        except (OSError, RpcError) as exc:
-            log.debug("terminate of %s not delivered yet: %s", resend, exc)
+                actions.terminate.append(instance_id)
+        for instance_id in [i for i in self.orphan_since if i not in report.instances]:
+            del self.orphan_since[instance_id]
+
+    def _act(self, client: Client, actions: _Actions) -> None:
+        if actions.terminate:
+            try:
+                client.call(cluster.TERMINATE_INSTANCES, cluster.InstanceIds(instance_ids=actions.terminate))
+            except (OSError, RpcError) as exc:
+                log.debug("terminate of %s not delivered yet: %s", actions.terminate, exc)
+        for instance_ids, request in actions.place:
+            log.info("sending the launch of %s again", ", ".join(instance_ids))
+            outcome = placement.ask(client, request)
+            if outcome.refused and actions.nodes_down:
+                continue  # asked again next pass, until LOST_AFTER
+            with self.db.session() as s:
+                records = [r for r in (s.get(Instance, i) for i in instance_ids) if r is not None]
+                placement.record(s, [r for r in records if r.state == "pending"], outcome, answered_now=False)
 
 
-def _terminated(i: Instance, now: _dt.datetime, reason: str) -> None:
-    i.state = "terminated"
-    i.terminated_at = now
-    if reason:
-        i.state_reason = reason
+def _forget_old(s: Session) -> None:
+    old = clock.now() - KEEP_TERMINATED
+    gone = list(
+        s.scalars(select(Instance.id).where(Instance.state == "terminated", Instance.terminated_at < old))
+    )
+    if gone:
+        s.execute(delete(Tag).where(Tag.resource_id.in_(gone)))
+        s.execute(delete(Instance).where(Instance.id.in_(gone)))

@@ -174,6 +174,10 @@ class Instance(Base):
     client_token: Mapped[str | None] = mapped_column(String(64))
     disable_api_termination: Mapped[bool] = mapped_column(Boolean, default=False)
     shutdown_behavior: Mapped[str] = mapped_column(String(16), default="stop")
+    # Recorded before any component is asked, so a launch a crash interrupted is sent again as it
+    # was: its reservation's MinCount and its launch (rpc/node.py InstanceLaunch, as JSON).
+    min_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    launch: Mapped[str] = mapped_column(Text, default="")
 
 
 class KeyPair(Base):

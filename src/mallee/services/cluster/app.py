@@ -1,55 +1,84 @@
-"""The Cluster Controller process of one availability zone: places instances on its nodes, owns
-the zone's private addresses, and polls its nodes for what actually runs."""
+"""The Cluster Controller process of one availability zone: places instances on its nodes and polls
+them for what actually runs; changes are pushed up to the CLC as soon as it sees them."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import threading
+
+import msgspec
 
 from mallee.core import config as config_mod
 from mallee.core.config import Config
 from mallee.core.periodic import Periodic
-from mallee.rpc import cluster
+from mallee.rpc import cloud
+from mallee.rpc import cluster as api
 from mallee.rpc.component import App, reporting_app
-from mallee.rpc.transport import load_key
+from mallee.rpc.contract import Handlers, Ok, StateChanged
+from mallee.rpc.transport import Client, RpcError, load_key
 from mallee.services.cluster.controller import ClusterController
+
+log = logging.getLogger(__name__)
 
 POLL_SECONDS = 2.0
 
 
 def create_app(cfg: Config | None = None) -> App:
     cfg = cfg or config_mod.load()
+    key = load_key(cfg.deployment_key_file)
+    clc = Client(cfg.clc_url, key, timeout=5)
+
+    def push(instance_ids: list[str]) -> None:
+        try:
+            clc.call(cloud.INSTANCES_CHANGED, StateChanged(source=cfg.zone, instance_ids=instance_ids))
+        except (OSError, RpcError) as exc:
+            log.info(
+                "push of %d changes to the CLC failed (its next pass sees them): %s", len(instance_ids), exc
+            )
+
     cc = ClusterController(
-        load_key(cfg.deployment_key_file), cfg.private_subnet, cfg.data_dir / "cc-nodes.json", cfg.scheduler
+        key,
+        cfg.data_dir / "cc-nodes.json",
+        cfg.scheduler,
+        url=cfg.url("cc"),
+        on_change=lambda ids: threading.Thread(target=push, args=(ids,), daemon=True).start(),
     )
     nodes = [n.strip() for n in cfg.nodes.split(",") if n.strip()] or [f"{cfg.host}:{cfg.port('nc')}"]
     for name in nodes:
         host, _, port = name.rpartition(":")
         cc.register_node(host, int(port))
+    poller = Periodic("poll-nodes", cc.poll, POLL_SECONDS)
 
-    def reboot(p: dict[str, Any]) -> dict[str, Any]:
-        cc.reboot_instances(list(p["instance_ids"]))
-        return {"ok": True}
+    def terminate(p: api.InstanceIds) -> Ok:
+        cc.terminate_instances(p.instance_ids)
+        return Ok()
 
-    def register(p: dict[str, Any]) -> dict[str, Any]:
-        cc.register_node(str(p["host"]), int(p["port"]))
-        return {"ok": True}
+    def reboot(p: api.InstanceIds) -> Ok:
+        cc.reboot_instances(p.instance_ids)
+        return Ok()
 
-    methods: dict[str, Any] = {
-        cluster.RUN_INSTANCES: lambda p: cc.run_instances(list(p["instances"]), int(p.get("min_count", 1))),
-        cluster.TERMINATE_INSTANCES: lambda p: {
-            "terminating": cc.terminate_instances(list(p["instance_ids"]))
-        },
-        cluster.REBOOT_INSTANCES: reboot,
-        cluster.DESCRIBE: lambda _p: cc.describe(),
-        cluster.CONSOLE_OUTPUT: lambda p: cc.console_output(str(p["instance_id"])),
-        cluster.REGISTER_NODE: register,
-    }
+    def register(p: api.RegisterNode) -> Ok:
+        cc.register_node(p.host, p.port)
+        return Ok()
+
+    def changed(_p: StateChanged) -> Ok:
+        poller.wake()  # a node saw a change: poll now, and the poll pushes it on
+        return Ok()
+
+    handlers = Handlers()
+    handlers.add(api.RUN_INSTANCES, cc.run_instances)
+    handlers.add(api.TERMINATE_INSTANCES, terminate)
+    handlers.add(api.REBOOT_INSTANCES, reboot)
+    handlers.add(api.DESCRIBE, lambda _p: cc.describe())
+    handlers.add(api.CONSOLE_OUTPUT, lambda p: cc.console_output(p.instance_id))
+    handlers.add(api.REGISTER_NODE, register)
+    handlers.add(api.INSTANCES_CHANGED, changed)
     return reporting_app(
         cfg,
         "cc",
         f"cc-{cfg.zone}",
         cfg.zone,
-        lambda: {"nodes": cc.describe()["nodes"]},
-        methods,
-        background=(Periodic("poll-nodes", cc.poll, POLL_SECONDS),),
+        lambda: {"nodes": msgspec.to_builtins(cc.describe().nodes)},  # free/total per node, for zones
+        handlers,
+        background=(poller,),
     )

@@ -1,34 +1,44 @@
-"""The Cluster Controller's state: its nodes (from their reports), where each instance runs, and the
-zone's addresses. Nothing here is the truth for long: every poll of the nodes rebuilds it, so a
-restarted CC recovers by asking its nodes."""
+"""The Cluster Controller's state: its nodes (from their reports), where each instance runs, and
+which nodes have room. Nothing here is the truth for long: every poll of the nodes rebuilds it, so
+a restarted CC recovers by asking its nodes, and says it is `ready` only once it has asked them all.
+
+Addresses and MACs come from the CLC, which records them before it asks for a launch; the CC only
+chooses nodes. Changes it sees (from a poll, or a node's push) are pushed on to the CLC at once.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from mallee.core import crashpoints
 from mallee.core.errors import CloudError
+from mallee.rpc import cluster as api
 from mallee.rpc import node as node_rpc
+from mallee.rpc.node import InstanceLaunch, InstanceState, NodeInstance, Resources
 from mallee.rpc.transport import Client, RpcError
-from mallee.services.cluster.network import AddressPool, mac_for
-from mallee.services.cluster.scheduler import NodeState, Resources, Scheduler
+from mallee.services.cluster.scheduler import NodeState, Scheduler
 
 log = logging.getLogger(__name__)
+
+# A launch sent to a node shows in its reports at once; one missing from a report for longer was
+# lost on the way (a node that died before keeping it): forget it, and the CLC sends it again.
+IN_FLIGHT_SECONDS = 10.0
 
 
 @dataclass
 class Placement:
     instance_id: str
     node: str
-    private_ip: str
-    mac: str
     need: Resources
-    state: str = "pending"
+    state: InstanceState = "pending"
     reason: str = ""
+    since: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -38,18 +48,26 @@ class Node:
     state: NodeState
     reachable: bool = False
     hypervisor: str = ""
-    instances: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class ClusterController:
-    def __init__(self, key: bytes, subnet: str, nodes_file: Path, policy: str = "ROUNDROBIN") -> None:
+    def __init__(
+        self,
+        key: bytes,
+        nodes_file: Path,
+        policy: str = "ROUNDROBIN",
+        url: str = "",
+        on_change: Callable[[list[str]], None] = lambda _ids: None,
+    ) -> None:
         self.key = key
-        self.addresses = AddressPool(subnet)
+        self.url = url  # where nodes push their changes
+        self.on_change = on_change
         self.scheduler = Scheduler(policy)
         self.nodes_file = nodes_file
         self.nodes: dict[str, Node] = {}
         self.placements: dict[str, Placement] = {}
         self.lock = threading.RLock()
+        self.polled_once = False
         for name in self._saved_nodes():
             self._add_node(name)
 
@@ -74,171 +92,167 @@ class ClusterController:
         client = Client(f"http://{name}", self.key, timeout=10)
         self.nodes[name] = Node(name, client, NodeState(name, Resources()))
 
-    def poll(self) -> None:
-        """Ask every node what it runs and has; rebuild placements and free resources from it."""
-        for node in list(self.nodes.values()):
-            try:
-                report = node_rpc.call(node.client, node_rpc.DESCRIBE)
-            except (OSError, RpcError) as exc:
-                if node.reachable:
-                    log.warning("node %s stopped answering: %s", node.name, exc)
-                node.reachable = False
-                continue
-            with self.lock:
-                self._absorb(node, report)
+    @property
+    def ready(self) -> bool:
+        """Every node has been asked since this CC started, so its picture is whole (instances on a
+        node that did not answer are unknown, and that node is reported NOTREADY)."""
+        return self.polled_once
 
-    def _absorb(self, node: Node, report: dict[str, Any]) -> None:
+    def poll(self) -> None:
+        """Ask every node what it runs and has; rebuild placements and free resources from it, and
+        push the instances whose state changed to the CLC."""
+        changed: list[str] = []
+        for node in list(self.nodes.values()):
+            changed += self._poll_node(node)
+        self.polled_once = True
+        if changed:
+            self.on_change(changed)
+
+    def _poll_node(self, node: Node) -> list[str]:
+        try:
+            report = node.client.call(node_rpc.DESCRIBE, node_rpc.DescribeNode(cluster_url=self.url))
+        except (OSError, RpcError) as exc:
+            if node.reachable:
+                log.warning("node %s stopped answering: %s", node.name, exc)
+            node.reachable = False
+            return []
+        with self.lock:
+            return self._absorb(node, report)
+
+    def _absorb(self, node: Node, report: node_rpc.NodeReport) -> list[str]:
         node.reachable = True
-        node.hypervisor = str(report.get("hypervisor", ""))
-        total = report.get("resources", {})
-        node.state.total = Resources(
-            int(total.get("cores", 0)), int(total.get("memory_mib", 0)), int(total.get("disk_gib", 0))
-        )
-        node.instances = dict(report.get("instances", {}))
-        for instance_id, info in node.instances.items():
+        node.hypervisor = report.hypervisor
+        node.state.total = report.resources
+        changed = []
+        for instance_id, info in report.instances.items():
             placement = self.placements.get(instance_id)
             if placement is None:  # a node reports an instance we did not know: adopt it
-                need = Resources(**info.get("needs", {})) if info.get("needs") else Resources()
-                placement = Placement(
-                    instance_id, node.name, info.get("private_ip", ""), mac_for(instance_id), need
-                )
-                self.placements[instance_id] = placement
-                if placement.private_ip:
-                    self.addresses.claim(placement.private_ip, instance_id)
-            placement.state = str(info.get("state", placement.state))
-            placement.reason = str(info.get("reason", ""))
+                placement = self.placements[instance_id] = Placement(instance_id, node.name, info.needs)
+                changed.append(instance_id)
+            if _changed(placement, info):
+                changed.append(instance_id)
+            placement.state, placement.reason = info.state, info.reason
+        now = time.monotonic()
         for placement in list(self.placements.values()):
-            gone = placement.node == node.name and placement.instance_id not in node.instances
-            if gone and placement.state in ("shutting-down", "terminated"):
-                self._forget(placement.instance_id)
+            if placement.node != node.name or placement.instance_id in report.instances:
+                continue
+            if (
+                placement.state in ("shutting-down", "terminated")
+                or now - placement.since > IN_FLIGHT_SECONDS
+            ):
+                self.placements.pop(placement.instance_id, None)
+                changed.append(placement.instance_id)
         node.state.used = self._used(node.name)
+        return sorted(set(changed))
 
     def _used(self, node_name: str) -> Resources:
         used = Resources()
         for p in self.placements.values():
-            if p.node == node_name and p.state not in ("terminated",):
-                used = Resources(
-                    used.cores + p.need.cores,
-                    used.memory_mib + p.need.memory_mib,
-                    used.disk_gib + p.need.disk_gib,
-                )
+            if p.node == node_name and p.state != "terminated":
+                used = used.plus(p.need)
         return used
-
-    def _forget(self, instance_id: str) -> None:
-        self.placements.pop(instance_id, None)
-        self.addresses.release(instance_id)
 
     # -- instances ------------------------------------------------------------------------------
 
-    def run_instances(self, launches: list[dict[str, Any]], min_count: int) -> dict[str, Any]:
-        if not any(n.reachable for n in self.nodes.values()):
-            self.poll()  # just started (or every node was down): ask now rather than refuse
+    def run_instances(self, request: api.RunInstances) -> api.Placed:
+        if not self.ready:
+            self.poll()  # just started: learn what the nodes run before placing anything
         with self.lock:
-            placed: dict[str, dict[str, str]] = {}
-            todo = []
-            for launch in launches:
-                known = self.placements.get(launch["instance_id"])
+            placed: dict[str, str] = {}
+            todo: list[tuple[InstanceLaunch, str]] = []
+            unplaced: list[InstanceLaunch] = []
+            for launch in request.instances:
+                known = self.placements.get(launch.instance_id)
+                pinned = request.nodes.get(launch.instance_id)
                 if known is not None:  # a retried call: answer what was decided
-                    placed[known.instance_id] = {
-                        "node": known.node,
-                        "private_ip": known.private_ip,
-                        "mac": known.mac,
-                    }
+                    placed[known.instance_id] = known.node
+                elif pinned in self.nodes:  # placed before, lost on the way: same node again
+                    todo.append((launch, pinned))
                 else:
-                    todo.append(launch)
-            needs = [_needs(launch) for launch in todo]
+                    unplaced.append(launch)
+            needs = [launch.instance_type.needs for launch in unplaced]
             usable = [n.state for n in self.nodes.values() if n.reachable]
-            chosen = self.scheduler.place(usable, needs, max(0, min_count - len(placed)))
-            if todo and not chosen and min_count > len(placed):
+            wanted = max(0, request.min_count - len(placed) - len(todo))
+            chosen = self.scheduler.place(usable, needs, wanted)
+            if unplaced and not chosen and wanted > 0:
                 raise CloudError(
                     "InsufficientInstanceCapacity",
                     "There is not enough capacity in the availability zone for the requested instances.",
                     500,
                 )
-            for launch, need, node_name in zip(todo, needs, chosen, strict=False):
-                instance_id = launch["instance_id"]
-                ip = self.addresses.allocate(instance_id)
-                placement = Placement(instance_id, node_name, ip, mac_for(instance_id), need)
-                self.placements[instance_id] = placement
-                self.nodes[node_name].state.used = self._used(node_name)
-                placed[instance_id] = {"node": node_name, "private_ip": ip, "mac": placement.mac}
-                launch.update(
-                    private_ip=ip,
-                    mac=placement.mac,
-                    gateway=self.addresses.gateway,
-                    prefix=self.addresses.network.prefixlen,
+            todo += zip(unplaced, chosen, strict=False)
+            for launch, node_name in todo:
+                self.placements[launch.instance_id] = Placement(
+                    launch.instance_id, node_name, launch.instance_type.needs
                 )
-        for launch in todo[: len(chosen)]:
-            self._send_launch(launch)
-        return {"placed": placed}
+                self.nodes[node_name].state.used = self._used(node_name)
+                placed[launch.instance_id] = node_name
+        crashpoints.reached("cc.run.placed")
+        for launch, node_name in todo:
+            self._send_launch(launch, node_name)
+        crashpoints.reached("cc.run.sent")
+        return api.Placed(placed=placed)
 
-    def _send_launch(self, launch: dict[str, Any]) -> None:
-        placement = self.placements[launch["instance_id"]]
+    def _send_launch(self, launch: InstanceLaunch, node_name: str) -> None:
         try:
-            node_rpc.call(self.nodes[placement.node].client, node_rpc.RUN_INSTANCE, launch=launch)
+            self.nodes[node_name].client.call(node_rpc.RUN_INSTANCE, node_rpc.RunInstance(launch=launch))
         except (OSError, RpcError) as exc:
-            log.warning("node %s refused %s: %s", placement.node, placement.instance_id, exc)
-            placement.state, placement.reason = "terminated", f"Server.InternalError: {exc}"
+            # Left as placed: the node's next report shows whether it kept the launch; if not, the
+            # placement is forgotten after IN_FLIGHT_SECONDS and the CLC sends the launch again.
+            log.warning("node %s did not take %s: %s", node_name, launch.instance_id, exc)
 
-    def terminate_instances(self, instance_ids: list[str]) -> list[str]:
-        done = []
+    def terminate_instances(self, instance_ids: list[str]) -> None:
         for instance_id in instance_ids:
             with self.lock:
                 placement = self.placements.get(instance_id)
                 if placement is None:
-                    continue
-                placement.state = "shutting-down"
+                    continue  # not on any node: already gone
+                if placement.state != "terminated":
+                    placement.state = "shutting-down"
                 client = self.nodes[placement.node].client
             try:
-                node_rpc.call(client, node_rpc.TERMINATE_INSTANCE, instance_id=instance_id)
+                client.call(node_rpc.TERMINATE_INSTANCE, node_rpc.InstanceRef(instance_id=instance_id))
             except (OSError, RpcError) as exc:
                 log.warning(
                     "could not reach the node of %s to terminate it (will retry): %s", instance_id, exc
                 )
-            done.append(instance_id)
-        return done
 
     def reboot_instances(self, instance_ids: list[str]) -> None:
         for instance_id in instance_ids:
             placement = self.placements.get(instance_id)
             if placement is not None:
-                node_rpc.call(
-                    self.nodes[placement.node].client, node_rpc.REBOOT_INSTANCE, instance_id=instance_id
+                self.nodes[placement.node].client.call(
+                    node_rpc.REBOOT_INSTANCE, node_rpc.InstanceRef(instance_id=instance_id)
                 )
 
-    def console_output(self, instance_id: str) -> dict[str, Any]:
+    def console_output(self, instance_id: str) -> node_rpc.ConsoleOutput:
         placement = self.placements.get(instance_id)
         if placement is None:
-            return {"output": ""}
-        return node_rpc.call(
-            self.nodes[placement.node].client, node_rpc.CONSOLE_OUTPUT, instance_id=instance_id
+            return node_rpc.ConsoleOutput(output="")
+        return self.nodes[placement.node].client.call(
+            node_rpc.CONSOLE_OUTPUT, node_rpc.InstanceRef(instance_id=instance_id)
         )
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> api.ClusterReport:
         with self.lock:
-            return {
-                "instances": {
-                    p.instance_id: {
-                        "state": p.state,
-                        "node": p.node,
-                        "private_ip": p.private_ip,
-                        "reason": p.reason,
-                    }
+            return api.ClusterReport(
+                ready=self.ready,
+                instances={
+                    p.instance_id: api.ClusterInstance(state=p.state, node=p.node, reason=p.reason)
                     for p in self.placements.values()
                 },
-                "nodes": [
-                    {
-                        "name": n.name,
-                        "state": "ENABLED" if n.reachable else "NOTREADY",
-                        "hypervisor": n.hypervisor,
-                        "total": n.state.total.as_dict(),
-                        "free": n.state.free.as_dict() if n.reachable else Resources().as_dict(),
-                    }
+                nodes=[
+                    api.NodeSummary(
+                        name=n.name,
+                        state="ENABLED" if n.reachable else "NOTREADY",
+                        hypervisor=n.hypervisor,
+                        total=n.state.total,
+                        free=n.state.free if n.reachable else Resources(),
+                    )
                     for n in self.nodes.values()
                 ],
-            }
+            )
 
 
-def _needs(launch: dict[str, Any]) -> Resources:
-    t = launch["instance_type"]
-    return Resources(int(t["cpus"]), int(t["memory_mib"]), int(t["disk_gib"]))
+def _changed(placement: Placement, info: NodeInstance) -> bool:
+    return (placement.state, placement.reason) != (info.state, info.reason)

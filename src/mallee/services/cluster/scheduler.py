@@ -8,25 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-@dataclass
-class Resources:
-    cores: int = 0
-    memory_mib: int = 0
-    disk_gib: int = 0
-
-    def fits(self, need: Resources) -> bool:
-        return (
-            self.cores >= need.cores and self.memory_mib >= need.memory_mib and self.disk_gib >= need.disk_gib
-        )
-
-    def minus(self, other: Resources) -> Resources:
-        return Resources(
-            self.cores - other.cores, self.memory_mib - other.memory_mib, self.disk_gib - other.disk_gib
-        )
-
-    def as_dict(self) -> dict[str, int]:
-        return {"cores": self.cores, "memory_mib": self.memory_mib, "disk_gib": self.disk_gib}
+from mallee.rpc.node import Resources
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ import mallee.drivers.registry as registry
 from mallee.core import config as config_mod
 from mallee.core.config import Config
 from mallee.drivers.network.base import HostNetwork
-from mallee.rpc import node
+from mallee.rpc import cluster, node
 from mallee.rpc.component import App, reporting_app
-from mallee.rpc.transport import Client, Receive, Scope, Send, load_key
+from mallee.rpc.contract import Handlers, Ok, StateChanged
+from mallee.rpc.transport import Client, Receive, RpcError, Scope, Send, load_key
 from mallee.services.node.imagecache import ImageCache
 from mallee.services.node.instances import InstanceManager
 from mallee.services.node.metadata_proxy import MetadataProxy
@@ -48,14 +50,43 @@ def host_network(cfg: Config) -> HostNetwork:
     )
 
 
+class ChangePusher:
+    """Tells the node's cluster controller (the last one that polled it) that an instance changed
+    state, from a thread of its own so that no launch or terminate waits for the CC. A push that
+    fails is dropped: the CC's next poll sees the change anyway."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.target = ""  # the CC's rpc url, learnt from its polls
+        self.source = ""
+
+    def changed(self, instance_id: str) -> None:
+        if self.target:
+            threading.Thread(target=self._push, args=(self.target, instance_id), daemon=True).start()
+
+    def _push(self, target: str, instance_id: str) -> None:
+        try:
+            Client(target, self.key, timeout=5).call(
+                cluster.INSTANCES_CHANGED, StateChanged(source=self.source, instance_ids=[instance_id])
+            )
+        except (OSError, RpcError) as exc:
+            log.info("push of %s's change to %s failed (the next poll sees it): %s", instance_id, target, exc)
+
+
 def create_app(cfg: Config | None = None) -> App:
     cfg = cfg or config_mod.load()
     key = load_key(cfg.deployment_key_file)
     node_dir = reachable_dir(Path(cfg.node_dir))
     registry.prepare_host(cfg.hypervisor)
-    options = {"instances_dir": node_dir / "libvirt"} if cfg.hypervisor == "libvirt" else {}
+    # The fake keeps its "VMs" on disk so that they outlive a killed node controller, as real ones do.
+    where = {
+        "libvirt": {"instances_dir": node_dir / "libvirt"},
+        "fake": {"state_file": node_dir / "fake-host.json"},
+    }
+    options = where.get(cfg.hypervisor, {})
     hypervisor = registry.hypervisor(cfg.hypervisor, **options)
     network = registry.network(cfg.network, state_dir=node_dir / "network")
+    pusher = ChangePusher(key)
     manager = InstanceManager(
         node_dir / "instances",
         hypervisor,
@@ -64,42 +95,48 @@ def create_app(cfg: Config | None = None) -> App:
         # needs a copy of cloud-pk.pem in its data directory (read when a bundle is first launched).
         ImageCache(node_dir / "cache", cfg.image_cache_gib * GIB, cloud_key=cfg.data_dir / "cloud-pk.pem"),
         cfg.bridge,
+        on_change=pusher.changed,
     )
     proxy = MetadataProxy(key, Client(cfg.clc_url, key))
     hostnet = host_network(cfg)
+    me = f"{cfg.host}:{cfg.port('nc')}"
 
-    def describe() -> dict[str, Any]:
+    def describe(p: node.DescribeNode) -> node.NodeReport:
+        if p.cluster_url:
+            pusher.target = p.cluster_url
         measured = hypervisor.host_resources()
-        resources = {
-            "cores": cfg.node_cores or measured.cores,
-            "memory_mib": cfg.node_memory_mib or measured.memory_mib,
-            "disk_gib": cfg.node_disk_gib or measured.disk_gib,
-        }
-        return {
-            "instances": manager.describe(),
-            "resources": resources,
-            "hypervisor": str(hypervisor.capabilities.get("accelerator", cfg.hypervisor)),
-        }
+        resources = node.Resources(
+            cores=cfg.node_cores or measured.cores,
+            memory_mib=cfg.node_memory_mib or measured.memory_mib,
+            disk_gib=cfg.node_disk_gib or measured.disk_gib,
+        )
+        return node.NodeReport(
+            instances=manager.describe(),
+            resources=resources,
+            hypervisor=str(hypervisor.capabilities.get("accelerator", cfg.hypervisor)),
+        )
 
-    def run(p: dict[str, Any]) -> dict[str, Any]:
-        manager.run(dict(p["launch"]))
-        return {"ok": True}
+    def run(p: node.RunInstance) -> Ok:
+        manager.run(p.launch)
+        return Ok()
 
-    def terminate(p: dict[str, Any]) -> dict[str, Any]:
-        manager.terminate(str(p["instance_id"]))
-        return {"ok": True}
+    def terminate(p: node.InstanceRef) -> Ok:
+        manager.terminate(p.instance_id)
+        return Ok()
 
-    def reboot(p: dict[str, Any]) -> dict[str, Any]:
-        manager.reboot(str(p["instance_id"]))
-        return {"ok": True}
+    def reboot(p: node.InstanceRef) -> Ok:
+        manager.reboot(p.instance_id)
+        return Ok()
 
-    methods: dict[str, Any] = {
-        node.RUN_INSTANCE: run,
-        node.TERMINATE_INSTANCE: terminate,
-        node.REBOOT_INSTANCE: reboot,
-        node.DESCRIBE: lambda _p: describe(),
-        node.CONSOLE_OUTPUT: lambda p: {"output": manager.console_output(str(p["instance_id"]))},
-    }
+    handlers = Handlers()
+    handlers.add(node.RUN_INSTANCE, run)
+    handlers.add(node.TERMINATE_INSTANCE, terminate)
+    handlers.add(node.REBOOT_INSTANCE, reboot)
+    handlers.add(node.DESCRIBE, describe)
+    handlers.add(
+        node.CONSOLE_OUTPUT, lambda p: node.ConsoleOutput(output=manager.console_output(p.instance_id))
+    )
+    pusher.source = me
     inner = reporting_app(
         cfg,
         "nc",
@@ -110,7 +147,7 @@ def create_app(cfg: Config | None = None) -> App:
             "reason": str(hypervisor.capabilities.get("accelerator_reason", "")),
             "network": cfg.network,
         },
-        methods,
+        handlers,
     )
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:

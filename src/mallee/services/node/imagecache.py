@@ -15,7 +15,6 @@ host needs its own copy of that file (as Eucalyptus NCs held the cloud's keys), 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -23,10 +22,12 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from mallee.images import bundle
+from mallee.rpc.node import ImageSource
+
+__all__ = ["ImageCache", "ImageFetchError", "ImageSource", "disk_format", "fetch_bundle", "http_fetch"]
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,6 @@ CHUNK = 1024 * 1024
 
 class ImageFetchError(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class ImageSource:
-    key: str  # stable name of the image (its image id), used as the cache file name
-    url: str  # where to fetch it (a presigned Walrus URL)
-    size: int | None = None
-    sha256: str | None = None
-    format: str = "raw"  # "raw" | "qcow2" | "bundle"
-    parts: tuple[str, ...] = ()  # a bundle's part URLs, in the manifest's order
 
 
 Fetcher = Callable[[ImageSource, Path], None]
@@ -218,9 +209,3 @@ class ImageCache:
             "limit": self.limit,
             "checked": time.time(),
         }
-
-
-def save_json(path: Path, data: object) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)

@@ -1,27 +1,36 @@
 """The instances of one node: launch (fetch images → disks → network → spawn), terminate, report.
 
-The hypervisor is the truth for what runs; each instance's launch description is kept on disk so a
-restarted node controller re-adopts its running domains. Work happens in a background thread per
-instance; `describe()` reports the AWS-style state the CC and CLC reconcile against.
+The hypervisor is the truth for what runs; each instance's launch is kept on disk before anything
+is done for it, so a restarted node controller re-adopts its running domains (and finishes or
+undoes what a crash interrupted). Work happens in a background thread per instance; `describe()`
+reports the AWS-style state the CC and CLC reconcile against, and `on_change` is told as soon as an
+instance starts running or is gone, so the change can be pushed up at once.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
+import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+import msgspec
+
+from mallee.core import crashpoints
 from mallee.drivers.hypervisor import base as hv
 from mallee.drivers.network import base as net
-from mallee.services.node.imagecache import ImageCache, ImageSource, disk_format, save_json
+from mallee.rpc.node import InstanceLaunch, InstanceState, NodeInstance, Resources
+from mallee.services.node.imagecache import ImageCache, ImageSource, disk_format
 
 log = logging.getLogger(__name__)
+
+LAUNCH_FILE = "launch.json"
+TERMINATING_FILE = "terminating"  # written before a terminate starts, so a crash cannot undo it
 
 
 def tap_name(instance_id: str) -> str:
@@ -31,26 +40,12 @@ def tap_name(instance_id: str) -> str:
 
 @dataclass
 class Instance:
-    launch: dict[str, Any]
-    state: str = "pending"
+    id: str
+    launch: InstanceLaunch | None  # None: a domain this node runs but has no launch for (an orphan)
+    state: InstanceState = "pending"
     reason: str = ""
+    needs: Resources = field(default_factory=Resources)
     images: list[str] = field(default_factory=list)
-
-    @property
-    def id(self) -> str:
-        return str(self.launch["instance_id"])
-
-
-def _source(described: dict[str, Any]) -> ImageSource:
-    """An ImageSource from a launch's image description ({key, url, size, format, parts?})."""
-    return ImageSource(
-        described["key"],
-        described["url"],
-        described.get("size"),
-        described.get("sha256"),
-        described.get("format") or "raw",
-        tuple(described.get("parts") or ()),
-    )
 
 
 class InstanceManager:
@@ -61,12 +56,14 @@ class InstanceManager:
         network: net.NetworkDriver,
         cache: ImageCache,
         bridge: str,
+        on_change: Callable[[str], None] = lambda _id: None,
     ) -> None:
         self.root = root
         self.hypervisor = hypervisor
         self.network = network
         self.cache = cache
         self.bridge = bridge
+        self.on_change = on_change
         self.instances: dict[str, Instance] = {}
         self.lock = threading.RLock()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -74,88 +71,112 @@ class InstanceManager:
     # -- re-adoption ----------------------------------------------------------------------------
 
     def adopt(self) -> None:
-        """After a restart: running domains with a saved launch are ours again; saved launches
-        whose domain is gone are cleaned up."""
+        """After a restart: running domains with a saved launch are ours again, with their network;
+        a terminate that had begun is finished; a saved launch whose domain never started is
+        launched again (the crash interrupted it); a domain without a saved launch is reported, so
+        that the CLC, which knows no such instance, has it destroyed."""
         running = set(self.hypervisor.list_instances())
-        for saved in self.root.glob("*/launch.json"):
-            launch = json.loads(saved.read_text())
-            instance = Instance(launch)
-            if instance.id in running:
+        for saved in sorted(self.root.glob(f"*/{LAUNCH_FILE}")):
+            try:
+                launch = msgspec.json.decode(saved.read_bytes(), type=InstanceLaunch)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("dropping unreadable launch %s: %s", saved, exc)
+                shutil.rmtree(saved.parent, ignore_errors=True)
+                continue
+            instance = Instance(launch.instance_id, launch, needs=launch.instance_type.needs)
+            self.instances[instance.id] = instance
+            if (saved.parent / TERMINATING_FILE).exists():
+                log.info("finishing the terminate of %s", instance.id)
+                instance.state = "shutting-down"
+                threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
+            elif instance.id in running:
                 instance.state = "running"
-                self.instances[instance.id] = instance
+                self.network.add_instance(self._interface(launch))  # idempotent
                 log.info("re-adopted %s", instance.id)
             else:
-                shutil.rmtree(saved.parent, ignore_errors=True)
+                log.info("launching %s again: its launch was interrupted", instance.id)
+                self._start(instance)
+        for instance_id in sorted(running - set(self.instances)):
+            spec = self.hypervisor.describe(instance_id)
+            needs = Resources(cores=spec.vcpus, memory_mib=spec.memory_mib) if spec else Resources()
+            self.instances[instance_id] = Instance(instance_id, None, "running", needs=needs)
+            log.warning("%s runs here without a launch: reporting it as an orphan", instance_id)
 
     # -- operations -----------------------------------------------------------------------------
 
-    def run(self, launch: dict[str, Any]) -> None:
-        instance_id = str(launch["instance_id"])
+    def run(self, launch: InstanceLaunch) -> None:
         with self.lock:
-            if instance_id in self.instances:
+            if launch.instance_id in self.instances:
                 return  # idempotent: already launching or running
-            instance = Instance(launch)
-            self.instances[instance_id] = instance
-            directory = self.root / instance_id
+            instance = Instance(launch.instance_id, launch, needs=launch.instance_type.needs)
+            self.instances[instance.id] = instance
+            directory = self.root / instance.id
             directory.mkdir(parents=True, exist_ok=True)
-            save_json(directory / "launch.json", launch)
+            _write_atomically(directory / LAUNCH_FILE, msgspec.json.encode(launch))
+        crashpoints.reached("nc.launch.saved")
+        self._start(instance)
+
+    def _start(self, instance: Instance) -> None:
         threading.Thread(
-            target=self._launch, args=(instance,), name=f"launch-{instance_id}", daemon=True
+            target=self._launch, args=(instance,), name=f"launch-{instance.id}", daemon=True
         ).start()
 
     def _launch(self, instance: Instance) -> None:
+        assert instance.launch is not None
         directory = self.root / instance.id
         try:
-            spec = self._prepare(instance, directory)
-            self.network.add_instance(
-                net.InstanceInterface(
-                    instance_id=instance.id,
-                    mac=instance.launch["mac"],
-                    ip=instance.launch["private_ip"],
-                    hostname=instance.launch.get("hostname") or instance.id,
-                    device=tap_name(instance.id),
-                )
-            )
+            spec = self._prepare(instance, instance.launch, directory)
+            self.network.add_instance(self._interface(instance.launch))
             self.hypervisor.spawn(spec)
         except Exception as exc:
             log.exception("launch of %s failed", instance.id)
             with self.lock:
                 instance.state, instance.reason = "terminated", f"Server.InternalError: {exc}"
             self._cleanup(instance)
+            self.on_change(instance.id)
             return
+        crashpoints.reached("nc.launch.spawned")
         with self.lock:
             if instance.state == "pending":
                 instance.state = "running"
             elif instance.state == "shutting-down":  # terminated while launching
                 threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
+                return
+        self.on_change(instance.id)
 
-    def _prepare(self, instance: Instance, directory: Path) -> hv.InstanceSpec:
-        launch = instance.launch
-        image = launch["image"]
-        itype = launch["instance_type"]
-        root_source = _source(image["root"])
-        root_src = self._cached(instance, root_source)
+    def _interface(self, launch: InstanceLaunch) -> net.InstanceInterface:
+        return net.InstanceInterface(
+            instance_id=launch.instance_id,
+            mac=launch.mac,
+            ip=launch.private_ip,
+            hostname=launch.hostname or launch.instance_id,
+            device=tap_name(launch.instance_id),
+        )
+
+    def _prepare(self, instance: Instance, launch: InstanceLaunch, directory: Path) -> hv.InstanceSpec:
+        image, itype = launch.image, launch.instance_type
+        root_src = self._cached(instance, image.root)
         root = directory / "root.qcow2"
-        size = f"{int(itype['disk_gib'])}G"
-        fmt = disk_format(root_source, root_src)
+        fmt = disk_format(image.root, root_src)
         subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(root_src), str(root), size],
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(root_src), str(root)]
+            + [f"{itype.disk_gib}G"],
             check=True,
             capture_output=True,
         )
-        kernel = self._cached(instance, _source(image["kernel"])) if image.get("kernel") else None
-        ramdisk = self._cached(instance, _source(image["ramdisk"])) if image.get("ramdisk") else None
+        kernel = self._cached(instance, image.kernel) if image.kernel else None
+        ramdisk = self._cached(instance, image.ramdisk) if image.ramdisk else None
         # With a kernel: direct boot, root on the whole disk. Without: the disk boots itself (HVM).
         cmdline = "console=ttyS0 root=/dev/vda" if kernel else ""
         return hv.InstanceSpec(
             instance_id=instance.id,
-            vcpus=int(itype["cpus"]),
-            memory_mib=int(itype["memory_mib"]),
+            vcpus=itype.cpus,
+            memory_mib=itype.memory_mib,
             kernel=kernel,
             ramdisk=ramdisk,
             cmdline=cmdline,
             disks=(hv.DiskSpec(target="vda", path=root, format="qcow2"),),
-            nics=(hv.NicSpec(mac=launch["mac"], bridge=self.bridge, device=tap_name(instance.id)),),
+            nics=(hv.NicSpec(mac=launch.mac, bridge=self.bridge, device=tap_name(instance.id)),),
             console_log=directory / "console.log",
         )
 
@@ -171,18 +192,25 @@ class InstanceManager:
                 return
             launching = instance.state == "pending"
             instance.state = "shutting-down"
+            directory = self.root / instance_id
+            if directory.exists():
+                (directory / TERMINATING_FILE).touch()
         if not launching:  # a launch in progress terminates itself when it finishes
             threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
 
     def _terminate(self, instance: Instance) -> None:
         try:
             self.hypervisor.destroy(instance.id)
+            crashpoints.reached("nc.terminate.destroyed")
         finally:
             self._cleanup(instance)
             with self.lock:
                 instance.state = "terminated"
+        self.on_change(instance.id)
 
     def _cleanup(self, instance: Instance) -> None:
+        """Give back what the instance held on this node; the saved launch goes last, so a crash
+        before it leaves a launch whose domain is gone, which `adopt` relaunches or the CLC ends."""
         try:
             self.network.remove_instance(instance.id)
         except Exception:
@@ -224,23 +252,28 @@ class InstanceManager:
                     instance.reason = "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
                 self._terminate(instance)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, NodeInstance]:
         self.notice_stopped_guests()
         with self.lock:
             report = {
-                i.id: {
-                    "state": i.state,
-                    "reason": i.reason,
-                    "private_ip": i.launch.get("private_ip", ""),
-                    "needs": {
-                        "cores": int(i.launch["instance_type"]["cpus"]),
-                        "memory_mib": int(i.launch["instance_type"]["memory_mib"]),
-                        "disk_gib": int(i.launch["instance_type"]["disk_gib"]),
-                    },
-                }
+                i.id: NodeInstance(
+                    state=i.state,
+                    reason=i.reason,
+                    private_ip=i.launch.private_ip if i.launch else "",
+                    needs=i.needs,
+                )
                 for i in self.instances.values()
             }
             # Terminated instances are reported once more, then forgotten.
             for i in [i for i in self.instances.values() if i.state == "terminated"]:
                 del self.instances[i.id]
         return report
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

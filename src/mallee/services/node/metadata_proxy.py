@@ -8,12 +8,10 @@ IMDSv1 requests too, and asks the CLC for the answer, naming the guest by its so
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import logging
 import time
-from typing import Any
 
 from mallee.rpc import cloud
 from mallee.rpc.transport import Client, RpcError
@@ -105,11 +103,12 @@ class MetadataProxy:
         token = headers.get("x-aws-ec2-metadata-token")
         if token is not None and not token_valid(self.key, ip, token):
             return 401, b"Unauthorized", close
+        request = cloud.MetadataRequest(private_ip=ip, path=path.split("?", 1)[0])
         try:
-            answer: dict[str, Any] = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self.clc.call(cloud.METADATA, private_ip=ip, path=path.split("?", 1)[0])
+            answer = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.clc.call(cloud.METADATA, request)
             )
         except (OSError, RpcError) as exc:
             log.warning("metadata for %s: CLC did not answer: %s", ip, exc)
             return 404, b"Not Found", close
-        return int(answer["status"]), base64.b64decode(answer["body"]), close
+        return answer.status, answer.body, close

@@ -15,7 +15,7 @@ import mmap
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
@@ -35,14 +35,14 @@ from mallee.protocol.dispatch import Operation
 from mallee.protocol.gateway import Gateway
 from mallee.protocol.serializer import serialize_error
 from mallee.protocol.specs import load_service
-from mallee.rpc.cloud import Heartbeater
-from mallee.rpc.objectstorage import USAGE
+from mallee.rpc import objectstorage
+from mallee.rpc.cloud import Heartbeater, ServiceDescription
+from mallee.rpc.contract import Empty, Handlers
 from mallee.rpc.relay import relay
 from mallee.rpc.transport import (
     CLIENT_HEADER,
     PREFIX,
     Client,
-    Method,
     Receive,
     Scope,
     Send,
@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 # (objects.read_version), a PUT's row through the group committer. Opening and closing an unused
 # session was ~6 % of a small GET's CPU.
 _SESSIONLESS = frozenset(("GetObject", "HeadObject", "PutObject"))
+# Writes that check the bucket owner's quota inside their transaction: its limits are asked of the
+# CLC before the transaction opens (no rpc inside one).
+_QUOTA_CHECKED = frozenset(("CopyObject", "CompleteMultipartUpload"))
 
 SMALL_BODY = 1024 * 1024  # bodies up to this size are read whole (XML payloads, small objects)
 SEND_CHUNK = 4 * 1024 * 1024  # mapped, not read (see _mapped)
@@ -104,7 +107,8 @@ class Walrus:
             REGISTRIES, self.access, cfg.region, unit_of_work=self._unit_of_work, s3_domain=cfg.s3_domain
         )
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3")
-        self.rpc_methods: dict[str, Method] = {"describe": lambda _p: self.describe(), USAGE: self._usage}
+        self.rpc_handlers = Handlers()
+        self.rpc_handlers.add(objectstorage.USAGE, self._usage)
         # Lifecycle rules are applied every `lifecycle_seconds`.
         self.lifecycle_job = Periodic(
             "lifecycle",
@@ -114,26 +118,30 @@ class Walrus:
         )
         self.heartbeater = Heartbeater(Client(cfg.clc_url, self.key), self.describe, cfg.heartbeat_seconds)
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": f"walrus-{self.cfg.host}",
-            "type": "walrus",
-            "partition": "",
-            "host": self.cfg.host,
-            "port": self.cfg.port("walrus"),
-            "version": __version__,
-            "detail": {"objectstore": "filesystem", "workers": self.cfg.walrus_worker_count},
-        }
+    def describe(self) -> ServiceDescription:
+        return ServiceDescription(
+            name=f"walrus-{self.cfg.host}",
+            type="walrus",
+            host=self.cfg.host,
+            port=self.cfg.port("walrus"),
+            version=__version__,
+            detail={"objectstore": "filesystem", "workers": self.cfg.walrus_worker_count},
+        )
 
-    def _usage(self, _params: dict[str, Any]) -> dict[str, Any]:
+    def _usage(self, _p: Empty) -> objectstorage.Usage:
         with self.db.session() as s:
-            return {"accounts": quota.usage(s)}
+            used = quota.usage(s)
+        return objectstorage.Usage(accounts={a: objectstorage.AccountUsage(**u) for a, u in used.items()})
 
     @contextlib.contextmanager
     def _unit_of_work(self, ctx: RequestContext, operation: Operation) -> Iterator[None]:
         if operation.name in _SESSIONLESS:
             yield
             return
+        if operation.name in _QUOTA_CHECKED:
+            bucket = self.buckets.get(str(ctx.params.get("Bucket", "")))
+            if bucket is not None:
+                self.quotas.limits(bucket.owner_account_id)
         with self.db.session() as s:
             ctx.session = s
             yield
@@ -153,7 +161,7 @@ class Walrus:
         elif scope["type"] != "http":
             return
         elif scope["path"].startswith(PREFIX):
-            await serve_rpc(scope, receive, send, self.key, self.rpc_methods)
+            await serve_rpc(scope, receive, send, self.key, self.rpc_handlers)
         elif scope["path"] == "/healthz":
             await send_response(send, 200, [("content-type", "text/plain")], b"ok\n")
         else:

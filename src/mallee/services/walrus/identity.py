@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from mallee.core import clock
 from mallee.core import policy as iam_policy
-from mallee.core.context import Principal
 from mallee.protocol.auth import KINDS, AuthError
 from mallee.protocol.gateway import Credential
 from mallee.rpc import cloud
@@ -55,15 +54,16 @@ class RemoteIdentity:
         return entry
 
     def _fetch(self, access_key_id: str, session_token: str | None) -> KnownKey:
-        answer = cloud.resolve_key(self.clc, access_key_id, session_token)
-        if "error" in answer:
-            kind = answer["error"] if answer["error"] in KINDS else "unknown-key"
-            raise AuthError(kind, str(answer.get("message", "")))
-        principal = Principal(**answer["principal"])
+        answer = self.clc.call(
+            cloud.RESOLVE_KEY, cloud.ResolveKey(access_key_id=access_key_id, session_token=session_token)
+        )
+        if answer.error or answer.principal is None:
+            kind = answer.error if answer.error in KINDS else "unknown-key"
+            raise AuthError(kind, answer.message)
         return KnownKey(
-            credential=Credential(principal, answer["secret_key"]),
-            policies=tuple(iam_policy.parse_policy_cached(d) for d in answer["policies"]),
-            token_expires=answer.get("token_expires"),
+            credential=Credential(answer.principal, answer.secret_key),
+            policies=tuple(iam_policy.parse_policy_cached(d) for d in answer.policies),
+            token_expires=answer.token_expires,
             fetched=time.monotonic(),
         )
 

@@ -12,6 +12,7 @@ import time
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mallee.core import open_transactions
 from mallee.core.errors import CloudError
 from mallee.db.session import Database
 from mallee.rpc import cloud
@@ -62,9 +63,14 @@ class Quotas:
         return not any(cached[1].values())
 
     def limits(self, account_id: str) -> dict[str, int | None]:
+        """The account's limits, asked of the CLC when not cached lately. Inside a transaction the
+        cached ones serve however old (no rpc inside a transaction: callers ask before one opens)."""
         cached = self._cache.get(account_id)
+        if cached is not None and open_transactions.held_here():
+            return cached[1]
         if cached is None or time.monotonic() - cached[0] > CACHE_SECONDS:
-            cached = (time.monotonic(), cloud.account_quota(self.clc, account_id))
+            quota = self.clc.call(cloud.ACCOUNT_QUOTA, cloud.AccountRef(account_id=account_id))
+            cached = (time.monotonic(), {"max_objects": quota.max_objects, "max_bytes": quota.max_bytes})
             with self._lock:
                 self._cache[account_id] = cached
         return cached[1]

@@ -1,9 +1,11 @@
 """Instances: RunInstances, DescribeInstances, TerminateInstances, RebootInstances, Stop/Start,
 GetConsoleOutput, DescribeInstanceStatus, Describe/ModifyInstanceAttribute.
 
-The CLC records what the user wants; the zone's cluster controller places and starts it (the call
-is synchronous, so capacity errors come back at once), and `reconcile` moves each instance's
-recorded state toward what the cluster reports.
+Record, then ask: the CLC commits what the user wants (new instances as `pending`, with their
+addresses and launch; `terminated` as the desired state) before it calls the zone's cluster
+controller, and never calls it inside a transaction. RunInstances then asks the zone once, so
+capacity errors come back at once; `reconcile` moves each instance's recorded state toward what the
+cluster reports and repairs whatever a crash or a lost message left undone.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ from typing import Any
 
 from sqlalchemy import select
 
-from mallee.core import clock, ids
+from mallee.core import clock, crashpoints, ids
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.rpc import cluster
+from mallee.rpc import cluster, contract
+from mallee.rpc.node import InstanceRef
 from mallee.rpc.transport import RpcError
-from mallee.services.clc import peers
+from mallee.services.clc import peers, placement
 from mallee.services.clc.apis import EC2
-from mallee.services.clc.ec2 import filters, launch, tags
+from mallee.services.clc.ec2 import filters, launch, private_addresses, tags
 from mallee.services.clc.ec2.instance_views import STATE_CODES, instance_view, reservation_views
 from mallee.services.clc.paging import page
 from mallee.services.clc.tables import Instance, InstanceType
@@ -86,56 +89,45 @@ def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
     reservation_id = ids.resource_id("r")
     now = clock.now()
-    records = []
-    for index in range(max_count):
-        records.append(
-            Instance(
-                id=ids.resource_id("i"),
-                reservation_id=reservation_id,
-                account_id=account_id,
-                image_id=image.image_id,
-                kernel_id=image.kernel_id,
-                ramdisk_id=image.ramdisk_id,
-                instance_type=itype.name,
-                zone=zone,
-                state="pending",
-                desired="running",
-                state_reason="pending",
-                key_name=key.name if key else None,
-                user_data=user_data,
-                security_groups=json.dumps(groups),
-                launch_index=index,
-                launch_time=now,
-                client_token=(token if index == 0 else f"{token}#{index}") if token else None,
-                disable_api_termination=bool(p.get("DisableApiTermination")),
-                shutdown_behavior=p.get("InstanceInitiatedShutdownBehavior") or "stop",
-            )
+    records = [
+        Instance(
+            id=ids.resource_id("i"),
+            reservation_id=reservation_id,
+            account_id=account_id,
+            image_id=image.image_id,
+            kernel_id=image.kernel_id,
+            ramdisk_id=image.ramdisk_id,
+            instance_type=itype.name,
+            zone=zone,
+            state="pending",
+            desired="running",
+            state_reason="pending",
+            key_name=key.name if key else None,
+            user_data=user_data,
+            security_groups=json.dumps(groups),
+            launch_index=index,
+            launch_time=now,
+            client_token=(token if index == 0 else f"{token}#{index}") if token else None,
+            disable_api_termination=bool(p.get("DisableApiTermination")),
+            shutdown_behavior=p.get("InstanceInitiatedShutdownBehavior") or "stop",
+            min_count=min_count,
         )
-    launches = [launch.launch_request(ctx, r, itype, image, key) for r in records]
-    try:
-        placed = cluster.call(client, cluster.RUN_INSTANCES, instances=launches, min_count=min_count)[
-            "placed"
-        ]
-    except RpcError as err:
-        if err.code == "InsufficientInstanceCapacity":
-            raise CloudError(err.code, err.message, 500) from err
-        raise CloudError(
-            "InternalError", f"The cluster controller refused the launch: {err.message}"
-        ) from err
-    except OSError as exc:
-        raise CloudError(
-            "InsufficientInstanceCapacity", f"The zone {zone} is not reachable: {exc}", 500
-        ) from exc
-    kept = []
+        for index in range(max_count)
+    ]
+    sources = launch.image_sources(image)
+    private_addresses.allocate(s, zone, peers.get().subnets[zone], records)
     for record in records:
-        where = placed.get(record.id)
-        if where is None:
-            continue  # beyond what fitted (MinCount was met)
-        record.node, record.private_ip, record.mac = where["node"], where["private_ip"], where["mac"]
-        s.add(record)
-        kept.append(record)
-    launch.apply_tags(ctx, kept, p.get("TagSpecifications"))
-    s.flush()
+        record.launch = contract.encode(launch.launch_request(record, itype, sources, key)).decode()
+    s.add_all(records)
+    launch.apply_tags(ctx, records, p.get("TagSpecifications"))
+    s.commit()  # record, then ask: a crash from here on is repaired by the reconciler
+    crashpoints.reached("clc.run.recorded")
+    outcome = placement.ask(client, placement.Request.of(records, min_count))
+    crashpoints.reached("clc.run.placed")
+    kept = placement.record(s, records, outcome, answered_now=True)
+    if outcome.refused:
+        s.commit()
+        raise CloudError("InsufficientInstanceCapacity", outcome.refused, 500)
     return reservation_views(ctx, kept)[0]
 
 
@@ -222,10 +214,14 @@ def terminate_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any
                 "CurrentState": {"Code": STATE_CODES[i.state], "Name": i.state},
             }
         )
+    ctx.session.commit()  # record, then ask
+    crashpoints.reached("clc.terminate.recorded")
     for zone, instance_ids in to_stop.items():
         # Recorded as desired either way; the reconciler retries until the cluster confirms.
         with contextlib.suppress(OSError, RpcError, KeyError):
-            cluster.call(peers.get().clusters[zone], cluster.TERMINATE_INSTANCES, instance_ids=instance_ids)
+            peers.get().clusters[zone].call(
+                cluster.TERMINATE_INSTANCES, cluster.InstanceIds(instance_ids=instance_ids)
+            )
     return {"TerminatingInstances": changes}
 
 
@@ -236,9 +232,12 @@ def reboot_instances(ctx: RequestContext, p: dict[str, Any]) -> None:
     for i in found:
         if i.state == "running":
             by_zone.setdefault(i.zone, []).append(i.id)
+    ctx.session.commit()  # no rpc inside a transaction
     for zone, instance_ids in by_zone.items():
         try:
-            cluster.call(peers.get().clusters[zone], cluster.REBOOT_INSTANCES, instance_ids=instance_ids)
+            peers.get().clusters[zone].call(
+                cluster.REBOOT_INSTANCES, cluster.InstanceIds(instance_ids=instance_ids)
+            )
         except (OSError, RpcError, KeyError) as exc:
             raise CloudError("InternalError", f"The zone {zone} did not answer: {exc}") from exc
     return None
@@ -266,12 +265,15 @@ def start_instances(ctx: RequestContext, p: dict[str, Any]) -> None:
 def get_console_output(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     instance = _visible(ctx, [p["InstanceId"]])[0]
     output = ""
+    ctx.session.commit()  # no rpc inside a transaction
     # AWS answers with no output rather than an error when it has none yet.
     with contextlib.suppress(OSError, RpcError, KeyError):
-        answer = cluster.call(
-            peers.get().clusters[instance.zone], cluster.CONSOLE_OUTPUT, instance_id=instance.id
+        answer = (
+            peers.get()
+            .clusters[instance.zone]
+            .call(cluster.CONSOLE_OUTPUT, InstanceRef(instance_id=instance.id))
         )
-        output = answer["output"]
+        output = answer.output
     return {"InstanceId": instance.id, "Timestamp": clock.now(), "Output": output}
 
 

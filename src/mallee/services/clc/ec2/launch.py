@@ -14,6 +14,7 @@ from sqlalchemy import select
 from mallee.core import ids
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
+from mallee.rpc import node
 from mallee.services.clc import peers
 from mallee.services.clc.ec2 import tags
 from mallee.services.clc.tables import Cluster, Image, Instance, InstanceType, KeyPair, LaunchPermission
@@ -78,17 +79,17 @@ def default_zone(ctx: RequestContext) -> str:
     return str(zone)
 
 
-def _source(image: Image) -> dict[str, Any]:
+def _source(image: Image) -> node.ImageSource:
     bucket, _, key = image.location.partition("/")
-    source: dict[str, Any] = {
-        "key": image.id,
-        "url": peers.get().presign(bucket, key, URL_SECONDS),
-        "size": image.size or None,
-        "format": image.source_format,
-    }
-    if image.source_format == "bundle":
-        source["parts"] = _bundle_parts(bucket, key, source["url"])
-    return source
+    url = peers.get().presign(bucket, key, URL_SECONDS)
+    parts = _bundle_parts(bucket, key, url) if image.source_format == "bundle" else []
+    return node.ImageSource(
+        key=image.id,
+        url=url,
+        size=image.size or None,
+        format=image.source_format,  # type: ignore[arg-type]  # the column holds one of the three
+        parts=tuple(parts),
+    )
 
 
 def _bundle_parts(bucket: str, manifest_key: str, manifest_url: str) -> list[str]:
@@ -110,32 +111,36 @@ def _bundle_parts(bucket: str, manifest_key: str, manifest_url: str) -> list[str
     return [peers.get().presign(bucket, prefix + name, URL_SECONDS) for name in names]
 
 
+def image_sources(image: LaunchImage) -> node.LaunchImage:
+    """What a node fetches to boot `image` (presigned URLs, good for URL_SECONDS)."""
+    return node.LaunchImage(
+        root=_source(image.machine),
+        kernel=_source(image.kernel) if image.kernel else None,
+        ramdisk=_source(image.ramdisk) if image.ramdisk else None,
+    )
+
+
 def launch_request(
-    ctx: RequestContext, record: Instance, itype: InstanceType, image: LaunchImage, key: KeyPair | None
-) -> dict[str, Any]:
-    """The InstanceLaunch description (see rpc/node.py) for one instance."""
-    return {
-        "instance_id": record.id,
-        "reservation_id": record.reservation_id,
-        "account_id": record.account_id,
-        "instance_type": {
-            "name": itype.name,
-            "cpus": itype.cpus,
-            "memory_mib": itype.memory_mib,
-            "disk_gib": itype.disk_gib,
-        },
-        "image": {
-            "root": _source(image.machine),
-            "kernel": _source(image.kernel) if image.kernel else None,
-            "ramdisk": _source(image.ramdisk) if image.ramdisk else None,
-        },
-        "hostname": record.id,
-        "key_name": key.name if key else None,
-        "public_key": key.public_key if key else None,
-        "user_data": record.user_data,
-        "availability_zone": record.zone,
-        "launch_index": record.launch_index,
-    }
+    record: Instance, itype: InstanceType, sources: node.LaunchImage, key: KeyPair | None
+) -> node.InstanceLaunch:
+    """The launch of one instance as its node receives it."""
+    return node.InstanceLaunch(
+        instance_id=record.id,
+        reservation_id=record.reservation_id,
+        account_id=record.account_id,
+        instance_type=node.InstanceType(
+            name=itype.name, cpus=itype.cpus, memory_mib=itype.memory_mib, disk_gib=itype.disk_gib
+        ),
+        image=sources,
+        private_ip=record.private_ip,
+        mac=record.mac,
+        hostname=record.id,
+        key_name=key.name if key else None,
+        public_key=key.public_key if key else None,
+        user_data=record.user_data,
+        availability_zone=record.zone,
+        launch_index=record.launch_index,
+    )
 
 
 def apply_tags(ctx: RequestContext, records: list[Instance], specs: list[dict[str, Any]] | None) -> None:

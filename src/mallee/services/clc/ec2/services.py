@@ -48,7 +48,7 @@ def register_node(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         raise CloudError("InvalidParameterValue", f"No cluster controller serves the zone '{zone}'.")
     port = int(p.get("Port") or DEFAULT_NODE_PORT)
     try:
-        cluster.call(client, cluster.REGISTER_NODE, host=p["Host"], port=port)
+        client.call(cluster.REGISTER_NODE, cluster.RegisterNode(host=p["Host"], port=port))
     except (OSError, RpcError) as exc:
         raise CloudError(
             "ServiceUnavailable", f"The cluster controller of {zone} did not answer: {exc}", 503

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.rpc import objectstorage
+from mallee.rpc.contract import Empty
 from mallee.rpc.transport import RpcError
 from mallee.services.clc import peers
 from mallee.services.clc.apis import IAM
@@ -118,18 +119,18 @@ def put_account_quota(ctx: RequestContext, p: dict[str, Any]) -> None:
 @IAM.operation(access="system")
 def list_account_usage(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     try:
-        used = objectstorage.usage(peers.walrus())
+        used = peers.walrus().call(objectstorage.USAGE, Empty()).accounts
     except (OSError, RpcError) as exc:
         raise CloudError("ServiceUnavailable", f"Walrus did not answer: {exc}", 503) from exc
     rows = []
     for a in ctx.session.scalars(select(Account).order_by(Account.name)):
-        u = used.get(a.id, {})
+        u = used.get(a.id) or objectstorage.AccountUsage(buckets=0, objects=0, bytes=0)
         row: dict[str, Any] = {
             "AccountName": a.name,
             "AccountId": a.id,
-            "Buckets": u.get("buckets", 0),
-            "Objects": u.get("objects", 0),
-            "Bytes": u.get("bytes", 0),
+            "Buckets": u.buckets,
+            "Objects": u.objects,
+            "Bytes": u.bytes,
         }
         if a.max_objects:
             row["MaxObjects"] = a.max_objects

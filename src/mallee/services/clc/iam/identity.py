@@ -6,11 +6,9 @@ this process clear the cache at once, so revoking a key or a policy takes effect
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -22,6 +20,7 @@ from mallee.db.session import Database
 from mallee.protocol.auth import AuthError
 from mallee.protocol.dispatch import Operation
 from mallee.protocol.gateway import Credential
+from mallee.rpc.cloud import KeyIdentity
 from mallee.services.clc.iam import store
 from mallee.services.clc.tables import AccessKey, Account, User
 
@@ -50,15 +49,15 @@ class Identity:
     def resolve(self, access_key_id: str, session_token: str | None) -> Credential:
         return self._lookup(access_key_id, session_token).credential
 
-    def describe_key(self, access_key_id: str, session_token: str | None) -> dict[str, Any]:
+    def describe_key(self, access_key_id: str, session_token: str | None) -> KeyIdentity:
         """What another component needs to authenticate and authorize this key's requests."""
         entry = self._lookup(access_key_id, session_token)
-        return {
-            "principal": dataclasses.asdict(entry.credential.principal),
-            "secret_key": entry.credential.secret_key,
-            "policies": list(entry.documents),
-            "token_expires": entry.token_expires,
-        }
+        return KeyIdentity(
+            principal=entry.credential.principal,
+            secret_key=entry.credential.secret_key,
+            policies=list(entry.documents),
+            token_expires=entry.token_expires,
+        )
 
     def _lookup(self, access_key_id: str, session_token: str | None) -> _Resolved:
         entry = self._cache.get(access_key_id)

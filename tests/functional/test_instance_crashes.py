@@ -1,0 +1,219 @@
+"""Launches that cannot be lost: the CLC, the CC and the NC are SIGKILLed at named points of
+RunInstances (MinCount > 1, ClientToken), RebootInstances and TerminateInstances — between
+"recorded" and "placed", between "placed" and "answered", half-way through a node's launch or
+terminate — and at random moments; the supervisor restarts them. After things settle, for every run:
+every VM the node holds is an instance the CLC shows running, every running instance has a VM,
+nothing is left pending or shutting-down, no address, MAC or tap is leaked or held twice, and a
+retried RunInstances with the same ClientToken makes no second VM.
+
+The node runs the fake hypervisor with its host kept on disk, so its "VMs" outlive a killed node
+controller as real ones do; the network driver's wiring is kept on disk too, to be counted."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+from functional.test_ec2_instances import register_tiny_image
+from support.cloud import Cloud, Keys, start_cloud, stop_cloud
+
+T = TypeVar("T")
+
+# (service, point, what the run does when the point is armed)
+KILL_POINTS = [
+    ("clc", "clc.run.recorded", "run"),
+    ("clc", "clc.run.placed", "run"),
+    ("clc", "clc.terminate.recorded", "terminate"),
+    ("cc", "cc.run.placed", "run"),
+    ("cc", "cc.run.sent", "run"),
+    ("nc", "nc.launch.saved", "run"),
+    ("nc", "nc.launch.spawned", "run"),
+    ("nc", "nc.terminate.destroyed", "terminate"),
+]
+RANDOM_KILLS = [("clc", "run"), ("cc", "run"), ("nc", "run"), ("nc", "terminate"), ("cc", "terminate")]
+SETTLE_SECONDS = 90
+
+
+@pytest.fixture(scope="module")
+def crashy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    base = tmp_path_factory.mktemp("crashy")
+    (base / "crash").mkdir()
+    c = start_cloud(base, {"MALLEE_CRASH_POINTS_DIR": str(base / "crash")})
+    try:
+        yield c
+    finally:
+        stop_cloud(c)
+
+
+def _retrying(call: Callable[[], T], timeout: float = 90) -> T:
+    """`call()`, again while the CLC is down or restarting (a crash may cut a request off)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError):
+            pass
+        except ClientError as err:
+            if err.response["ResponseMetadata"]["HTTPStatusCode"] < 500:
+                raise
+        assert time.monotonic() < deadline, "the cloud did not come back"
+        time.sleep(0.3)
+
+
+def _instances(ec2: Any) -> list[dict[str, Any]]:
+    pages = _retrying(lambda: ec2.describe_instances()["Reservations"])
+    return [i for r in pages for i in r["Instances"]]
+
+
+def _settled(ec2: Any) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        found = _instances(ec2)
+        moving = [i["InstanceId"] for i in found if i["State"]["Name"] in ("pending", "shutting-down")]
+        if not moving:
+            return found
+        assert time.monotonic() < deadline, f"still moving after {SETTLE_SECONDS}s: {moving}"
+        time.sleep(0.5)
+
+
+def _node_state(cloud: Cloud) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    nc = Path(cloud.env["MALLEE_NODE_DIR"])
+    vms = json.loads((nc / "fake-host.json").read_text()) if (nc / "fake-host.json").exists() else {}
+    wired = nc / "network" / "fake-network.json"
+    return vms, json.loads(wired.read_text()) if wired.exists() else []
+
+
+def _violations(cloud: Cloud, ec2: Any, found: list[dict[str, Any]]) -> list[str]:
+    """Every broken invariant, after waiting for the node's state to match (orphans go after a grace
+    period; a terminate's cleanup follows the VM's end)."""
+    deadline = time.monotonic() + 30
+    while True:
+        bad = _check(cloud, found)
+        if not bad or time.monotonic() > deadline:
+            return bad
+        time.sleep(0.5)
+        found = _settled(ec2)
+
+
+def _check(cloud: Cloud, found: list[dict[str, Any]]) -> list[str]:
+    vms, wired = _node_state(cloud)
+    running = {i["InstanceId"]: i for i in found if i["State"]["Name"] == "running"}
+    bad = [f"{vm} runs on the node but the CLC shows no running instance" for vm in vms if vm not in running]
+    bad += [f"{i} is running but has no VM" for i in running if i not in vms]
+    bad += [
+        f"{i['InstanceId']} is {i['State']['Name']}"
+        for i in found
+        if i["State"]["Name"] in ("pending", "shutting-down")
+    ]
+    ips = [i.get("PrivateIpAddress") for i in running.values()]
+    bad += [f"address {ip} is held twice" for ip in set(ips) if ips.count(ip) > 1]
+    taps = {w["instance_id"]: w for w in wired}
+    bad += [f"{t} is still wired (tap, lease) without a VM" for t in taps if t not in vms]
+    bad += [f"{v} runs without its network" for v in vms if v not in taps]
+    bad += [
+        f"{i} is wired with {taps[i]['ip']}, the CLC recorded {running[i].get('PrivateIpAddress')}"
+        for i in running
+        if i in taps and taps[i]["ip"] != running[i].get("PrivateIpAddress")
+    ]
+    return bad
+
+
+def _lost(ec2: Any, kept: str) -> list[str]:
+    found = next(i for i in _instances(ec2) if i["InstanceId"] == kept)
+    if found["State"]["Name"] == "running":
+        return []
+    return [f"{kept} was launched but ended {found['State']['Name']} ({found.get('StateReason')})"]
+
+
+def _arm(cloud: Cloud, point: str) -> None:
+    (Path(cloud.env["MALLEE_CRASH_POINTS_DIR"]) / point).touch()
+
+
+def _kill_later(cloud: Cloud, service: str, rng: random.Random) -> None:
+    """SIGKILL the service's process at a random moment of the next second or so."""
+    pid = cloud.service_pid(service)
+
+    def kill() -> None:
+        time.sleep(rng.uniform(0.0, 1.2))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    threading.Thread(target=kill, daemon=True).start()
+
+
+def _burst(cloud: Cloud, ec2: Any, ami: str, action: str, arm: Callable[[], None]) -> str:
+    """One run: launch a reservation (MinCount 2, MaxCount 3, ClientToken); with action "run" the
+    crash is armed before the launch, with "terminate" before terminating it. Returns the id of
+    the instance left running (a launch is never lost: it must end up running)."""
+    token = secrets.token_hex(8)
+
+    def launch() -> dict[str, Any]:
+        return dict(
+            ec2.run_instances(ImageId=ami, InstanceType="t1.micro", MinCount=2, MaxCount=3, ClientToken=token)
+        )
+
+    if action == "run":
+        arm()
+    reservation = _retrying(launch)
+    ids = [i["InstanceId"] for i in reservation["Instances"]]
+    _settled(ec2)
+    up = [
+        i["InstanceId"] for i in _instances(ec2) if i["InstanceId"] in ids and i["State"]["Name"] == "running"
+    ]
+    if up:
+        _retrying(lambda: ec2.reboot_instances(InstanceIds=up[:1]))
+    # Two of this reservation go, and the survivors of earlier runs: one instance stays running
+    # through the next run's crash, to be re-adopted or kept.
+    older = [
+        i["InstanceId"]
+        for i in _instances(ec2)
+        if i["InstanceId"] not in ids and i["State"]["Name"] == "running"
+    ]
+    if action == "terminate":
+        arm()
+    _retrying(lambda: ec2.terminate_instances(InstanceIds=ids[:2] + older))
+    again = _retrying(launch)  # the same ClientToken: the same reservation, no new VM
+    assert again["ReservationId"] == reservation["ReservationId"]
+    return str(ids[2])
+
+
+def test_no_crash_loses_or_leaks_an_instance(crashy: Cloud) -> None:
+    keys: Keys = crashy.new_account("crash")
+    ec2 = crashy.client("ec2", keys)
+    ami = register_tiny_image(crashy, keys)
+    rng = random.Random(12)
+    runs: list[tuple[str, list[str]]] = []
+    for _, point, action in KILL_POINTS:
+        kept = _burst(crashy, ec2, ami, action, lambda point=point: _arm(crashy, point))
+        bad = _violations(crashy, ec2, _settled(ec2)) + _lost(ec2, kept)
+        reached = not (Path(crashy.env["MALLEE_CRASH_POINTS_DIR"]) / point).exists()  # removed as it kills
+        runs.append((point, bad + ([] if reached else [f"{point} was never reached"])))
+    for service, action in RANDOM_KILLS:
+        kept = _burst(crashy, ec2, ami, action, lambda service=service: _kill_later(crashy, service, rng))
+        bad = _violations(crashy, ec2, _settled(ec2)) + _lost(ec2, kept)
+        runs.append((f"random kill of {service} during {action}", bad))
+    running = [i["InstanceId"] for i in _instances(ec2) if i["State"]["Name"] == "running"]
+    if running:
+        _retrying(lambda: ec2.terminate_instances(InstanceIds=running))
+    runs.append(("everything terminated", _violations(crashy, ec2, _settled(ec2))))
+    assert not _node_state(crashy)[0], "VMs are left after every instance was terminated"
+    total = sum(len(v) for _, v in runs)
+    print(
+        f"\ncrash tests: {len(KILL_POINTS)} kill points + {len(RANDOM_KILLS)} random kills, "
+        f"{len(runs)} runs, {total} violations"
+    )
+    for name, violations in runs:
+        print(f"  {name}: {len(violations)} violations {violations if violations else ''}")
+    assert total == 0, runs

@@ -1,0 +1,153 @@
+"""The Cluster Controller against fake nodes: placement, retries, adoption, readiness, pushes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mallee.core.errors import CloudError
+from mallee.rpc import cluster as api
+from mallee.rpc import node
+from mallee.rpc.contract import Ok
+from mallee.services.cluster import controller as controller_mod
+from mallee.services.cluster.controller import ClusterController
+
+
+class FakeNode:
+    """A node's rpc as the CC sees it: it keeps what it is asked to run."""
+
+    def __init__(self, cores: int = 4) -> None:
+        self.resources = node.Resources(cores=cores, memory_mib=cores * 256, disk_gib=cores * 5)
+        self.instances: dict[str, node.NodeInstance] = {}
+        self.launches: list[str] = []
+        self.up = True
+
+    def call(self, operation: Any, request: Any) -> Any:
+        if not self.up:
+            raise OSError("connection refused")
+        if operation is node.DESCRIBE:
+            return node.NodeReport(
+                instances=dict(self.instances), resources=self.resources, hypervisor="fake"
+            )
+        if operation is node.RUN_INSTANCE:
+            launch = request.launch
+            self.launches.append(launch.instance_id)
+            self.instances[launch.instance_id] = node.NodeInstance(
+                state="running", needs=launch.instance_type.needs, private_ip=launch.private_ip
+            )
+            return Ok()
+        if operation is node.TERMINATE_INSTANCE:
+            if request.instance_id in self.instances:
+                self.instances[request.instance_id].state = "terminated"
+            return Ok()
+        raise AssertionError(operation)
+
+
+def _cc(tmp_path: Path, *nodes: FakeNode, policy: str = "ROUNDROBIN") -> tuple[ClusterController, list[str]]:
+    pushed: list[str] = []
+    cc = ClusterController(b"k", tmp_path / "nodes.json", policy, on_change=pushed.extend)
+    for i, fake in enumerate(nodes):
+        cc.register_node("127.0.0.1", 9000 + i)
+        cc.nodes[f"127.0.0.1:{9000 + i}"].client = fake  # type: ignore[assignment]
+    return cc, pushed
+
+
+def _launch(n: int, cpus: int = 1) -> node.InstanceLaunch:
+    return node.InstanceLaunch(
+        instance_id=f"i-{n:017x}",
+        reservation_id="r-0123456789abcdef0",
+        account_id="123456789012",
+        instance_type=node.InstanceType(name="t", cpus=cpus, memory_mib=256, disk_gib=5),
+        image=node.LaunchImage(root=node.ImageSource(key="ami-1", url="u")),
+        private_ip=f"10.111.0.{n + 2}",
+        mac=f"d0:0d:00:00:00:{n:02x}",
+        hostname=f"i-{n:017x}",
+        availability_zone="z",
+    )
+
+
+def test_a_new_cc_asks_its_nodes_before_it_places_anything(tmp_path: Path) -> None:
+    busy = FakeNode(cores=1)
+    busy.instances["i-00000000000000099"] = node.NodeInstance(
+        state="running", needs=node.Resources(cores=1, memory_mib=256, disk_gib=5)
+    )
+    cc, _ = _cc(tmp_path, busy)
+    assert not cc.ready and not cc.describe().ready
+    with pytest.raises(CloudError) as err:  # the node is full with an instance the CC had not heard of
+        cc.run_instances(api.RunInstances(instances=[_launch(1)], min_count=1))
+    assert err.value.code == "InsufficientInstanceCapacity" and cc.ready
+    assert "i-00000000000000099" in cc.describe().instances  # adopted from the report
+
+
+def test_a_retried_launch_is_answered_from_the_placement_and_never_sent_twice(tmp_path: Path) -> None:
+    fake = FakeNode()
+    cc, _ = _cc(tmp_path, fake)
+    request = api.RunInstances(instances=[_launch(1), _launch(2)], min_count=2)
+    first = cc.run_instances(request)
+    assert cc.run_instances(request) == first and fake.launches == [
+        _launch(1).instance_id,
+        _launch(2).instance_id,
+    ]
+
+
+def test_min_count_is_all_or_nothing_and_extras_are_placed_when_they_fit(tmp_path: Path) -> None:
+    fake = FakeNode(cores=2)
+    cc, _ = _cc(tmp_path, fake)
+    with pytest.raises(CloudError):
+        cc.run_instances(api.RunInstances(instances=[_launch(i) for i in range(3)], min_count=3))
+    assert fake.launches == [] and cc.describe().instances == {}
+    placed = cc.run_instances(api.RunInstances(instances=[_launch(i) for i in range(3)], min_count=1)).placed
+    assert len(placed) == 2 and len(fake.launches) == 2
+
+
+def test_a_pinned_launch_goes_back_to_its_node(tmp_path: Path) -> None:
+    first, second = FakeNode(), FakeNode()
+    cc, _ = _cc(tmp_path, first, second)
+    pinned = api.RunInstances(
+        instances=[_launch(1)], min_count=1, nodes={_launch(1).instance_id: "127.0.0.1:9001"}
+    )
+    assert cc.run_instances(pinned).placed == {_launch(1).instance_id: "127.0.0.1:9001"}
+    assert second.launches == [_launch(1).instance_id] and first.launches == []
+
+
+def test_a_launch_a_node_never_kept_is_forgotten_so_the_clc_can_send_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeNode()
+    cc, pushed = _cc(tmp_path, fake)
+    cc.run_instances(api.RunInstances(instances=[_launch(1)], min_count=1))
+    fake.instances.clear()  # the node died before it kept the launch
+    cc.poll()
+    assert _launch(1).instance_id in cc.describe().instances  # still in flight
+    monkeypatch.setattr(controller_mod, "IN_FLIGHT_SECONDS", -1.0)
+    cc.poll()
+    assert cc.describe().instances == {} and _launch(1).instance_id in pushed
+
+
+def test_state_changes_seen_in_a_poll_are_pushed_and_terminated_ones_forgotten(tmp_path: Path) -> None:
+    fake = FakeNode()
+    cc, pushed = _cc(tmp_path, fake)
+    cc.run_instances(api.RunInstances(instances=[_launch(1)], min_count=1))
+    cc.poll()
+    pushed.clear()
+    cc.terminate_instances([_launch(1).instance_id, "i-0000000000000dead"])  # unknown ids: already gone
+    cc.poll()
+    assert pushed == [_launch(1).instance_id]
+    assert cc.describe().instances[_launch(1).instance_id].state == "terminated"
+    del fake.instances[_launch(1).instance_id]  # reported once more, then gone from the node
+    cc.poll()
+    assert cc.describe().instances == {}
+
+
+def test_an_unreachable_node_is_reported_notready_with_no_free_room(tmp_path: Path) -> None:
+    fake = FakeNode()
+    cc, _ = _cc(tmp_path, fake)
+    cc.poll()
+    fake.up = False
+    cc.poll()
+    (summary,) = cc.describe().nodes
+    assert summary.state == "NOTREADY" and summary.free == node.Resources()
+    with pytest.raises(CloudError):
+        cc.run_instances(api.RunInstances(instances=[_launch(1)], min_count=1))
