@@ -135,6 +135,10 @@ class Cloud:
             time.sleep(0.2)
         raise AssertionError(f"{service} did not come back:\n" + self.log()[-3000:])
 
+    @property
+    def port_base(self) -> int:
+        return int(self.endpoint.rsplit(":", 1)[1])
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -179,9 +183,12 @@ def _wait_ready(cloud: Cloud, timeout: float) -> None:
     raise RuntimeError(f"cloud not ready after {timeout}s (last: {last}):\n{cloud.log()}")
 
 
-def start_cloud(base_dir: Path, extra_env: dict[str, str] | None = None) -> Cloud:
-    """`extra_env`: more environment for `mallee up` (MALLEE_* settings such as MALLEE_S3_DOMAIN)."""
-    port_base = _free_port_base()
+def start_cloud(
+    base_dir: Path, extra_env: dict[str, str] | None = None, port_base: int | None = None
+) -> Cloud:
+    """`extra_env`: more environment for `mallee up` (MALLEE_* settings such as MALLEE_S3_DOMAIN).
+    `port_base`: the ports of a cloud started before in `base_dir` (its aws profile names them)."""
+    port_base = port_base or _free_port_base()
     env = dict(os.environ)
     env.update(
         MALLEE_DATA_DIR=str(base_dir / "data"),

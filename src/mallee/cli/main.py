@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("up", help="initialise (first run) and run the whole cloud on this machine")
+    stop = sub.add_parser("down", help="end the all-in-one cloud and remove what it set up on this host")
+    stop.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     serve = sub.add_parser("serve", help="run one service in the foreground (multi-host set-ups)")
     serve.add_argument("service", choices=SERVICES)
 
@@ -88,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "up":
         return _exec_supervisor(args, ["up"])
+    if args.command == "down":
+        return _exec_supervisor(args, ["down", *(["--yes"] if args.yes else [])])
     if args.command == "serve":
         return _exec_supervisor(args, ["serve", args.service])
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -1,5 +1,7 @@
 """`mallee up`: initialise the data directory, then run the five services as child processes,
-restarting any that crash, and stopping them all on Ctrl-C or SIGTERM."""
+restarting any that crash, and stopping them all on Ctrl-C or SIGTERM. Instances keep running when
+the cloud stops (the next `mallee up` re-adopts them); it says which. `mallee down` ends them and
+removes what the cloud set up on this host (supervisor/down.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 from mallee.core import logging as mlog
 from mallee.core.config import SERVICES, Config, environ_for_children
+from mallee.db.session import Database
+from mallee.services.clc import live_instances
 from mallee.services.clc.bootstrap import ADMIN_PROFILE, initialise
 from mallee.supervisor.seed import launch_hint, seed_image
 
@@ -63,6 +68,7 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._stop_signal)
         signal.signal(signal.SIGINT, self._stop_signal)
+        pid_file(self.cfg).write_text(f"{os.getpid()}\n")
         for child in self.children:
             self._spawn(child)
             if child.service == "clc":
@@ -113,7 +119,23 @@ class Supervisor:
                 p.kill()
                 p.wait()
         log.info("all services stopped")
+        self._report_left_running()
+        pid_file(self.cfg).unlink(missing_ok=True)
         return 0
+
+    def _report_left_running(self) -> None:
+        db = Database(self.cfg.database_url_for("clc"))
+        try:
+            left = live_instances.live(db)
+        finally:
+            db.dispose()
+        if left:
+            log.info(
+                "mallee up leaves running %d instance(s): %s; `mallee up` re-adopts them, "
+                "`mallee down` ends them and removes the cloud from this host",
+                len(left),
+                " ".join(left),
+            )
 
     def _wait_healthy(self, service: str, timeout: float) -> None:
         url = f"http://{self.cfg.host}:{self.cfg.port(service)}/healthz"
@@ -145,6 +167,11 @@ class Supervisor:
             "",
         ]
         print("\n".join(lines), flush=True)
+
+
+def pid_file(cfg: Config) -> Path:
+    """Where a running `mallee up` keeps its pid (for `mallee down`)."""
+    return cfg.data_dir / "up.pid"
 
 
 def up(cfg: Config) -> int:

@@ -21,6 +21,7 @@ from mallee.rpc.transport import Client, Receive, RpcError, Scope, Send, load_ke
 from mallee.services.node.imagecache import ImageCache
 from mallee.services.node.instances import InstanceManager
 from mallee.services.node.metadata_proxy import MetadataProxy
+from mallee.services.node.teardown import node_hypervisor_options
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,7 @@ def create_app(cfg: Config | None = None) -> App:
     key = load_key(cfg.deployment_key_file)
     node_dir = reachable_dir(Path(cfg.node_dir))
     registry.prepare_host(cfg.hypervisor)
-    # The fake keeps its "VMs" on disk so that they outlive a killed node controller, as real ones do.
-    where = {
-        "libvirt": {"instances_dir": node_dir / "libvirt"},
-        "fake": {"state_file": node_dir / "fake-host.json"},
-    }
-    options = where.get(cfg.hypervisor, {})
-    hypervisor = registry.hypervisor(cfg.hypervisor, **options)
+    hypervisor = registry.hypervisor(cfg.hypervisor, **node_hypervisor_options(cfg, node_dir))
     network = registry.network(cfg.network, state_dir=node_dir / "network")
     pusher = ChangePusher(key)
     manager = InstanceManager(

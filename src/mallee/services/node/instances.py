@@ -26,6 +26,7 @@ from mallee.drivers.hypervisor import base as hv
 from mallee.drivers.network import base as net
 from mallee.rpc.node import InstanceLaunch, InstanceState, NodeInstance, Resources
 from mallee.services.node.imagecache import ImageCache, ImageSource, disk_format
+from mallee.services.node.teardown import is_ours
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,9 @@ class InstanceManager:
                 self._start(instance)
         for instance_id in sorted(running - set(self.instances)):
             spec = self.hypervisor.describe(instance_id)
-            needs = Resources(cores=spec.vcpus, memory_mib=spec.memory_mib) if spec else Resources()
+            if spec is None or not is_ours(spec.console_log, self.root):
+                continue  # another node's (or cloud's) domain on this host: not ours to report
+            needs = Resources(cores=spec.vcpus, memory_mib=spec.memory_mib)
             self.instances[instance_id] = Instance(instance_id, None, "running", needs=needs)
             log.warning("%s runs here without a launch: reporting it as an orphan", instance_id)
 
