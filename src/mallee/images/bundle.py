@@ -378,13 +378,34 @@ def _inflated(inflate: Any, data: bytes) -> Iterator[bytes]:
 def unbundle(
     manifest_bytes: bytes, read_part: Callable[[str], bytes], cloud_private_key_pem: bytes
 ) -> Iterator[bytes]:
-    """The image file's bytes, in chunks. `read_part(filename)` returns one part's bytes.
+    """The image file's bytes, in chunks (see `unbundle_parts`)."""
+    manifest = parse_manifest(manifest_bytes)
+    return unbundle_parts(
+        manifest.ec2_encrypted_key,
+        manifest.ec2_encrypted_iv,
+        manifest.digest,
+        manifest.parts,
+        read_part,
+        cloud_private_key_pem,
+    )
+
+
+def unbundle_parts(
+    encrypted_key: str,
+    encrypted_iv: str,
+    digest: str,
+    parts: list[tuple[str, str]],
+    read_part: Callable[[str], bytes],
+    cloud_private_key_pem: bytes,
+) -> Iterator[bytes]:
+    """The image file's bytes, in chunks, from what a manifest says (its wrapped key and IV, the tar
+    stream's SHA-1, the parts' names and SHA-1s in order). `read_part(filename)` returns one part's
+    bytes.
 
     Raises BundleError on a part whose SHA-1 differs from the manifest's, a key that does not
     decrypt, or a tar stream whose digest differs."""
-    manifest = parse_manifest(manifest_bytes)
     private = _load_private_key(cloud_private_key_pem)
-    key, iv = _unwrap(private, manifest.ec2_encrypted_key), _unwrap(private, manifest.ec2_encrypted_iv)
+    key, iv = _unwrap(private, encrypted_key), _unwrap(private, encrypted_iv)
     if len(key) != 16 or len(iv) != 16:
         raise BundleError("the bundle's key or IV has the wrong length")
 
@@ -392,9 +413,9 @@ def unbundle(
         dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
         unpad = padding.PKCS7(128).unpadder()
         inflate = zlib.decompressobj(31)
-        for filename, digest in manifest.parts:
+        for filename, part_digest in parts:
             data = read_part(filename)
-            if hashlib.sha1(data).hexdigest() != digest:
+            if hashlib.sha1(data).hexdigest() != part_digest:
                 raise BundleError(f"part {filename} does not match its digest")
             yield from _inflated(inflate, unpad.update(dec.update(data)))
         try:
@@ -418,7 +439,7 @@ def unbundle(
         raise BundleError(f"the bundle's contents are damaged: {exc}") from exc
     while reader.read(_CHUNK):  # the rest of the tar stream, for its digest
         pass
-    if manifest.digest and reader.sha1.hexdigest() != manifest.digest:
+    if digest and reader.sha1.hexdigest() != digest:
         raise BundleError("the image does not match the manifest's digest")
 
 

@@ -53,15 +53,26 @@ class InstanceType(Message):
         return Resources(cores=self.cpus, memory_mib=self.memory_mib, disk_gib=self.disk_gib)
 
 
+class BundleManifest(Message):
+    """What a node needs of a bundle's manifest to unbundle it, read once when the image was
+    registered: the wrapped key and IV, the parts' names and SHA-1s in order, the tar's SHA-1."""
+
+    encrypted_key: str
+    encrypted_iv: str
+    digest: str
+    parts: list[tuple[str, str]]  # (file name, SHA-1 hex)
+
+
 class ImageSource(Message):
     """One image file the node fetches into its cache."""
 
     key: str  # stable name of the image (its image id), used as the cache file name
-    url: str  # where to fetch it (a presigned Walrus URL)
+    url: str  # where to fetch it (a presigned Walrus URL; a bundle's manifest)
     size: int | None = None
     sha256: str | None = None
     format: Literal["raw", "qcow2", "bundle"] = "raw"
     parts: tuple[str, ...] = ()  # a bundle's part URLs, in the manifest's order
+    bundle: BundleManifest | None = None  # a bundle's manifest, as the CLC read it
 
 
 class LaunchImage(Message):

@@ -1,4 +1,5 @@
-"""The node's image cache with bundles: fetch the manifest and the parts, verify, decrypt, cache."""
+"""The node's image cache with bundles: fetch the parts (the manifest comes with the launch, as the
+CLC read it at registration), verify, decrypt, cache."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mallee.images.bundle import bundle_file
+from mallee.images.bundle import bundle_file, parse_manifest
+from mallee.rpc.node import BundleManifest
 from mallee.services.node.imagecache import ImageCache, ImageFetchError, ImageSource, disk_format
 
 BASE = "http://walrus.example/images/tiny/"
@@ -44,8 +46,20 @@ def _bundled(
     objects = {BASE + made.manifest.name: made.manifest.read_bytes()}
     objects |= {BASE + part.name + "?X-Amz-Signature=x": part.read_bytes() for part in made.parts}
     parts = tuple(url for url in objects if ".part." in url)
+    manifest = parse_manifest(made.manifest.read_bytes())
     source = ImageSource(
-        "ami-0123456789abcdef0", BASE + made.manifest.name, len(payload), None, "bundle", parts
+        "ami-0123456789abcdef0",
+        BASE + made.manifest.name,
+        len(payload),
+        None,
+        "bundle",
+        parts,
+        BundleManifest(
+            encrypted_key=manifest.ec2_encrypted_key,
+            encrypted_iv=manifest.ec2_encrypted_iv,
+            digest=manifest.digest,
+            parts=manifest.parts,
+        ),
     )
     key_file = tmp_path / "cloud-pk.pem"
     key_file.write_bytes(private)
@@ -67,15 +81,15 @@ def test_a_bundle_is_fetched_part_by_part_and_cached_unbundled(
     path = cache.get(source)
     assert path.read_bytes() == payload
     assert disk_format(source, path) == "raw"
-    assert len(fetched) == len(objects) > 3  # the manifest, then each part once
+    assert sorted(fetched) == sorted(source.parts) and len(fetched) > 3  # each part once, no manifest
     cache.get(source)
-    assert len(fetched) == len(objects)  # cached: no second download
+    assert len(fetched) == len(source.parts)  # cached: no second download
 
 
 def test_parts_are_matched_by_name_whatever_their_order(tmp_path: Path, cloud_key: rsa.RSAPrivateKey) -> None:
     objects, source, key_file = _bundled(tmp_path, cloud_key, PAYLOAD)
     reordered = ImageSource(
-        source.key, source.url, source.size, None, "bundle", tuple(reversed(source.parts))
+        source.key, source.url, source.size, None, "bundle", tuple(reversed(source.parts)), source.bundle
     )
     cache = ImageCache(tmp_path / "cache", 10**9, cloud_key=key_file, read=objects.__getitem__)
     assert cache.get(reordered).read_bytes() == PAYLOAD
@@ -111,10 +125,20 @@ def test_without_the_cloud_key_a_bundle_says_what_is_missing(
 
 def test_missing_part_urls_are_an_error(tmp_path: Path, cloud_key: rsa.RSAPrivateKey) -> None:
     objects, source, key_file = _bundled(tmp_path, cloud_key, PAYLOAD)
-    short = ImageSource(source.key, source.url, source.size, None, "bundle", source.parts[:1])
+    short = ImageSource(source.key, source.url, source.size, None, "bundle", source.parts[:1], source.bundle)
     cache = ImageCache(tmp_path / "cache", 10**9, cloud_key=key_file, read=objects.__getitem__)
     with pytest.raises(ImageFetchError, match="part URLs"):
         cache.get(short)
+
+
+def test_a_bundle_launched_without_its_manifest_is_refused(
+    tmp_path: Path, cloud_key: rsa.RSAPrivateKey
+) -> None:
+    objects, source, key_file = _bundled(tmp_path, cloud_key, PAYLOAD)
+    bare = ImageSource(source.key, source.url, source.size, None, "bundle", source.parts)
+    cache = ImageCache(tmp_path / "cache", 10**9, cloud_key=key_file, read=objects.__getitem__)
+    with pytest.raises(ImageFetchError, match="no manifest"):
+        cache.get(bare)
 
 
 def test_the_format_of_an_unbundled_image_comes_from_its_magic(tmp_path: Path) -> None:

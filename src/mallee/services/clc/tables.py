@@ -208,6 +208,8 @@ class Image(Base):
     image_type: Mapped[str] = mapped_column(String(16))  # machine | kernel | ramdisk
     location: Mapped[str] = mapped_column(String(1024))  # bucket/key
     source_format: Mapped[str] = mapped_column(String(16))  # bundle | raw | qcow2
+    # A bundle's manifest as nodes need it (rpc/node.py BundleManifest, JSON), read at registration.
+    manifest: Mapped[str] = mapped_column(Text, default="")
     size: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of the image itself
     architecture: Mapped[str] = mapped_column(String(16))
     kernel_id: Mapped[str | None] = mapped_column(String(32))

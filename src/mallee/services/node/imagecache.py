@@ -4,12 +4,13 @@ that boots from it (instances get copy-on-write overlays, never the cached file 
 Concurrent launches of one uncached image wait for a single download. Past `limit_bytes`, the least
 recently used images not in use are evicted.
 
-A source of format "bundle" is an image bundle (euca-bundle-image, `mallee image bundle`): its URL is
-the manifest's and `parts` are the parts' URLs. The node fetches the manifest and every part, checks
-each part's SHA-1 and the tar stream's digest, decrypts with the cloud's private key and caches the
-unbundled file, so instances of a bundled image cost what those of a plain one do. The key is the
-cloud's `cloud-pk.pem`: in the all-in-one the node reads it from the data directory; a node on another
-host needs its own copy of that file (as Eucalyptus NCs held the cloud's keys), given as `cloud_key`.
+A source of format "bundle" is an image bundle (euca-bundle-image, `mallee image bundle`): `bundle` is
+its manifest as the CLC read it at registration and `parts` are the parts' URLs. The node fetches
+every part, checks each part's SHA-1 and the tar stream's digest, decrypts with the cloud's private
+key and caches the unbundled file, so instances of a bundled image cost what those of a plain one
+do. The key is the cloud's `cloud-pk.pem`: in the all-in-one the node reads it from the data
+directory; a node on another host needs its own copy of that file (as Eucalyptus NCs held the
+cloud's keys), given as `cloud_key`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ class ImageFetchError(Exception):
 Fetcher = Callable[[ImageSource, Path], None]
 UrlReader = Callable[[str], bytes]
 QCOW2_MAGIC = b"QFI\xfb"
-MAX_MANIFEST = 4 * 1024 * 1024
 
 
 def read_url(url: str) -> bytes:
@@ -59,20 +59,25 @@ def disk_format(source: ImageSource, path: Path) -> str:
 
 
 def fetch_bundle(source: ImageSource, target: Path, cloud_key_pem: bytes, read: UrlReader = read_url) -> None:
-    """Unbundle the bundle at `source` into `target`: parts checked against the manifest's SHA-1s, the
-    whole against its digest, and the result against `source.size` when given."""
-    manifest_bytes = read(source.url)
-    if len(manifest_bytes) > MAX_MANIFEST:
-        raise ImageFetchError(f"{source.key}: the manifest is larger than {MAX_MANIFEST} bytes")
-    try:
-        names = [name for name, _digest in bundle.parse_manifest(manifest_bytes).parts]
-    except bundle.BundleError as exc:
-        raise ImageFetchError(f"{source.key}: {exc}") from exc
-    urls = _part_urls(source, names)
+    """Unbundle the bundle `source` describes into `target`: parts checked against the manifest's
+    SHA-1s, the whole against its digest, and the result against `source.size` when given. The
+    manifest was read when the image was registered and comes with the launch (`source.bundle`)."""
+    manifest = source.bundle
+    if manifest is None:
+        raise ImageFetchError(f"{source.key}: the launch carries no manifest for this bundle")
+    urls = _part_urls(source, [name for name, _digest in manifest.parts])
     size = 0
     try:
         with open(target, "wb") as out:
-            for chunk in bundle.unbundle(manifest_bytes, lambda name: read(urls[name]), cloud_key_pem):
+            chunks = bundle.unbundle_parts(
+                manifest.encrypted_key,
+                manifest.encrypted_iv,
+                manifest.digest,
+                manifest.parts,
+                lambda name: read(urls[name]),
+                cloud_key_pem,
+            )
+            for chunk in chunks:
                 out.write(chunk)
                 size += len(chunk)
             out.flush()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-import xml.etree.ElementTree as ET
 from typing import Any
 
 import boto3
@@ -33,9 +32,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from mallee.core import clock, ids
+from mallee.core import clock, ids, open_transactions
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
+from mallee.images import bundle
+from mallee.rpc import contract, node
 from mallee.services.clc import peers
 from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import tags
@@ -75,6 +76,7 @@ def _s3(ctx: RequestContext) -> Any:
 
 def _read(ctx: RequestContext, location: str, length: int) -> tuple[bytes, int]:
     """The first `length` bytes of the object at `bucket/key` and its size, read as the caller."""
+    open_transactions.refuse_inside("reading an image object from Walrus")
     bucket, _, key = location.partition("/")
     if not bucket or not key:
         raise CloudError("InvalidParameterValue", f"ImageLocation must be bucket/key, not {location!r}")
@@ -113,22 +115,29 @@ def sniff(head: bytes) -> tuple[str, str]:
     return "machine", "raw"
 
 
-def parse_manifest(data: bytes) -> dict[str, Any]:
+def read_manifest(data: bytes) -> bundle.Manifest:
+    """A bundle's manifest, read once at registration (launches carry what nodes need of it)."""
     try:
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise CloudError("InvalidManifest", f"The manifest is not XML: {exc}") from exc
-    image_type = root.findtext("image/type") or "machine"
-    if root.tag != "manifest" or image_type not in PREFIXES or root.find("image/parts") is None:
+        manifest = bundle.parse_manifest(data)
+    except bundle.BundleError as exc:
+        raise CloudError("InvalidManifest", f"Not an image bundle manifest: {exc}.") from exc
+    if manifest.image_type not in PREFIXES or not manifest.parts:
         raise CloudError("InvalidManifest", "Not an image bundle manifest (manifest/image/parts).")
-    config = root.find("machine_configuration")
-    return {
-        "type": image_type,
-        "size": int(root.findtext("image/size") or 0),
-        "architecture": config.findtext("architecture") if config is not None else None,
-        "kernel_id": config.findtext("kernel_id") if config is not None else None,
-        "ramdisk_id": config.findtext("ramdisk_id") if config is not None else None,
-    }
+    # Each part is an object next to the manifest, named by its file name.
+    if any(not name or "/" in name or name in (".", "..") for name, _digest in manifest.parts):
+        raise CloudError("InvalidManifest", "The manifest names no usable parts.")
+    return manifest
+
+
+def node_manifest(manifest: bundle.Manifest) -> str:
+    """What a node needs of the manifest to unbundle the image (rpc/node.py BundleManifest), as JSON."""
+    needed = node.BundleManifest(
+        encrypted_key=manifest.ec2_encrypted_key,
+        encrypted_iv=manifest.ec2_encrypted_iv,
+        digest=manifest.digest,
+        parts=manifest.parts,
+    )
+    return contract.encode(needed).decode()
 
 
 # -- visibility ------------------------------------------------------------------------------------
@@ -186,8 +195,6 @@ def register_image(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             "InvalidAMIName.Malformed",
             "AMI names are 3-128 letters, digits, spaces and ( ) [ ] . / - ' @ _",
         )
-    if s.scalar(select(Image.id).where(Image.account_id == ctx.account_id, Image.name == name)):
-        raise CloudError("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI")
     location = (p.get("ImageLocation") or "").lstrip("/")
     if not location:
         raise CloudError(
@@ -196,17 +203,26 @@ def register_image(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     if location.startswith(("http://", "https://")):  # Eucalyptus accepts the full URL
         location = location.split("/", 3)[3] if location.count("/") >= 3 else ""
     machine_hint = any(p.get(m) for m in ("KernelId", "RamdiskId", "RootDeviceName", "VirtualizationType"))
+    stored_manifest = ""
     if location.endswith("manifest.xml"):
         data, _ = _read(ctx, location, MAX_MANIFEST)
-        manifest = parse_manifest(data)
-        image_type, source_format, size = manifest["type"], "bundle", manifest["size"]
-        defaults = manifest
+        manifest = read_manifest(data)
+        image_type, source_format, size = manifest.image_type, "bundle", manifest.size
+        stored_manifest = node_manifest(manifest)
+        defaults = {
+            "architecture": manifest.architecture,
+            "kernel_id": manifest.kernel_id,
+            "ramdisk_id": manifest.ramdisk_id,
+        }
     else:
         head, size = _read(ctx, location, 4096)
         image_type, source_format = sniff(head)
         if machine_hint:
             image_type = "machine"
         defaults = {}
+    # Asked after the object was read: no HTTP call inside the request's transaction.
+    if s.scalar(select(Image.id).where(Image.account_id == ctx.account_id, Image.name == name)):
+        raise CloudError("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI")
     architecture = p.get("Architecture") or defaults.get("architecture") or "x86_64"
     if architecture not in ARCHITECTURES:
         raise CloudError(
@@ -242,6 +258,7 @@ def register_image(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         image_type=image_type,
         location=location,
         source_format=source_format,
+        manifest=stored_manifest,
         size=size,
         architecture=architecture,
         kernel_id=kernel_id,

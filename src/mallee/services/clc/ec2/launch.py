@@ -4,11 +4,10 @@ caller may launch, the key pair, the zone, and the launch description sent to th
 from __future__ import annotations
 
 import base64
-import urllib.request
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 from sqlalchemy import select
 
 from mallee.core import ids
@@ -20,7 +19,6 @@ from mallee.services.clc.ec2 import tags
 from mallee.services.clc.tables import Cluster, Image, Instance, InstanceType, KeyPair, LaunchPermission
 
 URL_SECONDS = 3600  # how long a node may take to start fetching an image
-MAX_MANIFEST = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -81,34 +79,24 @@ def default_zone(ctx: RequestContext) -> str:
 
 def _source(image: Image) -> node.ImageSource:
     bucket, _, key = image.location.partition("/")
-    url = peers.get().presign(bucket, key, URL_SECONDS)
-    parts = _bundle_parts(bucket, key, url) if image.source_format == "bundle" else []
-    return node.ImageSource(
-        key=image.id,
-        url=url,
-        size=image.size or None,
-        format=image.source_format,  # type: ignore[arg-type]  # the column holds one of the three
-        parts=tuple(parts),
-    )
-
-
-def _bundle_parts(bucket: str, manifest_key: str, manifest_url: str) -> list[str]:
-    """Presigned URLs of a bundle's parts, in the manifest's order: each part is an object named by
-    its <filename>, next to the manifest (as euca-upload-bundle stores them)."""
-    try:
-        with urllib.request.urlopen(manifest_url, timeout=10) as response:
-            root = ET.fromstring(response.read(MAX_MANIFEST))
-        parts = sorted(root.iterfind("image/parts/part"), key=lambda part: int(part.get("index", "0")))
-    except (OSError, ET.ParseError, ValueError) as exc:
+    presign = peers.get().presign
+    url = presign(bucket, key, URL_SECONDS)
+    if image.source_format != "bundle":
+        fmt: Literal["raw", "qcow2"] = "qcow2" if image.source_format == "qcow2" else "raw"
+        return node.ImageSource(key=image.id, url=url, size=image.size or None, format=fmt)
+    if not image.manifest:
         raise CloudError(
-            "InvalidManifest", f"Cannot read the image manifest {bucket}/{manifest_key}: {exc}"
-        ) from exc
-    directory = manifest_key.rpartition("/")[0]
-    names = [(part.findtext("filename") or "").strip() for part in parts]
-    if not names or any(not name or "/" in name or name in (".", "..") for name in names):
-        raise CloudError("InvalidManifest", f"The manifest {bucket}/{manifest_key} names no usable parts.")
+            "InvalidManifest", f"{image.id} was registered without its manifest: register it again."
+        )
+    manifest = msgspec.json.decode(image.manifest, type=node.BundleManifest)
+    # Each part is an object named by its file name, next to the manifest (as euca-upload-bundle
+    # stores them).
+    directory = key.rpartition("/")[0]
     prefix = f"{directory}/" if directory else ""
-    return [peers.get().presign(bucket, prefix + name, URL_SECONDS) for name in names]
+    parts = tuple(presign(bucket, prefix + name, URL_SECONDS) for name, _digest in manifest.parts)
+    return node.ImageSource(
+        key=image.id, url=url, size=image.size or None, format="bundle", parts=parts, bundle=manifest
+    )
 
 
 def image_sources(image: LaunchImage) -> node.LaunchImage:
