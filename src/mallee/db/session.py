@@ -23,28 +23,6 @@ class WriteLockBusy(Exception):
 
 def make_engine(url: str, *, power_safe: bool = False) -> Engine:
     """`power_safe`: on SQLite, every commit is on disk before it returns (PostgreSQL always is)."""
-    engine = _make_engine(url, power_safe=power_safe)
-    _report_transactions(engine)
-    return engine
-
-
-def _report_transactions(engine: Engine) -> None:
-    """Tell `core.open_transactions` which thread holds a transaction (see there why)."""
-
-    @event.listens_for(engine, "begin")
-    def _began(conn: Connection) -> None:
-        conn.info["mallee_tx_thread"] = open_transactions.began()
-
-    def _ended(conn: Connection) -> None:
-        thread_id = conn.info.pop("mallee_tx_thread", None)
-        if thread_id is not None:
-            open_transactions.ended(thread_id)
-
-    event.listen(engine, "commit", _ended)
-    event.listen(engine, "rollback", _ended)
-
-
-def _make_engine(url: str, *, power_safe: bool) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     if url.startswith("sqlite"):
@@ -79,6 +57,7 @@ class Database:
         self.url = url
         self.engine = make_engine(url, power_safe=power_safe)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        _report_transactions(self._factory)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -123,6 +102,21 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _report_transactions(factory: sessionmaker[Session]) -> None:
+    """Tell `core.open_transactions` which thread holds a transaction (see there why). Session
+    events, not the engine's: any engine-level listener slows every statement (~15 µs measured)."""
+
+    @event.listens_for(factory, "after_begin")
+    def _began(s: Session, _transaction: Any, _connection: Any) -> None:
+        if "mallee_tx_thread" not in s.info:
+            s.info["mallee_tx_thread"] = open_transactions.began()
+
+    @event.listens_for(factory, "after_transaction_end")
+    def _ended(s: Session, transaction: Any) -> None:
+        if transaction.parent is None and "mallee_tx_thread" in s.info:
+            open_transactions.ended(s.info.pop("mallee_tx_thread"))
 
 
 @contextmanager
