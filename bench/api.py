@@ -1,5 +1,6 @@
-"""API benchmark: requests/s and p99 latency of EC2 DescribeRegions and DescribeInstanceTypes on
-Mallee and on moto's server, measured in the same run, with the ratios between them.
+"""API benchmark: requests/s and p99 latency of EC2 DescribeRegions, DescribeInstanceTypes and
+DescribeInstances on Mallee and on moto's server, measured in the same run, with the ratios between
+them.
 
 Both servers run on loopback for the whole run: Mallee as `python -m mallee.supervisor up` (five
 processes, the public endpoint on the base port) and moto as `python -m moto.server`. Each
@@ -8,9 +9,11 @@ minutes) and replayed by `wrk` through bench/_load.lua; without wrk a Python asy
 client does the same, less accurately. Every response must be a 2xx: any error makes the run exit 1.
 
 By default each request asks both servers for the same items, so they do equal work: DescribeRegions
-names the server's own region and DescribeInstanceTypes names the instance types both catalogues
-hold (moto knows 1,395 types and 38 regions, Mallee 18 types and one region). `--workload bare` sends
-the requests with no parameters instead.
+names the server's own region, DescribeInstanceTypes names the instance types both catalogues
+hold (moto knows 1,395 types and 38 regions, Mallee 18 types and one region), and DescribeInstances
+lists the INSTANCES instances the benchmark launched on each (Mallee's node runs its fake hypervisor,
+so its control plane — the reconciler, the CC's polls, their rpc — is busy as with real VMs).
+`--workload bare` sends the requests with no parameters instead.
 
     .venv/bin/python bench/api.py [--seconds 8] [--connections 16] [--rounds 1] [--json]
 
@@ -24,6 +27,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -33,6 +37,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import botocore
+import botocore.exceptions
 from _harness import (
     ProcessSet,
     Target,
@@ -54,6 +59,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 EC2_API_VERSION = "2016-11-15"
+INSTANCES = 20  # launched on each server before DescribeInstances is measured
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"
 
 
@@ -137,6 +143,40 @@ def check_once(request: SignedRequest, operation: Operation) -> tuple[int, int]:
     return text.count(f"<{operation.item_tag}>"), len(payload)
 
 
+def launch_instances(target: Target, count: int) -> None:
+    """`count` t1.micro instances on `target`: on Mallee from a small registered image, on moto from
+    one of its own images; returns once every one is listed as running (moto: at once)."""
+    ec2 = _ec2_client(target)
+    if target.name == "moto":
+        image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    else:
+        s3 = boto_client("s3", target)
+        s3.create_bucket(Bucket="bench-images")
+        s3.put_object(Bucket="bench-images", Key="vmlinux", Body=b"\x7fELF" + b"\0" * 4092)
+        s3.put_object(Bucket="bench-images", Key="rootfs.img", Body=b"\0" * 65536)
+        kernel = ec2.register_image(Name="bench-k", ImageLocation="bench-images/vmlinux")["ImageId"]
+        image_id = ec2.register_image(
+            Name="bench-m", ImageLocation="bench-images/rootfs.img", KernelId=kernel
+        )["ImageId"]
+    deadline = time.monotonic() + 60
+    while True:  # a new cloud's zone has no capacity until its cluster has heard from its node
+        try:
+            ec2.run_instances(ImageId=image_id, InstanceType="t1.micro", MinCount=count, MaxCount=count)
+            break
+        except botocore.exceptions.ClientError as error:
+            if "InsufficientInstanceCapacity" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    while time.monotonic() < deadline:
+        states = [
+            i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+        ]
+        if len(states) == count and set(states) == {"running"}:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{target.name}: {count} instances not running within 60 s")
+
+
 def list_instance_types(target: Target) -> set[str]:
     paginator = _ec2_client(target).get_paginator("describe_instance_types")
     return {t["InstanceType"] for page in paginator.paginate() for t in page["InstanceTypes"]}
@@ -148,6 +188,7 @@ def build_operations(workload: str, targets: Sequence[Target]) -> list[Operation
         return [
             Operation("DescribeRegions", "regionName", lambda t: {"Action": "DescribeRegions"}),
             Operation("DescribeInstanceTypes", "instanceType", lambda t: {"Action": "DescribeInstanceTypes"}),
+            Operation("DescribeInstances", "instanceId", lambda t: {"Action": "DescribeInstances"}),
         ]
     common = sorted(set.intersection(*(list_instance_types(t) for t in targets)))
     if not common:
@@ -162,6 +203,7 @@ def build_operations(workload: str, targets: Sequence[Target]) -> list[Operation
             "instanceType",
             lambda t: {"Action": "DescribeInstanceTypes", **type_params},
         ),
+        Operation("DescribeInstances", "instanceId", lambda t: {"Action": "DescribeInstances"}),
     ]
 
 
@@ -358,11 +400,17 @@ def run(
     client = choose_client(args.client)
     settings = LoadSettings(args.seconds, args.warmup, args.connections, args.threads)
     print("starting mallee and moto ...", file=sys.stderr)
-    mallee = start_mallee(procs, workdir, set(), _answers_describe_regions, "DescribeRegions answer")
+    # Room on the (fake) node for the instances DescribeInstances lists.
+    room = {"MALLEE_NODE_CORES": "64", "MALLEE_NODE_MEMORY_MIB": "65536", "MALLEE_NODE_DISK_GIB": "1000"}
+    mallee = start_mallee(
+        procs, workdir, set(), _answers_describe_regions, "DescribeRegions answer", extra_env=room
+    )
     moto = start_moto(
         procs, workdir, mallee_ports(mallee), _answers_describe_regions, "DescribeRegions answer"
     )
     targets = (mallee, moto)
+    for target in targets:
+        launch_instances(target, INSTANCES)
     operations = build_operations(args.workload, targets)
     rounds: list[Measurement] = []
     for number in range(1, args.rounds + 1):
