@@ -12,7 +12,6 @@ bridge this test's cloud creates (host -> guest over the bridge)."""
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ import pytest
 from mallee.drivers import registry
 from mallee.images.tiny import build_tiny
 from support import libvirt as libvirt_support
-from support.cloud import Cloud, start_cloud, stop_cloud
+from support.cloud import Cloud, aws, start_cloud, stop_cloud, wait_for
 
 BOOT_WAIT = 60  # seconds per boot wait, as the issue budgets
 
@@ -85,26 +84,10 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCloud]:
             shutil.rmtree(base, ignore_errors=True)  # Walrus' copies of the images
 
 
-def aws(cloud: Cloud, *args: str) -> Any:
-    result = cloud.run("aws", "--profile", "mallee", "--output", "json", *args)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout) if result.stdout.strip() else None
-
-
 def mallee(cloud: Cloud, *args: str) -> str:
     result = cloud.run("mallee", *args)
     assert result.returncode == 0, result.stderr
     return str(result.stdout)
-
-
-def wait_for(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
 
 
 def published_ids(stdout: str) -> dict[str, str]:

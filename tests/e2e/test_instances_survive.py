@@ -4,7 +4,6 @@ host clean. Traffic stays on the bridge the cloud creates."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from support import libvirt as libvirt_support
-from support.cloud import Cloud, start_cloud, stop_cloud
+from support.cloud import Cloud, aws, start_cloud, stop_cloud, wait_for
 
 BOOT_WAIT = 90
 
@@ -63,25 +62,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             shutil.rmtree(node_dir, ignore_errors=True)
 
 
-def aws(cloud: Cloud, *args: str) -> Any:
-    result = cloud.run("aws", "--profile", "mallee", "--output", "json", *args)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout) if result.stdout.strip() else None
-
-
 def state(cloud: Cloud, instance_id: str) -> dict[str, Any]:
     found = aws(cloud, "ec2", "describe-instances", "--instance-ids", instance_id)
     return dict(found["Reservations"][0]["Instances"][0])
-
-
-def wait_for(what: str, check: Any, timeout: float = BOOT_WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
 
 
 def ssh_ok(key: Path, ip: str) -> bool:
@@ -105,21 +88,22 @@ def test_a_node_killed_while_its_instance_boots_ends_running_or_terminated(site:
     cloud: Cloud = site["cloud"]
     launched = aws(cloud, "ec2", "run-instances", "--image-id", site["ami"], "--key-name", "k")
     instance_id = launched["Instances"][0]["InstanceId"]
-    wait_for("the VM to start", lambda: instance_id in domains(), 60)
+    wait_for("the VM to start", lambda: instance_id in domains(), 60, every=0.2)
     os.kill(cloud.service_pid("nc"), signal.SIGKILL)  # mid-boot: the guest has not reached SSH yet
     final = wait_for(
         "running or terminated",
         lambda: (s := state(cloud, instance_id))["State"]["Name"] in ("running", "terminated") and s,
+        BOOT_WAIT,
     )
     time.sleep(5)  # a wrong outcome would show by now: a second VM, or a VM behind a terminated record
     final = state(cloud, instance_id)
     if final["State"]["Name"] == "running":
-        assert wait_for("SSH", lambda: ssh_ok(site["key"], final["PrivateIpAddress"]))
+        assert wait_for("SSH", lambda: ssh_ok(site["key"], final["PrivateIpAddress"]), BOOT_WAIT)
         assert domains().count(instance_id) == 1
     else:
         assert final["State"]["Name"] == "terminated" and instance_id not in domains()
     aws(cloud, "ec2", "terminate-instances", "--instance-ids", instance_id)
-    wait_for("terminated", lambda: state(cloud, instance_id)["State"]["Name"] == "terminated")
+    wait_for("terminated", lambda: state(cloud, instance_id)["State"]["Name"] == "terminated", BOOT_WAIT)
     wait_for("the VM to go", lambda: instance_id not in domains(), 30)
 
 
@@ -129,10 +113,10 @@ def test_an_instance_stays_reachable_through_a_restart_and_mallee_down_cleans_up
     cloud: Cloud = site["cloud"]
     launched = aws(cloud, "ec2", "run-instances", "--image-id", site["ami"], "--key-name", "k")
     instance_id = launched["Instances"][0]["InstanceId"]
-    ip = wait_for("running", lambda: (s := state(cloud, instance_id))["State"]["Name"] == "running" and s)[
-        "PrivateIpAddress"
-    ]
-    assert wait_for("SSH", lambda: ssh_ok(site["key"], ip))
+    ip = wait_for(
+        "running", lambda: (s := state(cloud, instance_id))["State"]["Name"] == "running" and s, BOOT_WAIT
+    )["PrivateIpAddress"]
+    assert wait_for("SSH", lambda: ssh_ok(site["key"], ip), BOOT_WAIT)
 
     assert stop_cloud(cloud) == 0
     assert instance_id in cloud.log().split("leaves running")[-1], "mallee up did not say what it leaves"

@@ -7,7 +7,6 @@ routed anywhere else."""
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import pytest
 
 from mallee.drivers import registry
 from support import libvirt as libvirt_support
-from support.cloud import Cloud, start_cloud, stop_cloud
+from support.cloud import Cloud, aws, start_cloud, stop_cloud, wait_for
 
 BOOT_WAIT = 60  # seconds per boot wait, as the issue budgets
 
@@ -53,22 +52,6 @@ def real_cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
             # The node keeps its network across restarts by design; the test removes it.
             registry.network("edge", state_dir=node_dir / "network").teardown()
             shutil.rmtree(node_dir, ignore_errors=True)
-
-
-def aws(cloud: Cloud, *args: str) -> Any:
-    result = cloud.run("aws", "--profile", "mallee", "--output", "json", *args)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout) if result.stdout.strip() else None
-
-
-def wait_for(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
 
 
 def test_register_run_login_terminate(real_cloud: Cloud, tmp_path: Path) -> None:

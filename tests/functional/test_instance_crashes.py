@@ -88,11 +88,15 @@ def _settled(ec2: Any) -> list[dict[str, Any]]:
         time.sleep(0.5)
 
 
-def _node_state(cloud: Cloud) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _node_state(cloud: Cloud) -> tuple[dict[str, Any], list[dict[str, Any]], set[str]]:
+    """The node's VMs, its network wiring (taps, leases) and its instance directories (overlays)."""
     nc = Path(cloud.env["MALLEE_NODE_DIR"])
     vms = json.loads((nc / "fake-host.json").read_text()) if (nc / "fake-host.json").exists() else {}
     wired = nc / "network" / "fake-network.json"
-    return vms, json.loads(wired.read_text()) if wired.exists() else []
+    dirs = (
+        {p.name for p in (nc / "instances").iterdir() if p.is_dir()} if (nc / "instances").exists() else set()
+    )
+    return vms, json.loads(wired.read_text()) if wired.exists() else [], dirs
 
 
 def _violations(cloud: Cloud, ec2: Any, found: list[dict[str, Any]]) -> list[str]:
@@ -108,7 +112,7 @@ def _violations(cloud: Cloud, ec2: Any, found: list[dict[str, Any]]) -> list[str
 
 
 def _check(cloud: Cloud, found: list[dict[str, Any]]) -> list[str]:
-    vms, wired = _node_state(cloud)
+    vms, wired, dirs = _node_state(cloud)
     running = {i["InstanceId"]: i for i in found if i["State"]["Name"] == "running"}
     bad = [f"{vm} runs on the node but the CLC shows no running instance" for vm in vms if vm not in running]
     bad += [f"{i} is running but has no VM" for i in running if i not in vms]
@@ -122,6 +126,7 @@ def _check(cloud: Cloud, found: list[dict[str, Any]]) -> list[str]:
     taps = {w["instance_id"]: w for w in wired}
     bad += [f"{t} is still wired (tap, lease) without a VM" for t in taps if t not in vms]
     bad += [f"{v} runs without its network" for v in vms if v not in taps]
+    bad += [f"{d}'s overlay and launch are left on the node without a VM" for d in dirs if d not in vms]
     bad += [
         f"{i} is wired with {taps[i]['ip']}, the CLC recorded {running[i].get('PrivateIpAddress')}"
         for i in running

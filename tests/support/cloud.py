@@ -4,6 +4,7 @@ shared by the functional tests, and helpers to act as its administrator or as a 
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
 import secrets
@@ -153,6 +154,24 @@ class Cloud:
         while self.blob_count() != count and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.blob_count() == count
+
+
+def aws(cloud: Cloud, *args: str) -> Any:
+    """`aws --profile mallee --output json ARGS` as the cloud's administrator; its JSON answer."""
+    result = cloud.run("aws", "--profile", "mallee", "--output", "json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
+    """`check()`'s first true value, asked every `every` s; fails the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
 
 
 def _node_known(cloud: Cloud) -> bool:
