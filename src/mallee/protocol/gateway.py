@@ -97,6 +97,15 @@ _S3_ERRORS = {
 _S3_STATUS = {"AuthorizationHeaderMalformed": 400, "InvalidToken": 400, "RequestTimeTooSkewed": 403}
 
 
+def _refuse_ambiguity(request: HttpRequest) -> None:
+    """Headers that say two things are refused, not read one way (of two Authorization headers,
+    which one signs? of two Hosts, which bucket?)."""
+    named = [name for name, _ in request.headers.items() if name in ("authorization", "host")]
+    for name in set(named):
+        if named.count(name) > 1:
+            raise CloudError("InvalidRequest", f"The request has more than one {name.title()} header.")
+
+
 def auth_error(service: str, err: AuthError) -> CloudError:
     table = _S3_ERRORS if service == "s3" else _EC2_ERRORS if service == "ec2" else _QUERY_ERRORS
     code, template = table.get(err.kind, table["signature"])
@@ -133,7 +142,12 @@ class Gateway:
         ctx = RequestContext(request=request, request_id=ids.request_id(), region=self.region, **context)
         service = "ec2"
         try:
-            info = auth.extract(request)
+            try:
+                _refuse_ambiguity(request)
+                info = auth.extract(request)
+            except (AuthError, CloudError):
+                service = self._shape_of(request)
+                raise
             service = routing.route(request, info, self.s3_domain)
             ctx.service = service
             return self._handle(ctx, service, info)
@@ -144,6 +158,14 @@ class Gateway:
         except Exception:
             log.exception("request %s failed", ctx.request_id)
             return self._error(ctx, service, CloudError("InternalError", "An internal error has occurred."))
+
+    def _shape_of(self, request: HttpRequest) -> str:
+        """The service whose error shape answers a request refused before its signature was read:
+        the one its path and parameters point to (an S3 SDK cannot read EC2's errors)."""
+        try:
+            return routing.route(request, None, self.s3_domain)
+        except CloudError:
+            return "ec2"
 
     def _handle(self, ctx: RequestContext, service: str, info: auth.SignatureInfo | None) -> HttpResponse:
         request = ctx.request

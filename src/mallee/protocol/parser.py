@@ -121,6 +121,9 @@ class QueryRequestParser:
             raise CloudError(
                 "MalformedQueryString", "The request body is not valid UTF-8 form data."
             ) from None
+        for name in ("Action", "Version"):  # which operation, in which version: never ambiguous
+            if sum(1 for key, _ in params if key == name) > 1:
+                raise CloudError("InvalidQueryParameter", f"The parameter {name} is given more than once.")
         root = _Node.build(params)
         operation = self._operation(root)
         if operation.input_shape is None:
@@ -187,7 +190,8 @@ class QueryRequestParser:
             if value is not _ABSENT:
                 result[name] = value
         for name in shape.required_members:
-            if name not in result:
+            # An empty list (`Name=`) does not give a required member: `InstanceId=` never means all.
+            if name not in result or result[name] == []:
                 self.missing(loc.member(self.wire_name(name, shape.members[name]), name))
         return result
 

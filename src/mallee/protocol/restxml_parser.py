@@ -27,6 +27,11 @@ from mallee.protocol.xmlcodec import XmlError, local_name, parse_xml
 # of the general-purpose operations. Deprecated operations lose ties too.
 DEMOTED_OPERATIONS = frozenset({"ListDirectoryBuckets"})
 _LABEL_RE = re.compile(r"\{([^}]+)\}")
+# A header whose value is not one of its model's enum is refused (not ignored); S3 names a few of
+# these errors itself, the rest are InvalidArgument.
+_ENUM_ERRORS = {
+    "x-amz-storage-class": ("InvalidStorageClass", "The storage class you specified is not valid")
+}
 _MAX_XML_DEPTH = 32
 # A streamed (large) request whose payload is parsed (XML, or a string such as a bucket policy) is
 # read up to this size; a bigger one is refused. DeleteObjects with 1000 long keys is about 1.1 MiB.
@@ -217,6 +222,8 @@ class RestXmlRequestParser:
                 return route, path_match
         if any(r.matches(path, query, request) for r in routes(self.service)):  # with another method
             raise CloudError("MethodNotAllowed", "The specified method is not allowed against this resource.")
+        if path.startswith("//"):  # an empty bucket name, not an operation we lack
+            raise CloudError("InvalidBucketName", "The specified bucket is not valid.")
         raise CloudError(
             "NotImplemented", "A header or query you provided requested a function that is not implemented."
         )
@@ -257,6 +264,12 @@ class RestXmlRequestParser:
             raw = first.get(key)
             if raw is None:
                 continue
+            enum = member.metadata.get("enum")
+            if enum and raw not in enum:
+                code, message = _ENUM_ERRORS.get(
+                    key, ("InvalidArgument", f"Invalid value for {header}: {raw!r}.")
+                )
+                raise CloudError(code, message)
             if member.type_name == "list":
                 params[name] = [
                     self._convert(member.member, item.strip(), header, "rfc822") for item in raw.split(",")

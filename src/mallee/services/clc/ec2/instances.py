@@ -168,6 +168,13 @@ def _visible(ctx: RequestContext, instance_ids: list[str] | None) -> list[Instan
     return found
 
 
+def _named(ctx: RequestContext, instance_ids: list[str]) -> list[Instance]:
+    """The instances an operation acts on: at least one, each named (never "all" by omission)."""
+    if not instance_ids:
+        raise CloudError("MissingParameter", "The request must contain the parameter InstanceId")
+    return _visible(ctx, instance_ids)
+
+
 @EC2.operation()
 def describe_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     found = _visible(ctx, p.get("InstanceIds"))
@@ -189,7 +196,7 @@ def describe_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]
 
 @EC2.operation()
 def terminate_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    found = _visible(ctx, p["InstanceIds"])
+    found = _named(ctx, p["InstanceIds"])
     protected = [i.id for i in found if i.disable_api_termination and i.state != "terminated"]
     if protected:
         raise CloudError(
@@ -227,7 +234,7 @@ def terminate_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any
 
 @EC2.operation()
 def reboot_instances(ctx: RequestContext, p: dict[str, Any]) -> None:
-    found = _visible(ctx, p["InstanceIds"])
+    found = _named(ctx, p["InstanceIds"])
     by_zone: dict[str, list[str]] = {}
     for i in found:
         if i.state == "running":
@@ -244,7 +251,7 @@ def reboot_instances(ctx: RequestContext, p: dict[str, Any]) -> None:
 
 
 def _instance_store_refusal(ctx: RequestContext, p: dict[str, Any]) -> None:
-    found = _visible(ctx, p["InstanceIds"])
+    found = _named(ctx, p["InstanceIds"])
     raise CloudError(
         "UnsupportedOperation",
         f"The instance '{found[0].id}' does not have an 'ebs' root device type and cannot be stopped.",

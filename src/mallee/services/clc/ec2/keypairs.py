@@ -63,10 +63,12 @@ def openssh_line(key: rsa.RSAPublicKey | ed25519.Ed25519PublicKey, comment: str)
 
 
 def _check_name(name: str) -> None:
-    if not name or len(name) > 255 or not name.isascii() or name != name.strip():
+    # Printable ASCII only: a control character (NUL, tab) would be stored, listed and then not
+    # deletable by its listed name.
+    if not name or len(name) > 255 or not name.isascii() or not name.isprintable() or name != name.strip():
         raise CloudError(
             "InvalidParameterValue",
-            "Key pair names are 1-255 ASCII characters without leading or trailing spaces.",
+            "Key pair names are 1-255 printable ASCII characters without leading or trailing spaces.",
         )
 
 

@@ -1,0 +1,127 @@
+"""Regression tests for the answers a hardened front door never gives (issue 19's "Why"): each case
+found by hand or by fuzzing, each now a 4xx AWS error in its service's shape."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.auth import S3SigV4Auth, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from functional.test_ec2_instances import register_tiny_image, wait_state
+from functional.test_malformed_input import _conn, assert_alive, signed
+from support.cloud import Cloud, Keys
+
+
+@pytest.mark.parametrize(
+    "action", ["StopInstances", "StartInstances", "TerminateInstances", "RebootInstances"]
+)
+def test_an_empty_instance_id_list_is_missing_parameter_and_touches_nothing(
+    cloud: Cloud, account: Keys, action: str
+) -> None:
+    ec2 = cloud.client("ec2", account)
+    ami = register_tiny_image(cloud, account)
+    instance_id = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    wait_state(ec2, [instance_id], "running")
+    request = AWSRequest(
+        method="POST",
+        url=cloud.endpoint + "/",
+        data=f"Action={action}&Version=2016-11-15&InstanceId=",
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+    )
+    SigV4Auth(Credentials(account.access_key_id, account.secret_access_key), "ec2", cloud.region).add_auth(
+        request
+    )
+    conn = _conn(cloud)
+    conn.request("POST", "/", body=request.body, headers=dict(request.headers.items()))
+    response = conn.getresponse()
+    text = response.read().decode()
+    assert response.status == 400 and "<Code>MissingParameter</Code>" in text, text
+    assert wait_state(ec2, [instance_id], "running")  # an empty list never means "all of them"
+    ec2.terminate_instances(InstanceIds=[instance_id])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Action=DescribeRegions&Action=DeleteUser&Version=2016-11-15",
+        "Action=DescribeRegions&Version=2016-11-15&Version=2016-11-15",
+    ],
+)
+def test_a_duplicated_action_or_version_is_refused(cloud: Cloud, body: str) -> None:
+    status, text = signed(cloud, "ec2", body)
+    assert status == 400 and "<Code>InvalidQueryParameter</Code>" in text, text
+    assert_alive(cloud)
+
+
+def test_two_authorization_headers_are_refused(cloud: Cloud) -> None:
+    body = "Action=DescribeRegions&Version=2016-11-15"
+    request = AWSRequest(
+        method="POST",
+        url=cloud.endpoint + "/",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+    )
+    SigV4Auth(
+        Credentials(cloud.admin.access_key_id, cloud.admin.secret_access_key), "ec2", cloud.region
+    ).add_auth(request)
+    conn = _conn(cloud)
+    conn.putrequest("POST", "/", skip_accept_encoding=True)
+    for name, value in request.headers.items():
+        conn.putheader(name, value)
+    conn.putheader(
+        "Authorization", "AWS4-HMAC-SHA256 Credential=AKIAOTHER/20260101/mallee-1/ec2/aws4_request"
+    )
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders(body.encode())
+    response = conn.getresponse()
+    text = response.read().decode()
+    assert response.status == 400 and "<Code>InvalidRequest</Code>" in text, text
+
+
+@pytest.mark.parametrize("name", ["bad\x00name", "tab\tname", "é-name"])
+def test_a_key_pair_name_outside_printable_ascii_is_refused(cloud: Cloud, account: Keys, name: str) -> None:
+    ec2 = cloud.client("ec2", account)
+    with pytest.raises(ClientError) as err:
+        ec2.create_key_pair(KeyName=name)
+    assert err.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+
+
+def _s3_request(cloud: Cloud, method: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
+    request = AWSRequest(method=method, url=cloud.endpoint + path, data=b"x", headers=headers)
+    S3SigV4Auth(
+        Credentials(cloud.admin.access_key_id, cloud.admin.secret_access_key), "s3", cloud.region
+    ).add_auth(request)
+    conn = _conn(cloud)
+    conn.request(method, path, body=b"x", headers=dict(request.headers.items()))
+    response = conn.getresponse()
+    return response.status, response.read().decode()
+
+
+def test_an_unknown_server_side_encryption_is_refused(cloud: Cloud, s3: object) -> None:
+    bucket = "sse-enum-check"
+    cloud.client("s3").create_bucket(Bucket=bucket)
+    status, text = _s3_request(
+        cloud,
+        "PUT",
+        f"/{bucket}/k",
+        {"x-amz-server-side-encryption": "AES256X", "x-amz-content-sha256": "UNSIGNED-PAYLOAD"},
+    )
+    assert status == 400 and "<Code>InvalidArgument</Code>" in text, text
+    cloud.client("s3").delete_bucket(Bucket=bucket)
+
+
+def test_a_broken_s3_signature_is_answered_in_s3s_shape(cloud: Cloud) -> None:
+    conn = _conn(cloud)
+    conn.request("GET", "/", headers={"Authorization": "AWS4-HMAC-SHA256"})
+    response = conn.getresponse()
+    text = response.read().decode()
+    assert 400 <= response.status < 500, text
+    assert text.lstrip().startswith("<?xml") and "<Error>" in text and "<RequestId>" in text, text
+
+
+def test_an_empty_bucket_segment_is_an_s3_error_not_501(cloud: Cloud) -> None:
+    status, text = _s3_request(cloud, "GET", "//key", {"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+    assert 400 <= status < 500 and "<Error>" in text, text
