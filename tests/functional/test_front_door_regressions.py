@@ -3,6 +3,11 @@ found by hand or by fuzzing, each now a 4xx AWS error in its service's shape."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import time
+import urllib.parse
+
 import pytest
 from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -11,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from functional.test_ec2_instances import register_tiny_image, wait_state
 from functional.test_malformed_input import _conn, assert_alive, signed
-from support.cloud import Cloud, Keys
+from support.cloud import BODY_IDLE_SECONDS, Cloud, Keys
 
 
 @pytest.mark.parametrize(
@@ -125,3 +130,51 @@ def test_a_broken_s3_signature_is_answered_in_s3s_shape(cloud: Cloud) -> None:
 def test_an_empty_bucket_segment_is_an_s3_error_not_501(cloud: Cloud) -> None:
     status, text = _s3_request(cloud, "GET", "//key", {"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
     assert 400 <= status < 500 and "<Error>" in text, text
+
+
+def _raw(cloud: Cloud, head: bytes, body: bytes, wait: float) -> tuple[int, bytes, float]:
+    """Send a request head and part of its body on a raw socket; (status, answer, seconds to it)."""
+    parsed = urllib.parse.urlparse(cloud.endpoint)
+    started = time.monotonic()
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=wait) as s:
+        s.sendall(head + body)
+        reply = b""
+        with contextlib.suppress(ConnectionResetError):
+            while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b">"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+    return int(reply.split(b" ", 2)[1]), reply, time.monotonic() - started
+
+
+def test_a_query_body_declared_too_large_is_refused_at_once(cloud: Cloud) -> None:
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    status, reply, seconds = _raw(cloud, head + b"Content-Length: 5368709120\r\n\r\n", b"Action=Des", 10)
+    assert status == 413 and b"RequestEntityTooLarge" in reply and seconds < 5, reply[:300]
+    assert_alive(cloud)
+
+
+@pytest.mark.parametrize("where", ["query", "s3-streamed", "s3-small"])
+def test_a_body_that_stops_coming_is_answered_request_timeout(cloud: Cloud, where: str) -> None:
+    """A client declares more body than it sends: the door answers RequestTimeout (in the
+    service's shape) once the body has paused for BODY_IDLE_SECONDS, instead of waiting forever."""
+    if where == "query":
+        target, length, shape = "/", 100, b"<Response>"
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    else:
+        bucket = f"idle-{where}"
+        cloud.client("s3").create_bucket(Bucket=bucket)
+        # Presigned, so the request is authorised before its body is read (5 GiB: streamed).
+        url = cloud.client("s3").generate_presigned_url(
+            "put_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=300
+        )
+        target = url[len(cloud.endpoint) :]
+        length, shape = (5 * 1024**3 if where == "s3-streamed" else 100), b"<Error>"
+        host = urllib.parse.urlparse(cloud.endpoint).netloc.encode()
+        head = b"PUT " + target.encode() + b" HTTP/1.1\r\nHost: " + host + b"\r\n"
+    head += b"Content-Length: " + str(length).encode() + b"\r\n\r\n"
+    status, reply, seconds = _raw(cloud, head, b"0123456789", 30)
+    assert status == 400 and b"<Code>RequestTimeout</Code>" in reply and shape in reply, reply[:300]
+    assert seconds < BODY_IDLE_SECONDS + 5
+    assert_alive(cloud)

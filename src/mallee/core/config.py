@@ -32,6 +32,9 @@ class Config:
     aws_credentials_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "credentials")
     log_level: str = "INFO"
     max_request_body: int = 1024 * 1024  # query-protocol bodies; S3 bodies are streamed
+    # The door's patience: how long a request body may pause before it is answered RequestTimeout
+    # and its connection closed (a client that declares more than it sends never holds a worker).
+    body_idle_seconds: float = 20.0
     # How long a service may stay silent before `mallee status` calls it NOTREADY.
     heartbeat_seconds: float = 5.0
     # Virtual-hosted-style S3: when set (e.g. "s3.example.com"), Host `<bucket>.<s3_domain>` names

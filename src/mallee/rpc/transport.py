@@ -10,6 +10,7 @@ This module and `services/*/app.py` are the only places that know the web server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -156,12 +157,57 @@ def request_from_scope(scope: Scope) -> HttpRequest:
     )
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body, or CloudError RequestEntityTooLarge past `limit` bytes."""
+class BodyTimeout(Exception):
+    """The client sent nothing of its body for the allowed time."""
+
+
+REQUEST_TIMEOUT = (
+    "Your socket connection to the server was not read from or written to within the timeout period. "
+    "Idle connections will be closed."
+)
+
+
+async def receive_within(receive: Receive, seconds: float) -> dict[str, Any]:
+    """The next ASGI message of a request body, or BodyTimeout after `seconds` without one."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await receive()
+    except TimeoutError:
+        raise BodyTimeout(f"no part of the body came within {seconds:g} s") from None
+
+
+def check_declared_length(scope: Scope, limit: int) -> None:
+    """RequestEntityTooLarge at once for a body declared larger than `limit` (not read first)."""
+    for name, value in scope["headers"]:
+        if name.lower() == b"content-length" and value.isdigit() and int(value) > limit:
+            raise CloudError("RequestEntityTooLarge", f"The request body exceeds {limit} bytes.")
+
+
+DRAIN_BYTES = 8 * 1024 * 1024  # what is read and dropped of a refused body before its connection closes
+
+
+async def drain_body(receive: Receive, limit: int, idle_seconds: float) -> None:
+    """Read and drop what is left of a refused request's body: up to `limit` bytes, while it keeps
+    coming (each part within `idle_seconds`)."""
+    dropped = 0
+    with contextlib.suppress(BodyTimeout):
+        while dropped <= limit:
+            message = await receive_within(receive, idle_seconds)
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                return
+            dropped += len(message.get("body", b""))
+
+
+async def read_body(receive: Receive, limit: int, idle_seconds: float = 20.0) -> bytes:
+    """The whole request body; CloudError RequestEntityTooLarge past `limit` bytes, RequestTimeout
+    when the body pauses for `idle_seconds`."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        try:
+            message = await receive_within(receive, idle_seconds)
+        except BodyTimeout:
+            raise CloudError("RequestTimeout", REQUEST_TIMEOUT) from None
         if message["type"] == "http.disconnect":
             break
         chunk = message.get("body", b"")

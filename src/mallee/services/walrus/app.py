@@ -42,6 +42,7 @@ from mallee.rpc.relay import relay
 from mallee.rpc.transport import (
     CLIENT_HEADER,
     PREFIX,
+    REQUEST_TIMEOUT,
     Client,
     Receive,
     Scope,
@@ -62,7 +63,7 @@ from mallee.services.walrus.handlers import REGISTRIES
 from mallee.services.walrus.identity import RemoteIdentity
 from mallee.services.walrus.quota import Quotas
 from mallee.services.walrus.runtime import deferred_commits
-from mallee.services.walrus.streaming import BridgeStream, BytesStream
+from mallee.services.walrus.streaming import BridgeStream, BytesStream, SmallBodies
 
 log = logging.getLogger(__name__)
 # Operations whose handlers use no request session: reads through a connection of their own
@@ -107,6 +108,7 @@ class Walrus:
             REGISTRIES, self.access, cfg.region, unit_of_work=self._unit_of_work, s3_domain=cfg.s3_domain
         )
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3")
+        self.small_bodies = SmallBodies(cfg.body_idle_seconds)
         self.rpc_handlers = Handlers()
         self.rpc_handlers.add(objectstorage.USAGE, self._usage)
         # Lifecycle rules are applied every `lifecycle_seconds`.
@@ -216,16 +218,17 @@ class Walrus:
         if length is None and "transfer-encoding" not in headers:
             request.stream = BytesStream(b"")  # HTTP/1.1: no length, not chunked: no body
         elif length is not None and length.isdigit() and int(length) <= SMALL_BODY:
-            body = b""
-            while True:
-                message = await receive()
-                body += message.get("body", b"")
-                if not message.get("more_body") or message["type"] == "http.disconnect":
-                    break
+            body = await self.small_bodies.read(receive)
+            if body is None:  # it stopped coming: answered, and the connection closed
+                timeout = CloudError("RequestTimeout", REQUEST_TIMEOUT)
+                response = serialize_error(load_service("s3"), timeout, "")
+                response.headers.append(("connection", "close"))
+                await self._send(send, scope, response)
+                return
             request.body = body
             request.stream = BytesStream(body)
         else:
-            bridge = BridgeStream(loop)
+            bridge = BridgeStream(loop, idle_seconds=self.cfg.body_idle_seconds)
             request.stream = bridge
             feeding = asyncio.create_task(bridge.feed(receive))
         handler = self.gateway.handle  # browser-based (form POST) uploads are no botocore operation:
@@ -241,6 +244,8 @@ class Walrus:
         finally:
             if feeding is not None and not feeding.done():
                 feeding.cancel()
+        if isinstance(request.stream, BridgeStream) and request.stream.timed_out:
+            response.headers.append(("connection", "close"))  # the rest of its body never came
         try:
             if headers.get("origin"):  # CORS: a request with an Origin the bucket's rules allow
                 name = bucket_name(request, self.cfg.s3_domain)

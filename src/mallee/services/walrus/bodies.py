@@ -15,8 +15,9 @@ from mallee.core.errors import CloudError
 from mallee.drivers.objectstore.base import BlobWriter, ObjectStore
 from mallee.protocol import chunked
 from mallee.protocol.auth import AuthError
+from mallee.rpc.transport import REQUEST_TIMEOUT
 from mallee.services.walrus import checksums
-from mallee.services.walrus.streaming import ClientDisconnected
+from mallee.services.walrus.streaming import BodyTimedOut, ClientDisconnected
 
 READ_SIZE = 1024 * 1024
 MAX_OBJECT = 5 * 1024**3  # S3's limit for one PUT
@@ -142,6 +143,9 @@ def receive_body(
     except AuthError as exc:
         sink.abort()
         raise CloudError("SignatureDoesNotMatch", exc.message, 403) from exc
+    except BodyTimedOut as exc:
+        sink.abort()
+        raise CloudError("RequestTimeout", REQUEST_TIMEOUT, 400) from exc
     except ClientDisconnected as exc:
         sink.abort()
         raise CloudError("IncompleteBody", "The request body terminated unexpectedly", 400) from exc
