@@ -4,6 +4,7 @@ found by hand or by fuzzing, each now a 4xx AWS error in its service's shape."""
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import time
 import urllib.parse
@@ -152,6 +153,7 @@ def test_a_query_body_declared_too_large_is_refused_at_once(cloud: Cloud) -> Non
     head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
     status, reply, seconds = _raw(cloud, head + b"Content-Length: 5368709120\r\n\r\n", b"Action=Des", 10)
     assert status == 413 and b"RequestEntityTooLarge" in reply and seconds < 5, reply[:300]
+    assert re.search(rb"<RequestID>[0-9a-f-]{36}</RequestID>", reply), reply  # no answer without an id
     assert_alive(cloud)
 
 
@@ -176,5 +178,6 @@ def test_a_body_that_stops_coming_is_answered_request_timeout(cloud: Cloud, wher
     head += b"Content-Length: " + str(length).encode() + b"\r\n\r\n"
     status, reply, seconds = _raw(cloud, head, b"0123456789", 30)
     assert status == 400 and b"<Code>RequestTimeout</Code>" in reply and shape in reply, reply[:300]
+    assert re.search(rb"<Request(ID|Id)>[0-9a-f-]{36}</Request(ID|Id)>", reply), reply
     assert seconds < BODY_IDLE_SECONDS + 5
     assert_alive(cloud)

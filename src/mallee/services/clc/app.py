@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from mallee import __version__
 from mallee.core import config as config_mod
+from mallee.core import ids
 from mallee.core.config import Config
 from mallee.core.context import HttpRequest, RequestContext
 from mallee.core.errors import CloudError, ConfigError
@@ -204,7 +205,7 @@ class CloudController:
                 self.cfg.host,
                 self.cfg.port("walrus"),
                 self.key,
-                lambda: serialize_error(load_service("s3"), err, ""),
+                lambda: serialize_error(load_service("s3"), err, ids.request_id()),
             )
             return
         try:
@@ -212,7 +213,7 @@ class CloudController:
             check_declared_length(scope, self.cfg.max_request_body)
             body = await read_body(receive, self.cfg.max_request_body, self.cfg.body_idle_seconds)
         except CloudError as err:
-            response = serialize_error(load_service("ec2"), err, "")
+            response = serialize_error(load_service("ec2"), err, ids.request_id())
             await send_response(
                 send, response.status, response.headers + [("connection", "close")], response.body
             )

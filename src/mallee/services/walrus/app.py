@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from mallee import __version__
 from mallee.core import config as config_mod
+from mallee.core import ids
 from mallee.core.config import Config
 from mallee.core.context import FileBody, HttpRequest, HttpResponse, RequestContext
 from mallee.core.errors import CloudError
@@ -190,7 +191,7 @@ class Walrus:
             self.cfg.host,
             self.cfg.port("clc"),
             self.key,
-            lambda: serialize_error(load_service("ec2"), err, ""),
+            lambda: serialize_error(load_service("ec2"), err, ids.request_id()),
         )
 
     async def public(self, scope: Scope, receive: Receive, send: Send, request: HttpRequest) -> None:
@@ -199,7 +200,7 @@ class Walrus:
         try:
             check_header_size(scope)
         except CloudError as err:
-            await self._send(send, scope, serialize_error(load_service("s3"), err, ""))
+            await self._send(send, scope, serialize_error(load_service("s3"), err, ids.request_id()))
             return
         headers = request.headers
         # Forwarded by the CLC's front door: the client's address is the one it vouches for.
@@ -221,7 +222,7 @@ class Walrus:
             body = await self.small_bodies.read(receive)
             if body is None:  # it stopped coming: answered, and the connection closed
                 timeout = CloudError("RequestTimeout", REQUEST_TIMEOUT)
-                response = serialize_error(load_service("s3"), timeout, "")
+                response = serialize_error(load_service("s3"), timeout, ids.request_id())
                 response.headers.append(("connection", "close"))
                 await self._send(send, scope, response)
                 return
