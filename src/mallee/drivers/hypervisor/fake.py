@@ -10,7 +10,6 @@ file does not exist.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -19,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from mallee.core.files import write_atomically
 from mallee.drivers.hypervisor.base import (
     DiskSpec,
     HostResources,
@@ -154,9 +154,7 @@ class FakeHypervisor(Hypervisor):
         if self.state_file is None:
             return
         saved = {i: (f.spec, f.state.value, f.boots) for i, f in self.host.instances.items()}
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_bytes(msgspec.json.encode(saved, enc_hook=str))
-        os.replace(tmp, self.state_file)
+        write_atomically(self.state_file, msgspec.json.encode(saved, enc_hook=str))
 
     def _require(self, instance_id: str) -> FakeInstance:
         instance = self.host.instances.get(instance_id)

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mallee.core.files import write_atomically
 from mallee.drivers.network.base import HostNetwork, InstanceInterface, Lease, NetworkError
-from mallee.drivers.network.state import write_atomically
 
 DNSMASQ = "dnsmasq"
 

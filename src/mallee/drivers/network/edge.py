@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from mallee.core.files import write_atomically
 from mallee.drivers.network import bridge, dnsmasq, nftables
 from mallee.drivers.network.base import (
     GroupRule,
@@ -21,7 +22,7 @@ from mallee.drivers.network.base import (
     NetworkDriver,
     NetworkError,
 )
-from mallee.drivers.network.state import NodeState, write_atomically
+from mallee.drivers.network.state import NodeState
 
 
 class EdgeNetworkDriver(NetworkDriver):

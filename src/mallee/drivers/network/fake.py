@@ -9,13 +9,13 @@ that tests can count what a killed node controller left wired.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 
 import msgspec
 
+from mallee.core.files import write_atomically
 from mallee.drivers.network import groups
 from mallee.drivers.network.base import (
     GroupRule,
@@ -51,9 +51,7 @@ class FakeNetworkDriver(NetworkDriver):
     def _save(self) -> None:
         if self._file is not None:
             self._file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._file.with_suffix(".tmp")
-            tmp.write_bytes(msgspec.json.encode(self._state.sorted_instances()))
-            os.replace(tmp, self._file)
+            write_atomically(self._file, msgspec.json.encode(self._state.sorted_instances()))
 
     def setup(self, host: HostNetwork) -> None:
         old = self._state.host

@@ -4,10 +4,10 @@ conflict rules, the security groups, and a JSON form the real driver keeps on di
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mallee.core.files import write_atomically
 from mallee.drivers.network.base import ConflictError, GroupRule, HostNetwork, InstanceInterface
 
 
@@ -93,13 +93,3 @@ def _rule_key(rule: GroupRule) -> tuple[str, str, int, int, str, str]:
         rule.cidr or "",
         rule.source_group or "",
     )
-
-
-def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write a new file beside `path` and rename it over: readers see the old or the new content."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fchmod(f.fileno(), mode)
-    os.replace(tmp, path)

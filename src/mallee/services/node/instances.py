@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import shutil
 import subprocess
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 import msgspec
 
 from mallee.core import crashpoints
+from mallee.core.files import write_atomically
 from mallee.drivers.hypervisor import base as hv
 from mallee.drivers.network import base as net
 from mallee.rpc.node import InstanceLaunch, InstanceState, NodeInstance, Resources
@@ -115,7 +115,7 @@ class InstanceManager:
             self.instances[instance.id] = instance
             directory = self.root / instance.id
             directory.mkdir(parents=True, exist_ok=True)
-            _write_atomically(directory / LAUNCH_FILE, msgspec.json.encode(launch))
+            write_atomically(directory / LAUNCH_FILE, msgspec.json.encode(launch), fsync=True)
         crashpoints.reached("nc.launch.saved")
         self._start(instance)
 
@@ -271,12 +271,3 @@ class InstanceManager:
             for i in [i for i in self.instances.values() if i.state == "terminated"]:
                 del self.instances[i.id]
         return report
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -1,0 +1,20 @@
+"""Writing a small file so that a reader, or a process restarted after a crash, sees either the old
+content or the new one, never half of it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_atomically(path: Path, data: str | bytes, mode: int = 0o644, *, fsync: bool = False) -> None:
+    """Write a new file beside `path` and rename it over. `fsync`: the content is on disk before the
+    rename (a rename alone survives the process's death, not the machine's)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fchmod(f.fileno(), mode)
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
