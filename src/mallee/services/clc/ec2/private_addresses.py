@@ -6,6 +6,7 @@ controller can never hand one out twice. An address is in use while its instance
 from __future__ import annotations
 
 import ipaddress
+import itertools
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,7 +28,8 @@ def allocate(s: Session, zone: str, subnet: str, records: list[Instance]) -> Non
     used_ips = {ip for ip, _ in rows}
     used_macs = {mac for _, mac in rows}
     # The subnet's first host address is each node bridge's gateway.
-    free = (str(h) for h in list(ipaddress.ip_network(subnet).hosts())[1:] if str(h) not in used_ips)
+    hosts = itertools.islice(ipaddress.ip_network(subnet).hosts(), 1, None)
+    free = (str(h) for h in hosts if str(h) not in used_ips)
     for record in records:
         ip = next(free, None)
         if ip is None:
