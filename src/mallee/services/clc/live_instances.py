@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from mallee.core import clock
 from mallee.db.session import Database
 from mallee.services.clc import placement
 from mallee.services.clc.tables import Instance
@@ -23,10 +22,7 @@ def want_terminated(db: Database, why: str) -> list[str]:
     with db.session() as s:
         found = list(s.scalars(select(Instance).where(Instance.state.in_(LIVE))))
         for i in found:
-            i.desired = "terminated"
-            i.state = "shutting-down"
-            i.transition_reason = f"{why} ({clock.now():%Y-%m-%d %H:%M:%S GMT})"
-            i.state_reason = "Client.UserInitiatedShutdown: User initiated shutdown"
+            placement.shutting_down(i, why)
         return [i.id for i in found]
 
 

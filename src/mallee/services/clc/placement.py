@@ -81,6 +81,14 @@ def record(s: Session, records: list[Instance], outcome: Outcome, *, answered_no
     return kept
 
 
+def shutting_down(r: Instance, why: str = "User initiated") -> None:
+    """Record that the instance is to be terminated (the nodes are asked after the commit)."""
+    r.desired = "terminated"
+    r.state = "shutting-down"
+    r.transition_reason = f"{why} ({clock.now():%Y-%m-%d %H:%M:%S GMT})"
+    r.state_reason = "Client.UserInitiatedShutdown: User initiated shutdown"
+
+
 def terminated(r: Instance, reason: str = "") -> None:
     r.state = "terminated"
     r.terminated_at = clock.now()

@@ -209,10 +209,7 @@ def terminate_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any
     for i in found:
         before = {"Code": STATE_CODES[i.state], "Name": i.state}
         if i.state not in ("shutting-down", "terminated"):
-            i.desired = "terminated"
-            i.state = "shutting-down"
-            i.transition_reason = f"User initiated ({clock.now():%Y-%m-%d %H:%M:%S GMT})"
-            i.state_reason = "Client.UserInitiatedShutdown: User initiated shutdown"
+            placement.shutting_down(i)
             to_stop.setdefault(i.zone, []).append(i.id)
         changes.append(
             {
