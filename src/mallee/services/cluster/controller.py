@@ -67,7 +67,9 @@ class ClusterController:
         self.nodes: dict[str, Node] = {}
         self.placements: dict[str, Placement] = {}
         self.lock = threading.RLock()
-        self.polled_once = False
+        # Every node has been asked since this CC started, so its picture is whole (instances on a
+        # node that did not answer are unknown, and that node is reported NOTREADY).
+        self.ready = False
         for name in self._saved_nodes():
             self._add_node(name)
 
@@ -92,19 +94,13 @@ class ClusterController:
         client = Client(f"http://{name}", self.key, timeout=10)
         self.nodes[name] = Node(name, client, NodeState(name, Resources()))
 
-    @property
-    def ready(self) -> bool:
-        """Every node has been asked since this CC started, so its picture is whole (instances on a
-        node that did not answer are unknown, and that node is reported NOTREADY)."""
-        return self.polled_once
-
     def poll(self) -> None:
         """Ask every node what it runs and has; rebuild placements and free resources from it, and
         push the instances whose state changed to the CLC."""
         changed: list[str] = []
         for node in list(self.nodes.values()):
             changed += self._poll_node(node)
-        self.polled_once = True
+        self.ready = True
         if changed:
             self.on_change(changed)
 

@@ -36,8 +36,7 @@ def remove_node(cfg: Config) -> list[str]:
     """Destroy this node's VMs, tear its network down and delete its files; returns what was done."""
     node_dir = Path(cfg.node_dir)
     done: list[str] = []
-    if cfg.hypervisor == "libvirt":
-        registry.prepare_host(cfg.hypervisor)
+    registry.prepare_host(cfg.hypervisor)
     hypervisor = registry.hypervisor(cfg.hypervisor, **node_hypervisor_options(cfg, node_dir))
     for instance_id in hypervisor.list_instances():
         spec = hypervisor.describe(instance_id)
