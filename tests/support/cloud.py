@@ -27,6 +27,7 @@ from mallee.cli.client import AdminClient
 VENV_BIN = Path(sys.executable).parent
 BOTO = BotoConfig(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30)
 BODY_IDLE_SECONDS = 5  # the test clouds' patience with a request body that stops coming
+HEADER_SECONDS = 5  # and with a request head that does not come whole
 
 
 def _free_port_base(count: int = 6) -> int:
@@ -221,6 +222,7 @@ def start_cloud(
         MALLEE_SEED_IMAGE="false",  # tests publish the images they need
         MALLEE_WALRUS_WORKERS="2",  # S3 tests run against two Walrus workers sharing one database
         MALLEE_BODY_IDLE_SECONDS=str(BODY_IDLE_SECONDS),
+        MALLEE_HEADER_SECONDS=str(HEADER_SECONDS),
         MALLEE_NODE_CORES="16",
         MALLEE_NODE_MEMORY_MIB="16384",
         MALLEE_NODE_DISK_GIB="200",

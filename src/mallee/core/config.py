@@ -31,10 +31,22 @@ class Config:
     aws_config_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "config")
     aws_credentials_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "credentials")
     log_level: str = "INFO"
-    max_request_body: int = 1024 * 1024  # query-protocol bodies; S3 bodies are streamed
-    # The door's patience: how long a request body may pause before it is answered RequestTimeout
-    # and its connection closed (a client that declares more than it sends never holds a worker).
+    # The door's limits, on the public endpoint (the CLC's and Walrus's connections; see
+    # supervisor/door.py and docs/architecture.md, "The front door's limits"):
+    # - a request head must arrive whole within `header_seconds` and fit in `max_header_bytes`
+    #   (S3 allows 8 KiB of user metadata; 64 KiB in all is ample for every API);
+    # - a request body may pause `body_idle_seconds` before it is answered RequestTimeout and its
+    #   connection closed (a client that declares more than it sends never holds a worker);
+    # - query-API (EC2, IAM, STS) bodies are at most `max_request_body` bytes, refused at once when
+    #   declared larger; S3 streams bodies up to AWS's 5 GiB per PUT (EntityTooLarge past it);
+    # - a connection may idle `keep_alive_seconds` between requests;
+    # - one client address holds at most `connections_per_address` connections per process.
+    header_seconds: float = 20.0
+    max_header_bytes: int = 64 * 1024
     body_idle_seconds: float = 20.0
+    max_request_body: int = 1024 * 1024
+    keep_alive_seconds: int = 5
+    connections_per_address: int = 512
     # How long a service may stay silent before `mallee status` calls it NOTREADY.
     heartbeat_seconds: float = 5.0
     # Virtual-hosted-style S3: when set (e.g. "s3.example.com"), Host `<bucket>.<s3_domain>` names

@@ -26,6 +26,7 @@ STATUS: dict[str, int] = {
     "RequestExpired": 400,
     "ServiceUnavailable": 503,
     "SlowDown": 503,
+    "RequestLimitExceeded": 503,
     "SignatureDoesNotMatch": 403,
     "Throttling": 400,
     "UnauthorizedOperation": 403,

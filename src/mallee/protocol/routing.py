@@ -7,6 +7,8 @@ then the request's shape (an `Action=` form is EC2, IAM or STS, told apart by th
 
 from __future__ import annotations
 
+import contextlib
+
 from mallee.core.context import HttpRequest
 from mallee.core.errors import CloudError
 from mallee.protocol import auth
@@ -89,6 +91,19 @@ def _action_and_version(request: HttpRequest) -> tuple[str | None, str | None]:
         elif key == "Version":
             version = value
     return action, version
+
+
+def service_from_head(request: HttpRequest, s3_domain: str = "") -> str:
+    """The service whose error shape answers a request refused from its head alone (no body read,
+    maybe not even a whole head): S3, else the service it is signed for or addressed to, else EC2."""
+    if is_s3_from_head(request, s3_domain):
+        return "s3"
+    with contextlib.suppress(auth.AuthError):
+        info = auth.extract(request)
+        if info is not None and info.service in SERVICES:
+            return info.service
+    found = path_prefix(request.raw_path)
+    return found[1] if found is not None else "ec2"
 
 
 def is_s3_from_head(request: HttpRequest, s3_domain: str = "") -> bool:

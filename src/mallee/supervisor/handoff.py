@@ -24,12 +24,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from uvicorn.config import Config as ServerConfig
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from mallee.core.config import Config
 from mallee.core.context import HttpRequest
-from mallee.rpc.transport import MAX_HEADER_BYTES, request_from_scope
+from mallee.rpc.transport import request_from_scope
+from mallee.supervisor.door import Door, DoorProtocol, door_protocol
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +140,14 @@ class HandoffSender:
             self._drop(worker)
 
 
-def sending_protocol(wanted: Callable[[HttpRequest], bool], sender: HandoffSender) -> type[HttpToolsProtocol]:
-    """The front door's HTTP protocol: uvicorn's, except that a new connection whose first request
-    `wanted` says belongs to Walrus is handed to it before anything is parsed."""
+def sending_protocol(
+    wanted: Callable[[HttpRequest], bool], sender: HandoffSender, door: Door
+) -> type[DoorProtocol]:
+    """The front door's HTTP protocol: the door's (supervisor/door.py), except that a new
+    connection whose first request `wanted` says belongs to Walrus is handed to it before anything
+    is parsed."""
 
-    class FrontDoorProtocol(HttpToolsProtocol):
+    class FrontDoorProtocol(DoorProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.first: bytes | None = b""  # the connection's first bytes, until it is decided
@@ -155,12 +158,18 @@ def sending_protocol(wanted: Callable[[HttpRequest], bool], sender: HandoffSende
                 return
             self.first += data
             end = self.first.find(b"\r\n\r\n")
-            if end < 0 and len(self.first) <= MAX_HEADER_BYTES:
+            if end < 0 and len(self.first) <= self.door.max_header_bytes:
                 return  # the head is not complete yet
             buffered, self.first = self.first, None
             if end >= 0 and self._hand_off(buffered, end):
                 return
             super().data_received(buffered)
+
+        def _head_too_slow(self) -> None:
+            if self.first:  # what came of the first head, parsed for the answer's shape
+                buffered, self.first = self.first, None
+                super().data_received(buffered)
+            super()._head_too_slow()
 
         def _hand_off(self, buffered: bytes, end: int) -> bool:
             try:
@@ -178,10 +187,10 @@ def sending_protocol(wanted: Callable[[HttpRequest], bool], sender: HandoffSende
             self.transport.close()
             return True
 
-    return FrontDoorProtocol
+    return door_protocol(door, FrontDoorProtocol)
 
 
-class PrimedProtocol(HttpToolsProtocol):
+class PrimedProtocol(DoorProtocol):
     """uvicorn's protocol for a handed-over connection: the bytes the CLC already read are parsed
     first, before anything the socket delivers later."""
 
@@ -198,15 +207,16 @@ class HandoffReceiver:
     """Walrus's end: accepts the CLC's connection(s) to its hand-off socket and serves every socket
     passed on them with the HTTP server's own protocol."""
 
-    def __init__(self, name: bytes) -> None:
+    def __init__(self, name: bytes, door: Door) -> None:
         self.name = name
+        self.protocol = door_protocol(door, PrimedProtocol)
         self.listener: socket.socket | None = None
         self.peers: list[socket.socket] = []
         self.make_protocol: Callable[[bytes], asyncio.Protocol] | None = None
 
     def start(self, config: ServerConfig, state: ServerState, app_state: dict[str, Any]) -> None:
         def make_protocol(first: bytes) -> asyncio.Protocol:
-            return PrimedProtocol(config=config, server_state=state, app_state=app_state, first=first)
+            return self.protocol(config=config, server_state=state, app_state=app_state, first=first)
 
         self.make_protocol = make_protocol
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)

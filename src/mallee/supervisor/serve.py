@@ -17,7 +17,7 @@ import uvicorn
 from mallee.core import crashpoints
 from mallee.core import logging as mlog
 from mallee.core.config import Config
-from mallee.supervisor import handoff
+from mallee.supervisor import door, handoff
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,11 @@ def serve(service: str, cfg: Config, worker: int = 0) -> None:
     receiver = None
     sockets = None
     if service == "clc":
-        http = handoff.sending_protocol(app.for_walrus, handoff.HandoffSender(handoff.socket_names(cfg)))
+        sender = handoff.HandoffSender(handoff.socket_names(cfg))
+        http = handoff.sending_protocol(app.for_walrus, sender, door.Door.of(cfg, "ec2"))
     elif service == "walrus":
-        receiver = handoff.HandoffReceiver(handoff.socket_name(cfg, worker))
+        http = door.door_protocol(door.Door.of(cfg, "s3"))
+        receiver = handoff.HandoffReceiver(handoff.socket_name(cfg, worker), door.Door.of(cfg, "s3"))
         try:
             sockets = [shared_listener(cfg.host, cfg.port(service))]
         except OSError as exc:
@@ -101,6 +103,7 @@ def serve(service: str, cfg: Config, worker: int = 0) -> None:
         server_header=False,
         date_header=True,
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=cfg.keep_alive_seconds if service in ("clc", "walrus") else 5,
     )
     server = Server(config, receiver)
     with contextlib.suppress(KeyboardInterrupt):

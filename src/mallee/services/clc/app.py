@@ -35,15 +35,12 @@ from mallee.rpc.contract import Handlers, Ok, StateChanged
 from mallee.rpc.relay import relay
 from mallee.rpc.transport import (
     CLIENT_HEADER,
-    DRAIN_BYTES,
     PREFIX,
     Client,
     Receive,
     Scope,
     Send,
     check_declared_length,
-    check_header_size,
-    drain_body,
     load_key,
     read_body,
     request_from_scope,
@@ -209,18 +206,15 @@ class CloudController:
             )
             return
         try:
-            check_header_size(scope)
             check_declared_length(scope, self.cfg.max_request_body)
             body = await read_body(receive, self.cfg.max_request_body, self.cfg.body_idle_seconds)
         except CloudError as err:
-            response = serialize_error(load_service("ec2"), err, ids.request_id())
+            # Closing after this answer lingers while the client still sends (supervisor/door.py).
+            service = routing.service_from_head(request, self.cfg.s3_domain)
+            response = serialize_error(load_service(service), err, ids.request_id())
             await send_response(
                 send, response.status, response.headers + [("connection", "close")], response.body
             )
-            # The answer is out; what the client still sends is read and dropped (a little, for a
-            # short while) so that closing does not reset the connection before it reads the answer.
-            if err.code != "RequestTimeout":
-                await drain_body(receive, DRAIN_BYTES, self.cfg.body_idle_seconds)
             return
         request.body = body
         loop = asyncio.get_running_loop()

@@ -48,7 +48,6 @@ from mallee.rpc.transport import (
     Receive,
     Scope,
     Send,
-    check_header_size,
     load_key,
     request_from_scope,
     send_response,
@@ -197,11 +196,6 @@ class Walrus:
     async def public(self, scope: Scope, receive: Receive, send: Send, request: HttpRequest) -> None:
         """An S3 request (`request`: its head, from `scope`)."""
         loop = asyncio.get_running_loop()
-        try:
-            check_header_size(scope)
-        except CloudError as err:
-            await self._send(send, scope, serialize_error(load_service("s3"), err, ids.request_id()))
-            return
         headers = request.headers
         # Forwarded by the CLC's front door: the client's address is the one it vouches for.
         request.remote_addr = trusted_client(self.key, headers.get(CLIENT_HEADER)) or request.remote_addr

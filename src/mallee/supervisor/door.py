@@ -1,0 +1,308 @@
+"""The public endpoint's HTTP protocol: uvicorn's, with the limits a door facing every client needs.
+
+uvicorn alone waits forever for a head that never completes, answers malformed HTTP in plain text,
+lets one address open every descriptor the process has, and closes a connection (a reset, to the
+client) while it is still sending a body the answer made moot. Here, on the CLC's and Walrus's
+public connections:
+
+- a request head must arrive whole within `header_seconds` and fit in `max_header_bytes`;
+- between requests a connection may idle `keep_alive_seconds` (uvicorn's own timer);
+- one client address holds at most `connections_per_address` connections in each process;
+- malformed HTTP (bad framing, conflicting Content-Length and Transfer-Encoding, control
+  characters, a head too large or too slow) is answered as AWS would, in the error shape of the
+  service the head points to, with a request id;
+- an answer given before the request's body was read closes the connection gracefully: the write
+  side is shut after the answer, and what the client still sends is read and dropped for a while
+  (`LINGER_BYTES`, `LINGER_SECONDS`), so that it reads the answer instead of a reset.
+
+Body timeouts and body sizes are the apps' (they read bodies); every value is a cloud property
+(core/config.py, "The door's limits").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from mallee.core import ids
+from mallee.core.config import Config
+from mallee.core.context import HttpRequest
+from mallee.core.errors import CloudError
+from mallee.protocol import routing
+from mallee.protocol.serializer import serialize_error
+from mallee.protocol.specs import load_service
+from mallee.rpc.transport import REQUEST_TIMEOUT, request_from_scope
+
+log = logging.getLogger(__name__)
+
+LINGER_BYTES = 8 * 1024 * 1024  # what is read and dropped of a body after its request was answered
+LINGER_SECONDS = 10.0  # and for how long at most
+
+# Open public connections per client address, in this process.
+_open: Counter[str] = Counter()
+
+
+@dataclass(frozen=True)
+class Door:
+    """What a door protocol needs to know: its limits, and whose errors it answers by default."""
+
+    header_seconds: float
+    max_header_bytes: int
+    connections_per_address: int
+    s3_domain: str
+    default_service: str  # the shape of an answer given before any head came: "ec2" or "s3"
+
+    @classmethod
+    def of(cls, cfg: Config, default_service: str) -> Door:
+        return cls(
+            header_seconds=cfg.header_seconds,
+            max_header_bytes=cfg.max_header_bytes,
+            connections_per_address=cfg.connections_per_address,
+            s3_domain=cfg.s3_domain,
+            default_service=default_service,
+        )
+
+    def answer(self, request: HttpRequest | None, err: CloudError) -> bytes:
+        """A whole HTTP/1.1 error response that closes its connection, in the shape of the service
+        the (partial) head points to."""
+        service = self.default_service
+        if request is not None:
+            try:
+                service = routing.service_from_head(request, self.s3_domain)
+            except Exception:  # a head too broken to route: the door's own shape
+                log.debug("no service for a malformed head", exc_info=True)
+        response = serialize_error(load_service(service), err, ids.request_id())
+        lines = [f"HTTP/1.1 {response.status} {http.HTTPStatus(response.status).phrase}"]
+        lines += [f"{name}: {value}" for name, value in response.headers]
+        lines += [f"Content-Length: {len(response.body)}", "Connection: close", "", ""]
+        return "\r\n".join(lines).encode("latin-1") + response.body
+
+
+class _HeadRefused(Exception):
+    """Raised from a parser callback to stop parsing a head the door refuses (`err` says why)."""
+
+    def __init__(self, err: CloudError) -> None:
+        super().__init__(err.message)
+        self.err = err
+
+
+class _Lingering:
+    """The connection as uvicorn sees it: closing it while the request's body is still coming
+    lingers (see DoorProtocol.close_gracefully) instead of resetting the client."""
+
+    def __init__(self, real: asyncio.Transport, protocol: DoorProtocol) -> None:
+        self.real = real
+        self.protocol = protocol
+        # What uvicorn calls on every request, bound once (not looked up through __getattr__).
+        self.write = real.write
+        self.get_extra_info = real.get_extra_info
+        self.pause_reading = real.pause_reading
+        self.resume_reading = real.resume_reading
+
+    def close(self) -> None:
+        self.protocol.close_gracefully()
+
+    def is_closing(self) -> bool:
+        return self.real.is_closing() or self.protocol.lingering
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+class DoorProtocol(HttpToolsProtocol):
+    """uvicorn's protocol with the door's limits; `door` is set on a subclass by `door_protocol`."""
+
+    door: Door
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.url = b""  # uvicorn sets it at the first request's start
+        self.real: asyncio.Transport | None = None
+        self.address: str | None = None  # counted in _open while set
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.head_bytes = 0
+        self.lingering = False
+        self.linger_left = LINGER_BYTES
+
+    # -- the connection ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.real = transport
+        super().connection_made(cast(asyncio.Transport, _Lingering(transport, self)))
+        address = self.client[0] if self.client else ""
+        if _open[address] >= self.door.connections_per_address:
+            code = "SlowDown" if self.door.default_service == "s3" else "RequestLimitExceeded"
+            message = f"Too many open connections from {address}; close some and retry."
+            self._refuse(None, CloudError(code, message), linger=False)
+            return
+        self.address = address
+        _open[address] += 1
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        if self.address is not None:
+            _open[self.address] -= 1
+            if _open[self.address] <= 0:
+                del _open[self.address]
+            self.address = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:  # the answer is out: drop what the client still sends, up to a point
+            self.linger_left -= len(data)
+            if self.linger_left < 0 and self.real is not None:
+                self.real.close()
+            return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # no protocol upgrades here: the request is served as plain HTTP
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__  # what a parser callback raised
+            if isinstance(cause, _HeadRefused):
+                err = cause.err
+            elif isinstance(exc, httptools.HttpParserInvalidURLError):
+                err = CloudError("InvalidURI", "Couldn't parse the specified URI.")
+            else:
+                err = CloudError("InvalidRequest", f"The request is not valid HTTP/1.1: {exc}.")
+            self._refuse(self._partial_request(), err)
+
+    def send_400_response(self, msg: str) -> None:  # uvicorn's plain-text answer, in AWS's shape
+        self._refuse(self._partial_request(), CloudError("InvalidRequest", msg))
+
+    def close_gracefully(self) -> None:
+        """Close, or linger when the client is still sending a body the answer made moot."""
+        if self.real is None or self.real.is_closing() or self.lingering:
+            return
+        if self.cycle is None or not self.cycle.more_body or self.parser is None:
+            self.real.close()
+        else:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Shut the write side after what was written, then drop what the client still sends (up
+        to LINGER_BYTES, for LINGER_SECONDS at most) before closing: closing with unread bytes
+        would reset the connection, and the client might never read its answer."""
+        real = self.real
+        assert real is not None
+        self.lingering = True
+        self._cancel_head_timer()
+        self._unset_keepalive_if_required()
+        try:
+            real.write_eof()
+        except (OSError, RuntimeError, NotImplementedError):
+            real.close()
+            return
+        with contextlib.suppress(RuntimeError):
+            real.resume_reading()
+        asyncio.get_running_loop().call_later(LINGER_SECONDS, real.close)
+
+    # -- the head ------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_bytes = 0
+        if self.head_timer is None:
+            self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        if self.head_bytes + len(url) > self.door.max_header_bytes:  # keep what routes the refusal
+            super().on_url(url[: max(0, self.door.max_header_bytes - len(self.url))])
+        else:
+            super().on_url(url)
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
+        try:
+            self.url.decode("ascii")
+        except UnicodeDecodeError:
+            raise _HeadRefused(CloudError("InvalidURI", "Couldn't parse the specified URI.")) from None
+        super().on_headers_complete()
+
+    def _count(self, size: int) -> None:
+        self.head_bytes += size
+        if self.head_bytes > self.door.max_header_bytes:
+            message = f"Your request's headers exceed the maximum of {self.door.max_header_bytes} bytes."
+            raise _HeadRefused(CloudError("RequestHeaderSectionTooLarge", message))
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self.head_timer = asyncio.get_running_loop().call_later(self.door.header_seconds, self._head_too_slow)
+
+    def _cancel_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self.head_timer = None
+        if self.real is None or self.real.is_closing():
+            return
+        if self.url or self.headers:  # part of a head came: say why the connection closes
+            err = CloudError("RequestTimeout", REQUEST_TIMEOUT)
+            self._refuse(self._partial_request(), err, linger=False)
+        else:
+            self.real.close()
+
+    # -- answers -------------------------------------------------------------------------------
+
+    def _partial_request(self) -> HttpRequest | None:
+        """What came of the current request's head, for choosing its error's shape."""
+        if not self.url and not self.headers:
+            return None
+        try:
+            method = self.parser.get_method().decode("ascii")
+        except Exception:
+            method = "GET"
+        path, _, query = (self.url or b"/").partition(b"?")
+        scope = {
+            "method": method,
+            "raw_path": path,
+            "path": path.decode("latin-1"),
+            "query_string": query,
+            "headers": list(self.headers or []),
+            "client": self.client,
+        }
+        try:
+            return request_from_scope(scope)
+        except Exception:
+            return None
+
+    def _refuse(self, request: HttpRequest | None, err: CloudError, linger: bool = True) -> None:
+        """Answer `err` and close (no keep-alive after a refused head: its framing is unknown);
+        `linger` while the client may still be sending the rest of its request."""
+        real = self.real
+        if real is None or real.is_closing() or self.lingering:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # An answer to an earlier request is still being written: no error can go in between.
+            # The stream's framing is lost, so the connection closes once that answer is out.
+            self.cycle.keep_alive = False
+            self._cancel_head_timer()
+            return
+        log.debug("refused at the door (%s): %s", err.code, err.message)
+        real.write(self.door.answer(request, err))
+        if not linger or self.address is None:
+            real.close()
+        else:
+            self._linger()
+
+
+def door_protocol(door: Door, base: type[DoorProtocol] = DoorProtocol) -> type[DoorProtocol]:
+    """`base` (DoorProtocol or a subclass) with `door`'s limits."""
+    return cast(type[DoorProtocol], type(base.__name__, (base,), {"door": door}))
