@@ -65,6 +65,8 @@ def test_object_tagging_by_version_id(cloud: Cloud, account: Keys) -> None:
         [{"Key": f"k{i}", "Value": "v"} for i in range(11)],
         [{"Key": "same", "Value": "1"}, {"Key": "same", "Value": "2"}],
         [{"Key": "k", "Value": "v" * 257}],
+        [{"Key": "k", "Value": "semi;colon"}],  # outside S3's documented tag characters
+        [{"Key": "a*b", "Value": "v"}],
     ],
 )
 def test_bad_object_tags_are_invalid_tag(cloud: Cloud, account: Keys, tags: list[dict[str, str]]) -> None:
@@ -73,6 +75,14 @@ def test_bad_object_tags_are_invalid_tag(cloud: Cloud, account: Keys, tags: list
     with pytest.raises(ClientError) as err:
         s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": tags})
     assert code(err) == "InvalidTag"
+
+
+def test_tags_take_every_documented_character(cloud: Cloud, account: Keys) -> None:
+    s3, bucket = new_bucket(cloud, account)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    tags = [{"Key": "Projekt é_9 +-=.:/@", "Value": "Ünïcode 42 +-=._:/@"}]
+    s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": tags})
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == tags
 
 
 # --- lifecycle configuration ---

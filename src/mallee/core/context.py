@@ -126,7 +126,8 @@ class HttpRequest:
 
     def form_params(self, errors: str = "strict") -> list[tuple[str, str]]:
         """Query-string parameters followed by an url-encoded body's (AWS merges both). A body
-        that is not UTF-8 raises UnicodeDecodeError, or with errors="replace" reads as U+FFFD."""
+        that is not UTF-8, raw or percent-encoded (`%FF`), raises UnicodeDecodeError, or with
+        errors="replace" reads as U+FFFD."""
         params = self.query_params()
         content_type = self.headers.get("content-type")
         cached = self._form_cache
@@ -140,7 +141,7 @@ class HttpRequest:
             ctype = (content_type or "").split(";")[0].strip().lower()
             if self.body and ctype == "application/x-www-form-urlencoded":
                 text = self.body.decode("utf-8", errors)
-                body_params = parse_qsl(text, keep_blank_values=True, strict_parsing=False)
+                body_params = parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors=errors)
             cached = self._form_cache = (self.body, content_type, errors, body_params)
         return params + cached[3]
 

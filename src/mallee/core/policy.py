@@ -152,7 +152,7 @@ def _load_json(document: str) -> Any:
 
     try:
         return json.loads(document, parse_constant=reject_constant)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
         raise malformed() from None
 
 

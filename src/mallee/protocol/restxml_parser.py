@@ -244,8 +244,10 @@ class RestXmlRequestParser:
                 if key not in query:
                     continue
                 if member.type_name == "list":
+                    _check_enum(member.member, key, query[key])
                     params[name] = [self._convert(member.member, v, key, "iso8601") for v in query[key]]
                 else:
+                    _check_enum(member, key, query[key][:1])
                     params[name] = self._convert(member, query[key][0], key, "iso8601")
         if binding.query_map is not None:  # takes whatever no other member claims
             rest = {key: values[0] for key, values in query.items() if key not in binding.query_bound}
@@ -271,9 +273,9 @@ class RestXmlRequestParser:
                 )
                 raise CloudError(code, message)
             if member.type_name == "list":
-                params[name] = [
-                    self._convert(member.member, item.strip(), header, "rfc822") for item in raw.split(",")
-                ]
+                items = [item.strip() for item in raw.split(",")]
+                _check_enum(member.member, header, items)
+                params[name] = [self._convert(member.member, item, header, "rfc822") for item in items]
             else:
                 params[name] = self._convert(member, raw, header, "rfc822")
 
@@ -320,6 +322,16 @@ class RestXmlRequestParser:
             return convert_scalar(shape, raw)
         except ValueError as exc:
             raise CloudError("InvalidArgument", f"Invalid value for {where}: expected {exc}.") from None
+
+
+def _check_enum(shape: Shape, where: str, values: list[str]) -> None:
+    """A query parameter or list header item outside its model's enum is refused, as S3 refuses
+    `encoding-type=foo` (InvalidArgument), not ignored."""
+    enum = shape.metadata.get("enum")
+    if enum:
+        for value in values:
+            if value not in enum:
+                raise CloudError("InvalidArgument", f"Invalid value for {where}: {value!r}.")
 
 
 def _read_parsed_body(binding: Binding, request: HttpRequest) -> bytes:

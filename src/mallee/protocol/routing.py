@@ -81,10 +81,9 @@ def _action_and_version(request: HttpRequest) -> tuple[str | None, str | None]:
     if request.method not in ("GET", "POST"):
         return None, None
     action = version = None
-    try:
-        params = request.form_params() if request.method == "POST" else request.query_params()
-    except UnicodeDecodeError:
-        params = request.query_params()
+    # A body that is not UTF-8 is still routed by its Action and Version (to the parser of its
+    # service, which refuses it), not taken for an S3 request.
+    params = request.form_params(errors="replace") if request.method == "POST" else request.query_params()
     for key, value in params:
         if key == "Action":
             action = value

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -247,6 +248,8 @@ class EC2ResponseSerializer(QueryResponseSerializer):
 # A handler may answer with another success status than the operation's (S3 GetObject with a Range
 # answers 206): it sets this key in its output.
 STATUS_OVERRIDE = "$status"
+# What no header value can carry (uvicorn refuses to send it): C0 controls but tab, DEL, non-Latin-1.
+_HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
 
 
 class RestXmlResponseSerializer:
@@ -403,5 +406,11 @@ def _non_body_members(
 
 
 def _header_safe(value: str) -> str:
-    """Header values cannot carry line breaks (they would split or smuggle headers)."""
-    return value.replace("\r", " ").replace("\n", " ")
+    """Header values cannot carry line breaks (they would split or smuggle headers); those become
+    spaces. Nor can they carry other control characters or characters beyond Latin-1 (such text
+    comes from a percent-encoded URL, as a version id the client sent): those values are sent
+    RFC 2047-encoded (`=?UTF-8?B?…?=`), as S3 sends non-ASCII metadata."""
+    value = value.replace("\r", " ").replace("\n", " ")
+    if _HEADER_UNSAFE.search(value) is None:
+        return value
+    return "=?UTF-8?B?" + base64.b64encode(value.encode("utf-8", "replace")).decode("ascii") + "?="

@@ -23,6 +23,12 @@ _ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\r": "&#13;"
 _ESCAPE_RE = re.compile('[&<>"\r]')
 
 
+def xml_can_carry(value: str) -> bool:
+    """Whether an answer can give `value` back as it is (a name or tag with NUL or another C0
+    control character would be listed as U+FFFD, and could then not be named again)."""
+    return _INVALID_XML_CHARS.search(value) is None
+
+
 def escape(value: str) -> str:
     """Escape `value` for element text or a double-quoted attribute.
 

@@ -39,6 +39,10 @@ def test_a_body_that_is_not_utf8_raises_unless_replaced() -> None:
     assert request.form_params(errors="replace") == [("a", "\ufffd")]
     with pytest.raises(UnicodeDecodeError):  # the replaced reading is not what a strict one answers
         request.form_params()
+    request = HttpRequest("POST", "/", "", Headers([("Content-Type", FORM)]), b"a=%FF%C0%AF")
+    assert request.form_params(errors="replace") == [("a", "\ufffd\ufffd\ufffd")]
+    with pytest.raises(UnicodeDecodeError):  # percent-encoded bytes are no different
+        request.form_params()
 
 
 def test_the_signature_is_read_once_until_what_it_was_read_from_changes() -> None:

@@ -426,6 +426,8 @@ VALID = stmt(action="ec2:DescribeRegions")
             '{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "*", "Resource": NaN}}',
             "Syntax errors in policy.",
         ),
+        # Found by the fuzz suite: nested deeper than Python recurses, yet under 2 KB (was a 500).
+        ('{"Statement": ' + "[" * 1000 + "]" * 1000 + "}", "Syntax errors in policy."),
     ],
 )
 def test_malformed_documents(document: str, message: str) -> None:

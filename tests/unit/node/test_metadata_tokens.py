@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from mallee.services.node.metadata_proxy import issue_token, token_valid
+import asyncio
+from typing import Any
+
+from mallee.services.node.metadata_proxy import MetadataProxy, issue_token, token_valid
 
 KEY = b"k" * 32
 
@@ -19,3 +22,18 @@ def test_token_of_another_guest_or_forged_is_refused() -> None:
     assert not token_valid(b"x" * 32, "10.111.0.5", token, now=1001)
     assert not token_valid(KEY, "10.111.0.5", "garbage", now=1001)
     assert not token_valid(KEY, "10.111.0.5", "99999999999.", now=1001)
+    # Found looking for the fuzz suite's bug class: these raised (TypeError, ValueError).
+    assert not token_valid(KEY, "10.111.0.5", "99999999999.\xe9\xe9", now=1001)
+    assert not token_valid(KEY, "10.111.0.5", "\xb2.abc", now=1001)
+
+
+def test_a_content_length_that_is_no_number_is_bad_request() -> None:
+    """It made int() raise, and the guest's connection closed without an answer."""
+    proxy = MetadataProxy(KEY, clc=None)  # type: ignore[arg-type]  # never reached
+
+    async def answer() -> Any:
+        head = "GET /latest/meta-data/ HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n".encode("latin-1")
+        return await proxy._answer("10.111.0.5", head, asyncio.StreamReader())
+
+    status, _, close = asyncio.run(answer())
+    assert status == 400 and close

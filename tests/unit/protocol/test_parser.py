@@ -593,6 +593,9 @@ def test_duplicated_keys_first_wins_and_sparse_indices_keep_order() -> None:
 def test_non_utf8_body() -> None:
     err = error("iam", form("iam", b"Action=ListUsers&PathPrefix=\xff\xfe"))
     assert err.code == "MalformedQueryString"
+    # Percent-encoded, the same bytes are refused too, not read as U+FFFD (found by the fuzz suite).
+    err = error("ec2", form("ec2", b"Action=DeleteKeyPair&KeyName=k&KeyPairId=%FF%FE"))
+    assert err.code == "MalformedQueryString"
 
 
 def test_s3_routing_prefers_the_most_specific_operation() -> None:
@@ -632,6 +635,23 @@ def test_s3_errors() -> None:
     assert s3("GET", "/b/%FF%FE").code == "InvalidURI"
     assert s3("GET", "/b/k", "partNumber=abc").code == "InvalidArgument"
     assert s3("PATCH", "/b/k").code == "MethodNotAllowed"
+
+
+def test_s3_query_and_list_header_enums_are_checked() -> None:
+    """Found by the fuzz suite: `encoding-type=NotAnEnumValue` was accepted (S3: InvalidArgument)."""
+    err = error("s3", HttpRequest("GET", "/b", "uploads&encoding-type=NotAnEnumValue", Headers(), b""))
+    assert err.code == "InvalidArgument" and "encoding-type" in err.message
+    headers = Headers([("x-amz-optional-object-attributes", "RestoreStatus, Bogus")])
+    err = error("s3", HttpRequest("GET", "/b", "list-type=2", headers, b""))
+    assert err.code == "InvalidArgument" and "x-amz-optional-object-attributes" in err.message
+    assert (
+        parse("s3", HttpRequest("GET", "/b", "uploads&encoding-type=url", Headers(), b""))[1]["EncodingType"]
+        == "url"
+    )
+    headers = Headers([("x-amz-optional-object-attributes", "RestoreStatus")])
+    assert parse("s3", HttpRequest("GET", "/b", "list-type=2", headers, b""))[1][
+        "OptionalObjectAttributes"
+    ] == ["RestoreStatus"]
 
 
 def test_s3_xml_payload_ignores_namespace_and_reads_attributes() -> None:

@@ -46,3 +46,10 @@ def test_route_by_action_and_version() -> None:
     )
     assert route(req("POST", headers=FORM, body=b"Action=DescribeRegions"), None) == "ec2"
     assert route(req("GET", "/bucket"), None) == "s3"
+
+
+@pytest.mark.parametrize("junk", [b"\xff\xfe", b"%FF%FE"])
+def test_a_form_that_is_not_utf8_is_routed_by_its_action_not_taken_for_s3(junk: bytes) -> None:
+    """Found by the fuzz suite: a SigV2 IAM request with `Signature=%FF` was answered in S3's shape."""
+    body = b"Action=ListUsers&Version=2010-05-08&Signature=" + junk
+    assert route(req("POST", headers=FORM, body=body), None) == "iam"

@@ -364,6 +364,28 @@ def test_s3_headers_status_and_raw_bodies() -> None:
     assert all("\n" not in v and "\r" not in v for _, v in response.headers)
 
 
+def test_s3_header_values_no_header_can_carry_are_rfc2047_encoded() -> None:
+    """Found by the fuzz suite: a DeleteObject of a version id percent-encoded from U+202E… (or with
+    a NUL) echoed it in x-amz-version-id, which no HTTP header can carry (the server answered a bare
+    500, or dropped the connection)."""
+    model = load_service("s3")
+    version = "\u202e\ufeff\U0001d54f"
+    response = serialize_response(
+        model, model.operation_model("DeleteObject"), {"VersionId": version}, REQUEST_ID
+    )
+    value = header(response, "x-amz-version-id")
+    assert value == "=?UTF-8?B?4oCu77u/8J2Vjw==?="
+    assert all(v.encode("latin-1") for _, v in response.headers)
+    response = serialize_response(
+        model, model.operation_model("DeleteObject"), {"VersionId": "caf\xe9"}, REQUEST_ID
+    )
+    assert header(response, "x-amz-version-id") == "caf\xe9"  # Latin-1 goes as it is
+    response = serialize_response(
+        model, model.operation_model("DeleteObject"), {"VersionId": "a\x00\x1b\x7fb"}, REQUEST_ID
+    )
+    assert header(response, "x-amz-version-id") == "=?UTF-8?B?YQAbf2I=?="  # a NUL would end the answer
+
+
 def test_s3_get_bucket_location_document() -> None:
     model = load_service("s3")
     operation = model.operation_model("GetBucketLocation")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 
 import pytest
@@ -95,3 +97,28 @@ def test_virtual_host_bucket_and_post_detection() -> None:
     assert post_upload.is_post_upload(_request("127.0.0.1", "/services/objectstorage/bucket"))
     assert not post_upload.is_post_upload(_request("127.0.0.1", "/bucket/key"))
     assert not post_upload.is_post_upload(_request("127.0.0.1", "/bucket", "PUT"))
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [["content-length-range", 1e999, 1], ["content-length-range", "a", "b"], ["content-length-range", 1]],
+)
+def test_a_content_length_range_that_is_no_pair_of_integers_is_an_invalid_policy(
+    condition: list[object],
+) -> None:
+    """Found by the fuzz suite: `1e999` (JSON's Infinity) made int() raise OverflowError, a 500."""
+    document = base64.b64encode(
+        json.dumps({"expiration": "2099-01-01T00:00:00Z", "conditions": [condition]}).encode()
+    )
+    with pytest.raises(CloudError) as err:
+        post_upload._parse_policy(document.decode())
+    assert err.value.code == "InvalidPolicyDocument"
+
+
+def test_a_policy_nested_too_deeply_is_invalid_json() -> None:
+    document = base64.b64encode(
+        b'{"expiration": "2099-01-01T00:00:00Z", "conditions": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    )
+    with pytest.raises(CloudError) as err:
+        post_upload._parse_policy(document.decode())
+    assert err.value.code == "InvalidPolicyDocument" and "Invalid JSON" in err.value.message

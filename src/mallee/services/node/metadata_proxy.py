@@ -30,10 +30,13 @@ def issue_token(key: bytes, ip: str, ttl: int, now: float | None = None) -> str:
 
 def token_valid(key: bytes, ip: str, token: str, now: float | None = None) -> bool:
     expires, _, mac = token.partition(".")
-    if not expires.isdigit() or int(expires) < (now if now is not None else time.time()):
-        return False
+    if not (expires.isascii() and expires.isdigit()) or int(expires) < (
+        now if now is not None else time.time()
+    ):
+        return False  # (isascii: "²" is a digit int() cannot read)
     expected = hmac.new(key, f"{ip}\n{expires}".encode(), hashlib.sha256).hexdigest()[:32]
-    return hmac.compare_digest(expected, mac)
+    # As bytes: compare_digest raises TypeError for a str with non-ASCII characters.
+    return hmac.compare_digest(expected.encode(), mac.encode("utf-8", "surrogateescape"))
 
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
@@ -90,7 +93,10 @@ class MetadataProxy:
             k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
         }
         close = version == "HTTP/1.0" or headers.get("connection", "").lower() == "close"
-        length = int(headers.get("content-length", "0") or 0)
+        declared = headers.get("content-length", "0") or "0"
+        if not (declared.isascii() and declared.isdigit()):
+            return 400, b"Bad Request", True
+        length = int(declared)
         if length:
             await reader.readexactly(min(length, MAX_HEAD))
         if method == "PUT" and path.rstrip("/") == "/latest/api/token":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass, field
 
 from mallee.core.context import RequestContext
@@ -18,6 +19,8 @@ from mallee.protocol.auth import AuthError
 from mallee.rpc.transport import REQUEST_TIMEOUT
 from mallee.services.walrus import checksums
 from mallee.services.walrus.streaming import BodyTimedOut, ClientDisconnected
+
+_HEX64 = re.compile("[0-9a-fA-F]{64}")
 
 READ_SIZE = 1024 * 1024
 MAX_OBJECT = 5 * 1024**3  # S3's limit for one PUT
@@ -107,7 +110,8 @@ def receive_body(
     wanted = checksums.requested(headers)
     hashers = checksums.Hashers(wanted)
     md5 = hashlib.md5()
-    sha = hashlib.sha256() if len(content_sha) == 64 else None
+    # Only a hex digest pins the body (a presigned request's header is not checked by its signature).
+    sha = hashlib.sha256() if _HEX64.fullmatch(content_sha) else None
     sink = BodySink(store, keep_up_to)
     try:
         while True:

@@ -25,6 +25,8 @@ from mallee.services.walrus.tables import Bucket
 MAX_BUCKET_TAGS = 50
 MAX_TAG_KEY = 128
 MAX_TAG_VALUE = 256
+# S3's documented tag characters: letters, digits and spaces representable in UTF-8, and + - = . _ : / @
+_TAG_TEXT = re.compile(r"[\w +\-=.:/@]*")
 MAX_CORS_RULES = 100
 CORS_METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")
 _NOT_ALLOWED = (
@@ -58,9 +60,9 @@ def check_tags(tags: Any, limit: int) -> list[dict[str, str]]:
         key, value = tag.get("Key"), tag.get("Value")
         if key is None or value is None:
             raise malformed_xml()
-        if not key or len(key) > MAX_TAG_KEY:
+        if not key or len(key) > MAX_TAG_KEY or not _TAG_TEXT.fullmatch(key):
             raise CloudError("InvalidTag", "The TagKey you have provided is invalid")
-        if len(value) > MAX_TAG_VALUE:
+        if len(value) > MAX_TAG_VALUE or not _TAG_TEXT.fullmatch(value):
             raise CloudError("InvalidTag", "The TagValue you have provided is invalid")
         if key.lower().startswith("aws:"):
             raise CloudError("InvalidTag", "System tags cannot be added/updated by requester")

@@ -80,9 +80,22 @@ class Hashers:
             sent = trailers.get(name) or headers.get(name)
             if sent is None:
                 raise CloudError("InvalidRequest", f"The {name} trailer was announced but not sent.")
-            if not hmac.compare_digest(sent.strip(), computed):
+            sent = sent.strip()
+            if not _well_formed(sent, computed):  # not a digest of this algorithm at all
+                raise CloudError("InvalidRequest", f"Value for {name} header is invalid.")
+            if not hmac.compare_digest(sent, computed):
                 raise CloudError(
                     "BadDigest",
                     f"The {algorithm.upper()} you specified did not match the calculated checksum.",
                 )
         return values
+
+
+def _well_formed(sent: str, computed: str) -> bool:
+    """Whether `sent` is base64 of as many bytes as the `computed` digest (it is then ASCII, which
+    hmac.compare_digest requires of strings)."""
+    try:
+        decoded = base64.b64decode(sent.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):  # binascii.Error is a ValueError
+        return False
+    return len(decoded) == len(base64.b64decode(computed))

@@ -350,7 +350,8 @@ def _authenticate(gateway: Gateway, ctx: RequestContext, fields: dict[str, str])
         found = gateway.identity.resolve(key_id, token)
         key = sigv4.signing_key(found.secret_key, date, region, "s3")
         expected = sigv4.hmac_sha256(key, document.encode("utf-8")).hex()
-        if not hmac.compare_digest(expected, signature.strip().lower()):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, so a 500).
+        if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode("utf-8")):
             raise AuthError("signature", "The request signature does not match.")
     else:
         key_id, signature = fields.get("awsaccesskeyid", ""), fields.get("signature", "")
@@ -374,7 +375,7 @@ def _authenticate(gateway: Gateway, ctx: RequestContext, fields: dict[str, str])
 def _parse_policy(document: str) -> _Policy:
     try:
         parsed = json.loads(base64.b64decode(document.strip(), validate=False))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: nested too deeply
         raise CloudError("InvalidPolicyDocument", "Invalid Policy: Invalid JSON.") from None
     if not isinstance(parsed, dict) or not isinstance(parsed.get("expiration"), str):
         raise CloudError("InvalidPolicyDocument", "Invalid Policy: Policy missing expiration.")
@@ -394,7 +395,7 @@ def _parse_policy(document: str) -> _Policy:
         if isinstance(condition, list) and condition and str(condition[0]).lower() == "content-length-range":
             try:
                 low, high = int(condition[1]), int(condition[2])
-            except (IndexError, TypeError, ValueError):
+            except (IndexError, TypeError, ValueError, OverflowError):  # OverflowError: int(1e999)
                 raise CloudError(
                     "InvalidPolicyDocument", "Invalid Policy: Invalid content-length-range condition."
                 ) from None

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
+from mallee.protocol.xmlcodec import xml_can_carry
 from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import filters
 from mallee.services.clc.paging import page
@@ -47,6 +48,8 @@ def _check_tag(tag: dict[str, Any]) -> tuple[str, str]:
         raise CloudError("InvalidParameterValue", "Tag keys are at most 128 characters, values 256.")
     if key.lower().startswith("aws:"):
         raise CloudError("InvalidParameterValue", "Tag keys starting with 'aws:' are reserved for AWS use")
+    if not xml_can_carry(key) or not xml_can_carry(value):
+        raise CloudError("InvalidParameterValue", "Tag keys and values must not contain control characters.")
     return key, value
 
 
