@@ -32,6 +32,17 @@ CLC_TABLES = {
     "images",
     "launch_permissions",
     "tags",
+    "vpcs",
+    "subnets",
+    "internet_gateways",
+    "route_tables",
+    "routes",
+    "route_table_associations",
+    "network_acls",
+    "security_groups",
+    "security_group_rules",
+    "network_interfaces",
+    "public_addresses",
 }
 
 

@@ -87,11 +87,12 @@ def test_unknown_filter_is_invalid_parameter(cloud: Cloud) -> None:
     assert err.value.response["Error"]["Code"] == "InvalidParameterValue"
 
 
-def test_account_attributes_say_ec2_classic_without_default_vpc(cloud: Cloud) -> None:
+def test_account_attributes_say_vpc_and_name_the_default_vpc(cloud: Cloud) -> None:
     attrs = cloud.client("ec2").describe_account_attributes()["AccountAttributes"]
     values = {a["AttributeName"]: [v["AttributeValue"] for v in a["AttributeValues"]] for a in attrs}
-    assert values["supported-platforms"] == ["EC2"]
-    assert values["default-vpc"] == ["none"]
+    assert values["supported-platforms"] == ["VPC"]
+    default = cloud.client("ec2").describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+    assert values["default-vpc"] == [default[0]["VpcId"]]
     one = cloud.client("ec2").describe_account_attributes(AttributeNames=["max-instances"])[
         "AccountAttributes"
     ]
@@ -106,7 +107,7 @@ def test_new_account_sees_the_same_zones_and_types(cloud: Cloud, account: Keys) 
 
 def test_known_but_unimplemented_action_is_not_implemented(cloud: Cloud) -> None:
     with pytest.raises(ClientError) as err:
-        cloud.client("ec2").describe_vpcs()
+        cloud.client("ec2").describe_nat_gateways()
     assert err.value.response["Error"]["Code"] == "NotImplemented"
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
 

@@ -134,6 +134,10 @@ def test_nothing_is_half_launched_when_min_count_cannot_fit(cloud: Cloud, accoun
         ({"KeyName": "no-such-key"}, "InvalidKeyPair.NotFound"),
         ({"UserData": "x" * (16 * 1024 + 1)}, "InvalidParameterValue"),
         ({"SecurityGroups": ["web"]}, "InvalidGroup.NotFound"),
+        ({"SecurityGroupIds": ["sg-0123456789abcdef0"]}, "InvalidGroup.NotFound"),
+        # Not yet wired on nodes (issue 13): refused by name, never ignored.
+        ({"SubnetId": "subnet-0123456789abcdef0"}, "UnsupportedOperation"),
+        ({"PrivateIpAddress": "172.31.0.10"}, "UnsupportedOperation"),
     ],
 )
 def test_bad_run_instances_input(cloud: Cloud, account: Keys, params: dict[str, Any], expected: str) -> None:

@@ -79,10 +79,12 @@ class Cloud:
             **kwargs,
         )
 
-    def run(self, program: str, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, program: str, *args: str, check: bool = False, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(VENV_BIN / program), *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=60,
@@ -158,9 +160,14 @@ class Cloud:
         return self.blob_count() == count
 
 
-def aws(cloud: Cloud, *args: str) -> Any:
-    """`aws --profile mallee --output json ARGS` as the cloud's administrator; its JSON answer."""
-    result = cloud.run("aws", "--profile", "mallee", "--output", "json", *args)
+def aws(cloud: Cloud, *args: str, keys: Keys | None = None) -> Any:
+    """`aws --profile mallee --output json ARGS` as the cloud's administrator (or as `keys`); its
+    JSON answer."""
+    env, who = None, ["--profile", "mallee"]
+    if keys is not None:  # an explicit profile would win over keys in the environment
+        env = {"AWS_ACCESS_KEY_ID": keys.access_key_id, "AWS_SECRET_ACCESS_KEY": keys.secret_access_key}
+        who = ["--endpoint-url", cloud.endpoint, "--region", cloud.region]
+    result = cloud.run("aws", *who, "--output", "json", *args, env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout) if result.stdout.strip() else None
 

@@ -25,6 +25,7 @@ STATUS: dict[str, int] = {
     "OptInRequired": 403,
     "RequestExpired": 400,
     "ServiceUnavailable": 503,
+    "DryRunOperation": 412,
     "SlowDown": 503,
     "RequestLimitExceeded": 503,
     "SignatureDoesNotMatch": 403,

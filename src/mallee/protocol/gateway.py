@@ -192,6 +192,8 @@ class Gateway:
                 "NotImplemented", f"{operation_model.name} is not implemented by Mallee yet.", status=501
             )
         self.identity.authorize(ctx, operation)
+        if params.get("DryRun") is True:  # EC2's DryRun: the caller may; nothing is done
+            raise CloudError("DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
         with self.unit_of_work(ctx, operation):
             output = operation.handler(ctx, params) or {}
         return serializer.serialize_response(model, operation_model, output, ctx.request_id)

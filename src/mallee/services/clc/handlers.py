@@ -9,10 +9,15 @@ from mallee.services.clc.ec2 import (  # noqa: F401
     images,
     instance_types,
     instances,
+    internet_gateways,
     keypairs,
     regions,
+    route_tables,
+    security_groups,
     services,
+    subnets,
     tags,
+    vpcs,
     zones,
 )
 from mallee.services.clc.iam import access_keys, accounts, groups, policies, users  # noqa: F401

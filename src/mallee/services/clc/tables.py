@@ -21,6 +21,8 @@ class Account(Base):
     # Object-storage quotas Walrus enforces (None: unlimited).
     max_objects: Mapped[int | None] = mapped_column(BigInteger)
     max_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Whether its default VPC was made (once: an account that deletes it keeps none).
+    default_vpc_made: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class User(Base):
@@ -178,6 +180,10 @@ class Instance(Base):
     # was: its reservation's MinCount and its launch (rpc/node.py InstanceLaunch, as JSON).
     min_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     launch: Mapped[str] = mapped_column(Text, default="")
+    # Its VPC and subnet (network_tables.py; its primary interface has the addresses). Empty for an
+    # instance launched before VPCs existed here (EDGE networking).
+    vpc_id: Mapped[str] = mapped_column(String(32), default="", index=True)
+    subnet_id: Mapped[str] = mapped_column(String(32), default="")
 
 
 class KeyPair(Base):
@@ -241,3 +247,7 @@ class Tag(Base):
     value: Mapped[str] = mapped_column(String(256), default="")
     resource_type: Mapped[str] = mapped_column(String(32))
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+
+
+# The VPC networking tables live in their own module; importing this one registers them too.
+from mallee.services.clc import network_tables  # noqa: E402, F401

@@ -1,5 +1,5 @@
-"""DescribeAccountAttributes: what EC2 allows this account (Eucalyptus EDGE networking is
-EC2-Classic-like: no default VPC)."""
+"""DescribeAccountAttributes: what EC2 allows this account: VPC only (EC2-Classic is gone), and
+its default VPC."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.services.clc.apis import EC2
+from mallee.services.clc.ec2 import vpcs
 
 ATTRIBUTES: dict[str, list[str]] = {
-    "supported-platforms": ["EC2"],
+    "supported-platforms": ["VPC"],
     "default-vpc": ["none"],
     "max-instances": ["20"],
     "max-elastic-ips": ["5"],
@@ -25,9 +26,10 @@ def describe_account_attributes(ctx: RequestContext, p: dict[str, Any]) -> dict[
     unknown = [n for n in names if n not in ATTRIBUTES]
     if unknown:
         raise CloudError("InvalidParameterValue", f"Invalid attribute name: {unknown[0]}")
+    vpc = vpcs.ensure_default(ctx)
+    values = {**ATTRIBUTES, "default-vpc": [vpc.id if vpc is not None else "none"]}
     return {
         "AccountAttributes": [
-            {"AttributeName": n, "AttributeValues": [{"AttributeValue": v} for v in ATTRIBUTES[n]]}
-            for n in names
+            {"AttributeName": n, "AttributeValues": [{"AttributeValue": v} for v in values[n]]} for n in names
         ]
     }

@@ -26,7 +26,7 @@ from mallee.rpc.node import InstanceRef
 from mallee.rpc.transport import RpcError
 from mallee.services.clc import peers, placement
 from mallee.services.clc.apis import EC2
-from mallee.services.clc.ec2 import filters, launch, private_addresses, tags
+from mallee.services.clc.ec2 import filters, launch, private_addresses, resources, security_groups, tags
 from mallee.services.clc.ec2.instance_views import STATE_CODES, instance_view, reservation_views
 from mallee.services.clc.paging import page
 from mallee.services.clc.tables import Instance, InstanceType
@@ -49,14 +49,26 @@ def _user_data(p: dict[str, Any]) -> str:
     return str(raw)
 
 
-def _check_groups(p: dict[str, Any]) -> list[str]:
-    names = list(p.get("SecurityGroups") or [])
+def _check_network(ctx: RequestContext, p: dict[str, Any]) -> list[str]:
+    """Instances still join the node's EDGE network (its `default` group): VPC placement is
+    refused by name until nodes wire VPCs (issue 13), never ignored."""
+    resources.unsupported(
+        p, "SubnetId", "NetworkInterfaces", "PrivateIpAddress", "Ipv6Addresses", "Ipv6AddressCount"
+    )
     for group_id in p.get("SecurityGroupIds") or []:
         if group_id != "default":
-            raise CloudError("InvalidGroup.NotFound", f"The security group '{group_id}' does not exist")
-    for name in names:
+            security_groups.by_id(ctx, group_id)  # InvalidGroup.NotFound / .Malformed first
+            raise CloudError(
+                "UnsupportedOperation",
+                f"Mallee does not launch instances into VPC security groups ({group_id}) yet.",
+            )
+    for name in p.get("SecurityGroups") or []:
         if name != "default":
-            raise CloudError("InvalidGroup.NotFound", f"The security group '{name}' does not exist")
+            security_groups.by_name(ctx, name)
+            raise CloudError(
+                "UnsupportedOperation",
+                f"Mallee does not launch instances into VPC security groups ({name}) yet.",
+            )
     return ["default"]
 
 
@@ -81,7 +93,7 @@ def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         raise CloudError("InvalidParameterValue", f"Invalid value '{type_name}' for InstanceType.")
     image = launch.resolve_image(ctx, p)
     key = launch.resolve_key(ctx, p.get("KeyName"))
-    groups = _check_groups(p)
+    groups = _check_network(ctx, p)
     user_data = _user_data(p)
     zone = (p.get("Placement") or {}).get("AvailabilityZone") or launch.default_zone(ctx)
     client = peers.get().clusters.get(zone)

@@ -19,6 +19,15 @@ from mallee.core.errors import CloudError
 from mallee.protocol.xmlcodec import xml_can_carry
 from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import filters
+from mallee.services.clc.network_tables import (
+    InternetGateway,
+    NetworkAcl,
+    NetworkInterface,
+    RouteTable,
+    SecurityGroup,
+    Subnet,
+    Vpc,
+)
 from mallee.services.clc.paging import page
 from mallee.services.clc.tables import Image, Instance, KeyPair, Tag
 
@@ -29,6 +38,13 @@ RESOURCES: dict[str, tuple[str, Any, str]] = {
     "ari": ("image", Image, "InvalidAMIID.NotFound"),
     "key": ("key-pair", KeyPair, "InvalidKeyPair.NotFound"),
     "i": ("instance", Instance, "InvalidInstanceID.NotFound"),
+    "vpc": ("vpc", Vpc, "InvalidVpcID.NotFound"),
+    "subnet": ("subnet", Subnet, "InvalidSubnetID.NotFound"),
+    "igw": ("internet-gateway", InternetGateway, "InvalidInternetGatewayID.NotFound"),
+    "rtb": ("route-table", RouteTable, "InvalidRouteTableID.NotFound"),
+    "acl": ("network-acl", NetworkAcl, "InvalidNetworkAclID.NotFound"),
+    "sg": ("security-group", SecurityGroup, "InvalidGroup.NotFound"),
+    "eni": ("network-interface", NetworkInterface, "InvalidNetworkInterfaceID.NotFound"),
 }
 MAX_TAGS = 50
 
