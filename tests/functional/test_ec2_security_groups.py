@@ -309,4 +309,3 @@ def test_launching_into_a_vpc_group_is_refused_by_name_until_nodes_wire_vpcs(
             ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, **kwargs)
         assert code(err) == "UnsupportedOperation" and "security groups" in str(err.value)
     assert ec2.describe_instances()["Reservations"] == []
-
