@@ -165,16 +165,20 @@ def close(proc: subprocess.Popen[str]) -> None:
 
 
 @contextlib.contextmanager
-def guest(bridge: str, mac: str, workdir: Path) -> Iterator[Guest]:
-    """A namespace with eth0 (MAC `mac`) whose veth peer is attached to `bridge`."""
+def guest(bridge: str | None, mac: str, workdir: Path, *, host_if: str | None = None) -> Iterator[Guest]:
+    """A namespace with eth0 (MAC `mac`) whose veth peer (named `host_if`, or at random) is attached
+    to `bridge` (None: left unattached and up, for a driver that attaches declared devices)."""
     tag = suffix()
-    g = Guest(ns=f"mlns-{tag}", host_if=f"mlv-{tag}", mac=mac, workdir=workdir)
+    g = Guest(ns=f"mlns-{tag}", host_if=host_if or f"mlv-{tag}", mac=mac, workdir=workdir)
     try:
         sh("ip", "netns", "add", g.ns)
         sh("ip", "link", "add", g.host_if, "type", "veth", "peer", "name", "eth0", "netns", g.ns)
         sh("ip", "-n", g.ns, "link", "set", "lo", "up")
         sh("ip", "-n", g.ns, "link", "set", "eth0", "address", mac, "up")
-        sh("ip", "link", "set", g.host_if, "master", bridge, "up")
+        if bridge is None:
+            sh("ip", "link", "set", g.host_if, "up")
+        else:
+            sh("ip", "link", "set", g.host_if, "master", bridge, "up")
         yield g
     finally:
         for proc in g.procs:
