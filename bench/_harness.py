@@ -276,14 +276,19 @@ def start_mallee(
     *,
     extra_env: dict[str, str] | None = None,
     ports: int = MALLEE_PORTS,
+    name: str = "mallee",
+    source: Path | None = None,
 ) -> Target:
     """`python -m mallee.supervisor up` on a fresh data dir (`workdir`/mallee-data, log in
     `workdir`/mallee.log); ready when /healthz answers and then `ready(target)` is true.
-    `extra_env`: more MALLEE_* settings; `ports`: how many free ports from the base to reserve."""
+    `extra_env`: more MALLEE_* settings; `ports`: how many free ports from the base to reserve;
+    `source`: a tree of another revision (see `source_of`) to run instead of this one."""
     base = free_port_block(ports, avoid)
     aws_dir = workdir / "mallee-aws"
     env = mallee_env(workdir, base)
     env.update(extra_env or {})
+    if source is not None:  # ahead of the venv's editable install of this tree
+        env["PYTHONPATH"] = str(source / "src")
     log_path = workdir / "mallee.log"
     proc = procs.start([sys.executable, "-m", "mallee.supervisor", "up"], env, log_path)
     health = f"http://{LOOPBACK}:{base}/healthz"
@@ -291,9 +296,23 @@ def start_mallee(
     # the profile is complete.
     wait_until(lambda: _http_ok(health), proc, f"200 from {health}", log_path)
     endpoint, region, access_key, secret_key = _read_mallee_profile(aws_dir)
-    target = Target("mallee", endpoint, region, access_key, secret_key, proc.pid)
+    target = Target(name, endpoint, region, access_key, secret_key, proc.pid)
     wait_until(lambda: ready(target), proc, f"{what} from mallee", log_path)
     return target
+
+
+def source_of(revision: str, dest: Path) -> Path:
+    """The repository's `src` at `revision` (a commit, tag or branch), extracted under `dest`, to
+    measure a baseline revision beside the working tree in one run."""
+    repo = Path(__file__).resolve().parent.parent
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", "--format=tar", revision, "src"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
 
 
 def start_moto(procs: ProcessSet, workdir: Path, avoid: set[int], ready: Ready, what: str) -> Target:

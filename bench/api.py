@@ -16,6 +16,10 @@ so its control plane — the reconciler, the CC's polls, their rpc — is busy a
 `--workload bare` sends the requests with no parameters instead.
 
     .venv/bin/python bench/api.py [--seconds 8] [--connections 16] [--rounds 1] [--json]
+                                  [--baseline REV]
+
+--baseline REV also runs Mallee as it was at git revision REV (its `src` extracted beside this
+tree) and prints this tree's figures as ratios of REV's: the cost of a change, in one run.
 
 With --rounds N every measurement is repeated N times, interleaved between the servers, and the
 rounds are combined (overall req/s, median p99): worth it on a noisy virtual machine.
@@ -49,6 +53,7 @@ from _harness import (
     mallee_ports,
     mallee_version,
     print_facts,
+    source_of,
     start_mallee,
     start_moto,
     workspace,
@@ -275,18 +280,19 @@ def _combine(group: Sequence[Measurement]) -> Measurement:
     )
 
 
-def ratios(results: Sequence[Measurement]) -> list[dict[str, Any]]:
-    """Per operation: Mallee/moto throughput and moto/Mallee p99 (above 1 means Mallee is better);
-    None where a side measured nothing."""
+def ratios(results: Sequence[Measurement], other: str = "moto") -> list[dict[str, Any]]:
+    """Per operation: Mallee/`other` throughput and `other`/Mallee p99 (above 1 means Mallee is
+    better); None where a side measured nothing."""
     out = []
     for op in dict.fromkeys(m.operation for m in results):
         by_target = {m.target: m.load for m in results if m.operation == op}
-        mallee, moto = by_target["mallee"], by_target["moto"]
+        mallee, them = by_target["mallee"], by_target[other]
         out.append(
             {
                 "operation": op,
-                "throughput": round(mallee.rps / moto.rps, 2) if moto.rps else None,
-                "p99": round(moto.p99_ms / mallee.p99_ms, 2) if mallee.p99_ms and moto.requests else None,
+                "against": other,
+                "throughput": round(mallee.rps / them.rps, 2) if them.rps else None,
+                "p99": round(them.p99_ms / mallee.p99_ms, 2) if mallee.p99_ms and them.requests else None,
             }
         )
     return out
@@ -323,7 +329,7 @@ def print_report(report: dict[str, Any], results: Sequence[Measurement]) -> None
     )
     print()
     header = (
-        f"{'operation':<22} {'target':<7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'operation':<22} {'target':<16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
         f"{'errors':>6} {'items':>5} {'bytes':>7} {'srv CPU':>8} {'gen CPU':>8}"
     )
     print(header)
@@ -331,18 +337,19 @@ def print_report(report: dict[str, Any], results: Sequence[Measurement]) -> None
     for m in results:
         load = m.load
         print(
-            f"{m.operation:<22} {m.target:<7} {_fmt_rps(load.rps):>8} "
+            f"{m.operation:<22} {m.target:<16} {_fmt_rps(load.rps):>8} "
             f"{load.p50_ms:>8.2f} {load.p99_ms:>8.2f} "
             f"{load.max_ms:>8.1f} {load.errors:>6} {m.items:>5} {m.response_bytes:>7} "
             f"{m.server_cpu_pct:>7.0f}% {m.loadgen_cpu_pct:>7.0f}%"
         )
     print()
     for ratio in report["ratios"]:
+        other = ratio["against"]
         by_target = {m.target: m.load for m in results if m.operation == ratio["operation"]}
-        mallee, moto = by_target["mallee"], by_target["moto"]
+        mallee, them = by_target["mallee"], by_target[other]
         print(
             f"{ratio['operation']:<22} mallee {_fmt_rps(mallee.rps)} req/s p99 {mallee.p99_ms:.1f} ms | "
-            f"moto {_fmt_rps(moto.rps)} req/s p99 {moto.p99_ms:.1f} ms | "
+            f"{other} {_fmt_rps(them.rps)} req/s p99 {them.p99_ms:.1f} ms | "
             f"throughput {_fmt_ratio(ratio['throughput'])}, p99 {_fmt_ratio(ratio['p99'])}"
         )
 
@@ -381,6 +388,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="matched",
         help="matched: both servers return the same items (default); bare: no parameters",
     )
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also measure Mallee at git revision REV, and compare"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     parser.add_argument(
         "--keep", action="store_true", help="keep the work directory (server logs) after the run"
@@ -408,7 +418,22 @@ def run(
     moto = start_moto(
         procs, workdir, mallee_ports(mallee), _answers_describe_regions, "DescribeRegions answer"
     )
-    targets = (mallee, moto)
+    targets: tuple[Target, ...] = (mallee, moto)
+    if args.baseline:
+        print(f"starting mallee at {args.baseline} ...", file=sys.stderr)
+        source = source_of(args.baseline, workdir / "baseline-src")
+        (workdir / "baseline").mkdir()
+        baseline = start_mallee(
+            procs,
+            workdir / "baseline",
+            mallee_ports(mallee) | {int(urlsplit(moto.endpoint).port or 0)},
+            _answers_describe_regions,
+            "DescribeRegions answer",
+            extra_env=room,
+            name=f"mallee@{args.baseline}",
+            source=source,
+        )
+        targets += (baseline,)
     for target in targets:
         launch_instances(target, INSTANCES)
     operations = build_operations(args.workload, targets)
@@ -429,7 +454,7 @@ def run(
             "rounds": args.rounds,
         },
         "results": [m.row() for m in results],
-        "ratios": ratios(results),
+        "ratios": ratios(results) + (ratios(results, f"mallee@{args.baseline}") if args.baseline else []),
         "rounds": [m.row() for m in rounds] if args.rounds > 1 else [],
     }
     return report, results
