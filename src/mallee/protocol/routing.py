@@ -81,9 +81,15 @@ def _action_and_version(request: HttpRequest) -> tuple[str | None, str | None]:
     if request.method not in ("GET", "POST"):
         return None, None
     action = version = None
-    # A body that is not UTF-8 is still routed by its Action and Version (to the parser of its
-    # service, which refuses it), not taken for an S3 request.
-    params = request.form_params(errors="replace") if request.method == "POST" else request.query_params()
+    if request.method == "POST":
+        try:  # strict first: the parser asks the same, and its answer is cached
+            params = request.form_params()
+        except UnicodeDecodeError:
+            # A body that is not UTF-8 is still routed by its Action and Version (to the parser of
+            # its service, which refuses it), not taken for an S3 request.
+            params = request.form_params(errors="replace")
+    else:
+        params = request.query_params()
     for key, value in params:
         if key == "Action":
             action = value

@@ -157,12 +157,26 @@ REQUEST_TIMEOUT = (
 
 
 async def receive_within(receive: Receive, seconds: float) -> dict[str, Any]:
-    """The next ASGI message of a request body, or BodyTimeout after `seconds` without one."""
+    """The next ASGI message of a request body, or BodyTimeout after `seconds` without one.
+    (A bare timer cancelling this task: asyncio.timeout costs ~4 µs a call, this ~2.5.)"""
+    task = asyncio.current_task()
+    assert task is not None
+    fired = False
+
+    def expire() -> None:
+        nonlocal fired
+        fired = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(seconds, expire)
     try:
-        async with asyncio.timeout(seconds):
-            return await receive()
-    except TimeoutError:
-        raise BodyTimeout(f"no part of the body came within {seconds:g} s") from None
+        return await receive()
+    except asyncio.CancelledError:
+        if fired and task.uncancel() == 0:
+            raise BodyTimeout(f"no part of the body came within {seconds:g} s") from None
+        raise
+    finally:
+        timer.cancel()
 
 
 def check_declared_length(scope: Scope, limit: int) -> None:

@@ -165,11 +165,11 @@ def sending_protocol(
                 return
             super().data_received(buffered)
 
-        def _head_too_slow(self) -> None:
+        def head_too_slow(self) -> None:
             if self.first:  # what came of the first head, parsed for the answer's shape
                 buffered, self.first = self.first, None
                 super().data_received(buffered)
-            super()._head_too_slow()
+            super().head_too_slow()
 
         def _hand_off(self, buffered: bytes, end: int) -> bool:
             try:
