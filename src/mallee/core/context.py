@@ -34,6 +34,10 @@ class Headers:
         names. Read only."""
         return self._first
 
+    def has_repeats(self) -> bool:
+        """Whether some name comes more than once (cheap: most requests have none)."""
+        return len(self._first) != len(self._items)
+
     def get_all(self, name: str) -> list[str]:
         name = name.lower()
         return [v for k, v in self._items if k == name]

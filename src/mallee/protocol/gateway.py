@@ -100,9 +100,10 @@ _S3_STATUS = {"AuthorizationHeaderMalformed": 400, "InvalidToken": 400, "Request
 def _refuse_ambiguity(request: HttpRequest) -> None:
     """Headers that say two things are refused, not read one way (of two Authorization headers,
     which one signs? of two Hosts, which bucket?)."""
-    named = [name for name, _ in request.headers.items() if name in ("authorization", "host")]
-    for name in set(named):
-        if named.count(name) > 1:
+    if not request.headers.has_repeats():
+        return
+    for name in ("authorization", "host"):
+        if len(request.headers.get_all(name)) > 1:
             raise CloudError("InvalidRequest", f"The request has more than one {name.title()} header.")
 
 

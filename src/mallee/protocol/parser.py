@@ -121,8 +121,9 @@ class QueryRequestParser:
             raise CloudError(
                 "MalformedQueryString", "The request body is not valid UTF-8 form data."
             ) from None
+        keys = [key for key, _ in params]
         for name in ("Action", "Version"):  # which operation, in which version: never ambiguous
-            if sum(1 for key, _ in params if key == name) > 1:
+            if keys.count(name) > 1:
                 raise CloudError("InvalidQueryParameter", f"The parameter {name} is given more than once.")
         root = _Node.build(params)
         operation = self._operation(root)

@@ -181,8 +181,8 @@ async def receive_within(receive: Receive, seconds: float) -> dict[str, Any]:
 
 def check_declared_length(scope: Scope, limit: int) -> None:
     """RequestEntityTooLarge at once for a body declared larger than `limit` (not read first)."""
-    for name, value in scope["headers"]:
-        if name.lower() == b"content-length" and value.isdigit() and int(value) > limit:
+    for name, value in scope["headers"]:  # the server gives names lower-cased
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
             raise CloudError("RequestEntityTooLarge", f"The request body exceeds {limit} bytes.")
 
 
