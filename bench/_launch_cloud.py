@@ -1,7 +1,9 @@
-"""The Mallee side of `launch.py`: the benchmark's own `mallee up` on libvirt and the EDGE network,
-images published with `mallee image publish`, a key pair, and timed launches driven with boto3
-(RunInstances, DescribeInstances until running, then SSH). The node controller's directory is
-watched while a launch runs, so each step of it gets a time (see `_launch_host.boot_probes`).
+"""The Mallee side of `launch.py`: the benchmark's own `mallee up` on libvirt and VPC networking
+(the instances land in the default VPC; `subnet` is the cloud's public network, on a bridge of its
+own, and SSH goes to their public addresses), images published with `mallee image publish`, a key
+pair, and timed launches driven with boto3 (RunInstances, DescribeInstances until running, then
+SSH). The node controller's directory is watched while a launch runs, so each step of it gets a time
+(see `_launch_host.boot_probes`).
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ from _launch_host import (
     exists,
     qemu_pid,
     qemu_rss_mib,
-    remove_network,
     wait_event,
     wait_for_login,
 )
 from botocore.credentials import ReadOnlyCredentials
 
 from mallee.cli.client import AdminClient
+from mallee.drivers.network.vpc import VpcDriver
 
 MALLEE_BIN = Path(sys.executable).parent / "mallee"
 INSTANCE_TYPE = "m1.small"
@@ -59,10 +61,11 @@ class Cloud:
     def __init__(self, procs: ProcessSet, workdir: Path, subnet: ipaddress.IPv4Network) -> None:
         self.procs, self.workdir, self.subnet = procs, workdir, subnet
         self.node_dir = workdir / "nc"
-        self.bridge = f"mlbb{secrets.token_hex(2)}"
+        tag = secrets.token_hex(2)
+        self.prefix, self.public_bridge = f"b{tag[:3]}", f"mlbp{tag}"
         self.log = workdir / "mallee.log"
         self.instances = self.node_dir / "instances"
-        self.leases = self.node_dir / "network" / "dhcp-leases"
+        self.network_dir = self.node_dir / "network"
         self.launched: set[str] = set()
         self.target: Target | None = None
         self.ec2: Any = None
@@ -72,9 +75,11 @@ class Cloud:
     def start(self) -> Target:
         extra = {
             "MALLEE_HYPERVISOR": "libvirt",
-            "MALLEE_NETWORK": "edge",
-            "MALLEE_BRIDGE": self.bridge,
-            "MALLEE_PRIVATE_SUBNET": str(self.subnet),
+            "MALLEE_NETWORK": "vpc",
+            "MALLEE_VPC_PREFIX": self.prefix,
+            "MALLEE_PUBLIC_BRIDGE": self.public_bridge,
+            "MALLEE_PUBLIC_CIDR": str(self.subnet),
+            "MALLEE_PUBLIC_IPS": f"{self.subnet[16]}-{self.subnet[-2]}",
             "MALLEE_NODE_DIR": str(self.node_dir),
             "MALLEE_NODE_CORES": "4",
             "MALLEE_NODE_MEMORY_MIB": "2048",
@@ -86,6 +91,13 @@ class Cloud:
             ports=PORTS,
         )  # fmt: skip
         self.ec2 = boto_client("ec2", self.target, read_timeout=60)
+        default = self.ec2.describe_security_groups(GroupNames=["default"])["SecurityGroups"][0]
+        self.ec2.authorize_security_group_ingress(  # SSH in, as a user does before logging in
+            GroupId=default["GroupId"],
+            IpPermissions=[
+                {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+            ],
+        )
         return self.target
 
     def stop(self) -> None:
@@ -97,7 +109,13 @@ class Cloud:
         left = destroy_domains(self.launched)
         if left:
             print(f"WARNING: could not destroy domains {left}", file=sys.stderr)
-        remove_network(self.node_dir / "network", self.bridge)
+        with contextlib.suppress(Exception):  # the VPC bridges, routers, DHCP, nft tables, public bridge
+            VpcDriver(self.network_dir).teardown()
+
+    def _leases(self) -> Path:
+        """The DHCP lease file of the default VPC on the node (its dnsmasq runs per VPC)."""
+        found = sorted(self.network_dir.glob("vni-*/dhcp-leases"))
+        return found[0] if found else self.network_dir / "vni-1" / "dhcp-leases"
 
     # -- images, keys, types ----------------------------------------------------------------------
 
@@ -139,7 +157,7 @@ class Cloud:
         return ids
 
     def wait_running(self, ids: list[str], timeout: float) -> dict[str, str]:
-        """Poll DescribeInstances until every instance runs; returns id -> private IP."""
+        """Poll DescribeInstances until every instance runs; returns id -> public IP."""
         deadline = time.monotonic() + timeout
         while True:
             found = self.ec2.describe_instances(InstanceIds=ids)
@@ -149,7 +167,7 @@ class Cloud:
                     reason = instance.get("StateReason", {}).get("Message", "")
                     raise RuntimeError(f"{instance['InstanceId']} ended while launching: {reason}")
             if len(instances) == len(ids) and all(i["State"]["Name"] == "running" for i in instances):
-                return {str(i["InstanceId"]): str(i["PrivateIpAddress"]) for i in instances}
+                return {str(i["InstanceId"]): str(i["PublicIpAddress"]) for i in instances}
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{ids} not running within {timeout:.0f} s")
             time.sleep(POLL_API)
@@ -160,7 +178,7 @@ class Cloud:
         probes = {
             "nc_received": exists(self.instances, "i-*/launch.json"),
             "disk_ready": exists(self.instances, "i-*/root.qcow2"),
-            **boot_probes(self.instances, "i-*/console.log", self.leases),
+            **boot_probes(self.instances, "i-*/console.log", self._leases()),
         }
         with Watcher(timeline, probes):
             instance_id = self.run(ami, key.stem)[0]

@@ -27,6 +27,7 @@ class FakeCluster:
         self.node_state = "ENABLED"
         self.placed: list[cluster.RunInstances] = []
         self.terminated: list[str] = []
+        self.networks: list[cluster.ApplyNetwork] = []
         self.refuse = False
 
     def call(self, operation: Any, request: Any) -> Any:
@@ -48,6 +49,9 @@ class FakeCluster:
             return cluster.Placed(placed={launch.instance_id: NODE for launch in request.instances})
         if operation is cluster.TERMINATE_INSTANCES:
             self.terminated += request.instance_ids
+            return Ok()
+        if operation is cluster.APPLY_NETWORK:  # each pass publishes the nodes' networks
+            self.networks.append(request)
             return Ok()
         raise AssertionError(operation)
 

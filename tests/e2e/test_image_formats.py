@@ -1,5 +1,5 @@
 """Image formats beyond the walk-through's kernel + ramdisk + root file system, on a real cloud
-(`mallee up` on libvirt and the EDGE network):
+(`mallee up` on libvirt and the VPC network):
 
 - a bundle (`mallee image bundle`: tar, gzip, AES, parts, manifest) of the tiny root file system,
   registered with the tiny kernel and ramdisk: the node fetches the manifest and the parts, checks
@@ -7,12 +7,11 @@
 - whole-disk (hvm) images, raw and qcow2 (`mallee image build tiny-disk`): MBR, syslinux on a FAT
   partition, root on the second partition; SeaBIOS boots them with no kernel given.
 
-Each boots to an SSH login with the instance's key pair and terminates cleanly. Traffic stays on the
-bridge this test's cloud creates (host -> guest over the bridge)."""
+Each boots to an SSH login with the instance's key pair (at its public address) and terminates
+cleanly. Traffic stays on the public bridge this test's cloud creates and the VPC behind it."""
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -27,7 +26,7 @@ import pytest
 from mallee.drivers import registry
 from mallee.images.tiny import build_tiny
 from support import libvirt as libvirt_support
-from support.cloud import Cloud, aws, start_cloud, stop_cloud, wait_for
+from support.cloud import Cloud, allow_ssh, aws, start_cloud, stop_cloud, vpc_network_env, wait_for
 
 BOOT_WAIT = 60  # seconds per boot wait, as the issue budgets
 
@@ -46,7 +45,6 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCloud]:
     if reason:
         pytest.fail(f"libvirt cannot run here: {reason} (run ./setup as root)")
     build_tiny()  # into the shared cache, without the CLI's 60 s limit on a first build
-    suffix = secrets.token_hex(2)
     node_dir = Path(tempfile.mkdtemp(prefix="mallee-nc-"))  # under /tmp: reachable by libvirt-qemu
     node_dir.chmod(0o711)
     base = tmp_path_factory.mktemp("formatscloud")
@@ -55,9 +53,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCloud]:
             base,
             extra_env={
                 "MALLEE_HYPERVISOR": "libvirt",
-                "MALLEE_NETWORK": "edge",
-                "MALLEE_BRIDGE": f"mlf{suffix}",
-                "MALLEE_PRIVATE_SUBNET": f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}.0/24",
+                **vpc_network_env("f"),
                 "MALLEE_NODE_CORES": "4",
                 "MALLEE_NODE_MEMORY_MIB": "2048",
                 "MALLEE_NODE_DIR": str(node_dir),
@@ -74,12 +70,13 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCloud]:
             assert material.returncode == 0, material.stderr
             key.write_text(material.stdout)
             key.chmod(0o600)
+            allow_ssh(cloud)
             yield RealCloud(cloud, node_dir, work, key)
         finally:
             stop_cloud(cloud)
             # The node leaves its network up across restarts (its guests keep their addresses):
-            # remove this cloud's bridge, dnsmasq and nftables tables.
-            registry.network("edge", state_dir=node_dir / "network").teardown()
+            # remove this cloud's bridges, routers, dnsmasq and nftables tables.
+            registry.network("vpc", state_dir=node_dir / "network").teardown()
             shutil.rmtree(node_dir, ignore_errors=True)
             shutil.rmtree(base, ignore_errors=True)  # Walrus' copies of the images
 
@@ -119,7 +116,7 @@ def boot_login_terminate(real: RealCloud, image_id: str) -> tuple[float, str]:
         instance = wait_for(
             "running", lambda: (i := describe())["State"]["Name"] == "running" and i, BOOT_WAIT
         )
-        ip = instance["PrivateIpAddress"]
+        ip = instance["PublicIpAddress"]  # the host is on the public network, not in the VPC
 
         def ssh(*command: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(

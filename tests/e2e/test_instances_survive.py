@@ -1,11 +1,11 @@
 """Real VMs through crashes and restarts: a node controller SIGKILLed while its instance boots, and
-`mallee up` stopped and started again under a running instance; then `mallee down --yes` leaves the
-host clean. Traffic stays on the bridge the cloud creates."""
+`mallee up` stopped and started again under a running instance (reached at its public address, over
+the VPC network the node applies again); then `mallee down --yes` leaves the host clean. Traffic
+stays on the public bridge the cloud creates and the VPC behind it."""
 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from support import libvirt as libvirt_support
-from support.cloud import Cloud, aws, start_cloud, stop_cloud, wait_for
+from support.cloud import Cloud, allow_ssh, aws, start_cloud, stop_cloud, vpc_network_env, wait_for
 
 BOOT_WAIT = 90
 
@@ -32,12 +32,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     base = tmp_path_factory.mktemp("survive")
     node_dir = Path(tempfile.mkdtemp(prefix="mallee-nc-"))  # under /tmp: reachable by libvirt-qemu
     node_dir.chmod(0o711)
-    bridge = f"mls{secrets.token_hex(2)}"
     env = {
         "MALLEE_HYPERVISOR": "libvirt",
-        "MALLEE_NETWORK": "edge",
-        "MALLEE_BRIDGE": bridge,
-        "MALLEE_PRIVATE_SUBNET": f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}.0/24",
+        **vpc_network_env("s"),
         "MALLEE_NODE_CORES": "4",
         "MALLEE_NODE_MEMORY_MIB": "2048",
         "MALLEE_NODE_DIR": str(node_dir),
@@ -55,7 +52,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             material = aws(cloud, "ec2", "create-key-pair", "--key-name", "k")
             key.write_text(material["KeyMaterial"])
             key.chmod(0o600)
-            yield {"cloud": cloud, "ami": ami, "key": key, "node_dir": node_dir, "bridge": bridge, "env": env}
+            allow_ssh(cloud)
+            yield {"cloud": cloud, "ami": ami, "key": key, "node_dir": node_dir, "env": env}
         finally:
             stop_cloud(cloud)
             cloud.run("mallee", "down", "--yes")  # whatever a failed test left
@@ -98,7 +96,7 @@ def test_a_node_killed_while_its_instance_boots_ends_running_or_terminated(site:
     time.sleep(5)  # a wrong outcome would show by now: a second VM, or a VM behind a terminated record
     final = state(cloud, instance_id)
     if final["State"]["Name"] == "running":
-        assert wait_for("SSH", lambda: ssh_ok(site["key"], final["PrivateIpAddress"]), BOOT_WAIT)
+        assert wait_for("SSH", lambda: ssh_ok(site["key"], final["PublicIpAddress"]), BOOT_WAIT)
         assert domains().count(instance_id) == 1
     else:
         assert final["State"]["Name"] == "terminated" and instance_id not in domains()
@@ -115,7 +113,7 @@ def test_an_instance_stays_reachable_through_a_restart_and_mallee_down_cleans_up
     instance_id = launched["Instances"][0]["InstanceId"]
     ip = wait_for(
         "running", lambda: (s := state(cloud, instance_id))["State"]["Name"] == "running" and s, BOOT_WAIT
-    )["PrivateIpAddress"]
+    )["PublicIpAddress"]  # the host is on the public network, not in the VPC
     assert wait_for("SSH", lambda: ssh_ok(site["key"], ip), BOOT_WAIT)
 
     assert stop_cloud(cloud) == 0
@@ -133,10 +131,14 @@ def test_an_instance_stays_reachable_through_a_restart_and_mallee_down_cleans_up
     assert down.returncode == 0, down.stdout + down.stderr
     assert again.process.wait(timeout=60) == 0
     assert domains() == []
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert site["bridge"] not in links
+    prefix, public_bridge = site["env"]["MALLEE_VPC_PREFIX"], site["env"]["MALLEE_PUBLIC_BRIDGE"]
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.split("\n")
+    names = [line.split()[0].split("@")[0] for line in links if line.strip()]
+    assert public_bridge not in names and not [n for n in names if n.startswith(prefix)]
+    namespaces = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    assert not [n for n in namespaces if n.startswith(f"mallee-{prefix}-")]
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    assert site["bridge"] not in tables
+    assert f"mallee_vpc_{prefix}" not in tables
     dnsmasq = subprocess.run(["pgrep", "-a", "dnsmasq"], capture_output=True, text=True).stdout
-    assert site["bridge"] not in dnsmasq
+    assert str(site["node_dir"]) not in dnsmasq
     assert not any(site["node_dir"].iterdir()) if site["node_dir"].exists() else True

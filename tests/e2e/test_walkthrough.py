@@ -1,13 +1,13 @@
-"""The issue's walk-through, for real: `mallee up` on libvirt and the EDGE network, the tiny image
-built and published, a key pair, run-instances with user-data, SSH login with the key, console
-output, terminate — all with the `aws` CLI and `mallee` as a user types them.
+"""The issue's walk-through, for real: `mallee up` on libvirt and the VPC network, the tiny image
+built and published, a key pair, run-instances with user-data (from the metadata service in the
+default VPC), SSH login with the key to the instance's public address, console output, terminate —
+all with the `aws` CLI and `mallee` as a user types them.
 
-Traffic stays on the bridge this test's cloud creates (host → guest over the bridge); nothing is
-routed anywhere else."""
+Traffic stays on the public bridge this test's cloud creates (the host holds the public range's
+first address there) and the VPC behind it; nothing is routed anywhere else."""
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -19,7 +19,7 @@ import pytest
 
 from mallee.drivers import registry
 from support import libvirt as libvirt_support
-from support.cloud import Cloud, aws, start_cloud, stop_cloud, wait_for
+from support.cloud import Cloud, allow_ssh, aws, start_cloud, stop_cloud, vpc_network_env, wait_for
 
 BOOT_WAIT = 60  # seconds per boot wait, as the issue budgets
 
@@ -29,7 +29,6 @@ def real_cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
     reason = libvirt_support.unavailable_reason()
     if reason:
         pytest.fail(f"libvirt cannot run here: {reason} (run ./setup as root)")
-    suffix = secrets.token_hex(2)
     node_dir = Path(tempfile.mkdtemp(prefix="mallee-nc-"))  # under /tmp: reachable by libvirt-qemu
     node_dir.chmod(0o711)
     with libvirt_support.libvirt_running():
@@ -37,9 +36,7 @@ def real_cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
             tmp_path_factory.mktemp("realcloud"),
             extra_env={
                 "MALLEE_HYPERVISOR": "libvirt",
-                "MALLEE_NETWORK": "edge",
-                "MALLEE_BRIDGE": f"mlb{suffix}",
-                "MALLEE_PRIVATE_SUBNET": f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}.0/24",
+                **vpc_network_env("w"),
                 "MALLEE_NODE_CORES": "4",
                 "MALLEE_NODE_MEMORY_MIB": "2048",
                 "MALLEE_NODE_DIR": str(node_dir),
@@ -50,7 +47,7 @@ def real_cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
         finally:
             stop_cloud(cloud)
             # The node keeps its network across restarts by design; the test removes it.
-            registry.network("edge", state_dir=node_dir / "network").teardown()
+            registry.network("vpc", state_dir=node_dir / "network").teardown()
             shutil.rmtree(node_dir, ignore_errors=True)
 
 
@@ -79,6 +76,7 @@ def test_register_run_login_terminate(real_cloud: Cloud, tmp_path: Path) -> None
     assert material.returncode == 0, material.stderr
     key.write_text(material.stdout)
     key.chmod(0o600)
+    allow_ssh(cloud)
     hello = tmp_path / "hello.sh"
     hello.write_text("#!/bin/sh\necho hello-from-user-data > /tmp/hello\n")
 
@@ -104,7 +102,7 @@ def test_register_run_login_terminate(real_cloud: Cloud, tmp_path: Path) -> None
         return instance if instance["State"]["Name"] == "running" else None
 
     instance = wait_for("running", running, BOOT_WAIT)
-    ip = instance["PrivateIpAddress"]
+    ip = instance["PublicIpAddress"]  # the host is on the public network, not in the VPC
 
     def ssh(*command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

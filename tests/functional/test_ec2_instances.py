@@ -80,7 +80,7 @@ def test_run_describe_terminate(cloud: Cloud, account: Keys) -> None:
     instance = reservation["Instances"][0]
     assert reservation["ReservationId"].startswith("r-") and reservation["OwnerId"] == account.account_id
     assert instance["State"]["Name"] == "pending" and instance["InstanceId"].startswith("i-")
-    assert ipaddress.ip_address(instance["PrivateIpAddress"]) in ipaddress.ip_network("10.111.0.0/24")
+    assert ipaddress.ip_address(instance["PrivateIpAddress"]) in ipaddress.ip_network("172.31.0.0/16")
     assert instance["Tags"] == [{"Key": "role", "Value": "web"}]
     running = wait_state(ec2, [instance["InstanceId"]], "running")[0]
     assert running["KeyName"] == "k1" and running["Placement"]["AvailabilityZone"] == "mallee-1a"
@@ -135,9 +135,9 @@ def test_nothing_is_half_launched_when_min_count_cannot_fit(cloud: Cloud, accoun
         ({"UserData": "x" * (16 * 1024 + 1)}, "InvalidParameterValue"),
         ({"SecurityGroups": ["web"]}, "InvalidGroup.NotFound"),
         ({"SecurityGroupIds": ["sg-0123456789abcdef0"]}, "InvalidGroup.NotFound"),
-        # Not yet wired on nodes (issue 13): refused by name, never ignored.
-        ({"SubnetId": "subnet-0123456789abcdef0"}, "UnsupportedOperation"),
-        ({"PrivateIpAddress": "172.31.0.10"}, "UnsupportedOperation"),
+        ({"SubnetId": "subnet-0123456789abcdef0"}, "InvalidSubnetID.NotFound"),
+        ({"PrivateIpAddress": "10.99.0.10"}, "InvalidParameterValue"),
+        ({"Ipv6AddressCount": 1}, "UnsupportedOperation"),
     ],
 )
 def test_bad_run_instances_input(cloud: Cloud, account: Keys, params: dict[str, Any], expected: str) -> None:

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from functional.test_ec2_instances import register_tiny_image
 from support.cloud import Cloud, Keys, aws
 
 SSH = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
@@ -297,15 +296,3 @@ def test_the_aws_cli_session_of_the_issue(cloud: Cloud, account: Keys) -> None:
     )  # fmt: skip
     groups = aws(cloud, "ec2", "describe-security-groups", "--group-ids", made["GroupId"], keys=account)
     assert groups["SecurityGroups"][0]["IpPermissions"] == []
-
-
-def test_launching_into_a_vpc_group_is_refused_by_name_until_nodes_wire_vpcs(
-    cloud: Cloud, account: Keys, ec2: Any
-) -> None:
-    ami = register_tiny_image(cloud, account)
-    group = ec2.create_security_group(GroupName="web", Description="web")["GroupId"]
-    for kwargs in ({"SecurityGroupIds": [group]}, {"SecurityGroups": ["web"]}):
-        with pytest.raises(ClientError) as err:
-            ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, **kwargs)
-        assert code(err) == "UnsupportedOperation" and "security groups" in str(err.value)
-    assert ec2.describe_instances()["Reservations"] == []

@@ -7,7 +7,8 @@ nothing is left pending or shutting-down, no address, MAC or tap is leaked or he
 retried RunInstances with the same ClientToken makes no second VM.
 
 The node runs the fake hypervisor with its host kept on disk, so its "VMs" outlive a killed node
-controller as real ones do; the network driver's wiring is kept on disk too, to be counted."""
+controller as real ones do; the network driver's wiring (the node's last applied VPC network, whose
+interfaces are the instances' taps and DHCP entries) is kept on disk too, to be counted."""
 
 from __future__ import annotations
 
@@ -89,14 +90,17 @@ def _settled(ec2: Any) -> list[dict[str, Any]]:
 
 
 def _node_state(cloud: Cloud) -> tuple[dict[str, Any], list[dict[str, Any]], set[str]]:
-    """The node's VMs, its network wiring (taps, leases) and its instance directories (overlays)."""
+    """The node's VMs, its network wiring (the interfaces of its applied VPC network: taps, DHCP
+    entries) and its instance directories (overlays)."""
     nc = Path(cloud.env["MALLEE_NODE_DIR"])
     vms = json.loads((nc / "fake-host.json").read_text()) if (nc / "fake-host.json").exists() else {}
-    wired = nc / "network" / "fake-network.json"
+    wired = nc / "network" / "fake-vpc-network.json"
+    state = json.loads(wired.read_text())["state"] if wired.exists() else None
+    interfaces = [i for v in state["vpcs"] for i in v["interfaces"]] if state else []
     dirs = (
         {p.name for p in (nc / "instances").iterdir() if p.is_dir()} if (nc / "instances").exists() else set()
     )
-    return vms, json.loads(wired.read_text()) if wired.exists() else [], dirs
+    return vms, interfaces, dirs
 
 
 def _violations(cloud: Cloud, ec2: Any, found: list[dict[str, Any]]) -> list[str]:
@@ -124,13 +128,13 @@ def _check(cloud: Cloud, found: list[dict[str, Any]]) -> list[str]:
     ips = [i.get("PrivateIpAddress") for i in running.values()]
     bad += [f"address {ip} is held twice" for ip in set(ips) if ips.count(ip) > 1]
     taps = {w["instance_id"]: w for w in wired}
-    bad += [f"{t} is still wired (tap, lease) without a VM" for t in taps if t not in vms]
+    bad += [f"{t} is still wired (interface, DHCP entry) without a VM" for t in taps if t not in vms]
     bad += [f"{v} runs without its network" for v in vms if v not in taps]
     bad += [f"{d}'s overlay and launch are left on the node without a VM" for d in dirs if d not in vms]
     bad += [
-        f"{i} is wired with {taps[i]['ip']}, the CLC recorded {running[i].get('PrivateIpAddress')}"
+        f"{i} is wired with {taps[i]['private_ip']}, the CLC recorded {running[i].get('PrivateIpAddress')}"
         for i in running
-        if i in taps and taps[i]["ip"] != running[i].get("PrivateIpAddress")
+        if i in taps and taps[i]["private_ip"] != running[i].get("PrivateIpAddress")
     ]
     return bad
 

@@ -273,3 +273,30 @@ def stop_cloud(cloud: Cloud) -> int | None:
             cloud.process.kill()
             cloud.process.wait()
     return cloud.process.returncode
+
+
+def vpc_network_env(tag: str) -> dict[str, str]:
+    """A real test cloud's VPC network settings, of its own on this host: a node prefix (`tag`: 1–3
+    characters of [a-z0-9], a letter first), a public bridge and a public range no other test cloud
+    uses. The node gives the host the range's first address on that bridge, so tests reach
+    instances at their public addresses; nothing is routed anywhere else."""
+    suffix = secrets.token_hex(2)
+    public = f"198.18.{secrets.randbelow(250)}"
+    return {
+        "MALLEE_NETWORK": "vpc",
+        "MALLEE_VPC_PREFIX": f"{tag}{suffix}"[:4],
+        "MALLEE_PUBLIC_BRIDGE": f"mlp{tag}{suffix}",
+        "MALLEE_PUBLIC_CIDR": f"{public}.0/24",
+        "MALLEE_PUBLIC_IPS": f"{public}.16-{public}.254",
+    }
+
+
+def allow_ssh(cloud: Cloud, keys: Keys | None = None) -> None:
+    """Let SSH in to instances of the default security group (of `keys`' account, else the
+    administrator's), from anywhere, as a user would before logging in."""
+    groups = aws(
+        cloud, "ec2", "describe-security-groups", "--filters", "Name=group-name,Values=default", keys=keys
+    )
+    for group in groups["SecurityGroups"]:
+        aws(cloud, "ec2", "authorize-security-group-ingress", "--group-id", group["GroupId"],
+            "--protocol", "tcp", "--port", "22", "--cidr", "0.0.0.0/0", keys=keys)  # fmt: skip

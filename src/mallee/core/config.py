@@ -6,6 +6,7 @@ variables. The data directory is `$MALLEE_DATA_DIR`, else `~/.mallee`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -52,16 +53,36 @@ class Config:
     # Virtual-hosted-style S3: when set (e.g. "s3.example.com"), Host `<bucket>.<s3_domain>` names
     # the bucket. Empty: path-style addressing only.
     s3_domain: str = ""
-    # Compute: the zone's private subnet (its first address is each node bridge's gateway), the
-    # cluster's nodes ("host:port,…"; empty: this host's node controller), placement policy, and
-    # the node's drivers ("libvirt" or "fake"; "edge" or "fake").
-    private_subnet: str = "10.111.0.0/24"
+    # Compute: the cluster's nodes ("host:port,…"; empty: this host's node controller), placement
+    # policy, and the node's drivers ("libvirt" or "fake"; "vpc" or "fake", the VPC data plane).
     nodes: str = ""
     scheduler: str = "ROUNDROBIN"
     hypervisor: str = "libvirt"
-    network: str = "edge"
+    network: str = "vpc"
     image_cache_gib: int = 20
-    bridge: str = "mallee0"  # the node's instance bridge (≤ 15 characters)
+    # The node's VPC data plane (drivers/network/vpc_contract.py, docs/architecture.md "VPC
+    # networking: the node's data plane"):
+    # - `vpc_prefix` names this node's kernel objects (bridges "<prefix>v<vni>", router namespaces
+    #   "mallee-<prefix>-<vni>", nftables tables): [a-z][a-z0-9]{0,3}, distinct per node
+    #   controller on one machine;
+    # - `underlay_address` is where other nodes send this node's VXLAN traffic (empty: `host`), on
+    #   UDP `vxlan_port`;
+    # - `public_bridge` carries `public_cidr`, the range instances' public addresses come from.
+    #   When the bridge does not exist the node creates it at start and puts the host on it with
+    #   the range's first host address (198.51.100.1), so that the all-in-one host reaches its
+    #   instances' public addresses; the range is host-only then, never routed or NATed to the
+    #   uplink. An operator's existing bridge is used as it is (see docs/architecture.md);
+    # - `public_gateway`: where routers send public traffic off `public_cidr` (empty: nowhere).
+    vpc_prefix: str = "m0"
+    underlay_address: str = ""
+    vxlan_port: int = 4789
+    public_bridge: str = "mpub0"
+    public_cidr: str = "198.51.100.0/24"
+    public_gateway: str = ""
+    # The cloud's public address pool (Eucalyptus' PUBLIC_IPS): ranges "first-last" and single
+    # addresses, separated by commas or spaces, inside `public_cidr` (never its first host address,
+    # the host's, nor `public_gateway`). Instances' public and elastic IPs come from it.
+    public_ips: str = "198.51.100.16-198.51.100.254"
     # What the node offers instances, overriding what the hypervisor measures (Eucalyptus'
     # MAX_CORES / MAX_MEM / MAX_DISK; 0: as measured). Cores may be oversubscribed.
     # Where the node keeps images, instance disks and consoles: the hypervisor's own user must be
@@ -77,6 +98,18 @@ class Config:
     crash_points_dir: str = ""
 
     @property
+    def public_pool(self) -> list[str]:
+        """Every address of `public_ips`, in order, but the host's and the gateway's."""
+        reserved = {str(next(ipaddress.IPv4Network(self.public_cidr).hosts())), self.public_gateway}
+        addresses: list[str] = []
+        for item in self.public_ips.replace(",", " ").split():
+            first, _, last = item.partition("-")
+            low = int(ipaddress.IPv4Address(first))
+            high = int(ipaddress.IPv4Address(last or first))
+            addresses += [str(ipaddress.IPv4Address(n)) for n in range(low, high + 1)]
+        return [a for a in addresses if a not in reserved]
+
+    @property
     def walrus_worker_count(self) -> int:
         return self.walrus_workers if self.walrus_workers > 0 else min(os.cpu_count() or 1, 4)
 
@@ -85,6 +118,11 @@ class Config:
 
     def url(self, service: str, host: str | None = None) -> str:
         return f"http://{host or self.host}:{self.port(service)}"
+
+    @property
+    def underlay(self) -> str:
+        """This node's VXLAN endpoint as other nodes name it ("address:port")."""
+        return f"{self.underlay_address or self.host}:{self.vxlan_port}"
 
     @property
     def endpoint_url(self) -> str:

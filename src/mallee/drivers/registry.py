@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mallee.drivers.hypervisor.base import Hypervisor
-from mallee.drivers.network.base import NetworkDriver
+from mallee.drivers.network.vpc_contract import VpcNetworkDriver
 from mallee.drivers.objectstore.base import ObjectStore
 
 
@@ -35,20 +35,22 @@ def _filesystem_objectstore(**options: Any) -> ObjectStore:
     return FilesystemObjectStore(**options)
 
 
-def _edge_network(**options: Any) -> NetworkDriver:
-    from mallee.drivers.network.edge import EdgeNetworkDriver
+def _vpc_network(**options: Any) -> VpcNetworkDriver:
+    from mallee.drivers.network.vpc import VpcDriver
 
-    return EdgeNetworkDriver(**options)
+    return VpcDriver(**options)
 
 
-def _fake_network(**options: Any) -> NetworkDriver:
-    from mallee.drivers.network.fake import FakeNetworkDriver
+def _fake_network(**options: Any) -> VpcNetworkDriver:
+    from mallee.drivers.network.vpc_fake import FakeVpcDriver
 
-    return FakeNetworkDriver(**options)
+    return FakeVpcDriver(**options)
 
 
 HYPERVISORS: dict[str, Callable[..., Hypervisor]] = {"libvirt": _libvirt_hypervisor, "fake": _fake_hypervisor}
-NETWORKS: dict[str, Callable[..., NetworkDriver]] = {"edge": _edge_network, "fake": _fake_network}
+# The node's VPC data plane. EDGE mode's drivers (network/base.py, edge.py, fake.py) are no longer
+# selectable: nodes take their network whole from the CLC (apply_network).
+NETWORKS: dict[str, Callable[..., VpcNetworkDriver]] = {"vpc": _vpc_network, "fake": _fake_network}
 OBJECTSTORES: dict[str, Callable[..., ObjectStore]] = {"filesystem": _filesystem_objectstore}
 
 
@@ -67,9 +69,10 @@ def hypervisor(name: str = "libvirt", **options: Any) -> Hypervisor:
     return factory(**options)
 
 
-def network(name: str = "edge", **options: Any) -> NetworkDriver:
-    """A node's network driver: "edge" (bridge, dnsmasq, nftables) or "fake"."""
-    factory: Callable[..., NetworkDriver] = _pick(NETWORKS, "network", name)
+def network(name: str = "vpc", **options: Any) -> VpcNetworkDriver:
+    """A node's VPC network driver: "vpc" (bridges, router namespaces, dnsmasq, nftables, VXLAN;
+    `state_dir=`) or "fake" (in memory; with `state_dir=` its last applied state is kept on disk)."""
+    factory: Callable[..., VpcNetworkDriver] = _pick(NETWORKS, "network", name)
     return factory(**options)
 
 

@@ -59,6 +59,7 @@ class MetadataRequest(Message):
 
     private_ip: str
     path: str
+    vpc_id: str = ""  # the VPC whose metadata address the guest called (addresses repeat across VPCs)
 
 
 class MetadataAnswer(Message):

@@ -9,9 +9,10 @@ what is (`describe`); the CLC's reconciler moves one toward the other.
 from __future__ import annotations
 
 from mallee.rpc.contract import Api, Empty, Message, Ok, Operation, StateChanged
-from mallee.rpc.node import ConsoleOutput, InstanceLaunch, InstanceRef, InstanceState, Resources
+from mallee.rpc.node import ConsoleOutput, InstanceLaunch, InstanceRef, InstanceState, NodeNetwork, Resources
 
-API = Api("cluster", version=1)
+# 2: nodes report their network; apply_network relays a node's whole network to it.
+API = Api("cluster", version=2, oldest=2)
 
 
 class RunInstances(Message):
@@ -45,6 +46,15 @@ class NodeSummary(Message):
     hypervisor: str
     total: Resources
     free: Resources
+    network_generation: int = 0  # of the last network the node applied (NodeReport)
+    underlay: str = ""  # the node's VXLAN endpoint, "address:port"
+
+
+class ApplyNetwork(Message):
+    """The whole network of one node of the zone, relayed to it as it is."""
+
+    node: str  # host:port
+    network: NodeNetwork
 
 
 class ClusterReport(Message):
@@ -67,4 +77,5 @@ REBOOT_INSTANCES = Operation(API, "reboot_instances", InstanceIds, Ok)
 DESCRIBE = Operation(API, "describe_cluster", Empty, ClusterReport)
 CONSOLE_OUTPUT = Operation(API, "console_output", InstanceRef, ConsoleOutput)
 REGISTER_NODE = Operation(API, "register_node", RegisterNode, Ok)
+APPLY_NETWORK = Operation(API, "apply_network", ApplyNetwork, Ok)
 INSTANCES_CHANGED = Operation(API, "instances_changed", StateChanged, Ok)  # pushed by a node

@@ -10,7 +10,8 @@ from typing import Literal
 
 from mallee.rpc.contract import Api, Message, Ok, Operation
 
-API = Api("node", version=1)
+# 2: launches name their VPC interface; nodes take their network whole (apply_network).
+API = Api("node", version=2, oldest=2)
 
 InstanceState = Literal["pending", "running", "shutting-down", "terminated"]
 
@@ -81,6 +82,16 @@ class LaunchImage(Message):
     ramdisk: ImageSource | None = None
 
 
+class LaunchInterface(Message):
+    """The instance's primary network interface: the node starts the VM once its network (pushed
+    with apply_network) has this interface, and plugs it into the VPC's bridge."""
+
+    interface_id: str
+    vpc_id: str
+    vni: int
+    subnet_id: str
+
+
 class InstanceLaunch(Message):
     """Everything a node needs to start one instance, as the CLC recorded it."""
 
@@ -97,6 +108,7 @@ class InstanceLaunch(Message):
     public_key: str | None = None
     user_data: str = ""  # base64, as the user sent it
     launch_index: int = 0
+    interface: LaunchInterface | None = None  # None: the node's EDGE network (before VPCs)
 
 
 class RunInstance(Message):
@@ -128,6 +140,71 @@ class NodeReport(Message):
     instances: dict[str, NodeInstance]
     resources: Resources
     hypervisor: str
+    network_generation: int = 0  # of the last network the node applied
+    underlay: str = ""  # where other nodes send this node's VXLAN traffic ("address:port")
+
+
+# -- the node's network: the VPCs of its instances, whole (drivers/network/vpc_contract.py) ----
+
+
+class NetRule(Message):
+    """A security-group rule: protocol tcp, udp, icmp or -1; ports (icmp: type and code; -1 any);
+    exactly one of cidr and group_id, the peer (source for ingress, destination for egress)."""
+
+    protocol: str
+    from_port: int = -1
+    to_port: int = -1
+    cidr: str | None = None
+    group_id: str | None = None
+
+
+class NetGroup(Message):
+    group_id: str
+    ingress: list[NetRule] = []
+    egress: list[NetRule] = []
+    members: list[str] = []  # private addresses of the group's interfaces, on any node
+
+
+class NetSubnet(Message):
+    subnet_id: str
+    cidr: str
+
+
+class NetInterface(Message):
+    interface_id: str
+    instance_id: str
+    subnet_id: str
+    mac: str
+    private_ip: str
+    group_ids: list[str]
+    public_ip: str | None = None
+
+
+class NetRemote(Message):
+    """An interface of the same VPC on another node."""
+
+    mac: str
+    private_ip: str
+    node: str  # that node's underlay ("address:port")
+
+
+class NetVpc(Message):
+    vpc_id: str
+    vni: int
+    cidr: str
+    subnets: list[NetSubnet]
+    interfaces: list[NetInterface]  # on this node
+    groups: list[NetGroup]
+    remote: list[NetRemote] = []
+    peers: list[str] = []  # underlays of the other nodes with interfaces in this VPC
+
+
+class NodeNetwork(Message):
+    """The whole network a node should have; `generation` grows with every change the CLC makes,
+    so a node reports which one it applied and an older one is never applied over a newer."""
+
+    generation: int
+    vpcs: list[NetVpc]
 
 
 RUN_INSTANCE = Operation(API, "run_instance", RunInstance, Ok)
@@ -135,3 +212,4 @@ TERMINATE_INSTANCE = Operation(API, "terminate_instance", InstanceRef, Ok)
 REBOOT_INSTANCE = Operation(API, "reboot_instance", InstanceRef, Ok)
 DESCRIBE = Operation(API, "describe", DescribeNode, NodeReport)
 CONSOLE_OUTPUT = Operation(API, "console_output", InstanceRef, ConsoleOutput)
+APPLY_NETWORK = Operation(API, "apply_network", NodeNetwork, Ok)

@@ -2,9 +2,9 @@
 
 Record, then act: every live instance is first recorded as to be terminated; a running cloud then
 terminates them itself (its reconciler and node), and is stopped. Whatever is left — VMs of this
-node, its bridge, dnsmasq and nftables tables, its files — is removed, and instances no node runs
-any more are recorded as terminated. The data directory (database, keys, objects) is kept: the next
-`mallee up` starts the same cloud with no instances."""
+node, its VPC network (bridges, routers, dnsmasq, nftables tables), its files — is removed, and
+instances no node runs any more are recorded as terminated. The data directory (database, keys,
+objects) is kept: the next `mallee up` starts the same cloud with no instances."""
 
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def down(cfg: Config, yes: bool) -> int:
 def _confirmed(cfg: Config, live: list[str]) -> bool:
     what = f"terminate {len(live)} instance(s) ({' '.join(live)}) and " if live else ""
     question = (
-        f"mallee down will {what}remove this host's VMs, bridge {cfg.bridge}, dnsmasq, firewall tables "
+        f"mallee down will {what}remove this host's VMs, VPC networks ({cfg.vpc_prefix}v… bridges, "
+        f"routers, dnsmasq, firewall tables) "
     )
     question += f"and node files ({cfg.node_dir}). Continue? [y/N] "
     if not sys.stdin.isatty():

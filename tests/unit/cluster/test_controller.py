@@ -1,4 +1,5 @@
-"""The Cluster Controller against fake nodes: placement, retries, adoption, readiness, pushes."""
+"""The Cluster Controller against fake nodes: placement, retries, adoption, readiness, pushes, and
+the relay of each node's network."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mallee.core.errors import CloudError
 from mallee.rpc import cluster as api
 from mallee.rpc import node
 from mallee.rpc.contract import Ok
+from mallee.rpc.transport import RpcError
 from mallee.services.cluster import controller as controller_mod
 from mallee.services.cluster.controller import ClusterController
 
@@ -22,15 +24,27 @@ class FakeNode:
         self.resources = node.Resources(cores=cores, memory_mib=cores * 256, disk_gib=cores * 5)
         self.instances: dict[str, node.NodeInstance] = {}
         self.launches: list[str] = []
+        self.networks: list[node.NodeNetwork] = []
+        self.refusal: RpcError | None = None  # what the node answers apply_network with, if not Ok
         self.up = True
 
     def call(self, operation: Any, request: Any) -> Any:
         if not self.up:
             raise OSError("connection refused")
         if operation is node.DESCRIBE:
+            applied = max((n.generation for n in self.networks), default=0)
             return node.NodeReport(
-                instances=dict(self.instances), resources=self.resources, hypervisor="fake"
+                instances=dict(self.instances),
+                resources=self.resources,
+                hypervisor="fake",
+                network_generation=applied,
+                underlay="10.0.0.9:4789",
             )
+        if operation is node.APPLY_NETWORK:
+            if self.refusal is not None:
+                raise self.refusal
+            self.networks.append(request)
+            return Ok()
         if operation is node.RUN_INSTANCE:
             launch = request.launch
             self.launches.append(launch.instance_id)
@@ -151,3 +165,44 @@ def test_an_unreachable_node_is_reported_notready_with_no_free_room(tmp_path: Pa
     assert summary.state == "NOTREADY" and summary.free == node.Resources()
     with pytest.raises(CloudError):
         cc.run_instances(api.RunInstances(instances=[_launch(1)], min_count=1))
+
+
+def _network(generation: int) -> node.NodeNetwork:
+    return node.NodeNetwork(generation=generation, vpcs=[])
+
+
+def test_a_network_is_relayed_to_its_node_only_and_its_generation_reported(tmp_path: Path) -> None:
+    first, second = FakeNode(), FakeNode()
+    cc, _ = _cc(tmp_path, first, second)
+    cc.apply_network(api.ApplyNetwork(node="127.0.0.1:9001", network=_network(7)))
+    assert second.networks == [_network(7)] and first.networks == []
+    cc.poll()
+    summaries = {s.name: s for s in cc.describe().nodes}
+    assert summaries["127.0.0.1:9001"].network_generation == 7
+    assert summaries["127.0.0.1:9000"].network_generation == 0
+    assert summaries["127.0.0.1:9001"].underlay == "10.0.0.9:4789"
+
+
+def test_a_network_for_an_unknown_node_is_an_error_the_clc_can_retry(tmp_path: Path) -> None:
+    cc, _ = _cc(tmp_path, FakeNode())
+    with pytest.raises(RpcError) as err:
+        cc.apply_network(api.ApplyNetwork(node="127.0.0.1:9999", network=_network(1)))
+    assert (err.value.status, err.value.code) == (404, "UnknownNode")
+
+
+def test_a_network_for_a_node_that_does_not_answer_is_node_unavailable(tmp_path: Path) -> None:
+    fake = FakeNode()
+    cc, _ = _cc(tmp_path, fake)
+    fake.up = False
+    with pytest.raises(RpcError) as err:
+        cc.apply_network(api.ApplyNetwork(node="127.0.0.1:9000", network=_network(1)))
+    assert (err.value.status, err.value.code) == (503, "NodeUnavailable")
+
+
+def test_a_node_refusing_a_network_is_answered_as_the_node_answered(tmp_path: Path) -> None:
+    fake = FakeNode()
+    cc, _ = _cc(tmp_path, fake)
+    fake.refusal = RpcError(400, "InvalidNetwork", "generation 1: invalid MAC")
+    with pytest.raises(RpcError) as err:
+        cc.apply_network(api.ApplyNetwork(node="127.0.0.1:9000", network=_network(1)))
+    assert err.value is fake.refusal

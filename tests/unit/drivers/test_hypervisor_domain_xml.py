@@ -106,6 +106,8 @@ def test_registry_selects_drivers_by_name() -> None:
 
 
 def test_registry_selects_network_drivers_by_name() -> None:
-    from mallee.drivers.network.fake import FakeNetworkDriver
+    from mallee.drivers.network.vpc_fake import FakeVpcDriver
 
-    assert isinstance(registry.network("fake", state_dir=Path("/nonexistent")), FakeNetworkDriver)
+    assert isinstance(registry.network("fake", state_dir=Path("/nonexistent")), FakeVpcDriver)
+    with pytest.raises(registry.UnknownDriver, match="choose one of fake, vpc"):
+        registry.network("edge")  # nodes no longer take EDGE's flat network

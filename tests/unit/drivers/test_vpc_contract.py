@@ -179,6 +179,44 @@ def test_teardown_is_idempotent(driver: VpcNetworkDriver, underlay: NodeUnderlay
     assert list(driver.describe()["vpcs"]) == ["vpc-1"]
 
 
+def test_the_public_bridge_it_makes_carries_the_host_address(
+    driver: VpcNetworkDriver, underlay: NodeUnderlay
+) -> None:
+    bridge = underlay.public_bridge
+    assert driver.prepare_public_bridge(bridge, "198.51.100.1/24")
+    assert driver.prepare_public_bridge(bridge, "198.51.100.1/24")  # idempotent
+    if driver.capabilities.get("real"):
+        shown = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show", "dev", bridge], capture_output=True, text=True
+        )
+        assert "198.51.100.1/24" in shown.stdout
+    driver.apply(NodeNetwork(underlay, (_vpc(1),)))  # an interface with a public address uses it
+    driver.teardown()
+    if driver.capabilities.get("real"):
+        assert not _link_exists(bridge)  # it made it: it removes it
+
+
+def test_an_existing_public_bridge_is_left_as_it_is(underlay: NodeUnderlay) -> None:
+    if not REAL:
+        pytest.skip("needs the real driver")
+    bridge = underlay.public_bridge
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    state = Path(tempfile.mkdtemp(prefix="mallee-vpc-"))
+    driver = VpcDriver(state)
+    try:
+        assert not driver.prepare_public_bridge(bridge, "198.51.100.1/24")  # an operator's
+        shown = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show", "dev", bridge], capture_output=True, text=True
+        )
+        assert "198.51.100.1" not in shown.stdout
+        driver.teardown()
+        assert _link_exists(bridge)
+    finally:
+        driver.teardown()
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def test_another_prefix_needs_a_teardown(driver: VpcNetworkDriver, underlay: NodeUnderlay) -> None:
     driver.apply(NodeNetwork(underlay, (_vpc(1),)))
     with pytest.raises(VpcNetworkError):

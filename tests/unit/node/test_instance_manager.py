@@ -7,8 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from mallee.drivers import registry
-from mallee.drivers.network.base import HostNetwork
-from mallee.rpc.node import ImageSource, InstanceLaunch, InstanceType, LaunchImage, NodeInstance
+from mallee.rpc.node import (
+    ImageSource,
+    InstanceLaunch,
+    InstanceType,
+    LaunchImage,
+    LaunchInterface,
+    NodeInstance,
+)
 from mallee.services.node.imagecache import ImageCache
 from mallee.services.node.instances import InstanceManager
 
@@ -24,6 +30,9 @@ def _launch(instance_id: str) -> InstanceLaunch:
         private_ip="10.111.0.2",
         hostname=instance_id,
         availability_zone="mallee-1a",
+        interface=LaunchInterface(
+            interface_id="eni-" + instance_id[2:], vpc_id="vpc-1", vni=7, subnet_id="subnet-1"
+        ),
     )
 
 
@@ -32,14 +41,12 @@ def _manager(tmp_path: Path) -> tuple[InstanceManager, Any]:
         target.write_bytes(b"\0" * 65536)
 
     hypervisor = registry.hypervisor("fake")
-    network = registry.network("fake")
-    network.setup(HostNetwork("br0", "10.111.0.1", 24, metadata_host="10.111.0.1", metadata_port=8778))
     manager = InstanceManager(
         tmp_path / "instances",
         hypervisor,
-        network,
         ImageCache(tmp_path / "cache", 10**9, fetch),
-        "br0",
+        "m0",
+        lambda _interface_id: True,  # every interface is applied (see test_node_network.py)
     )
     return manager, hypervisor
 

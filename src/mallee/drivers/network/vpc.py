@@ -160,6 +160,21 @@ class VpcDriver(VpcNetworkDriver):
         except OSError as exc:
             raise VpcNetworkError(f"no metadata listener in {vpc_id}: {exc}") from exc
 
+    def prepare_public_bridge(self, bridge: str, host_address: str) -> bool:
+        with self._lock:
+            links_now = vpc_links.links()
+            if bridge in links_now and self._saved.created_public_bridge != bridge:
+                return False  # an operator's bridge: its addresses are theirs
+            if bridge not in links_now:
+                vpc_links.ip_batch(
+                    [f"link add {bridge} type bridge stp_state 0 forward_delay 0", f"link set {bridge} up"]
+                )
+                self._saved.created_public_bridge = bridge
+                self._saved.save(self._file)
+            vpc_links.set_sysctl(f"net.ipv6.conf.{bridge}.disable_ipv6", "1")
+            vpc_links.ip_batch([f"address replace {host_address} dev {bridge}", f"link set {bridge} up"])
+            return True
+
     def teardown(self) -> None:
         with self._lock:
             prefix = self._saved.prefix

@@ -39,8 +39,8 @@ Contract for every implementation (a shared contract test checks it):
 - `apply(state)` is idempotent and atomic per VPC where the kernel allows; repeating the same state
   changes nothing (and is cheap: unchanged VPCs are not rewritten); objects of VPCs no longer in the
   state are removed. A changed rule set reaches the kernel within the call.
-- `teardown()` removes everything the driver created under its prefix; it succeeds when nothing is
-  there.
+- `teardown()` removes everything the driver created under its prefix (and the public bridge when
+  it created it); it succeeds when nothing is there.
 - `describe()` returns a JSON-able status mapping, with the seconds the last apply took.
 """
 
@@ -201,6 +201,14 @@ class VpcNetworkDriver(abc.ABC):
     def metadata_listener(self, vpc_id: str, port: int = 80) -> socket.socket:
         """A listening TCP socket on 169.254.169.254:`port` inside `vpc_id`'s router namespace
         (the VPC must be in the applied state). The caller owns and closes it."""
+
+    @abc.abstractmethod
+    def prepare_public_bridge(self, bridge: str, host_address: str) -> bool:
+        """Make `bridge` the node's own public bridge when it does not exist: create it (teardown
+        removes it again) and give the host `host_address` ("198.51.100.1/24") on it, so that the
+        host reaches instances' public addresses. A bridge that exists but this driver did not
+        create (an operator's, on a real network) is left as it is. Idempotent; returns whether
+        the bridge is the driver's own."""
 
     @abc.abstractmethod
     def teardown(self) -> None:

@@ -5,6 +5,9 @@ same pure model the real driver's rendering follows (vpc_groups.py): `dhcp_reque
 (anti-spoofing), `ingress_allowed` / `egress_allowed` (a NEW flow through security groups),
 `reaches` (both ends' groups, same VPC only) and `public_address_of`. Its metadata listener is a real
 socket on loopback (there is no router namespace), so a simulated node's metadata proxy can serve it.
+With a `state_dir` the last applied state (and the public bridge it made) is kept on disk
+(`fake-vpc-network.json`) and read back by a new driver, as kernel objects outlive a killed node
+controller: tests can see what such a node left wired.
 """
 
 from __future__ import annotations
@@ -12,7 +15,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
+import msgspec
+
+from mallee.core.files import write_atomically
 from mallee.drivers.network import vpc_groups
 from mallee.drivers.network import vpc_model as names
 from mallee.drivers.network.vpc_contract import (
@@ -35,11 +42,22 @@ class FakeVpcDriver(VpcNetworkDriver):
         "real": False,
     }
 
-    def __init__(self) -> None:
+    def __init__(self, state_dir: Path | None = None) -> None:
         self._state: NodeNetwork | None = None
         self._lock = threading.RLock()
         self._last: dict[str, object] = {}
         self.writes = 0  # how many VPCs would have been (re)built on the kernel
+        self.public_bridge: tuple[str, str] | None = None  # (bridge, host address) it made
+        self._file = state_dir / "fake-vpc-network.json" if state_dir is not None else None
+        if self._file is not None and self._file.exists():
+            saved = msgspec.json.decode(self._file.read_bytes(), type=_Saved)
+            self._state, self.public_bridge = saved.state, saved.public_bridge
+
+    def _save(self) -> None:
+        if self._file is not None:
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            saved = _Saved(state=self._state, public_bridge=self.public_bridge)
+            write_atomically(self._file, msgspec.json.encode(saved))
 
     def apply(self, state: NodeNetwork) -> None:
         names.validate(state)
@@ -53,6 +71,7 @@ class FakeVpcDriver(VpcNetworkDriver):
             removed = sorted(set(before) - {v.vpc_id for v in state.vpcs})
             self.writes += len(changed)
             self._state = state
+            self._save()
             self._last = {
                 "seconds": time.monotonic() - started,
                 "changed": changed,
@@ -66,10 +85,21 @@ class FakeVpcDriver(VpcNetworkDriver):
         sock.listen(16)
         return sock
 
+    def prepare_public_bridge(self, bridge: str, host_address: str) -> bool:
+        with self._lock:
+            if self.public_bridge is not None and self.public_bridge[0] != bridge:
+                return False  # another bridge than the one it made: as if an operator's
+            self.public_bridge = (bridge, host_address)
+            self._save()
+            return True
+
     def teardown(self) -> None:
         with self._lock:
             self._state = None
             self._last = {}
+            self.public_bridge = None
+            if self._file is not None:
+                self._file.unlink(missing_ok=True)
 
     def describe(self) -> dict[str, object]:
         with self._lock:
@@ -84,7 +114,13 @@ class FakeVpcDriver(VpcNetworkDriver):
                     "public_ips": sorted(i.public_ip for i in vpc.interfaces if i.public_ip),
                 }
             prefix = state.underlay.prefix if state is not None else None
-            return {"driver": "fake-vpc", "prefix": prefix, "vpcs": vpcs, "last_apply": dict(self._last)}
+            return {
+                "driver": "fake-vpc",
+                "prefix": prefix,
+                "vpcs": vpcs,
+                "public_bridge": list(self.public_bridge) if self.public_bridge else None,
+                "last_apply": dict(self._last),
+            }
 
     # -- what the simulated network would do ----------------------------------------------------
 
@@ -142,3 +178,10 @@ class FakeVpcDriver(VpcNetworkDriver):
 
     def _interfaces(self) -> list[tuple[Vpc, Interface]]:
         return [(v, i) for v in (self._state.vpcs if self._state is not None else ()) for i in v.interfaces]
+
+
+class _Saved(msgspec.Struct):
+    """What the fake keeps on disk: the last applied state and the public bridge it made."""
+
+    state: NodeNetwork | None = None
+    public_bridge: tuple[str, str] | None = None

@@ -74,7 +74,7 @@ class CloudController:
                 walrus=Client(cfg.url("walrus"), self.key),
                 clusters={cfg.zone: Client(cfg.url("cc"), self.key)},
                 presign=self._presigner(),
-                subnets={cfg.zone: cfg.private_subnet},
+                public_pool=cfg.public_pool,
             )
         )
         self.reconciler = Periodic(
@@ -98,6 +98,8 @@ class CloudController:
             yield
         if ctx.service in ("iam", "sts") and not operation.name.startswith(("Get", "List")):
             self.identity.invalidate()  # a changed key or policy applies to the very next request
+        if ctx.service == "ec2" and not operation.name.startswith(("Describe", "Get")):
+            self.reconciler.wake()  # nodes hear of a changed network or instance at once
 
     def _heartbeat(self, beat: cloud.ServiceDescription) -> Ok:
         with self.db.session() as s:
@@ -145,7 +147,7 @@ class CloudController:
 
     def _metadata(self, p: cloud.MetadataRequest) -> cloud.MetadataAnswer:
         with self.db.session() as s:
-            status, body = metadata.answer(s, p.private_ip, p.path)
+            status, body = metadata.answer(s, p.vpc_id, p.private_ip, p.path)
         return cloud.MetadataAnswer(status=status, body=body)
 
     def _account_quota(self, p: cloud.AccountRef) -> cloud.Quota:

@@ -6,11 +6,13 @@ from mallee.services.clc import sts  # noqa: F401
 from mallee.services.clc.apis import EC2, IAM, STS
 from mallee.services.clc.ec2 import (  # noqa: F401
     account_attributes,
+    addresses,
     images,
     instance_types,
     instances,
     internet_gateways,
     keypairs,
+    network_interfaces,
     regions,
     route_tables,
     security_groups,

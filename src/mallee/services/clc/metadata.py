@@ -1,6 +1,6 @@
 """The EC2 instance metadata service's answers (169.254.169.254). A node controller proxies each
-guest request here with the guest's private address; the address identifies the instance, so an
-instance only ever reads its own metadata."""
+guest request here with the guest's VPC and private address; together they identify the instance
+(addresses repeat across VPCs), so an instance only ever reads its own metadata."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mallee.services.clc.ec2 import interfaces
+from mallee.services.clc.network_tables import SecurityGroup
 from mallee.services.clc.tables import Instance, KeyPair
 
 Tree = dict[str, Any]  # a nested directory: str leaves, dict subdirectories
+# The dated versions answered (all alike); cloud-init asks for 2021-03-23, then 2018-09-24, first.
+VERSIONS = ("latest", "2009-04-04", "2016-09-02", "2018-09-24", "2021-03-23")
 
 
 def _tree(s: Session, i: Instance) -> Tree:
@@ -24,6 +28,17 @@ def _tree(s: Session, i: Instance) -> Tree:
         else None
     )
     hostname = f"ip-{i.private_ip.replace('.', '-')}"
+    eni, public_ip = interfaces.primary(s, [i.id]).get(i.id, (None, None))
+    group_ids = json.loads(eni.group_ids) if eni is not None else []
+    names = {
+        key: value
+        for key, value in s.execute(
+            select(SecurityGroup.id, SecurityGroup.name).where(SecurityGroup.id.in_(group_ids))
+        )
+    }
+    public_hostname = (
+        f"ec2-{public_ip.replace('.', '-')}.{i.zone[:-1]}.compute.amazonaws.com" if public_ip else ""
+    )
     meta: Tree = {
         "ami-id": i.image_id,
         "ami-launch-index": str(i.launch_index),
@@ -37,11 +52,28 @@ def _tree(s: Session, i: Instance) -> Tree:
         "local-ipv4": i.private_ip,
         "mac": i.mac,
         "placement": {"availability-zone": i.zone, "region": i.zone[:-1]},
-        "public-hostname": "",
-        "public-ipv4": "",
+        "public-hostname": public_hostname,
+        "public-ipv4": public_ip or "",
         "reservation-id": i.reservation_id,
-        "security-groups": "default",
+        "security-groups": "\n".join(names.get(g, g) for g in group_ids) or "default",
     }
+    if eni is not None:  # what cloud-init reads to configure the interface
+        mac: Tree = {
+            "device-number": "0",
+            "interface-id": eni.id,
+            "local-hostname": hostname,
+            "local-ipv4s": eni.private_ip,
+            "mac": eni.mac,
+            "owner-id": i.account_id,
+            "security-group-ids": "\n".join(group_ids),
+            "security-groups": "\n".join(names.get(g, g) for g in group_ids),
+            "subnet-id": eni.subnet_id,
+            "vpc-id": eni.vpc_id,
+        }
+        if public_ip:
+            mac["public-ipv4s"] = public_ip
+            mac["public-hostname"] = public_hostname
+        meta["network"] = {"interfaces": {"macs": {eni.mac: mac}}}
     if i.kernel_id:
         meta["kernel-id"] = i.kernel_id
     if i.ramdisk_id:
@@ -61,17 +93,21 @@ def _listing(tree: Tree) -> str:
     return "\n".join(names)
 
 
-def answer(s: Session, private_ip: str, path: str) -> tuple[int, bytes]:
+def answer(s: Session, vpc_id: str, private_ip: str, path: str) -> tuple[int, bytes]:
     """(HTTP status, body) for a guest's GET of `path` (e.g. /latest/meta-data/instance-id)."""
     instance = s.scalar(
-        select(Instance).where(Instance.private_ip == private_ip, Instance.state.in_(("pending", "running")))
+        select(Instance).where(
+            Instance.vpc_id == vpc_id,
+            Instance.private_ip == private_ip,
+            Instance.state.in_(("pending", "running")),
+        )
     )
     if instance is None:
         return 404, b"Not Found"
     parts = [p for p in path.split("/") if p]
     if not parts:
         return 200, b"latest"
-    if parts[0] not in ("latest", "2009-04-04", "2016-09-02"):
+    if parts[0] not in VERSIONS:
         return 404, b"Not Found"
     if len(parts) == 1:
         return 200, b"dynamic\nmeta-data\nuser-data"

@@ -1,7 +1,7 @@
 """What the CLC's handlers reach beyond their database, set up once by the app at start-up:
 rpc clients for Walrus and the zones' cluster controllers, a presigner that lets a node
-fetch an image object from Walrus with a short-lived URL (as Eucalyptus' NCs did), and each
-zone's private subnet."""
+fetch an image object from Walrus with a short-lived URL (as Eucalyptus' NCs did), and the
+cloud's public address pool."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class Peers:
     walrus: Client
     clusters: dict[str, Client]  # zone -> its cluster controller
     presign: Presigner
-    subnets: dict[str, str]  # zone -> its private subnet
+    public_pool: list[str]  # the addresses public and elastic IPs come from (Config.public_ips)
 
 
 _peers: Peers | None = None

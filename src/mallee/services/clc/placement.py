@@ -9,12 +9,13 @@ import logging
 from dataclasses import dataclass, field
 
 import msgspec
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from mallee.core import clock
 from mallee.rpc import cluster
 from mallee.rpc.node import InstanceLaunch
 from mallee.rpc.transport import Client, RpcError
+from mallee.services.clc.ec2 import interfaces
 from mallee.services.clc.tables import Instance, Tag
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def record(s: Session, records: list[Instance], outcome: Outcome, *, answered_no
             kept.append(r)
         elif answered_now:
             s.query(Tag).filter(Tag.resource_id == r.id).delete()
+            interfaces.release(s, r)
             s.delete(r)
         else:
             reason = outcome.refused or "Insufficient capacity."
@@ -92,5 +94,8 @@ def shutting_down(r: Instance, why: str = "User initiated") -> None:
 def terminated(r: Instance, reason: str = "") -> None:
     r.state = "terminated"
     r.terminated_at = clock.now()
+    session = object_session(r)
+    if session is not None:  # its interfaces and public addresses go back
+        interfaces.release(session, r)
     if reason:
         r.state_reason = reason

@@ -30,7 +30,7 @@ from mallee.db.session import Database
 from mallee.rpc import cluster
 from mallee.rpc.contract import Empty
 from mallee.rpc.transport import Client, RpcError
-from mallee.services.clc import placement
+from mallee.services.clc import network_state, placement
 from mallee.services.clc.tables import Instance, Tag
 
 log = logging.getLogger(__name__)
@@ -56,21 +56,26 @@ class Reconciler:
     def __init__(self, db: Database, clusters: dict[str, Client]) -> None:
         self.db = db
         self.clusters = clusters
+        self.network = network_state.Publisher(db, clusters)
         # First seen missing / first seen as an orphan (monotonic seconds); kept in memory: a
         # restarted CLC only starts the grace periods again.
         self.missing_since: dict[str, float] = {}
         self.orphan_since: dict[str, float] = {}
 
     def run(self) -> None:
+        reports: dict[str, cluster.ClusterReport] = {}
         for zone, client in self.clusters.items():
             try:
                 report = client.call(cluster.DESCRIBE, Empty())
             except (OSError, RpcError) as exc:
                 log.debug("zone %s did not answer: %s", zone, exc)
                 continue
+            reports[zone] = report
             with self.db.session() as s:
                 actions = self._apply(s, zone, report)
             self._act(client, actions)
+        # After the instance states moved: each node's network follows its instances.
+        self.network.publish(reports)
         with self.db.session() as s:
             _forget_old(s)
 

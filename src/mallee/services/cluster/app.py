@@ -61,6 +61,10 @@ def create_app(cfg: Config | None = None) -> App:
         cc.register_node(p.host, p.port)
         return Ok()
 
+    def apply_network(p: api.ApplyNetwork) -> Ok:
+        cc.apply_network(p)
+        return Ok()
+
     def changed(_p: StateChanged) -> Ok:
         poller.wake()  # a node saw a change: poll now, and the poll pushes it on
         return Ok()
@@ -72,6 +76,7 @@ def create_app(cfg: Config | None = None) -> App:
     handlers.add(api.DESCRIBE, lambda _p: cc.describe())
     handlers.add(api.CONSOLE_OUTPUT, lambda p: cc.console_output(p.instance_id))
     handlers.add(api.REGISTER_NODE, register)
+    handlers.add(api.APPLY_NETWORK, apply_network)
     handlers.add(api.INSTANCES_CHANGED, changed)
     return reporting_app(
         cfg,

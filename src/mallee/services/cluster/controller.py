@@ -4,6 +4,8 @@ a restarted CC recovers by asking its nodes, and says it is `ready` only once it
 
 Addresses and MACs come from the CLC, which records them before it asks for a launch; the CC only
 chooses nodes. Changes it sees (from a poll, or a node's push) are pushed on to the CLC at once.
+Each node's whole VPC network is made by the CLC and relayed to the node as it is
+(`apply_network`); the CC reports which generation each node applied and its VXLAN underlay.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Node:
     state: NodeState
     reachable: bool = False
     hypervisor: str = ""
+    network_generation: int = 0  # from the node's last report
+    underlay: str = ""
 
 
 class ClusterController:
@@ -118,6 +122,7 @@ class ClusterController:
     def _absorb(self, node: Node, report: node_rpc.NodeReport) -> list[str]:
         node.reachable = True
         node.hypervisor = report.hypervisor
+        node.network_generation, node.underlay = report.network_generation, report.underlay
         node.state.total = report.resources
         changed = []
         for instance_id, info in report.instances.items():
@@ -229,6 +234,19 @@ class ClusterController:
             node_rpc.CONSOLE_OUTPUT, node_rpc.InstanceRef(instance_id=instance_id)
         )
 
+    def apply_network(self, request: api.ApplyNetwork) -> None:
+        """Relay a node's whole network to it. An unknown node is `UnknownNode` (404) and one that
+        does not answer `NodeUnavailable` (503): the CLC tries again with its next publication; a
+        node's own refusal comes back as the node answered it."""
+        with self.lock:
+            node = self.nodes.get(request.node)
+        if node is None:
+            raise RpcError(404, "UnknownNode", f"{request.node} is no node of this cluster")
+        try:
+            node.client.call(node_rpc.APPLY_NETWORK, request.network)
+        except OSError as exc:
+            raise RpcError(503, "NodeUnavailable", f"{request.node} did not answer: {exc}") from exc
+
     def describe(self) -> api.ClusterReport:
         with self.lock:
             return api.ClusterReport(
@@ -244,6 +262,8 @@ class ClusterController:
                         hypervisor=n.hypervisor,
                         total=n.state.total,
                         free=n.state.free if n.reachable else Resources(),
+                        network_generation=n.network_generation,
+                        underlay=n.underlay,
                     )
                     for n in self.nodes.values()
                 ],

@@ -1,5 +1,6 @@
-"""The Node Controller process: runs this host's instances through the hypervisor driver, wires
-them into the zone's network, caches images, and serves the metadata service to its guests."""
+"""The Node Controller process: runs this host's instances through the hypervisor driver, applies
+the VPC network the CLC pushes (apply_network) through the network driver, caches images, and
+serves the metadata service to its guests in each VPC."""
 
 from __future__ import annotations
 
@@ -13,19 +14,22 @@ from typing import Any
 import mallee.drivers.registry as registry
 from mallee.core import config as config_mod
 from mallee.core.config import Config
-from mallee.drivers.network.base import HostNetwork
+from mallee.drivers.network.vpc_contract import NodeUnderlay, VpcNetworkDriver, VpcNetworkError
 from mallee.rpc import cluster, node
 from mallee.rpc.component import App, reporting_app
 from mallee.rpc.contract import Handlers, Ok, StateChanged
 from mallee.rpc.transport import Client, Receive, RpcError, Scope, Send, load_key
 from mallee.services.node.imagecache import ImageCache
-from mallee.services.node.instances import InstanceManager
+from mallee.services.node.instances import InstanceManager, LaunchRefused
 from mallee.services.node.metadata_proxy import MetadataProxy
+from mallee.services.node.network import NodeNetworkManager
 from mallee.services.node.teardown import node_hypervisor_options
 
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
+METADATA_PORT = 80
+NETWORK_FILE = "node-network.json"  # the last network pushed, kept before it is applied
 
 
 def reachable_dir(path: Path) -> Path:
@@ -37,18 +41,40 @@ def reachable_dir(path: Path) -> Path:
     return path
 
 
-def host_network(cfg: Config) -> HostNetwork:
-    subnet = ipaddress.ip_network(cfg.private_subnet)
-    gateway = str(next(subnet.hosts()))
-    # Guests reach the metadata proxy on the bridge address; with the fake network there is no
-    # bridge, so it listens where the node's rpc does.
-    return HostNetwork(
-        bridge=cfg.bridge,
-        address=gateway,
-        prefix=subnet.prefixlen,
-        metadata_host=gateway if cfg.network != "fake" else cfg.host,
-        metadata_port=cfg.port("metadata"),
+def node_underlay(cfg: Config) -> NodeUnderlay:
+    """This node as the VPC driver sees it (config: vpc_prefix, underlay_address, public_*)."""
+    return NodeUnderlay(
+        prefix=cfg.vpc_prefix,
+        address=cfg.underlay_address or cfg.host,
+        public_bridge=cfg.public_bridge,
+        public_cidr=cfg.public_cidr,
+        public_gateway=cfg.public_gateway or None,
+        vxlan_port=cfg.vxlan_port,
     )
+
+
+def public_host_address(cfg: Config) -> str:
+    """The host's own address on a public bridge the node made: the range's first host address."""
+    public = ipaddress.IPv4Network(cfg.public_cidr)
+    return f"{next(public.hosts())}/{public.prefixlen}"
+
+
+def start_network(cfg: Config, driver: VpcNetworkDriver, network: NodeNetworkManager) -> None:
+    """At start, before instances are re-adopted: the public bridge and the host's address on it
+    (when the bridge is the node's own), then the network kept on disk, applied again."""
+    try:
+        if driver.prepare_public_bridge(cfg.public_bridge, public_host_address(cfg)):
+            log.info(
+                "public network %s on %s (the host is %s)",
+                cfg.public_cidr,
+                cfg.public_bridge,
+                public_host_address(cfg),
+            )
+        else:
+            log.info("public network %s on the existing bridge %s", cfg.public_cidr, cfg.public_bridge)
+    except VpcNetworkError as exc:
+        log.warning("could not prepare the public bridge %s: %s", cfg.public_bridge, exc)
+    network.restore()
 
 
 class ChangePusher:
@@ -80,20 +106,28 @@ def create_app(cfg: Config | None = None) -> App:
     node_dir = reachable_dir(Path(cfg.node_dir))
     registry.prepare_host(cfg.hypervisor)
     hypervisor = registry.hypervisor(cfg.hypervisor, **node_hypervisor_options(cfg, node_dir))
-    network = registry.network(cfg.network, state_dir=node_dir / "network")
+    driver = registry.network(cfg.network, state_dir=node_dir / "network")
     pusher = ChangePusher(key)
+    proxy = MetadataProxy(key, Client(cfg.clc_url, key))
+
+    def applied(_network: node.NodeNetwork) -> None:
+        manager.network_applied()  # launches waiting for their interface go on
+        try:
+            proxy.follow(network.vpc_ids(), lambda vpc_id: driver.metadata_listener(vpc_id, METADATA_PORT))
+        except (RuntimeError, TimeoutError) as exc:  # the loop is gone (stopping): nothing to serve
+            log.warning("the metadata service did not follow the network: %s", exc)
+
+    network = NodeNetworkManager(driver, node_underlay(cfg), node_dir / NETWORK_FILE, on_applied=applied)
     manager = InstanceManager(
         node_dir / "instances",
         hypervisor,
-        network,
         # Bundles are decrypted with the cloud's key: here in the all-in-one; a node on its own host
         # needs a copy of cloud-pk.pem in its data directory (read when a bundle is first launched).
         ImageCache(node_dir / "cache", cfg.image_cache_gib * GIB, cloud_key=cfg.data_dir / "cloud-pk.pem"),
-        cfg.bridge,
+        cfg.vpc_prefix,
+        network.interface_applied,
         on_change=pusher.changed,
     )
-    proxy = MetadataProxy(key, Client(cfg.clc_url, key))
-    hostnet = host_network(cfg)
     me = f"{cfg.host}:{cfg.port('nc')}"
 
     def describe(p: node.DescribeNode) -> node.NodeReport:
@@ -109,10 +143,25 @@ def create_app(cfg: Config | None = None) -> App:
             instances=manager.describe(),
             resources=resources,
             hypervisor=str(hypervisor.capabilities.get("accelerator", cfg.hypervisor)),
+            network_generation=network.generation,
+            underlay=cfg.underlay,
         )
 
     def run(p: node.RunInstance) -> Ok:
-        manager.run(p.launch)
+        try:
+            manager.run(p.launch)
+        except LaunchRefused as exc:
+            raise RpcError(400, "InvalidLaunch", str(exc)) from exc
+        return Ok()
+
+    def apply_network(p: node.NodeNetwork) -> Ok:
+        try:
+            network.apply(p)
+        except ValueError as exc:
+            raise RpcError(400, "InvalidNetwork", f"generation {p.generation}: {exc}") from exc
+        except VpcNetworkError as exc:  # kept on disk: applied again at the next push or start
+            log.warning("network generation %d did not apply: %s", p.generation, exc)
+            raise RpcError(500, "NetworkNotApplied", f"generation {p.generation}: {exc}") from exc
         return Ok()
 
     def terminate(p: node.InstanceRef) -> Ok:
@@ -128,6 +177,7 @@ def create_app(cfg: Config | None = None) -> App:
     handlers.add(node.TERMINATE_INSTANCE, terminate)
     handlers.add(node.REBOOT_INSTANCE, reboot)
     handlers.add(node.DESCRIBE, describe)
+    handlers.add(node.APPLY_NETWORK, apply_network)
     handlers.add(
         node.CONSOLE_OUTPUT, lambda p: node.ConsoleOutput(output=manager.console_output(p.instance_id))
     )
@@ -154,10 +204,9 @@ def create_app(cfg: Config | None = None) -> App:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 loop = asyncio.get_running_loop()
-                await loop.run_in_executor(None, network.setup, hostnet)
+                proxy.bind(loop)
+                await loop.run_in_executor(None, start_network, cfg, driver, network)
                 await loop.run_in_executor(None, manager.adopt)
-                await proxy.start(hostnet.metadata_host, hostnet.metadata_port)
-                log.info("metadata service on %s:%d", hostnet.metadata_host, hostnet.metadata_port)
             elif message["type"] == "lifespan.shutdown":
                 await proxy.stop()
             return message

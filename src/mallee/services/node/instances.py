@@ -1,10 +1,15 @@
-"""The instances of one node: launch (fetch images → disks → network → spawn), terminate, report.
+"""The instances of one node: launch (fetch images → disks → wait for the network → spawn),
+terminate, report.
 
 The hypervisor is the truth for what runs; each instance's launch is kept on disk before anything
 is done for it, so a restarted node controller re-adopts its running domains (and finishes or
 undoes what a crash interrupted). Work happens in a background thread per instance; `describe()`
 reports the AWS-style state the CC and CLC reconcile against, and `on_change` is told as soon as an
 instance starts running or is gone, so the change can be pushed up at once.
+
+An instance's network interface comes with the node's network (`apply_network`), not with its
+launch: a launch prepares its disks, then waits, pending, until the applied network has its
+interface, and only then starts the VM with its NIC on the VPC's bridge. A terminate ends the wait.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import msgspec
 from mallee.core import crashpoints
 from mallee.core.files import write_atomically
 from mallee.drivers.hypervisor import base as hv
-from mallee.drivers.network import base as net
+from mallee.drivers.network.vpc_contract import vpc_bridge
 from mallee.rpc.node import InstanceLaunch, InstanceState, NodeInstance, Resources
 from mallee.services.node.imagecache import ImageCache, ImageSource, disk_format
 from mallee.services.node.teardown import is_ours
@@ -32,6 +37,10 @@ log = logging.getLogger(__name__)
 
 LAUNCH_FILE = "launch.json"
 TERMINATING_FILE = "terminating"  # written before a terminate starts, so a crash cannot undo it
+
+
+class LaunchRefused(ValueError):
+    """A launch this node cannot take (it names no VPC interface)."""
 
 
 def tap_name(instance_id: str) -> str:
@@ -54,28 +63,31 @@ class InstanceManager:
         self,
         root: Path,
         hypervisor: hv.Hypervisor,
-        network: net.NetworkDriver,
         cache: ImageCache,
-        bridge: str,
+        prefix: str,
+        interface_applied: Callable[[str], bool],
         on_change: Callable[[str], None] = lambda _id: None,
     ) -> None:
+        """`prefix`: the node's VPC prefix (bridges are vpc_bridge(prefix, vni));
+        `interface_applied(interface_id)`: whether the applied network has that interface."""
         self.root = root
         self.hypervisor = hypervisor
-        self.network = network
         self.cache = cache
-        self.bridge = bridge
+        self.prefix = prefix
+        self.interface_applied = interface_applied
         self.on_change = on_change
         self.instances: dict[str, Instance] = {}
         self.lock = threading.RLock()
+        self.network_changed = threading.Condition(self.lock)  # launches wait on it
         self.root.mkdir(parents=True, exist_ok=True)
 
     # -- re-adoption ----------------------------------------------------------------------------
 
     def adopt(self) -> None:
-        """After a restart: running domains with a saved launch are ours again, with their network;
-        a terminate that had begun is finished; a saved launch whose domain never started is
-        launched again (the crash interrupted it); a domain without a saved launch is reported, so
-        that the CLC, which knows no such instance, has it destroyed."""
+        """After a restart (and after the saved network was applied again): running domains with a
+        saved launch are ours again; a terminate that had begun is finished; a saved launch whose
+        domain never started is launched again (the crash interrupted it); a domain without a saved
+        launch is reported, so that the CLC, which knows no such instance, has it destroyed."""
         running = set(self.hypervisor.list_instances())
         for saved in sorted(self.root.glob(f"*/{LAUNCH_FILE}")):
             try:
@@ -92,8 +104,11 @@ class InstanceManager:
                 threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
             elif instance.id in running:
                 instance.state = "running"
-                self.network.add_instance(self._interface(launch))  # idempotent
                 log.info("re-adopted %s", instance.id)
+            elif launch.interface is None:  # kept by a node of the EDGE network: cannot start now
+                log.warning("%s was never started and names no VPC interface: dropping it", instance.id)
+                instance.state, instance.reason = "terminated", "Server.InternalError: no network interface"
+                self._cleanup(instance)
             else:
                 log.info("launching %s again: its launch was interrupted", instance.id)
                 self._start(instance)
@@ -108,6 +123,10 @@ class InstanceManager:
     # -- operations -----------------------------------------------------------------------------
 
     def run(self, launch: InstanceLaunch) -> None:
+        """Keep the launch, then launch it in a thread of its own (idempotent on the instance id).
+        Raises LaunchRefused for a launch without a VPC interface."""
+        if launch.interface is None:
+            raise LaunchRefused(f"{launch.instance_id}: a launch must name its VPC network interface")
         with self.lock:
             if launch.instance_id in self.instances:
                 return  # idempotent: already launching or running
@@ -129,8 +148,9 @@ class InstanceManager:
         directory = self.root / instance.id
         try:
             spec = self._prepare(instance, instance.launch, directory)
-            self.network.add_instance(self._interface(instance.launch))
-            self.hypervisor.spawn(spec)
+            spawned = self._wait_for_interface(instance)
+            if spawned:
+                self.hypervisor.spawn(spec)
         except Exception as exc:
             log.exception("launch of %s failed", instance.id)
             with self.lock:
@@ -138,23 +158,32 @@ class InstanceManager:
             self._cleanup(instance)
             self.on_change(instance.id)
             return
-        crashpoints.reached("nc.launch.spawned")
+        if spawned:
+            crashpoints.reached("nc.launch.spawned")
         with self.lock:
             if instance.state == "pending":
                 instance.state = "running"
-            elif instance.state == "shutting-down":  # terminated while launching
+            elif instance.state == "shutting-down":  # terminated while launching or waiting
                 threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
                 return
         self.on_change(instance.id)
 
-    def _interface(self, launch: InstanceLaunch) -> net.InstanceInterface:
-        return net.InstanceInterface(
-            instance_id=launch.instance_id,
-            mac=launch.mac,
-            ip=launch.private_ip,
-            hostname=launch.hostname or launch.instance_id,
-            device=tap_name(launch.instance_id),
-        )
+    def _wait_for_interface(self, instance: Instance) -> bool:
+        """Wait, pending, until the applied network has the instance's interface; False when the
+        instance was terminated meanwhile."""
+        assert instance.launch is not None and instance.launch.interface is not None
+        interface_id = instance.launch.interface.interface_id
+        with self.network_changed:
+            if instance.state == "pending" and not self.interface_applied(interface_id):
+                log.info("%s waits for its interface %s", instance.id, interface_id)
+            while instance.state == "pending" and not self.interface_applied(interface_id):
+                self.network_changed.wait()
+            return instance.state == "pending"
+
+    def network_applied(self) -> None:
+        """A network was applied: launches waiting for their interface look again."""
+        with self.network_changed:
+            self.network_changed.notify_all()
 
     def _prepare(self, instance: Instance, launch: InstanceLaunch, directory: Path) -> hv.InstanceSpec:
         image, itype = launch.image, launch.instance_type
@@ -179,9 +208,13 @@ class InstanceManager:
             ramdisk=ramdisk,
             cmdline=cmdline,
             disks=(hv.DiskSpec(target="vda", path=root, format="qcow2"),),
-            nics=(hv.NicSpec(mac=launch.mac, bridge=self.bridge, device=tap_name(instance.id)),),
+            nics=(hv.NicSpec(mac=launch.mac, bridge=self._bridge(launch), device=tap_name(instance.id)),),
             console_log=directory / "console.log",
         )
+
+    def _bridge(self, launch: InstanceLaunch) -> str:
+        assert launch.interface is not None
+        return vpc_bridge(self.prefix, launch.interface.vni)
 
     def _cached(self, instance: Instance, source: ImageSource) -> Path:
         path = self.cache.get(source)
@@ -198,6 +231,7 @@ class InstanceManager:
             directory = self.root / instance_id
             if directory.exists():
                 (directory / TERMINATING_FILE).touch()
+            self.network_changed.notify_all()  # a launch waiting for its interface stops waiting
         if not launching:  # a launch in progress terminates itself when it finishes
             threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
 
@@ -213,11 +247,8 @@ class InstanceManager:
 
     def _cleanup(self, instance: Instance) -> None:
         """Give back what the instance held on this node; the saved launch goes last, so a crash
-        before it leaves a launch whose domain is gone, which `adopt` relaunches or the CLC ends."""
-        try:
-            self.network.remove_instance(instance.id)
-        except Exception:
-            log.exception("removing %s from the network failed", instance.id)
+        before it leaves a launch whose domain is gone, which `adopt` relaunches or the CLC ends.
+        Its network interface is the CLC's to drop, with the next network it pushes."""
         for key in instance.images:
             self.cache.release(key)
         instance.images.clear()

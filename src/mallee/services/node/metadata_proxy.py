@@ -1,17 +1,22 @@
-"""The metadata service as guests see it (169.254.169.254, redirected here by the network driver).
+"""The metadata service as guests see it (169.254.169.254 in each VPC).
 
-A small HTTP/1.1 server on the node's bridge address: it issues IMDSv2 session tokens itself
-(HMAC of the guest's address and expiry with the deployment key, so no state is kept), accepts
-IMDSv1 requests too, and asks the CLC for the answer, naming the guest by its source address.
+A small HTTP/1.1 server per VPC of the node's applied network, on the socket the network driver
+gives for it (`metadata_listener`: inside the VPC's router namespace), so the VPC is known by the
+socket and the guest by its source address (addresses repeat across VPCs). It issues IMDSv2
+session tokens itself (HMAC of the VPC, the guest's address and the expiry with the deployment key,
+so no state is kept), accepts IMDSv1 requests too, and asks the CLC for the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
+import socket
 import time
+from collections.abc import Callable, Iterable
 
 from mallee.rpc import cloud
 from mallee.rpc.transport import Client, RpcError
@@ -22,19 +27,23 @@ MAX_TTL = 21600
 MAX_HEAD = 16 * 1024
 
 
-def issue_token(key: bytes, ip: str, ttl: int, now: float | None = None) -> str:
+def issue_token(key: bytes, vpc_id: str, ip: str, ttl: int, now: float | None = None) -> str:
+    """A session token for guest `ip` of `vpc_id`, valid for `ttl` seconds."""
     expires = int((now if now is not None else time.time()) + ttl)
-    mac = hmac.new(key, f"{ip}\n{expires}".encode(), hashlib.sha256).hexdigest()[:32]
-    return f"{expires}.{mac}"
+    return f"{expires}.{_token_mac(key, vpc_id, ip, str(expires))}"
 
 
-def token_valid(key: bytes, ip: str, token: str, now: float | None = None) -> bool:
+def _token_mac(key: bytes, vpc_id: str, ip: str, expires: str) -> str:
+    return hmac.new(key, f"{vpc_id}\n{ip}\n{expires}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def token_valid(key: bytes, vpc_id: str, ip: str, token: str, now: float | None = None) -> bool:
     expires, _, mac = token.partition(".")
     if not (expires.isascii() and expires.isdigit()) or int(expires) < (
         now if now is not None else time.time()
     ):
         return False  # (isascii: "²" is a digit int() cannot read)
-    expected = hmac.new(key, f"{ip}\n{expires}".encode(), hashlib.sha256).hexdigest()[:32]
+    expected = _token_mac(key, vpc_id, ip, expires)
     # As bytes: compare_digest raises TypeError for a str with non-ASCII characters.
     return hmac.compare_digest(expected.encode(), mac.encode("utf-8", "surrogateescape"))
 
@@ -53,27 +62,60 @@ def _response_head(status: int, length: int, close: bool) -> bytes:
 
 
 class MetadataProxy:
+    """One HTTP server per VPC. `bind(loop)` first; then `follow(vpc_ids, listen)` from any thread
+    but the loop's serves exactly those VPCs, each on the socket `listen(vpc_id)` makes."""
+
     def __init__(self, key: bytes, clc: Client) -> None:
         self.key = key
         self.clc = clc
-        self.server: asyncio.AbstractServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.servers: dict[str, asyncio.AbstractServer] = {}  # by VPC; changed on the loop only
 
-    async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._serve, host, port)
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def follow(self, vpc_ids: Iterable[str], listen: Callable[[str], socket.socket]) -> None:
+        """Serve the VPCs in `vpc_ids` (new ones on a socket from `listen`, made in a worker thread)
+        and close the servers of the others. Blocks until done; never call it on the loop."""
+        if self.loop is None:
+            raise RuntimeError("the metadata proxy is not bound to an event loop")
+        wanted = set(vpc_ids)
+        asyncio.run_coroutine_threadsafe(self._follow(wanted, listen), self.loop).result(timeout=60)
+
+    async def _follow(self, wanted: set[str], listen: Callable[[str], socket.socket]) -> None:
+        for vpc_id in sorted(set(self.servers) - wanted):
+            await self._close(vpc_id)
+            log.info("metadata service of %s closed", vpc_id)
+        loop = asyncio.get_running_loop()
+        for vpc_id in sorted(wanted - set(self.servers)):
+            try:
+                sock = await loop.run_in_executor(None, listen, vpc_id)
+            except Exception as exc:  # the next applied network tries again
+                log.warning("no metadata service for %s: %s", vpc_id, exc)
+                continue
+            sock.setblocking(False)
+            self.servers[vpc_id] = await asyncio.start_server(
+                functools.partial(self._serve, vpc_id), sock=sock
+            )
+            log.info("metadata service of %s on %s", vpc_id, sock.getsockname())
+
+    async def _close(self, vpc_id: str) -> None:
+        server = self.servers.pop(vpc_id)
+        server.close()
+        await server.wait_closed()
 
     async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+        for vpc_id in list(self.servers):
+            await self._close(vpc_id)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, vpc_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ip = str(writer.get_extra_info("peername")[0])
         try:
             while True:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
                 if len(head) > MAX_HEAD:
                     break
-                status, body, close = await self._answer(ip, head, reader)
+                status, body, close = await self._answer(vpc_id, ip, head, reader)
                 writer.write(_response_head(status, len(body), close) + body)
                 await writer.drain()
                 if close:
@@ -83,7 +125,9 @@ class MetadataProxy:
         finally:
             writer.close()
 
-    async def _answer(self, ip: str, head: bytes, reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    async def _answer(
+        self, vpc_id: str, ip: str, head: bytes, reader: asyncio.StreamReader
+    ) -> tuple[int, bytes, bool]:
         lines = head.decode("latin-1").split("\r\n")
         try:
             method, path, version = lines[0].split(" ", 2)
@@ -103,18 +147,18 @@ class MetadataProxy:
             ttl = headers.get("x-aws-ec2-metadata-token-ttl-seconds", "")
             if not ttl.isdigit() or not 1 <= int(ttl) <= MAX_TTL:
                 return 400, b"Bad Request", close
-            return 200, issue_token(self.key, ip, int(ttl)).encode(), close
+            return 200, issue_token(self.key, vpc_id, ip, int(ttl)).encode(), close
         if method != "GET":
             return 400, b"Bad Request", close
         token = headers.get("x-aws-ec2-metadata-token")
-        if token is not None and not token_valid(self.key, ip, token):
+        if token is not None and not token_valid(self.key, vpc_id, ip, token):
             return 401, b"Unauthorized", close
-        request = cloud.MetadataRequest(private_ip=ip, path=path.split("?", 1)[0])
+        request = cloud.MetadataRequest(private_ip=ip, path=path.split("?", 1)[0], vpc_id=vpc_id)
         try:
             answer = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: self.clc.call(cloud.METADATA, request)
             )
         except (OSError, RpcError) as exc:
-            log.warning("metadata for %s: CLC did not answer: %s", ip, exc)
+            log.warning("metadata for %s in %s: CLC did not answer: %s", ip, vpc_id, exc)
             return 404, b"Not Found", close
         return answer.status, answer.body, close

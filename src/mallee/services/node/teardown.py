@@ -1,6 +1,7 @@
 """Removing what a node controller set up on its host: its VMs (only those whose files live in this
-node's directory), its network (bridge, dnsmasq, nftables tables) and its files. For `mallee down`,
-with the node controller stopped."""
+node's directory), its VPC network (bridges, router namespaces, dnsmasq, nftables tables, and the
+public bridge when the node made it) and its files. For `mallee down`, with the node controller
+stopped."""
 
 from __future__ import annotations
 
@@ -49,7 +50,10 @@ def remove_node(cfg: Config) -> list[str]:
             log.warning("could not destroy %s: %s", instance_id, exc)
     network = registry.network(cfg.network, state_dir=node_dir / "network")
     network.teardown()
-    done.append(f"removed the node's network ({cfg.network}: bridge {cfg.bridge}, DHCP, firewall tables)")
+    done.append(
+        f"removed the node's network ({cfg.network}: VPC bridges {cfg.vpc_prefix}v…, routers, DHCP, "
+        f"firewall tables, and {cfg.public_bridge} if the node made it)"
+    )
     if node_dir.exists():
         for child in node_dir.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()

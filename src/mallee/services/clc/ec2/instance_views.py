@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from mallee.core.context import RequestContext
-from mallee.services.clc.ec2 import tags
+from mallee.services.clc.ec2 import interfaces, tags
+from mallee.services.clc.network_tables import NetworkInterface, SecurityGroup
 from mallee.services.clc.tables import Instance
 
 STATE_CODES = {
@@ -19,10 +24,94 @@ STATE_CODES = {
 }
 
 
-def instance_view(
-    ctx: RequestContext, i: Instance, tag_list: list[dict[str, str]] | None = None
+@dataclass(frozen=True)
+class Network:
+    """What the views show of instances' networks, read once for many instances."""
+
+    interfaces: dict[str, tuple[NetworkInterface, str | None]]  # instance id -> (eni, public ip)
+    group_names: dict[str, str]  # group id -> name
+
+    @classmethod
+    def of(cls, s: Session, instances: list[Instance]) -> Network:
+        found = interfaces.primary(s, [i.id for i in instances])
+        group_ids = {g for eni, _ in found.values() for g in json.loads(eni.group_ids or "[]")}
+        names = {
+            key: value
+            for key, value in s.execute(
+                select(SecurityGroup.id, SecurityGroup.name).where(SecurityGroup.id.in_(group_ids))
+            )
+        }
+        return cls(found, names)
+
+    def groups(self, i: Instance) -> list[dict[str, str]]:
+        eni = self.interfaces.get(i.id, (None, None))[0]
+        if eni is None:  # launched on the EDGE network, before VPCs
+            return [{"GroupName": g, "GroupId": g} for g in json.loads(i.security_groups or "[]")]
+        return self.groups_of(eni)
+
+    def groups_of(self, eni: NetworkInterface) -> list[dict[str, str]]:
+        ids = json.loads(eni.group_ids or "[]")
+        return [{"GroupName": self.group_names.get(g, g), "GroupId": g} for g in ids]
+
+
+def _public_dns(ip: str, region: str) -> str:
+    return f"ec2-{ip.replace('.', '-')}.{region}.compute.amazonaws.com"
+
+
+def network_interface_view(
+    ctx: RequestContext,
+    i: Instance | None,
+    eni: NetworkInterface,
+    public_ip: str | None,
+    groups: list[dict[str, str]],
 ) -> dict[str, Any]:
-    groups = [{"GroupName": g, "GroupId": g} for g in json.loads(i.security_groups or "[]")]
+    private_dns = f"ip-{eni.private_ip.replace('.', '-')}.{ctx.region}.compute.internal"
+    address: dict[str, Any] = {
+        "Primary": True,
+        "PrivateIpAddress": eni.private_ip,
+        "PrivateDnsName": private_dns,
+    }
+    out: dict[str, Any] = {
+        "NetworkInterfaceId": eni.id,
+        "SubnetId": eni.subnet_id,
+        "VpcId": eni.vpc_id,
+        "OwnerId": eni.account_id,
+        "Status": eni.status,
+        "MacAddress": eni.mac,
+        "PrivateIpAddress": eni.private_ip,
+        "PrivateDnsName": private_dns,
+        "SourceDestCheck": eni.source_dest_check,
+        "Groups": groups,
+        "Description": eni.description,
+        "InterfaceType": "interface",
+    }
+    if i is not None:
+        out["Attachment"] = {
+            "AttachmentId": "eni-attach-" + eni.id.split("-", 1)[1],
+            "InstanceId": i.id,
+            "InstanceOwnerId": i.account_id,
+            "DeviceIndex": eni.device_index,
+            "Status": "attached",
+            "AttachTime": i.launch_time,
+            "DeleteOnTermination": eni.delete_on_termination,
+        }
+    if public_ip:
+        association = {
+            "PublicIp": public_ip,
+            "PublicDnsName": _public_dns(public_ip, ctx.region),
+            "IpOwnerId": "amazon",
+        }
+        out["Association"] = association
+        address["Association"] = association
+    out["PrivateIpAddresses"] = [address]
+    return out
+
+
+def instance_view(
+    ctx: RequestContext, i: Instance, tag_list: list[dict[str, str]] | None = None, net: Network | None = None
+) -> dict[str, Any]:
+    net = net or Network.of(ctx.session, [i])
+    groups = net.groups(i)
     view: dict[str, Any] = {
         "InstanceId": i.id,
         "ImageId": i.image_id,
@@ -48,6 +137,14 @@ def instance_view(
     }
     if i.private_ip:
         view["PrivateIpAddress"] = i.private_ip
+    eni, public_ip = net.interfaces.get(i.id, (None, None))
+    if eni is not None:
+        view["VpcId"], view["SubnetId"] = eni.vpc_id, eni.subnet_id
+        view["SourceDestCheck"] = eni.source_dest_check
+        view["NetworkInterfaces"] = [network_interface_view(ctx, i, eni, public_ip, groups)]
+    if public_ip:
+        view["PublicIpAddress"] = public_ip
+        view["PublicDnsName"] = _public_dns(public_ip, ctx.region)
     if i.key_name:
         view["KeyName"] = i.key_name
     if i.kernel_id:
@@ -64,18 +161,18 @@ def instance_view(
 
 def reservation_views(ctx: RequestContext, instances: list[Instance]) -> list[dict[str, Any]]:
     all_tags = tags.tags_of(ctx.session, [i.id for i in instances])
+    net = Network.of(ctx.session, instances)
     by_reservation: dict[str, list[Instance]] = {}
     for i in instances:
         by_reservation.setdefault(i.reservation_id, []).append(i)
     views = []
     for reservation_id, members in by_reservation.items():
-        groups = [{"GroupName": g, "GroupId": g} for g in json.loads(members[0].security_groups or "[]")]
         views.append(
             {
                 "ReservationId": reservation_id,
                 "OwnerId": members[0].account_id,
-                "Groups": groups,
-                "Instances": [instance_view(ctx, i, all_tags[i.id]) for i in members],
+                "Groups": [],  # EC2-Classic's; VPC instances carry their groups themselves
+                "Instances": [instance_view(ctx, i, all_tags[i.id], net) for i in members],
             }
         )
     return views

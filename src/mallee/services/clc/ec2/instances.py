@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import json
 from typing import Any
 
 from sqlalchemy import select
@@ -26,7 +25,7 @@ from mallee.rpc.node import InstanceRef
 from mallee.rpc.transport import RpcError
 from mallee.services.clc import peers, placement
 from mallee.services.clc.apis import EC2
-from mallee.services.clc.ec2 import filters, launch, private_addresses, resources, security_groups, tags
+from mallee.services.clc.ec2 import filters, interfaces, launch, tags
 from mallee.services.clc.ec2.instance_views import STATE_CODES, instance_view, reservation_views
 from mallee.services.clc.paging import page
 from mallee.services.clc.tables import Instance, InstanceType
@@ -47,29 +46,6 @@ def _user_data(p: dict[str, Any]) -> str:
     if len(decoded) > MAX_USER_DATA:
         raise CloudError("InvalidParameterValue", f"User data is limited to {MAX_USER_DATA} bytes")
     return str(raw)
-
-
-def _check_network(ctx: RequestContext, p: dict[str, Any]) -> list[str]:
-    """Instances still join the node's EDGE network (its `default` group): VPC placement is
-    refused by name until nodes wire VPCs (issue 13), never ignored."""
-    resources.unsupported(
-        p, "SubnetId", "NetworkInterfaces", "PrivateIpAddress", "Ipv6Addresses", "Ipv6AddressCount"
-    )
-    for group_id in p.get("SecurityGroupIds") or []:
-        if group_id != "default":
-            security_groups.by_id(ctx, group_id)  # InvalidGroup.NotFound / .Malformed first
-            raise CloudError(
-                "UnsupportedOperation",
-                f"Mallee does not launch instances into VPC security groups ({group_id}) yet.",
-            )
-    for name in p.get("SecurityGroups") or []:
-        if name != "default":
-            security_groups.by_name(ctx, name)
-            raise CloudError(
-                "UnsupportedOperation",
-                f"Mallee does not launch instances into VPC security groups ({name}) yet.",
-            )
-    return ["default"]
 
 
 @EC2.operation()
@@ -93,9 +69,10 @@ def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         raise CloudError("InvalidParameterValue", f"Invalid value '{type_name}' for InstanceType.")
     image = launch.resolve_image(ctx, p)
     key = launch.resolve_key(ctx, p.get("KeyName"))
-    groups = _check_network(ctx, p)
     user_data = _user_data(p)
-    zone = (p.get("Placement") or {}).get("AvailabilityZone") or launch.default_zone(ctx)
+    asked_zone = (p.get("Placement") or {}).get("AvailabilityZone")
+    where = interfaces.place(ctx, p, asked_zone, max_count)
+    zone = where.subnet.zone
     client = peers.get().clusters.get(zone)
     if client is None:
         raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
@@ -116,7 +93,6 @@ def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             state_reason="pending",
             key_name=key.name if key else None,
             user_data=user_data,
-            security_groups=json.dumps(groups),
             launch_index=index,
             launch_time=now,
             client_token=(token if index == 0 else f"{token}#{index}") if token else None,
@@ -127,9 +103,10 @@ def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         for index in range(max_count)
     ]
     sources = launch.image_sources(image)
-    private_addresses.allocate(s, zone, peers.get().subnets[zone], records)
+    enis = interfaces.attach(s, where, records, peers.get().public_pool)
     for record in records:
-        record.launch = contract.encode(launch.launch_request(record, itype, sources, key)).decode()
+        request = launch.launch_request(record, itype, sources, key, where, enis[record.id])
+        record.launch = contract.encode(request).decode()
     s.add_all(records)
     launch.apply_tags(ctx, records, p.get("TagSpecifications"))
     s.commit()  # record, then ask: a crash from here on is repaired by the reconciler
@@ -344,6 +321,10 @@ def modify_instance_attribute(ctx: RequestContext, p: dict[str, Any]) -> None:
         i.disable_api_termination = str(p["Value"]).lower() == "true"
     elif "InstanceInitiatedShutdownBehavior" in p:
         i.shutdown_behavior = p["InstanceInitiatedShutdownBehavior"]["Value"]
+    elif p.get("Groups") or p.get("Attribute") == "groupSet":
+        interfaces.set_groups(ctx, i, p.get("Groups") or [])  # nodes hear of it at once
+    elif "SourceDestCheck" in p:
+        raise CloudError("UnsupportedOperation", "Mallee does not support SourceDestCheck changes yet.")
     elif any(k in p for k in ("InstanceType", "UserData", "Kernel", "Ramdisk")):
         raise CloudError("IncorrectInstanceState", f"The instance '{i.id}' is not in the 'stopped' state.")
     else:

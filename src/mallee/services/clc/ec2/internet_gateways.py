@@ -59,19 +59,18 @@ def create_internet_gateway(ctx: RequestContext, p: dict[str, Any]) -> dict[str,
 @EC2.operation()
 def describe_internet_gateways(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     vpcs.ensure_default(ctx)
-    wanted = p.get("InternetGatewayIds")
-    resources.named(ctx, InternetGateway, wanted, "igw", NOT_FOUND)
-    q = (
-        select(InternetGateway)
-        .where(InternetGateway.account_id == ctx.account_id)
-        .order_by(InternetGateway.id)
+    return resources.describe(
+        ctx,
+        p,
+        InternetGateway,
+        ids_member="InternetGatewayIds",
+        prefix="igw",
+        not_found=NOT_FOUND,
+        order=(InternetGateway.id,),
+        view=view,
+        getters=_FILTERS,
+        key="InternetGateways",
     )
-    if wanted:
-        q = q.where(InternetGateway.id.in_(wanted))
-    rows = list(ctx.session.scalars(q))
-    tag_map = tags.tags_of(ctx.session, [g.id for g in rows])
-    views = tags.with_tag_filters([view(g, tag_map[g.id]) for g in rows], p.get("Filters"), _FILTERS)
-    return resources.one_page(p, views, "InternetGateways")
 
 
 @EC2.operation()

@@ -1,5 +1,6 @@
 """What RunInstances needs beyond its own parameters: the image (and its kernel and ramdisk) the
-caller may launch, the key pair, the zone, and the launch description sent to the cluster."""
+caller may launch, the key pair, and the launch description sent to the cluster (where the
+instance goes in its VPC is interfaces.py's)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.rpc import node
 from mallee.services.clc import peers
-from mallee.services.clc.ec2 import tags
-from mallee.services.clc.tables import Cluster, Image, Instance, InstanceType, KeyPair, LaunchPermission
+from mallee.services.clc.ec2 import interfaces, tags
+from mallee.services.clc.network_tables import NetworkInterface
+from mallee.services.clc.tables import Image, Instance, InstanceType, KeyPair, LaunchPermission
 
 URL_SECONDS = 3600  # how long a node may take to start fetching an image
 
@@ -70,13 +72,6 @@ def resolve_key(ctx: RequestContext, name: str | None) -> KeyPair | None:
     return key
 
 
-def default_zone(ctx: RequestContext) -> str:
-    zone = ctx.session.scalar(select(Cluster.zone).order_by(Cluster.zone).limit(1))
-    if zone is None:
-        raise CloudError("InsufficientInstanceCapacity", "This cloud has no availability zone yet.", 500)
-    return str(zone)
-
-
 def _source(image: Image) -> node.ImageSource:
     bucket, _, key = image.location.partition("/")
     presign = peers.get().presign
@@ -109,9 +104,14 @@ def image_sources(image: LaunchImage) -> node.LaunchImage:
 
 
 def launch_request(
-    record: Instance, itype: InstanceType, sources: node.LaunchImage, key: KeyPair | None
+    record: Instance,
+    itype: InstanceType,
+    sources: node.LaunchImage,
+    key: KeyPair | None,
+    where: interfaces.Placement,
+    eni: NetworkInterface,
 ) -> node.InstanceLaunch:
-    """The launch of one instance as its node receives it."""
+    """The launch of one instance as its node receives it, with its primary interface `eni`."""
     return node.InstanceLaunch(
         instance_id=record.id,
         reservation_id=record.reservation_id,
@@ -128,6 +128,9 @@ def launch_request(
         user_data=record.user_data,
         availability_zone=record.zone,
         launch_index=record.launch_index,
+        interface=node.LaunchInterface(
+            interface_id=eni.id, vpc_id=where.vpc.id, vni=where.vpc.vni, subnet_id=where.subnet.id
+        ),
     )
 
 

@@ -1,14 +1,18 @@
 """What the EC2 resource handlers share: finding a resource the caller owns by id, answering a
-Describe call one page at a time, and refusing the members Mallee does not support by name."""
+Describe call (named ids, filters with tags, one page at a time), and refusing the members Mallee
+does not support by name."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+
+from sqlalchemy import select
 
 from mallee.core import ids
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
+from mallee.services.clc.ec2 import tags
 from mallee.services.clc.paging import page
 
 T = TypeVar("T")
@@ -46,6 +50,32 @@ def one_page(p: dict[str, Any], items: list[T], key: str) -> dict[str, Any]:
     if token:
         out["NextToken"] = token
     return out
+
+
+def describe(
+    ctx: RequestContext,
+    p: dict[str, Any],
+    table: Any,
+    *,
+    ids_member: str,
+    prefix: str,
+    not_found: str,
+    order: Sequence[Any],
+    view: Callable[[Any, list[dict[str, str]]], dict[str, Any]],
+    getters: dict[str, Any],
+    key: str,
+) -> dict[str, Any]:
+    """A Describe call over the caller's rows of `table`: the ids it names (each must exist), as
+    `view(row, tags)`, through its Filters (tag filters included), one page of them under `key`."""
+    wanted = p.get(ids_member)
+    named(ctx, table, wanted, prefix, not_found)
+    q = select(table).where(table.account_id == ctx.account_id).order_by(*order)
+    if wanted:
+        q = q.where(table.id.in_(wanted))
+    rows = list(ctx.session.scalars(q))
+    tag_map = tags.tags_of(ctx.session, [row.id for row in rows])
+    views = [view(row, tag_map[row.id]) for row in rows]
+    return one_page(p, tags.with_tag_filters(views, p.get("Filters"), getters), key)
 
 
 def unsupported(p: dict[str, Any], *members: str) -> None:

@@ -160,19 +160,18 @@ def create_route_table(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]
 @EC2.operation()
 def describe_route_tables(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     vpcs.ensure_default(ctx)
-    wanted = p.get("RouteTableIds")
-    resources.named(ctx, RouteTable, wanted, "rtb", NOT_FOUND)
-    q = (
-        select(RouteTable)
-        .where(RouteTable.account_id == ctx.account_id)
-        .order_by(RouteTable.vpc_id, RouteTable.id)
+    return resources.describe(
+        ctx,
+        p,
+        RouteTable,
+        ids_member="RouteTableIds",
+        prefix="rtb",
+        not_found=NOT_FOUND,
+        order=(RouteTable.vpc_id, RouteTable.id),
+        view=lambda table, tag_list: view(ctx.session, table, tag_list),
+        getters=_FILTERS,
+        key="RouteTables",
     )
-    if wanted:
-        q = q.where(RouteTable.id.in_(wanted))
-    rows = list(ctx.session.scalars(q))
-    tag_map = tags.tags_of(ctx.session, [t.id for t in rows])
-    views = [view(ctx.session, t, tag_map[t.id]) for t in rows]
-    return resources.one_page(p, tags.with_tag_filters(views, p.get("Filters"), _FILTERS), "RouteTables")
 
 
 @EC2.operation()
@@ -375,15 +374,18 @@ _ACL_FILTERS: dict[str, Any] = {
 @EC2.operation()
 def describe_network_acls(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     vpcs.ensure_default(ctx)
-    wanted = p.get("NetworkAclIds")
-    resources.named(ctx, NetworkAcl, wanted, "acl", "InvalidNetworkAclID.NotFound")
-    q = select(NetworkAcl).where(NetworkAcl.account_id == ctx.account_id).order_by(NetworkAcl.vpc_id)
-    if wanted:
-        q = q.where(NetworkAcl.id.in_(wanted))
-    rows = list(ctx.session.scalars(q))
-    tag_map = tags.tags_of(ctx.session, [a.id for a in rows])
-    views = [_acl_view(ctx.session, a, tag_map[a.id]) for a in rows]
-    return resources.one_page(p, tags.with_tag_filters(views, p.get("Filters"), _ACL_FILTERS), "NetworkAcls")
+    return resources.describe(
+        ctx,
+        p,
+        NetworkAcl,
+        ids_member="NetworkAclIds",
+        prefix="acl",
+        not_found="InvalidNetworkAclID.NotFound",
+        order=(NetworkAcl.vpc_id,),
+        view=lambda acl, tag_list: _acl_view(ctx.session, acl, tag_list),
+        getters=_ACL_FILTERS,
+        key="NetworkAcls",
+    )
 
 
 @EC2.operation()

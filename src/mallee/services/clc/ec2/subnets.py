@@ -148,15 +148,19 @@ def create_subnet(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
 @EC2.operation()
 def describe_subnets(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     vpcs.ensure_default(ctx)
-    resources.named(ctx, Subnet, p.get("SubnetIds"), "subnet", "InvalidSubnetID.NotFound")
-    q = select(Subnet).where(Subnet.account_id == ctx.account_id).order_by(Subnet.vpc_id, Subnet.cidr)
-    if p.get("SubnetIds"):
-        q = q.where(Subnet.id.in_(p["SubnetIds"]))
-    rows = list(ctx.session.scalars(q))
-    tag_map = tags.tags_of(ctx.session, [n.id for n in rows])
     names = zone_ids(ctx)
-    views = [view(ctx.session, n, tag_map[n.id], names) for n in rows]
-    return resources.one_page(p, tags.with_tag_filters(views, p.get("Filters"), _FILTERS), "Subnets")
+    return resources.describe(
+        ctx,
+        p,
+        Subnet,
+        ids_member="SubnetIds",
+        prefix="subnet",
+        not_found="InvalidSubnetID.NotFound",
+        order=(Subnet.vpc_id, Subnet.cidr),
+        view=lambda subnet, tag_list: view(ctx.session, subnet, tag_list, names),
+        getters=_FILTERS,
+        key="Subnets",
+    )
 
 
 @EC2.operation()

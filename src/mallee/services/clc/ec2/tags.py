@@ -23,6 +23,7 @@ from mallee.services.clc.network_tables import (
     InternetGateway,
     NetworkAcl,
     NetworkInterface,
+    PublicAddress,
     RouteTable,
     SecurityGroup,
     Subnet,
@@ -46,6 +47,8 @@ RESOURCES: dict[str, tuple[str, Any, str]] = {
     "sg": ("security-group", SecurityGroup, "InvalidGroup.NotFound"),
     "eni": ("network-interface", NetworkInterface, "InvalidNetworkInterfaceID.NotFound"),
 }
+# Elastic IPs are tagged by allocation id (their row's key is the address).
+ELASTIC_IP = ("elastic-ip", "InvalidAllocationID.NotFound")
 MAX_TAGS = 50
 
 
@@ -148,6 +151,11 @@ def with_tag_filters(
 
 
 def _owned(ctx: RequestContext, resource_id: str) -> str:
+    if resource_id.startswith("eipalloc-"):
+        found = ctx.session.scalar(select(PublicAddress).where(PublicAddress.allocation_id == resource_id))
+        if found is None or found.account_id != ctx.account_id:
+            raise CloudError(ELASTIC_IP[1], f"The ID '{resource_id}' does not exist")
+        return ELASTIC_IP[0]
     resource_type, table, not_found = _resource(resource_id)
     row = ctx.session.get(table, resource_id)
     if row is None or row.account_id != ctx.account_id:

@@ -290,14 +290,18 @@ def create_default_vpc(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]
 @EC2.operation()
 def describe_vpcs(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     ensure_default(ctx)
-    resources.named(ctx, Vpc, p.get("VpcIds"), "vpc", "InvalidVpcID.NotFound")
-    q = select(Vpc).where(Vpc.account_id == ctx.account_id).order_by(Vpc.created, Vpc.id)
-    if p.get("VpcIds"):
-        q = q.where(Vpc.id.in_(p["VpcIds"]))
-    rows = list(ctx.session.scalars(q))
-    tag_map = tags.tags_of(ctx.session, [v.id for v in rows])
-    views = tags.with_tag_filters([view(v, tag_map[v.id]) for v in rows], p.get("Filters"), _FILTERS)
-    return resources.one_page(p, views, "Vpcs")
+    return resources.describe(
+        ctx,
+        p,
+        Vpc,
+        ids_member="VpcIds",
+        prefix="vpc",
+        not_found="InvalidVpcID.NotFound",
+        order=(Vpc.created, Vpc.id),
+        view=view,
+        getters=_FILTERS,
+        key="Vpcs",
+    )
 
 
 def dependents(s: Session, vpc: Vpc) -> str | None:
