@@ -53,6 +53,11 @@ def test_an_instance_lands_in_the_default_subnet_with_a_public_address(ec2: Any,
     assert eni["MacAddress"] and eni["Association"]["PublicIp"] == public
     running = wait_state(ec2, [instance["InstanceId"]], "running")[0]
     assert running["PublicIpAddress"] == public
+    reservation = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]
+    by_reservation = ec2.describe_instances(
+        Filters=[{"Name": "reservation-id", "Values": [reservation["ReservationId"]]}]
+    )["Reservations"]
+    assert [i["InstanceId"] for r in by_reservation for i in r["Instances"]] == [instance["InstanceId"]]
     found = ec2.describe_network_interfaces(
         Filters=[{"Name": "attachment.instance-id", "Values": [instance["InstanceId"]]}]
     )["NetworkInterfaces"]

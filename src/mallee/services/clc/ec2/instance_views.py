@@ -159,20 +159,27 @@ def instance_view(
     return view
 
 
-def reservation_views(ctx: RequestContext, instances: list[Instance]) -> list[dict[str, Any]]:
+def instance_views(ctx: RequestContext, instances: list[Instance]) -> dict[str, dict[str, Any]]:
+    """Instance id -> its view, for many instances with a few queries in all."""
     all_tags = tags.tags_of(ctx.session, [i.id for i in instances])
     net = Network.of(ctx.session, instances)
+    return {i.id: instance_view(ctx, i, all_tags[i.id], net) for i in instances}
+
+
+def reservation_views(
+    ctx: RequestContext, instances: list[Instance], views: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """`views`: the instances' views, when the caller has them already."""
+    views = views if views is not None else instance_views(ctx, instances)
     by_reservation: dict[str, list[Instance]] = {}
     for i in instances:
         by_reservation.setdefault(i.reservation_id, []).append(i)
-    views = []
-    for reservation_id, members in by_reservation.items():
-        views.append(
-            {
-                "ReservationId": reservation_id,
-                "OwnerId": members[0].account_id,
-                "Groups": [],  # EC2-Classic's; VPC instances carry their groups themselves
-                "Instances": [instance_view(ctx, i, all_tags[i.id], net) for i in members],
-            }
-        )
-    return views
+    return [
+        {
+            "ReservationId": reservation_id,
+            "OwnerId": members[0].account_id,
+            "Groups": [],  # EC2-Classic's; VPC instances carry their groups themselves
+            "Instances": [views[i.id] for i in members],
+        }
+        for reservation_id, members in by_reservation.items()
+    ]

@@ -26,7 +26,7 @@ from mallee.rpc.transport import RpcError
 from mallee.services.clc import peers, placement
 from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import filters, interfaces, launch, tags
-from mallee.services.clc.ec2.instance_views import STATE_CODES, instance_view, reservation_views
+from mallee.services.clc.ec2.instance_views import STATE_CODES, instance_views, reservation_views
 from mallee.services.clc.paging import page
 from mallee.services.clc.tables import Instance, InstanceType
 
@@ -129,7 +129,6 @@ _FILTERS: dict[str, filters.Getter[dict[str, Any]]] = {
     "availability-zone": lambda v: v["Placement"]["AvailabilityZone"],
     "private-ip-address": lambda v: v.get("PrivateIpAddress"),
     "key-name": lambda v: v.get("KeyName"),
-    "reservation-id": lambda v: v["_reservation"],
     "kernel-id": lambda v: v.get("KernelId"),
     "ramdisk-id": lambda v: v.get("RamdiskId"),
     "launch-index": lambda v: v["AmiLaunchIndex"],
@@ -167,8 +166,10 @@ def _named(ctx: RequestContext, instance_ids: list[str]) -> list[Instance]:
 @EC2.operation()
 def describe_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     found = _visible(ctx, p.get("InstanceIds"))
-    views = {i.id: {**instance_view(ctx, i), "_reservation": i.reservation_id} for i in found}
-    tagged = tags.with_tag_filters(list(views.values()), p.get("Filters"), _FILTERS)
+    views = instance_views(ctx, found)
+    reservation_of = {i.id: i.reservation_id for i in found}
+    getters = {**_FILTERS, "reservation-id": lambda v: reservation_of[v["InstanceId"]]}
+    tagged = tags.with_tag_filters(list(views.values()), p.get("Filters"), getters)
     keep = {v["InstanceId"] for v in tagged}
     selected = [i for i in found if i.id in keep]
     limit = p.get("MaxResults")
@@ -177,7 +178,7 @@ def describe_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]
     chunk, token = page(
         selected, p.get("NextToken"), limit, default=len(selected) or 1, code="InvalidParameterValue"
     )
-    out: dict[str, Any] = {"Reservations": reservation_views(ctx, chunk)}
+    out: dict[str, Any] = {"Reservations": reservation_views(ctx, chunk, views)}
     if token:
         out["NextToken"] = token
     return out
