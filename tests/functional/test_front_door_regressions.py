@@ -97,13 +97,15 @@ def test_a_key_pair_name_outside_printable_ascii_is_refused(cloud: Cloud, accoun
     assert ec2.describe_key_pairs()["KeyPairs"] == []
 
 
-def _s3_request(cloud: Cloud, method: str, path: str, headers: dict[str, str]) -> tuple[int, str]:
-    request = AWSRequest(method=method, url=cloud.endpoint + path, data=b"x", headers=headers)
+def _s3_request(
+    cloud: Cloud, method: str, path: str, headers: dict[str, str], body: bytes = b"x"
+) -> tuple[int, str]:
+    request = AWSRequest(method=method, url=cloud.endpoint + path, data=body, headers=headers)
     S3SigV4Auth(
         Credentials(cloud.admin.access_key_id, cloud.admin.secret_access_key), "s3", cloud.region
     ).add_auth(request)
     conn = _conn(cloud)
-    conn.request(method, path, body=b"x", headers=dict(request.headers.items()))
+    conn.request(method, path, body=body, headers=dict(request.headers.items()))
     response = conn.getresponse()
     return response.status, response.read().decode()
 
@@ -307,3 +309,19 @@ def test_register_node_refuses_what_names_no_node(cloud: Cloud, params: str) -> 
     status, text = signed(cloud, "ec2", "Action=RegisterNode&Version=2016-11-15&" + params)
     assert status == 400 and "<Code>InvalidParameterValue</Code>" in text, text
     assert (cloud.data_dir / "cc-nodes.json").read_text() == nodes
+
+
+def test_an_xml_body_past_the_limit_is_max_message_length_exceeded(cloud: Cloud) -> None:
+    bucket = "xml-limit"
+    cloud.client("s3").create_bucket(Bucket=bucket)
+    tags = "".join(f"<Tag><Key>k{i}</Key><Value>{'v' * 200}</Value></Tag>" for i in range(12_000))
+    body = f"<Tagging><TagSet>{tags}</TagSet></Tagging>".encode()  # ~2.8 MiB
+    status, text = _s3_request(
+        cloud,
+        "PUT",
+        f"/{bucket}?tagging",
+        {"x-amz-content-sha256": "UNSIGNED-PAYLOAD", "content-type": "application/xml"},
+        body,
+    )
+    assert status == 400 and "<Code>MaxMessageLengthExceeded</Code>" in text, text[:300]
+    cloud.client("s3").delete_bucket(Bucket=bucket)

@@ -57,6 +57,7 @@ STATUS: dict[str, int] = {
     "InvalidArgument": 400,
     "InvalidRequest": 400,
     "MalformedXML": 400,
+    "MaxMessageLengthExceeded": 400,
     "MethodNotAllowed": 405,
     "MissingContentLength": 411,
     "InvalidDigest": 400,

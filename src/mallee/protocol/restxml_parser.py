@@ -352,9 +352,9 @@ def _read_parsed_body(binding: Binding, request: HttpRequest) -> bytes:
             break
         size += len(chunk)
         if size > MAX_PARSED_BODY:
-            raise CloudError(
-                "MalformedXML",
-                f"The request body is larger than the {MAX_PARSED_BODY} bytes this operation accepts.",
+            raise CloudError(  # S3's name for it
+                "MaxMessageLengthExceeded",
+                f"Your request was too big: this operation accepts {MAX_PARSED_BODY} bytes at most.",
             )
         chunks.append(chunk)
     request.body = b"".join(chunks)
