@@ -50,9 +50,25 @@ def real_cloud(tmp_path_factory: pytest.TempPathFactory) -> Any:
         try:
             yield cloud
         finally:
+            _end_instances(cloud)  # also after a failure: a stopped node leaves its VMs running
             stop_cloud(cloud)
             registry.network("vpc", state_dir=node_dir / "network").teardown()
             shutil.rmtree(node_dir, ignore_errors=True)
+
+
+def _end_instances(cloud: Cloud) -> None:
+    ec2 = cloud.client("ec2")
+
+    def live() -> list[str]:
+        found = ec2.describe_instances()["Reservations"]
+        return [i["InstanceId"] for r in found for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+
+    try:
+        if live():
+            ec2.terminate_instances(InstanceIds=live())
+            wait_for("every instance terminated", lambda: not live(), 60)
+    except Exception as exc:  # the cloud may be what failed; say so and go on cleaning
+        print(f"could not end the test's instances: {exc}")
 
 
 def _port_open(ip: str, timeout: float = 0.5) -> bool:
@@ -162,3 +178,14 @@ def test_groups_elastic_ips_and_termination_on_the_wire(real_cloud: Cloud, tmp_p
     assert ip_b not in [x["PublicIp"] for x in ec2.describe_addresses()["Addresses"]]
     ec2.release_address(AllocationId=allocation["AllocationId"])
     ec2.terminate_instances(InstanceIds=[a["InstanceId"]])
+    # Ended before the cloud stops: a stopped node leaves its VMs running (by design).
+    wait_for(
+        "A terminated",
+        lambda: (
+            ec2.describe_instances(InstanceIds=[a["InstanceId"]])["Reservations"][0]["Instances"][0]["State"][
+                "Name"
+            ]
+            == "terminated"
+        ),
+        60,
+    )
