@@ -12,8 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mallee.services.clc.ec2 import interfaces
-from mallee.services.clc.network_tables import SecurityGroup
+from mallee.services.clc.ec2.instance_views import Network, public_dns
 from mallee.services.clc.tables import Instance, KeyPair
 
 Tree = dict[str, Any]  # a nested directory: str leaves, dict subdirectories
@@ -28,17 +27,10 @@ def _tree(s: Session, i: Instance) -> Tree:
         else None
     )
     hostname = f"ip-{i.private_ip.replace('.', '-')}"
-    eni, public_ip = interfaces.primary(s, [i.id]).get(i.id, (None, None))
-    group_ids = json.loads(eni.group_ids) if eni is not None else []
-    names = {
-        key: value
-        for key, value in s.execute(
-            select(SecurityGroup.id, SecurityGroup.name).where(SecurityGroup.id.in_(group_ids))
-        )
-    }
-    public_hostname = (
-        f"ec2-{public_ip.replace('.', '-')}.{i.zone[:-1]}.compute.amazonaws.com" if public_ip else ""
-    )
+    net = Network.of(s, [i])
+    eni, public_ip = net.interfaces.get(i.id, (None, None))
+    groups = net.groups_of(eni) if eni is not None else []
+    public_hostname = public_dns(public_ip, i.zone[:-1]) if public_ip else ""
     meta: Tree = {
         "ami-id": i.image_id,
         "ami-launch-index": str(i.launch_index),
@@ -55,7 +47,7 @@ def _tree(s: Session, i: Instance) -> Tree:
         "public-hostname": public_hostname,
         "public-ipv4": public_ip or "",
         "reservation-id": i.reservation_id,
-        "security-groups": "\n".join(names.get(g, g) for g in group_ids) or "default",
+        "security-groups": "\n".join(g["GroupName"] for g in groups) or "default",
     }
     if eni is not None:  # what cloud-init reads to configure the interface
         mac: Tree = {
@@ -65,8 +57,8 @@ def _tree(s: Session, i: Instance) -> Tree:
             "local-ipv4s": eni.private_ip,
             "mac": eni.mac,
             "owner-id": i.account_id,
-            "security-group-ids": "\n".join(group_ids),
-            "security-groups": "\n".join(names.get(g, g) for g in group_ids),
+            "security-group-ids": "\n".join(g["GroupId"] for g in groups),
+            "security-groups": "\n".join(g["GroupName"] for g in groups),
             "subnet-id": eni.subnet_id,
             "vpc-id": eni.vpc_id,
         }

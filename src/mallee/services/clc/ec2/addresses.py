@@ -19,6 +19,7 @@ from mallee.core.errors import CloudError
 from mallee.services.clc import peers
 from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import interfaces, resources, tags
+from mallee.services.clc.ec2.instance_views import public_dns
 from mallee.services.clc.network_tables import InternetGateway, NetworkInterface, PublicAddress
 from mallee.services.clc.tables import Instance
 
@@ -250,7 +251,7 @@ def describe_addresses_attribute(ctx: RequestContext, p: dict[str, Any]) -> dict
             {
                 "PublicIp": a.public_ip,
                 "AllocationId": a.allocation_id,
-                "PtrRecord": f"ec2-{a.public_ip.replace('.', '-')}.{ctx.region}.compute.amazonaws.com",
+                "PtrRecord": public_dns(a.public_ip, ctx.region),
             }
             for a in found
         ],

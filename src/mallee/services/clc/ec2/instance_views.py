@@ -54,7 +54,8 @@ class Network:
         return [{"GroupName": self.group_names.get(g, g), "GroupId": g} for g in ids]
 
 
-def _public_dns(ip: str, region: str) -> str:
+def public_dns(ip: str, region: str) -> str:
+    """AWS's public DNS name of a public address."""
     return f"ec2-{ip.replace('.', '-')}.{region}.compute.amazonaws.com"
 
 
@@ -98,7 +99,7 @@ def network_interface_view(
     if public_ip:
         association = {
             "PublicIp": public_ip,
-            "PublicDnsName": _public_dns(public_ip, ctx.region),
+            "PublicDnsName": public_dns(public_ip, ctx.region),
             "IpOwnerId": "amazon",
         }
         out["Association"] = association
@@ -144,7 +145,7 @@ def instance_view(
         view["NetworkInterfaces"] = [network_interface_view(ctx, i, eni, public_ip, groups)]
     if public_ip:
         view["PublicIpAddress"] = public_ip
-        view["PublicDnsName"] = _public_dns(public_ip, ctx.region)
+        view["PublicDnsName"] = public_dns(public_ip, ctx.region)
     if i.key_name:
         view["KeyName"] = i.key_name
     if i.kernel_id:
