@@ -240,6 +240,30 @@ def test_metadata_listener(driver: VpcNetworkDriver, underlay: NodeUnderlay) -> 
         sock.close()
 
 
+def test_node_controllers_on_one_machine_agree_on_a_vpcs_conntrack_zone(underlay: NodeUnderlay) -> None:
+    """They share the kernel's conntrack table: one VPC must have one zone on both (the kernel hands
+    a VXLAN frame between local addresses over with its entry), different VPCs different zones."""
+    if not REAL:
+        pytest.skip("needs the real driver")
+    dirs = [Path(tempfile.mkdtemp(prefix="mallee-vpc-")) for _ in range(2)]
+    first, second = VpcDriver(dirs[0]), VpcDriver(dirs[1])
+    prefix = underlay.prefix[:3] + ("y" if underlay.prefix.endswith("z") else "z")
+    other = replace(underlay, prefix=prefix, public_bridge=f"{prefix}pub")
+    try:
+        shared = _vpc(1)
+        only_first = _vpc(2, vni=shared.vni + 1)
+        first.apply(NodeNetwork(underlay, (only_first, shared)))  # the first node saw another VPC first
+        second.apply(NodeNetwork(other, (shared,)))
+        zones = [d.describe()["vpcs"] for d in (first, second)]
+        assert zones[0]["vpc-1"]["conntrack_zone"] == zones[1]["vpc-1"]["conntrack_zone"]
+        assert zones[0]["vpc-2"]["conntrack_zone"] != zones[0]["vpc-1"]["conntrack_zone"]
+    finally:
+        first.teardown()
+        second.teardown()
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def test_a_restarted_driver_takes_over(underlay: NodeUnderlay) -> None:
     if not REAL:
         pytest.skip("needs the real driver")

@@ -81,8 +81,7 @@ class VpcDriver(VpcNetworkDriver):
         dnsmasq_binary: str = dnsmasq.DNSMASQ,
         conntrack_zones: range = range(1, 65536),
     ) -> None:
-        """`conntrack_zones`: the zones this driver gives its VPC bridges (two node controllers on
-        one machine, as in the tests, need disjoint ranges)."""
+        """`conntrack_zones`: the zones this driver gives its VPC bridges (see `_allocate_zones`)."""
         self._dir = state_dir
         self._dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self._dir, 0o755)  # dnsmasq reads its hosts files after dropping root
@@ -258,14 +257,23 @@ class VpcDriver(VpcNetworkDriver):
         vpc_links.set_sysctl(BR_NETFILTER, "1")
 
     def _allocate_zones(self, state: NodeNetwork) -> None:
+        """A VPC's zone is its VNI folded into the range, or the next free one after it: node
+        controllers sharing one machine's conntrack table (the tests' two nodes) then agree on a
+        VPC's zone and give different VPCs different ones. Both matter there: the kernel hands a
+        VXLAN frame between two local addresses to the other bridge with its conntrack entry, and
+        VPCs with the same addresses must never share entries."""
+        span = self._zone_range
         used = set(self._saved.zones.values())
-        free = (z for z in self._zone_range if z not in used)
         for vpc in state.vpcs:
-            if vpc.vni not in self._saved.zones:
-                zone = next(free, None)
-                if zone is None:
-                    raise VpcNetworkError("no conntrack zone left for another VPC")
-                self._saved.zones[vpc.vni] = zone
+            if vpc.vni in self._saved.zones:
+                continue
+            start = vpc.vni % len(span)
+            candidates = (span[(start + i) % len(span)] for i in range(len(span)))
+            zone = next((z for z in candidates if z not in used), None)
+            if zone is None:
+                raise VpcNetworkError("no conntrack zone left for another VPC")
+            self._saved.zones[vpc.vni] = zone
+            used.add(zone)
 
     def _apply_host_table(self, state: NodeNetwork) -> float:
         under = state.underlay
