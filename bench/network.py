@@ -2,7 +2,10 @@
 baselines measured in the same run.
 
 1. propagation: from the `apply` call with a new allow rule to the first TCP connection it admits
-   (a prober in the client's namespace tries every 10 ms); goal < 1 s.
+   (a prober in the client's namespace tries every 10 ms); goal < 1 s. Then the same through the
+   whole cloud (bench/_network_api.py): AuthorizeSecurityGroupIngress returned -> the first SYN
+   admitted at a tiny VM's public address, and RevokeSecurityGroupIngress returned -> the first
+   refused (`--no-api` skips it: it needs libvirt and boots a VM).
 2. apply time for 1,000 groups x 50 rules and 500 interfaces in one VPC (the interfaces' devices do
    not exist: the driver tolerates declared taps that are not there yet): the first apply, a repeated
    one, a one-rule change and a membership change, against one `nft -f` replacing the same ruleset
@@ -11,7 +14,7 @@ baselines measured in the same run.
    64-byte datagrams (a one-way UDP flow stays NEW in conntrack, so every packet is looked up in the
    groups) and TCP, with 1,000 rules in the receiver's group against none; goal >= 0.9x.
 
-    .venv/bin/python bench/network.py [--seconds 5] [--rounds 3]
+    .venv/bin/python bench/network.py [--seconds 5] [--rounds 3] [--no-api]
 
 Everything lives on a bridge and in namespaces it creates under a random prefix, and is removed at the
 end (processes by pid), also after an error or Ctrl-C.
@@ -36,7 +39,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _harness import interrupt_on_signals, machine_facts, mallee_version, print_facts
+from _harness import interrupt_on_signals, machine_facts, mallee_version, print_facts, workspace
+from _network_api import api_propagation
 
 from mallee.drivers.network import vpc_nft
 from mallee.drivers.network.vpc import VpcDriver
@@ -321,6 +325,7 @@ def main() -> int:
     parser.add_argument("--rules", type=int, default=50, help="per group")
     parser.add_argument("--interfaces", type=int, default=500)
     parser.add_argument("--noise", type=int, default=1000, help="rules in force for the packet rates")
+    parser.add_argument("--no-api", action="store_true", help="skip propagation through the cloud (a VM)")
     args = parser.parse_args()
     if shutil.which("iperf3") is None:
         print("ERROR: iperf3 is missing (apt-get install iperf3)", file=sys.stderr)
@@ -333,6 +338,15 @@ def main() -> int:
     print("\n1. rule propagation: apply(new allow rule) -> first admitted TCP connection (goal < 1 s)")
     print(f"   min {min(delays) * 1000:.1f} ms, median {statistics.median(delays) * 1000:.1f} ms, "
           f"max {max(delays) * 1000:.1f} ms; median/goal {statistics.median(delays):.3f}")  # fmt: skip
+    if not args.no_api:
+        with workspace(False) as workdir:
+            through = api_propagation(args.rounds, workdir)
+        print("   through the cloud, to a tiny VM's public address (TCG), from the API call's return:")
+        for call, label in (("authorize", "first SYN admitted"), ("revoke", "first SYN refused")):
+            values = through[call]
+            print(f"   {call.capitalize()}SecurityGroupIngress -> {label}: min {min(values) * 1000:.1f} ms, "
+                  f"median {statistics.median(values) * 1000:.1f} ms, max {max(values) * 1000:.1f} ms; "
+                  f"median/goal {statistics.median(values):.3f}")  # fmt: skip
 
     times = apply_times(args.groups, args.rules, args.interfaces, args.rounds)
     base = statistics.median(times["baseline: nft -f replacing the ruleset"])
