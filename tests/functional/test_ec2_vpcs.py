@@ -72,6 +72,14 @@ def test_a_custom_vpc_with_two_subnets_a_gateway_and_a_route_table(ec2: Any) -> 
     with pytest.raises(ClientError) as err:
         ec2.create_route(RouteTableId=rtb, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
     assert code(err) == "RouteAlreadyExists"
+    ec2.replace_route(RouteTableId=rtb, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    for destination, expected in (
+        ("10.20.0.0/16", "InvalidParameterValue"),
+        ("10.9.0.0/16", "InvalidRoute.NotFound"),
+    ):
+        with pytest.raises(ClientError) as err:
+            ec2.replace_route(RouteTableId=rtb, DestinationCidrBlock=destination, GatewayId=igw)
+        assert code(err) == expected, destination
     association = ec2.associate_route_table(RouteTableId=rtb, SubnetId=a["SubnetId"])["AssociationId"]
     found = ec2.describe_route_tables(Filters=[{"Name": "association.subnet-id", "Values": [a["SubnetId"]]}])
     assert [t["RouteTableId"] for t in found["RouteTables"]] == [rtb]
