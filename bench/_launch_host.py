@@ -24,8 +24,6 @@ from pathlib import Path
 from _harness import service_pids
 
 from mallee.drivers.hypervisor import host as libvirt_host
-from mallee.drivers.network import bridge, nftables
-from mallee.drivers.network.edge import EdgeNetworkDriver
 from mallee.images.tiny import build_tiny
 
 MIB = 1 << 20
@@ -114,16 +112,6 @@ def free_subnets(count: int) -> list[ipaddress.IPv4Network]:
             if len(chosen) == count:
                 return chosen
     raise RuntimeError("no free private /24 found")
-
-
-def remove_network(state_dir: Path, bridge_name: str) -> None:
-    """Undo an EDGE network a driver set up in `state_dir` (dnsmasq, nft tables, the bridge)."""
-    with contextlib.suppress(Exception):
-        EdgeNetworkDriver(state_dir).teardown()
-    with contextlib.suppress(Exception):
-        nftables.apply(nftables.delete_script(bridge_name))
-    with contextlib.suppress(Exception):
-        bridge.delete(bridge_name)
 
 
 # ---------------------------------------------------------------------------------------------

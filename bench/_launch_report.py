@@ -21,7 +21,7 @@ STEPS = {
     "nc_received": "node controller has the launch (launch.json)",
     "api_returned": "RunInstances answered",
     "disk_ready": "qcow2 overlay created",
-    "network_ready": "DHCP entry + anti-spoofing added",
+    "network_ready": "interface applied (DHCP, anti-spoofing, NAT)",
     "spawned": "libvirt define+start returned",
     "domain_started": "console log opened (QEMU running)",
     "root_mounted": "kernel+initramfs up, root on /dev/vda",

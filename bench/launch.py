@@ -1,10 +1,10 @@
 """Launch benchmark: the figures the compute issue asks for, measured in one run, with ratios.
 
-1. Seconds from RunInstances to SSH login through Mallee (its own `mallee up` on libvirt and the EDGE
-   network; the tiny image published with `mallee image publish`, a key pair, run-instances m1.small,
-   DescribeInstances until running, then `ssh root@<private ip> true` every 0.25 s) versus the same
+1. Seconds from RunInstances to SSH login through Mallee (its own `mallee up` on libvirt and VPC
+   networking; the tiny image published with `mallee image publish`, a key pair, run-instances m1.small,
+   DescribeInstances until running, then `ssh root@<public ip> true` every 0.25 s) versus the same
    image booted straight through libvirt by the benchmark (same driver, domain XML, shape, overlay,
-   DHCP and metadata on a bridge of its own; see `_launch_direct.py`). Goal: ratio <= 1.10.
+   DHCP and metadata in a VPC of its own; see `_launch_direct.py`). Goal: ratio <= 1.10.
 2. A cached launch of a 1 GiB image versus a 32 MiB one whose root filesystems differ only in
    trailing zeros, each launched once first to fill the node's image cache. Goal: ratio <= 1.05.
 3. Memory: each instance's QEMU RSS (the pid from /run/libvirt/qemu/<domain>.pid) and the node
@@ -79,7 +79,7 @@ def _versions(images: Images) -> dict[str, str]:
 
 
 class Bench:
-    """The measurements, in order, on one cloud and one direct-boot bridge."""
+    """The measurements, in order, on one cloud and one direct-boot VPC."""
 
     def __init__(
         self, args: argparse.Namespace, cloud: Cloud, direct: DirectBoot, results: Results, daemons: Daemons

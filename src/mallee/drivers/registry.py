@@ -48,8 +48,8 @@ def _fake_network(**options: Any) -> VpcNetworkDriver:
 
 
 HYPERVISORS: dict[str, Callable[..., Hypervisor]] = {"libvirt": _libvirt_hypervisor, "fake": _fake_hypervisor}
-# The node's VPC data plane. EDGE mode's drivers (network/base.py, edge.py, fake.py) are no longer
-# selectable: nodes take their network whole from the CLC (apply_network).
+# The node's VPC data plane (EDGE mode's drivers were removed once it replaced them): nodes take their
+# network whole from the CLC (apply_network).
 NETWORKS: dict[str, Callable[..., VpcNetworkDriver]] = {"vpc": _vpc_network, "fake": _fake_network}
 OBJECTSTORES: dict[str, Callable[..., ObjectStore]] = {"filesystem": _filesystem_objectstore}
 

@@ -1,2 +1,2 @@
-"""Node-side EDGE networking: the bridge, DHCP, security groups, anti-spoofing and the metadata
-redirect a node controller applies for its zone (see base.py for the contract)."""
+"""Node-side VPC networking: the bridges, router namespaces, DHCP, security groups, anti-spoofing,
+VXLAN and metadata listeners a node controller applies (see vpc_contract.py for the contract)."""

@@ -1,9 +1,10 @@
-"""dnsmasq as the bridge's DHCP server: DHCP only (no DNS), fixed MAC -> IP entries only.
+"""dnsmasq's process and files, as the VPC driver's DHCP server uses them (vpc_dhcp.py renders its
+command line and hosts file): the files one dnsmasq keeps under a state directory, its lease file,
+and stopping it by its pid.
 
-The hosts file is rewritten atomically and dnsmasq re-reads it on SIGHUP. dnsmasq daemonizes itself
-with its own pid file and lease file under the driver's state directory; it is stopped by that pid
-(after checking /proc that the pid is still our dnsmasq). It drops root to its default user, so
-the state directory must be readable by that user (the driver makes it 0755).
+dnsmasq daemonizes itself with its own pid file and lease file under the driver's state directory;
+it is stopped by that pid (after checking /proc that the pid is still our dnsmasq). It drops root to
+its default user, so the state directory must be readable by that user (the driver makes it 0755).
 """
 
 from __future__ import annotations
@@ -11,21 +12,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from mallee.core.files import write_atomically
-from mallee.drivers.network.base import HostNetwork, InstanceInterface, Lease, NetworkError
 
 DNSMASQ = "dnsmasq"
 
 
-def render_hosts(instances: Sequence[InstanceInterface]) -> str:
-    """One `--dhcp-hostsfile` line per instance: MAC,IP,hostname."""
-    return "".join(f"{i.mac},{i.ip},{i.hostname}\n" for i in sorted(instances, key=lambda i: i.mac))
+@dataclass(frozen=True)
+class Lease:
+    mac: str
+    ip: str
+    hostname: str | None
+    expires: int  # Unix time; 0 = never
 
 
 def parse_leases(text: str) -> list[Lease]:
@@ -57,28 +56,6 @@ class DnsmasqFiles:
         )
 
 
-def command(host: HostNetwork, files: DnsmasqFiles, binary: str = DNSMASQ) -> list[str]:
-    net = host.network
-    return [
-        binary,
-        "--conf-file=/dev/null",
-        "--port=0",
-        "--bind-interfaces",
-        f"--interface={host.bridge}",
-        "--except-interface=lo",
-        "--no-resolv",
-        "--no-hosts",
-        "--dhcp-authoritative",
-        f"--dhcp-range={net.network_address},static,{net.netmask},{host.lease_seconds}",
-        f"--dhcp-option=option:router,{host.address}",
-        f"--dhcp-hostsfile={files.hosts}",
-        f"--dhcp-leasefile={files.leases}",
-        f"--pid-file={files.pid}",
-        f"--log-facility={files.log}",
-        "--log-dhcp",
-    ]
-
-
 def running_pid(files: DnsmasqFiles) -> int | None:
     """The pid of the dnsmasq that owns `files`, if it runs (a stale or reused pid gives None)."""
     try:
@@ -97,34 +74,6 @@ def running_command(pid: int) -> list[str]:
     except FileNotFoundError:
         return []
     return [part.decode() for part in raw.split(b"\0") if part]
-
-
-def start(host: HostNetwork, files: DnsmasqFiles, binary: str = DNSMASQ) -> int:
-    """Start dnsmasq for `host` (it daemonizes after binding); returns its pid."""
-    if not files.hosts.exists():
-        write_atomically(files.hosts, "")
-    done = subprocess.run(command(host, files, binary), capture_output=True, text=True, timeout=30)
-    if done.returncode != 0:
-        raise NetworkError(f"dnsmasq failed to start: {done.stderr.strip()}")
-    pid = running_pid(files)
-    if pid is None:
-        raise NetworkError("dnsmasq started but left no pid file")
-    return pid
-
-
-def write_hosts(instances: Sequence[InstanceInterface], files: DnsmasqFiles) -> bool:
-    """Rewrite the hosts file if it changed and tell dnsmasq (SIGHUP); returns whether it changed."""
-    text = render_hosts(instances)
-    try:
-        if files.hosts.read_text() == text:
-            return False
-    except FileNotFoundError:
-        pass
-    write_atomically(files.hosts, text)
-    pid = running_pid(files)
-    if pid is not None:
-        os.kill(pid, signal.SIGHUP)
-    return True
 
 
 def stop(files: DnsmasqFiles, timeout: float = 5.0) -> None:

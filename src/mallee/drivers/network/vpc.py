@@ -26,7 +26,7 @@ from pathlib import Path
 from mallee.core.files import write_atomically
 from mallee.drivers.network import dnsmasq, vpc_dhcp, vpc_links, vpc_nft
 from mallee.drivers.network import vpc_model as names
-from mallee.drivers.network.base import Lease
+from mallee.drivers.network.dnsmasq import Lease
 from mallee.drivers.network.vpc_contract import (
     METADATA_IP,
     NodeNetwork,

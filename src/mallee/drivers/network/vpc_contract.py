@@ -1,5 +1,5 @@
 """The VPC network driver contract: what a node controller applies so that its instances live in
-their VPCs (issue 13). It replaces EDGE mode's one flat bridge (base.py) once the node uses it.
+their VPCs (issue 13). It replaced EDGE mode's one flat bridge, whose drivers are gone.
 
 The node is told its whole desired state at once (`NodeNetwork`) and converges to it; every value
 comes from the CLC's records (via the CC), so after a crash the next `apply` repairs everything.

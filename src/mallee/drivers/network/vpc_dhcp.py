@@ -1,6 +1,6 @@
 """DHCP for one VPC: dnsmasq inside the VPC's router namespace, on its leg on the VPC bridge, with one
 static range per subnet (the subnet's gateway as router) and fixed MAC -> IP entries only. The
-process handling (pid file checks, stop by pid, leases) is EDGE's, from dnsmasq.py."""
+process handling (pid file checks, stop by pid, leases) is dnsmasq.py's."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from mallee.core.files import write_atomically
 from mallee.drivers.network import dnsmasq
 from mallee.drivers.network import vpc_model as names
-from mallee.drivers.network.base import Lease
+from mallee.drivers.network.dnsmasq import Lease
 from mallee.drivers.network.vpc_contract import Interface, Vpc, VpcNetworkError
 from mallee.drivers.network.vpc_links import run
 
