@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mallee.drivers.blockstore.base import BlockStore
 from mallee.drivers.hypervisor.base import Hypervisor
 from mallee.drivers.network.vpc_contract import VpcNetworkDriver
 from mallee.drivers.objectstore.base import ObjectStore
@@ -35,6 +36,18 @@ def _filesystem_objectstore(**options: Any) -> ObjectStore:
     return FilesystemObjectStore(**options)
 
 
+def _file_blockstore(**options: Any) -> BlockStore:
+    from mallee.drivers.blockstore.file import FileBlockStore
+
+    return FileBlockStore(**options)
+
+
+def _fake_blockstore(**options: Any) -> BlockStore:
+    from mallee.drivers.blockstore.fake import FakeBlockStore
+
+    return FakeBlockStore(**options)
+
+
 def _vpc_network(**options: Any) -> VpcNetworkDriver:
     from mallee.drivers.network.vpc import VpcDriver
 
@@ -52,6 +65,7 @@ HYPERVISORS: dict[str, Callable[..., Hypervisor]] = {"libvirt": _libvirt_hypervi
 # network whole from the CLC (apply_network).
 NETWORKS: dict[str, Callable[..., VpcNetworkDriver]] = {"vpc": _vpc_network, "fake": _fake_network}
 OBJECTSTORES: dict[str, Callable[..., ObjectStore]] = {"filesystem": _filesystem_objectstore}
+BLOCKSTORES: dict[str, Callable[..., BlockStore]] = {"file": _file_blockstore, "fake": _fake_blockstore}
 
 
 def prepare_host(name: str) -> None:
@@ -79,6 +93,13 @@ def network(name: str = "vpc", **options: Any) -> VpcNetworkDriver:
 def objectstore(name: str = "filesystem", **options: Any) -> ObjectStore:
     """An object-store driver for Walrus: "filesystem"."""
     factory: Callable[..., ObjectStore] = _pick(OBJECTSTORES, "object store", name)
+    return factory(**options)
+
+
+def blockstore(name: str = "file", **options: Any) -> BlockStore:
+    """A block-store driver for the Storage Controller: "file" (sparse files served over NBD by
+    qemu-storage-daemon; `state_dir=`, `host=`) or "fake" (in memory; with `state_dir=` kept on disk)."""
+    factory: Callable[..., BlockStore] = _pick(BLOCKSTORES, "block store", name)
     return factory(**options)
 
 

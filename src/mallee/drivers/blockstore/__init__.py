@@ -1,0 +1,1 @@
+"""Block-store drivers: where the Storage Controller keeps volumes and how nodes reach them."""
