@@ -43,6 +43,8 @@ CLC_TABLES = {
     "security_group_rules",
     "network_interfaces",
     "public_addresses",
+    "volumes",
+    "volume_attachments",
 }
 
 

@@ -225,6 +225,7 @@ def start_cloud(
         # API tests run the node controller on its fake drivers; tests/e2e boots real VMs.
         MALLEE_HYPERVISOR="fake",
         MALLEE_NETWORK="fake",
+        MALLEE_BLOCKSTORE="fake",
         MALLEE_NODE_DIR=str(base_dir / "nc"),
         MALLEE_SEED_IMAGE="false",  # tests publish the images they need
         MALLEE_WALRUS_WORKERS="2",  # S3 tests run against two Walrus workers sharing one database

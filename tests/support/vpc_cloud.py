@@ -184,6 +184,8 @@ def real_vpc_cloud(base_dir: Path, tag: str, memory_mib: int = 2048) -> Iterator
     with ExitStack() as stack:
         first = Node(_node_dir(), network["MALLEE_VPC_PREFIX"])
         stack.callback(shutil.rmtree, first.directory, ignore_errors=True)
+        sc_dir = _node_dir()  # the SC's volumes and export sockets: reachable by the qemu user too
+        stack.callback(shutil.rmtree, sc_dir, ignore_errors=True)
         stack.callback(netns.sh, "ip", "link", "del", device, check=False)
         netns.sh("ip", "link", "add", device, "type", "veth", "peer", "name", f"{device}p")
         netns.sh("ip", "link", "set", f"{device}p", "up")
@@ -195,6 +197,8 @@ def real_vpc_cloud(base_dir: Path, tag: str, memory_mib: int = 2048) -> Iterator
             base_dir,
             extra_env={
                 "MALLEE_HYPERVISOR": "libvirt",
+                "MALLEE_BLOCKSTORE": "file",  # volumes as files, exported by qemu-storage-daemon
+                "MALLEE_SC_DIR": str(sc_dir),
                 **network,
                 "MALLEE_UNDERLAY_ADDRESS": underlay[0],
                 "MALLEE_VXLAN_PORT": str(vxlan_port),
@@ -204,6 +208,8 @@ def real_vpc_cloud(base_dir: Path, tag: str, memory_mib: int = 2048) -> Iterator
             },
         )
         stack.callback(registry.network("vpc", state_dir=first.directory / "network").teardown)
+        # The SC's export servers outlive it (as VMs outlive their node): stopped by their pids.
+        stack.callback(registry.blockstore("file", state_dir=sc_dir).teardown)
         stack.callback(stop_cloud, cloud)
         # The node made the public bridge at its start; the outside joins it.
         outside = stack.enter_context(netns.guest(network["MALLEE_PUBLIC_BRIDGE"], _mac(), base_dir))

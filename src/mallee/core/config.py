@@ -60,6 +60,11 @@ class Config:
     hypervisor: str = "libvirt"
     network: str = "vpc"
     image_cache_gib: int = 20
+    # The Storage Controller's block-store driver ("file": sparse files exported over NBD by
+    # qemu-storage-daemon; "fake": sizes only, for tests) and where the file driver keeps volumes
+    # and its export servers' sockets: the hypervisor's user must reach those, so not under /root.
+    blockstore: str = "file"
+    sc_dir: str = "/var/lib/mallee/sc"
     # The node's VPC data plane (drivers/network/vpc_contract.py, docs/architecture.md "VPC
     # networking: the node's data plane"):
     # - `vpc_prefix` names this node's kernel objects (bridges "<prefix>v<vni>", router namespaces
@@ -83,6 +88,9 @@ class Config:
     # addresses, separated by commas or spaces, inside `public_cidr` (never its first host address,
     # the host's, nor `public_gateway`). Instances' public and elastic IPs come from it.
     public_ips: str = "198.51.100.16-198.51.100.254"
+    # EBS quotas per account (AWS's defaults): how many volumes, and how many GiB in all of them.
+    max_volumes_per_account: int = 5000
+    max_volume_gib_per_account: int = 51200
     # What the node offers instances, overriding what the hypervisor measures (Eucalyptus'
     # MAX_CORES / MAX_MEM / MAX_DISK; 0: as measured). Cores may be oversubscribed.
     # Where the node keeps images, instance disks and consoles: the hypervisor's own user must be

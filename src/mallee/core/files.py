@@ -18,3 +18,13 @@ def write_atomically(path: Path, data: str | bytes, mode: int = 0o644, *, fsync:
         if fsync:
             os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def reachable_dir(path: Path) -> Path:
+    """Create `path` so the hypervisor's unprivileged user can traverse to the files in it (0711):
+    the node's disks and consoles, the SC's volume sockets."""
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for created in missing:
+        created.chmod(0o711)
+    return path

@@ -9,10 +9,20 @@ what is (`describe`); the CLC's reconciler moves one toward the other.
 from __future__ import annotations
 
 from mallee.rpc.contract import Api, Empty, Message, Ok, Operation, StateChanged
-from mallee.rpc.node import ConsoleOutput, InstanceLaunch, InstanceRef, InstanceState, NodeNetwork, Resources
+from mallee.rpc.node import (
+    AttachVolume,
+    ConsoleOutput,
+    DetachVolume,
+    InstanceLaunch,
+    InstanceRef,
+    InstanceState,
+    NodeNetwork,
+    Resources,
+)
 
 # 2: nodes report their network; apply_network relays a node's whole network to it.
-API = Api("cluster", version=2, oldest=2)
+# 3: volumes: attach_volume and detach_volume go to the instance's node; instances report theirs.
+API = Api("cluster", version=3, oldest=3)
 
 
 class RunInstances(Message):
@@ -38,6 +48,7 @@ class ClusterInstance(Message):
     state: InstanceState
     node: str
     reason: str = ""
+    volumes: dict[str, str] = {}  # volume id -> guest disk (NodeInstance.volumes)
 
 
 class NodeSummary(Message):
@@ -79,3 +90,5 @@ CONSOLE_OUTPUT = Operation(API, "console_output", InstanceRef, ConsoleOutput)
 REGISTER_NODE = Operation(API, "register_node", RegisterNode, Ok)
 APPLY_NETWORK = Operation(API, "apply_network", ApplyNetwork, Ok)
 INSTANCES_CHANGED = Operation(API, "instances_changed", StateChanged, Ok)  # pushed by a node
+ATTACH_VOLUME = Operation(API, "attach_volume", AttachVolume, Ok)  # to the node running the instance
+DETACH_VOLUME = Operation(API, "detach_volume", DetachVolume, Ok)

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Literal
 
 from mallee.rpc.contract import Api, Message, Ok, Operation
+from mallee.rpc.storage import VolumeExport
 
 # 2: launches name their VPC interface; nodes take their network whole (apply_network).
-API = Api("node", version=2, oldest=2)
+# 3: volumes: attach_volume, detach_volume, and the volumes each instance has.
+API = Api("node", version=3, oldest=3)
 
 InstanceState = Literal["pending", "running", "shutting-down", "terminated"]
 
@@ -134,6 +136,24 @@ class NodeInstance(Message):
     needs: Resources
     reason: str = ""
     private_ip: str = ""
+    volumes: dict[str, str] = {}  # volume id -> the guest disk it is plugged in as (vdb, …)
+
+
+class AttachVolume(Message):
+    """Hot-plug the volume into the running instance at the first free disk (vdb, vdc, …), with the
+    volume id as the disk's serial; the same volume again is a no-op."""
+
+    instance_id: str
+    export: VolumeExport
+
+
+class DetachVolume(Message):
+    """Unplug the volume; returns once the guest let go of it (or at once with `force`, as a pulled
+    disk). A volume that is not attached is success."""
+
+    instance_id: str
+    volume_id: str
+    force: bool = False
 
 
 class NodeReport(Message):
@@ -213,3 +233,5 @@ REBOOT_INSTANCE = Operation(API, "reboot_instance", InstanceRef, Ok)
 DESCRIBE = Operation(API, "describe", DescribeNode, NodeReport)
 CONSOLE_OUTPUT = Operation(API, "console_output", InstanceRef, ConsoleOutput)
 APPLY_NETWORK = Operation(API, "apply_network", NodeNetwork, Ok)
+ATTACH_VOLUME = Operation(API, "attach_volume", AttachVolume, Ok)
+DETACH_VOLUME = Operation(API, "detach_volume", DetachVolume, Ok)

@@ -2,9 +2,10 @@
 
 Record, then act: every live instance is first recorded as to be terminated; a running cloud then
 terminates them itself (its reconciler and node), and is stopped. Whatever is left — VMs of this
-node, its VPC network (bridges, routers, dnsmasq, nftables tables), its files — is removed, and
-instances no node runs any more are recorded as terminated. The data directory (database, keys,
-objects) is kept: the next `mallee up` starts the same cloud with no instances."""
+node, its VPC network (bridges, routers, dnsmasq, nftables tables), its volume export servers,
+its files — is removed, and instances no node runs any more are recorded as terminated. The data
+directory (database, keys, objects, volumes) is kept: the next `mallee up` starts the same cloud
+with no instances."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import time
 
 from mallee.core.config import Config
 from mallee.db.session import Database
+from mallee.drivers import registry
 from mallee.services.clc import live_instances
 from mallee.services.node.teardown import remove_node
+from mallee.services.storage.app import blockstore_options
 from mallee.supervisor.up import pid_file
 
 TERMINATE_WAIT = 60.0
@@ -43,6 +46,9 @@ def down(cfg: Config, yes: bool) -> int:
             _stop(supervisor)
         for line in remove_node(cfg):
             print(f"mallee down: {line}")
+        # Volume exports outlive the SC (guests keep their disks through an SC restart); the VMs
+        # that had them open are gone now, so their servers go too. The volumes stay.
+        registry.blockstore(cfg.blockstore, **blockstore_options(cfg)).teardown()
         if db:
             ended = live_instances.record_terminated(db)
             if ended:

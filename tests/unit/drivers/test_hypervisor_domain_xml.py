@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from mallee.drivers import registry
-from mallee.drivers.hypervisor.base import DiskSpec, InstanceSpec, NicSpec, instance_uuid
+from mallee.drivers.hypervisor.base import (
+    DiskSpec,
+    InstanceSpec,
+    InvalidSpec,
+    NicSpec,
+    instance_uuid,
+    validate_disk,
+)
 from mallee.drivers.hypervisor.domain_xml import (
     DomainOptions,
     domain_xml,
@@ -89,6 +97,26 @@ def test_rng_can_be_left_out() -> None:
 
 def test_the_spec_reads_back_from_the_domain_xml() -> None:
     assert spec_from_domain(domain_xml(SPEC, DomainOptions())) == SPEC
+
+
+def test_a_volume_over_nbd_tcp_is_a_network_disk_at_its_host_and_port() -> None:
+    volume = DiskSpec(
+        "vdc", nbd_host="10.0.0.5", nbd_port=10809, nbd_export="vol-2", format="raw", serial="vol2"
+    )
+    spec = replace(SPEC, disks=(*SPEC.disks, volume))
+    disk = _parse(spec, DomainOptions()).findall("devices/disk")[2]
+    assert disk.get("type") == "network" and disk.find("source").get("protocol") == "nbd"  # type: ignore[union-attr]
+    host = disk.find("source/host")
+    assert host is not None and (host.get("name"), host.get("port"), host.get("transport")) == (
+        "10.0.0.5",
+        "10809",
+        None,
+    )
+    assert spec_from_domain(domain_xml(spec, DomainOptions())) == spec
+    with pytest.raises(InvalidSpec, match="exactly one"):
+        validate_disk(SPEC.instance_id, replace(volume, nbd_socket=Path("/run/x.sock")))
+    with pytest.raises(InvalidSpec, match="port"):
+        validate_disk(SPEC.instance_id, replace(volume, nbd_port=0))
 
 
 def test_a_domain_without_our_metadata_is_not_ours() -> None:

@@ -55,7 +55,7 @@ def _terminator(seen: list[str]) -> Handlers:
 
 def test_a_well_formed_request_is_served_typed() -> None:
     seen: list[str] = []
-    status, answer = _serve(_terminator(seen), "terminate_instance", b'{"instance_id": "i-1"}', "node/2")
+    status, answer = _serve(_terminator(seen), "terminate_instance", b'{"instance_id": "i-1"}', "node/3")
     assert (status, answer, seen) == (200, {"ok": True}, ["i-1"])
 
 
@@ -69,12 +69,12 @@ def test_a_well_formed_request_is_served_typed() -> None:
 )
 def test_a_malformed_request_is_refused_naming_the_field(body: bytes, named: str) -> None:
     seen: list[str] = []
-    status, answer = _serve(_terminator(seen), "terminate_instance", body, "node/2")
+    status, answer = _serve(_terminator(seen), "terminate_instance", body, "node/3")
     assert status == 400 and answer["code"] == "MalformedRequest" and named in answer["message"]
     assert seen == []
 
 
-@pytest.mark.parametrize("contract", ["node/3", "node/1", "cluster/2", None])
+@pytest.mark.parametrize("contract", ["node/4", "node/2", "cluster/3", None])
 def test_a_caller_of_another_contract_version_is_refused_clearly(contract: str | None) -> None:
     seen: list[str] = []
     status, answer = _serve(_terminator(seen), "terminate_instance", b'{"instance_id": "i-1"}', contract)

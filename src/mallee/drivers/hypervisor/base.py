@@ -68,7 +68,8 @@ class PowerState(enum.Enum):
 
 @dataclass(frozen=True)
 class DiskSpec:
-    """One virtio disk: a local image file, or a volume exported over NBD on a unix socket."""
+    """One virtio disk: a local image file, or a volume exported over NBD (on a unix socket of
+    this host, or at a host and port)."""
 
     target: str  # guest device name: vda, vdb, ...
     path: Path | None = None  # image file (qcow2 overlay or raw)
@@ -77,6 +78,8 @@ class DiskSpec:
     serial: str | None = None  # the volume id (vol-...): the guest sees it in /dev/disk/by-id
     nbd_socket: Path | None = None  # qemu-storage-daemon export: the socket and the export name
     nbd_export: str | None = None
+    nbd_host: str | None = None  # or its host and port over TCP
+    nbd_port: int = 0
     bus: str = "virtio"
 
 
@@ -163,10 +166,13 @@ def validate_disk(instance_id: str, disk: DiskSpec) -> None:
         raise InvalidSpec(f"{where}: only the virtio bus is supported, not {disk.bus!r}")
     if disk.format not in DISK_FORMATS:
         raise InvalidSpec(f"{where}: format {disk.format!r} is not one of {', '.join(DISK_FORMATS)}")
-    if (disk.path is None) == (disk.nbd_socket is None):
-        raise InvalidSpec(f"{where}: give exactly one of a file path or an NBD socket")
-    if disk.nbd_socket is not None and not disk.nbd_export:
+    sources = [disk.path is not None, disk.nbd_socket is not None, disk.nbd_host is not None]
+    if sum(sources) != 1:
+        raise InvalidSpec(f"{where}: give exactly one of a file path, an NBD socket or an NBD host")
+    if (disk.nbd_socket is not None or disk.nbd_host is not None) and not disk.nbd_export:
         raise InvalidSpec(f"{where}: an NBD disk needs the export name")
+    if disk.nbd_host is not None and not 0 < disk.nbd_port < 65536:
+        raise InvalidSpec(f"{where}: an NBD host needs its port")
 
 
 def without_disk(spec: InstanceSpec, target: str) -> InstanceSpec:

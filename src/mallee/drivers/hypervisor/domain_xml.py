@@ -27,7 +27,9 @@ class DomainOptions:
     machine: str = "q35"
     tb_cache_mib: int | None = 32  # TCG only: the default cache costs ~40 MiB more RSS per VM
     rng: bool = True  # virtio-rng from /dev/urandom: the guest stops waiting for entropy at boot
-    hotplug_ports: int = 4  # spare pcie-root-ports: q35 leaves only one free for hot-plugged disks
+    # pcie-root-ports: libvirt puts the domain's own virtio devices (disk, NIC, rng) on the first
+    # three; each hot-plugged volume takes one of the rest (q35 has no other hot-plug slots).
+    hotplug_ports: int = 11
     memballoon: bool = False
 
 
@@ -75,9 +77,11 @@ def metadata_element(spec: InstanceSpec) -> ET.Element:
         attributes = {"target": disk.target, "format": disk.format, "bus": disk.bus}
         attributes["read-only"] = "yes" if disk.read_only else "no"
         for name, value in (("path", disk.path), ("serial", disk.serial), ("nbd-socket", disk.nbd_socket),
-                            ("nbd-export", disk.nbd_export)):  # fmt: skip
+                            ("nbd-export", disk.nbd_export), ("nbd-host", disk.nbd_host)):  # fmt: skip
             if value is not None:
                 attributes[name] = str(value)
+        if disk.nbd_host is not None:
+            attributes["nbd-port"] = str(disk.nbd_port)
         ET.SubElement(root, _ns("disk"), attributes)
     for nic in spec.nics:
         nic_element = ET.SubElement(root, _ns("nic"), mac=nic.mac, bridge=nic.bridge)
@@ -121,6 +125,8 @@ def spec_from_metadata(element: ET.Element) -> InstanceSpec:
             serial=disk.get("serial"),
             nbd_socket=path(disk.get("nbd-socket")),
             nbd_export=disk.get("nbd-export"),
+            nbd_host=disk.get("nbd-host"),
+            nbd_port=int(disk.get("nbd-port", "0")),
             bus=disk.get("bus", "virtio"),
         )
         for disk in element.findall(_ns("disk"))
@@ -186,11 +192,14 @@ def _devices(spec: InstanceSpec, options: DomainOptions) -> ET.Element:
 
 
 def _disk(disk: DiskSpec) -> ET.Element:
-    if disk.nbd_socket is not None:
+    if disk.nbd_socket is not None or disk.nbd_host is not None:
         element = ET.Element("disk", type="network", device="disk")
         ET.SubElement(element, "driver", name="qemu", type="raw")
         source = ET.SubElement(element, "source", protocol="nbd", name=disk.nbd_export or "")
-        ET.SubElement(source, "host", transport="unix", socket=str(disk.nbd_socket))
+        if disk.nbd_socket is not None:
+            ET.SubElement(source, "host", transport="unix", socket=str(disk.nbd_socket))
+        else:
+            ET.SubElement(source, "host", name=str(disk.nbd_host), port=str(disk.nbd_port))
     else:
         element = ET.Element("disk", type="file", device="disk")
         ET.SubElement(element, "driver", name="qemu", type=disk.format)

@@ -73,12 +73,15 @@ class CloudController:
             peers.Peers(
                 walrus=Client(cfg.url("walrus"), self.key),
                 clusters={cfg.zone: Client(cfg.url("cc"), self.key)},
+                storage={cfg.zone: Client(cfg.url("sc"), self.key)},
                 presign=self._presigner(),
                 public_pool=cfg.public_pool,
+                max_volumes=cfg.max_volumes_per_account,
+                max_volume_gib=cfg.max_volume_gib_per_account,
             )
         )
         self.reconciler = Periodic(
-            "reconcile", Reconciler(self.db, peers.get().clusters).run, RECONCILE_SECONDS
+            "reconcile", Reconciler(self.db, peers.get().clusters, peers.get().storage).run, RECONCILE_SECONDS
         )
         self.background = (
             Periodic("clc-heartbeat", self.register_self, cfg.heartbeat_seconds),

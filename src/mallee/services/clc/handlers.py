@@ -19,6 +19,9 @@ from mallee.services.clc.ec2 import (  # noqa: F401
     services,
     subnets,
     tags,
+    volume_attachments,
+    volume_modifications,
+    volumes,
     vpcs,
     zones,
 )

@@ -1,7 +1,7 @@
 """What the CLC's handlers reach beyond their database, set up once by the app at start-up:
 rpc clients for Walrus and the zones' cluster controllers, a presigner that lets a node
-fetch an image object from Walrus with a short-lived URL (as Eucalyptus' NCs did), and the
-cloud's public address pool."""
+fetch an image object from Walrus with a short-lived URL (as Eucalyptus' NCs did), the
+cloud's public address pool, and the per-account EBS quotas."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ Presigner = Callable[[str, str, int], str]  # (bucket, key, seconds) -> URL
 class Peers:
     walrus: Client
     clusters: dict[str, Client]  # zone -> its cluster controller
+    storage: dict[str, Client]  # zone -> its storage controller
     presign: Presigner
     public_pool: list[str]  # the addresses public and elastic IPs come from (Config.public_ips)
+    max_volumes: int = 5000  # per account (Config.max_volumes_per_account)
+    max_volume_gib: int = 51200  # per account, all its volumes (Config.max_volume_gib_per_account)
 
 
 _peers: Peers | None = None

@@ -32,6 +32,7 @@ from mallee.rpc.contract import Empty
 from mallee.rpc.transport import Client, RpcError
 from mallee.services.clc import network_state, placement
 from mallee.services.clc.tables import Instance, Tag
+from mallee.services.clc.volume_reconcile import VolumeReconciler
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,13 @@ class _Actions:
 
 
 class Reconciler:
-    def __init__(self, db: Database, clusters: dict[str, Client]) -> None:
+    def __init__(
+        self, db: Database, clusters: dict[str, Client], storage: dict[str, Client] | None = None
+    ) -> None:
         self.db = db
         self.clusters = clusters
         self.network = network_state.Publisher(db, clusters)
+        self.volumes = VolumeReconciler(db, clusters, storage or {})
         # First seen missing / first seen as an orphan (monotonic seconds); kept in memory: a
         # restarted CLC only starts the grace periods again.
         self.missing_since: dict[str, float] = {}
@@ -74,8 +78,10 @@ class Reconciler:
             with self.db.session() as s:
                 actions = self._apply(s, zone, report)
             self._act(client, actions)
-        # After the instance states moved: each node's network follows its instances.
+        # After the instance states moved: each node's network follows its instances, and volumes
+        # follow their instances and the zones' storage controllers.
         self.network.publish(reports)
+        self.volumes.run(reports)
         with self.db.session() as s:
             _forget_old(s)
 

@@ -249,5 +249,5 @@ class Tag(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
 
 
-# The VPC networking tables live in their own module; importing this one registers them too.
-from mallee.services.clc import network_tables  # noqa: E402, F401
+# The VPC networking and volume tables live in their own modules; importing this one registers them too.
+from mallee.services.clc import network_tables, volume_tables  # noqa: E402, F401

@@ -13,6 +13,7 @@ from mallee.core.config import Config
 from mallee.core.periodic import Periodic
 from mallee.rpc import cloud
 from mallee.rpc import cluster as api
+from mallee.rpc import node as node_rpc
 from mallee.rpc.component import App, reporting_app
 from mallee.rpc.contract import Handlers, Ok, StateChanged
 from mallee.rpc.transport import Client, RpcError, load_key
@@ -65,6 +66,16 @@ def create_app(cfg: Config | None = None) -> App:
         cc.apply_network(p)
         return Ok()
 
+    def attach_volume(p: node_rpc.AttachVolume) -> Ok:
+        cc.attach_volume(p)
+        poller.wake()  # the poll it starts pushes the node's report (the volume plugged in) to the CLC
+        return Ok()
+
+    def detach_volume(p: node_rpc.DetachVolume) -> Ok:
+        cc.detach_volume(p)
+        poller.wake()
+        return Ok()
+
     def changed(_p: StateChanged) -> Ok:
         poller.wake()  # a node saw a change: poll now, and the poll pushes it on
         return Ok()
@@ -76,6 +87,8 @@ def create_app(cfg: Config | None = None) -> App:
     handlers.add(api.DESCRIBE, lambda _p: cc.describe())
     handlers.add(api.CONSOLE_OUTPUT, lambda p: cc.console_output(p.instance_id))
     handlers.add(api.REGISTER_NODE, register)
+    handlers.add(api.ATTACH_VOLUME, attach_volume)
+    handlers.add(api.DETACH_VOLUME, detach_volume)
     handlers.add(api.APPLY_NETWORK, apply_network)
     handlers.add(api.INSTANCES_CHANGED, changed)
     return reporting_app(

@@ -41,6 +41,7 @@ class Placement:
     state: InstanceState = "pending"
     reason: str = ""
     since: float = field(default_factory=time.monotonic)
+    volumes: dict[str, str] = field(default_factory=dict)  # as the node last reported them
 
 
 @dataclass
@@ -132,7 +133,7 @@ class ClusterController:
                 changed.append(instance_id)
             if _changed(placement, info):
                 changed.append(instance_id)
-            placement.state, placement.reason = info.state, info.reason
+            placement.state, placement.reason, placement.volumes = info.state, info.reason, info.volumes
         now = time.monotonic()
         for placement in list(self.placements.values()):
             if placement.node != node.name or placement.instance_id in report.instances:
@@ -234,6 +235,21 @@ class ClusterController:
             node_rpc.CONSOLE_OUTPUT, node_rpc.InstanceRef(instance_id=instance_id)
         )
 
+    def attach_volume(self, request: node_rpc.AttachVolume) -> None:
+        self._node_of(request.instance_id).call(node_rpc.ATTACH_VOLUME, request)
+
+    def detach_volume(self, request: node_rpc.DetachVolume) -> None:
+        self._node_of(request.instance_id).call(node_rpc.DETACH_VOLUME, request)
+
+    def _node_of(self, instance_id: str) -> Client:
+        """The rpc client of the node running the instance: `InstanceNotPlaced` (404) when none does
+        (the CLC's reconciler asks again once the instance runs somewhere)."""
+        with self.lock:
+            placement = self.placements.get(instance_id)
+            if placement is None or placement.state not in ("pending", "running"):
+                raise RpcError(404, "InstanceNotPlaced", f"{instance_id} runs on no node of this cluster")
+            return self.nodes[placement.node].client
+
     def apply_network(self, request: api.ApplyNetwork) -> None:
         """Relay a node's whole network to it. An unknown node is `UnknownNode` (404) and one that
         does not answer `NodeUnavailable` (503): the CLC tries again with its next publication; a
@@ -252,7 +268,9 @@ class ClusterController:
             return api.ClusterReport(
                 ready=self.ready,
                 instances={
-                    p.instance_id: api.ClusterInstance(state=p.state, node=p.node, reason=p.reason)
+                    p.instance_id: api.ClusterInstance(
+                        state=p.state, node=p.node, reason=p.reason, volumes=p.volumes
+                    )
                     for p in self.placements.values()
                 },
                 nodes=[
@@ -271,4 +289,4 @@ class ClusterController:
 
 
 def _changed(placement: Placement, info: NodeInstance) -> bool:
-    return (placement.state, placement.reason) != (info.state, info.reason)
+    return (placement.state, placement.reason, placement.volumes) != (info.state, info.reason, info.volumes)

@@ -14,11 +14,14 @@ from typing import Any
 import mallee.drivers.registry as registry
 from mallee.core import config as config_mod
 from mallee.core.config import Config
+from mallee.core.files import reachable_dir
+from mallee.drivers.hypervisor.base import HypervisorError
 from mallee.drivers.network.vpc_contract import NodeUnderlay, VpcNetworkDriver, VpcNetworkError
 from mallee.rpc import cluster, node
 from mallee.rpc.component import App, reporting_app
 from mallee.rpc.contract import Handlers, Ok, StateChanged
 from mallee.rpc.transport import Client, Receive, RpcError, Scope, Send, load_key
+from mallee.services.node import volumes
 from mallee.services.node.imagecache import ImageCache
 from mallee.services.node.instances import InstanceManager, LaunchRefused
 from mallee.services.node.metadata_proxy import MetadataProxy
@@ -30,15 +33,6 @@ log = logging.getLogger(__name__)
 GIB = 1024**3
 METADATA_PORT = 80
 NETWORK_FILE = "node-network.json"  # the last network pushed, kept before it is applied
-
-
-def reachable_dir(path: Path) -> Path:
-    """Create `path` so the hypervisor's unprivileged user can traverse to the files in it (0711)."""
-    missing = [p for p in [path, *path.parents] if not p.exists()]
-    path.mkdir(parents=True, exist_ok=True)
-    for created in missing:
-        created.chmod(0o711)
-    return path
 
 
 def node_underlay(cfg: Config) -> NodeUnderlay:
@@ -164,6 +158,22 @@ def create_app(cfg: Config | None = None) -> App:
             raise RpcError(500, "NetworkNotApplied", f"generation {p.generation}: {exc}") from exc
         return Ok()
 
+    def attach_volume(p: node.AttachVolume) -> Ok:
+        try:
+            manager.attach_volume(p)
+        except volumes.VolumeRefused as exc:
+            raise RpcError(409, "VolumeRefused", str(exc)) from exc
+        except HypervisorError as exc:
+            raise RpcError(500, "AttachFailed", f"{p.export.volume_id} to {p.instance_id}: {exc}") from exc
+        return Ok()
+
+    def detach_volume(p: node.DetachVolume) -> Ok:
+        try:
+            manager.detach_volume(p)
+        except HypervisorError as exc:
+            raise RpcError(500, "DetachFailed", f"{p.volume_id} from {p.instance_id}: {exc}") from exc
+        return Ok()
+
     def terminate(p: node.InstanceRef) -> Ok:
         manager.terminate(p.instance_id)
         return Ok()
@@ -178,6 +188,8 @@ def create_app(cfg: Config | None = None) -> App:
     handlers.add(node.REBOOT_INSTANCE, reboot)
     handlers.add(node.DESCRIBE, describe)
     handlers.add(node.APPLY_NETWORK, apply_network)
+    handlers.add(node.ATTACH_VOLUME, attach_volume)
+    handlers.add(node.DETACH_VOLUME, detach_volume)
     handlers.add(
         node.CONSOLE_OUTPUT, lambda p: node.ConsoleOutput(output=manager.console_output(p.instance_id))
     )

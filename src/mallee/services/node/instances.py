@@ -29,7 +29,8 @@ from mallee.core import crashpoints
 from mallee.core.files import write_atomically
 from mallee.drivers.hypervisor import base as hv
 from mallee.drivers.network.vpc_contract import vpc_bridge
-from mallee.rpc.node import InstanceLaunch, InstanceState, NodeInstance, Resources
+from mallee.rpc.node import AttachVolume, DetachVolume, InstanceLaunch, InstanceState, NodeInstance, Resources
+from mallee.services.node import volumes
 from mallee.services.node.imagecache import ImageCache, ImageSource, disk_format
 from mallee.services.node.teardown import is_ours
 
@@ -56,6 +57,7 @@ class Instance:
     reason: str = ""
     needs: Resources = field(default_factory=Resources)
     images: list[str] = field(default_factory=list)
+    volumes: dict[str, str] = field(default_factory=dict)  # volume id -> guest disk (volumes.py)
 
 
 class InstanceManager:
@@ -104,6 +106,7 @@ class InstanceManager:
                 threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
             elif instance.id in running:
                 instance.state = "running"
+                instance.volumes = volumes.attached(self.hypervisor.describe(instance.id))
                 log.info("re-adopted %s", instance.id)
             elif launch.interface is None:  # kept by a node of the EDGE network: cannot start now
                 log.warning("%s was never started and names no VPC interface: dropping it", instance.id)
@@ -258,6 +261,24 @@ class InstanceManager:
             (self.root / f"{instance.id}.console.log").write_bytes(console.read_bytes())
         shutil.rmtree(directory, ignore_errors=True)
 
+    def attach_volume(self, request: AttachVolume) -> None:
+        with self.lock:
+            instance = self.instances.get(request.instance_id)
+            if instance is None or instance.state != "running":
+                raise volumes.VolumeRefused(f"{request.instance_id} is not running on this node")
+        target = volumes.attach(self.hypervisor, request)
+        with self.lock:
+            instance.volumes[request.export.volume_id] = target
+
+    def detach_volume(self, request: DetachVolume) -> None:
+        with self.lock:
+            instance = self.instances.get(request.instance_id)
+            if instance is None or instance.state not in ("running", "pending"):
+                return  # not here (any more): nothing is plugged in
+        volumes.detach(self.hypervisor, request)
+        with self.lock:
+            instance.volumes.pop(request.volume_id, None)
+
     def reboot(self, instance_id: str) -> None:
         instance = self.instances.get(instance_id)
         if instance is not None and instance.state == "running":
@@ -295,6 +316,7 @@ class InstanceManager:
                     reason=i.reason,
                     private_ip=i.launch.private_ip if i.launch else "",
                     needs=i.needs,
+                    volumes=dict(i.volumes) if i.state == "running" else {},
                 )
                 for i in self.instances.values()
             }

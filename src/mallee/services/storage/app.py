@@ -1,13 +1,44 @@
-"""The Storage Controller process. For now it registers with the CLC (heartbeats) and answers rpc health
-checks; its API grows with the issues that build it (see docs/architecture.md)."""
+"""The Storage Controller process: the volumes of its zone (rpc/storage.py) on a block-store driver
+(drivers/blockstore/), its own database (`DATA_DIR/sc.db`, Alembic tree `sc`), a heartbeat to the
+CLC. At start it finishes what a crash interrupted (volumes.Volumes.repair), in the background so
+that it answers at once."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 from mallee.core import config as config_mod
 from mallee.core.config import Config
+from mallee.core.files import reachable_dir
+from mallee.db import migrate
+from mallee.db.session import Database
+from mallee.drivers import registry
 from mallee.rpc import component
+from mallee.services.storage import tables  # noqa: F401  (registers the SC's tables)
+from mallee.services.storage.volumes import Volumes
+
+
+def blockstore_options(cfg: Config) -> dict[str, object]:
+    """How this SC's block-store driver is made (also for `mallee down`, which stops its servers)."""
+    if cfg.blockstore == "file":
+        return {"state_dir": reachable_dir(Path(cfg.sc_dir)), "host": cfg.host}
+    if cfg.blockstore == "fake":
+        return {"state_dir": cfg.data_dir / "sc"}
+    return {}
 
 
 def create_app(cfg: Config | None = None) -> component.App:
     cfg = cfg or config_mod.load()
-    return component.reporting_app(cfg, "sc", f"sc-{cfg.zone}", cfg.zone, lambda: {})
+    db = Database(cfg.database_url_for("sc"))
+    migrate.upgrade(db.engine, "sc")
+    volumes = Volumes(db, registry.blockstore(cfg.blockstore, **blockstore_options(cfg)))
+    threading.Thread(target=volumes.repair, name="sc-repair", daemon=True).start()
+    return component.reporting_app(
+        cfg,
+        "sc",
+        f"sc-{cfg.zone}",
+        cfg.zone,
+        lambda: {"blockstore": cfg.blockstore},
+        volumes.handlers(),
+    )

@@ -13,6 +13,7 @@ from mallee.core.context import RequestContext
 from mallee.services.clc.ec2 import interfaces, tags
 from mallee.services.clc.network_tables import NetworkInterface, SecurityGroup
 from mallee.services.clc.tables import Instance
+from mallee.services.clc.volume_tables import VolumeAttachment
 
 STATE_CODES = {
     "pending": 0,
@@ -108,10 +109,32 @@ def network_interface_view(
     return out
 
 
+def block_device_mappings(s: Session, instance_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Instance id -> its attached volumes as BlockDeviceMappings, for many instances in one query."""
+    out: dict[str, list[dict[str, Any]]] = {i: [] for i in instance_ids}
+    if instance_ids:
+        q = select(VolumeAttachment).where(VolumeAttachment.instance_id.in_(instance_ids))
+        for a in s.scalars(q.order_by(VolumeAttachment.attach_time, VolumeAttachment.device)):
+            ebs = {
+                "AttachTime": a.attach_time,
+                "DeleteOnTermination": a.delete_on_termination,
+                "Status": a.state,
+                "VolumeId": a.volume_id,
+            }
+            out[a.instance_id].append({"DeviceName": a.device, "Ebs": ebs})
+    return out
+
+
 def instance_view(
-    ctx: RequestContext, i: Instance, tag_list: list[dict[str, str]] | None = None, net: Network | None = None
+    ctx: RequestContext,
+    i: Instance,
+    tag_list: list[dict[str, str]] | None = None,
+    net: Network | None = None,
+    devices: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     net = net or Network.of(ctx.session, [i])
+    if devices is None:
+        devices = block_device_mappings(ctx.session, [i.id])[i.id]
     groups = net.groups(i)
     view: dict[str, Any] = {
         "InstanceId": i.id,
@@ -130,7 +153,7 @@ def instance_view(
         "Architecture": "x86_64",
         "RootDeviceType": "instance-store",
         "RootDeviceName": "/dev/vda",
-        "BlockDeviceMappings": [],
+        "BlockDeviceMappings": devices,
         "VirtualizationType": "paravirtual" if i.kernel_id else "hvm",
         "Hypervisor": "kvm",
         "SecurityGroups": groups,
@@ -164,7 +187,8 @@ def instance_views(ctx: RequestContext, instances: list[Instance]) -> dict[str, 
     """Instance id -> its view, for many instances with a few queries in all."""
     all_tags = tags.tags_of(ctx.session, [i.id for i in instances])
     net = Network.of(ctx.session, instances)
-    return {i.id: instance_view(ctx, i, all_tags[i.id], net) for i in instances}
+    devices = block_device_mappings(ctx.session, [i.id for i in instances])
+    return {i.id: instance_view(ctx, i, all_tags[i.id], net, devices[i.id]) for i in instances}
 
 
 def reservation_views(

@@ -25,7 +25,7 @@ from mallee.rpc.node import InstanceRef
 from mallee.rpc.transport import RpcError
 from mallee.services.clc import peers, placement
 from mallee.services.clc.apis import EC2
-from mallee.services.clc.ec2 import filters, interfaces, launch, tags
+from mallee.services.clc.ec2 import filters, interfaces, launch, tags, volume_attachments
 from mallee.services.clc.ec2.instance_views import STATE_CODES, instance_views, reservation_views
 from mallee.services.clc.paging import page
 from mallee.services.clc.tables import Instance, InstanceType
@@ -324,6 +324,8 @@ def modify_instance_attribute(ctx: RequestContext, p: dict[str, Any]) -> None:
         i.shutdown_behavior = p["InstanceInitiatedShutdownBehavior"]["Value"]
     elif p.get("Groups") or p.get("Attribute") == "groupSet":
         interfaces.set_groups(ctx, i, p.get("Groups") or [])  # nodes hear of it at once
+    elif p.get("BlockDeviceMappings"):  # DeleteOnTermination of attached volumes
+        volume_attachments.set_delete_on_termination(ctx, i, p["BlockDeviceMappings"])
     elif "SourceDestCheck" in p:
         raise CloudError("UnsupportedOperation", "Mallee does not support SourceDestCheck changes yet.")
     elif any(k in p for k in ("InstanceType", "UserData", "Kernel", "Ramdisk")):

@@ -1,0 +1,71 @@
+"""The Storage Controller's contract (one SC per availability zone), called by the CLC.
+
+As with instances, the CLC records what it wants first (a volume, its size, an attachment) and then
+asks; every call names the volume by the id the CLC chose and is idempotent, so the CLC's
+reconciler may send it again after any crash. The SC reports what it holds (`describe`), and the
+reconciler moves one toward the other.
+"""
+
+from __future__ import annotations
+
+from mallee.rpc.contract import Api, Empty, Message, Ok, Operation
+
+API = Api("storage", version=1)
+
+
+class VolumeSpec(Message):
+    """Create the volume (all zeros) unless it exists with that size."""
+
+    volume_id: str
+    size_gib: int
+
+
+class VolumeRef(Message):
+    volume_id: str
+
+
+class ResizeVolume(Message):
+    """Grow the volume to `size_gib` (never shrinks; keeps its bytes, also while exported)."""
+
+    volume_id: str
+    size_gib: int
+
+
+class ExportVolume(Message):
+    """Make the volume reachable by `node` (its rpc address, host:port) and no other node."""
+
+    volume_id: str
+    node: str
+
+
+class NbdEndpoint(Message):
+    socket: str = ""  # a unix socket on the node's host (the SC and the node share a host)
+    host: str = ""  # else host and port over TCP
+    port: int = 0
+
+
+class VolumeExport(Message):
+    """How the node opens the volume: libvirt's network disk source (drivers/blockstore/base.py)."""
+
+    volume_id: str
+    protocol: str  # "nbd"
+    name: str  # the export name
+    endpoints: list[NbdEndpoint]
+    auth: dict[str, str] = {}
+
+
+class StoredVolume(Message):
+    size_gib: int
+    node: str = ""  # the node it is exported to ("" when it is not)
+
+
+class StorageReport(Message):
+    volumes: dict[str, StoredVolume]
+
+
+CREATE_VOLUME = Operation(API, "create_volume", VolumeSpec, Ok)
+DELETE_VOLUME = Operation(API, "delete_volume", VolumeRef, Ok)
+RESIZE_VOLUME = Operation(API, "resize_volume", ResizeVolume, Ok)
+EXPORT_VOLUME = Operation(API, "export_volume", ExportVolume, VolumeExport)
+UNEXPORT_VOLUME = Operation(API, "unexport_volume", VolumeRef, Ok)
+DESCRIBE = Operation(API, "describe_storage", Empty, StorageReport)

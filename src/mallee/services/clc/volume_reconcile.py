@@ -1,0 +1,216 @@
+"""Reconciliation of volumes (volume_tables.py has the states): each pass compares the CLC's volume and
+attachment records of a zone with what its Storage Controller holds and what its nodes report plugged
+into their instances, decides in one transaction what to ask, asks (SC and cluster, no transaction
+open), and records what the answers settled. Everything asked is idempotent, so a pass interrupted
+anywhere — a CLC, SC, CC or NC killed — is repaired by the next one:
+
+- a volume recorded `creating` is created on the SC until the SC reports it; then `available`;
+- a volume recorded `deleting` (and attached nowhere) is deleted on the SC; once the SC confirmed
+  it, the row goes (asked even when the SC does not report it: it may be half made there);
+- a modification recorded `modifying` grows the volume on the SC until the SC reports the size;
+- an attachment `attaching` is exported to the instance's node and plugged in until the node reports
+  it (`attached`); one `detaching`, or whose instance is gone, is unplugged until the node no longer
+  reports it, then unexported; then the row goes and the volume is `available` (or `deleting`, when
+  it was to be deleted on termination).
+
+Nothing is decided for a zone whose SC did not answer, nor about an instance on a node that does not
+answer, and no volume is unexported while a node may still have it open.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mallee.core import clock
+from mallee.db.session import Database
+from mallee.rpc import cluster, node, storage
+from mallee.rpc.contract import Empty, Message, Operation
+from mallee.rpc.transport import Client, RpcError
+from mallee.services.clc.ec2 import tags
+from mallee.services.clc.tables import Instance
+from mallee.services.clc.volume_tables import Volume, VolumeAttachment
+
+log = logging.getLogger(__name__)
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+
+
+@dataclass
+class _Plan:
+    """What one pass asks, once its transaction is over."""
+
+    create: list[storage.VolumeSpec] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    resize: list[storage.ResizeVolume] = field(default_factory=list)
+    attach: list[tuple[str, str, str]] = field(default_factory=list)  # (volume, instance, node)
+    detach: list[node.DetachVolume] = field(default_factory=list)
+    release: list[str] = field(default_factory=list)  # unplugged everywhere: unexport, then drop the row
+
+
+class VolumeReconciler:
+    def __init__(
+        self, db: Database, clusters: dict[str, Client], storage_controllers: dict[str, Client]
+    ) -> None:
+        self.db = db
+        self.clusters = clusters
+        self.storage = storage_controllers
+
+    def run(self, reports: dict[str, cluster.ClusterReport]) -> None:
+        for zone, sc in self.storage.items():
+            report = reports.get(zone)
+            if report is None or not report.ready:
+                continue  # what runs is unknown: decide nothing about attachments
+            try:
+                held = sc.call(storage.DESCRIBE, Empty())
+            except (OSError, RpcError) as exc:
+                log.debug("the SC of %s did not answer: %s", zone, exc)
+                continue
+            with self.db.session() as s:
+                plan = _decide(s, zone, held, report)
+            self._act(zone, sc, plan)
+
+    def _act(self, zone: str, sc: Client, plan: _Plan) -> None:
+        for spec in plan.create:
+            _ask(sc, storage.CREATE_VOLUME, spec)
+        deleted = [v for v in plan.delete if _ask(sc, storage.DELETE_VOLUME, storage.VolumeRef(volume_id=v))]
+        if deleted:
+            with self.db.session() as s:
+                _deleted(s, deleted)
+        for resize in plan.resize:
+            _ask(sc, storage.RESIZE_VOLUME, resize)
+        cc = self.clusters.get(zone)
+        for volume_id, instance_id, node_name in plan.attach:
+            export = _ask(
+                sc, storage.EXPORT_VOLUME, storage.ExportVolume(volume_id=volume_id, node=node_name)
+            )
+            if export is not None and cc is not None:
+                _ask(cc, cluster.ATTACH_VOLUME, node.AttachVolume(instance_id=instance_id, export=export))
+        for request in plan.detach:
+            if cc is not None:
+                _ask(cc, cluster.DETACH_VOLUME, request)
+        released = [
+            v for v in plan.release if _ask(sc, storage.UNEXPORT_VOLUME, storage.VolumeRef(volume_id=v))
+        ]
+        if released:
+            with self.db.session() as s:
+                _released(s, released)
+
+
+def _ask(client: Client, operation: Operation[Req, Resp], request: Req) -> Resp | None:
+    """The answer, or None when the call failed (logged; the next pass asks again)."""
+    try:
+        return client.call(operation, request)
+    except (OSError, RpcError) as exc:
+        log.info("%s not done yet (asked again next pass): %s", operation.name, exc)
+        return None
+
+
+def _decide(s: Session, zone: str, held: storage.StorageReport, report: cluster.ClusterReport) -> _Plan:
+    plan = _Plan()
+    down = {n.name for n in report.nodes if n.state != "ENABLED"}
+    volumes = {v.id: v for v in s.scalars(select(Volume).where(Volume.zone == zone))}
+    attachments = {
+        a.volume_id: a
+        for a in s.scalars(select(VolumeAttachment).where(VolumeAttachment.volume_id.in_(list(volumes))))
+    }
+    instances = {
+        i.id: i
+        for i in s.scalars(
+            select(Instance).where(Instance.id.in_([a.instance_id for a in attachments.values()]))
+        )
+    }
+    for volume in volumes.values():
+        stored = held.volumes.get(volume.id)
+        if volume.state == "creating":
+            if stored is None:
+                plan.create.append(storage.VolumeSpec(volume_id=volume.id, size_gib=volume.size_gib))
+            else:
+                volume.state = "in-use" if volume.id in attachments else "available"
+        elif volume.state == "deleting":
+            if volume.id not in attachments:
+                plan.delete.append(volume.id)
+            continue
+        elif volume.state == "in-use" and volume.id not in attachments:
+            volume.state = "available"  # its attachment went with its instance's row
+        if volume.modification_state == "modifying" and stored is not None:
+            _follow_modification(volume, stored, plan)
+    for attachment in attachments.values():
+        _follow_attachment(attachment, instances.get(attachment.instance_id), report, down, held, plan)
+    return plan
+
+
+def _follow_modification(volume: Volume, stored: storage.StoredVolume, plan: _Plan) -> None:
+    target = volume.target_size_gib or volume.size_gib
+    if stored.size_gib < target:
+        plan.resize.append(storage.ResizeVolume(volume_id=volume.id, size_gib=target))
+        return
+    volume.size_gib = target
+    volume.volume_type = volume.target_volume_type or volume.volume_type
+    volume.iops = volume.target_iops if volume.target_iops is not None else volume.iops
+    volume.throughput = (
+        volume.target_throughput if volume.target_throughput is not None else volume.throughput
+    )
+    volume.modification_state, volume.modification_ended = "completed", clock.now()
+
+
+def _follow_attachment(
+    attachment: VolumeAttachment,
+    instance: Instance | None,
+    report: cluster.ClusterReport,
+    down: set[str],
+    held: storage.StorageReport,
+    plan: _Plan,
+) -> None:
+    seen = report.instances.get(attachment.instance_id)
+    if seen is not None and seen.node in down:
+        return  # its node may come back with the volume still plugged in
+    plugged = seen is not None and attachment.volume_id in seen.volumes
+    gone = instance is None or instance.state == "terminated" or seen is None or seen.state == "terminated"
+    if attachment.state == "attaching" and not gone:
+        if plugged:
+            assert seen is not None
+            attachment.state, attachment.target = "attached", seen.volumes[attachment.volume_id]
+        elif seen is not None and seen.state == "running" and attachment.volume_id in held.volumes:
+            plan.attach.append((attachment.volume_id, attachment.instance_id, seen.node))
+    elif attachment.state == "attached" and not gone and not plugged:
+        attachment.state = "attaching"  # the node lost it (a rebuilt domain): plug it in again
+    elif attachment.state == "detaching" or gone:
+        if plugged:
+            plan.detach.append(
+                node.DetachVolume(
+                    instance_id=attachment.instance_id, volume_id=attachment.volume_id, force=attachment.force
+                )
+            )
+        else:
+            plan.release.append(attachment.volume_id)
+
+
+def _deleted(s: Session, volume_ids: list[str]) -> None:
+    """The SC deleted them: their rows and tags go (unless something changed them meanwhile)."""
+    for volume_id in volume_ids:
+        volume = s.get(Volume, volume_id)
+        if volume is not None and volume.state == "deleting" and s.get(VolumeAttachment, volume_id) is None:
+            tags.remove_all(s, volume_id)
+            s.delete(volume)
+
+
+def _released(s: Session, volume_ids: list[str]) -> None:
+    """Unplugged and unexported: the attachments go; each volume is available again, or deleted
+    when it was to go with its instance."""
+    for volume_id in volume_ids:
+        attachment = s.get(VolumeAttachment, volume_id)
+        volume = s.get(Volume, volume_id)
+        if attachment is None or volume is None:
+            continue
+        instance = s.get(Instance, attachment.instance_id)
+        with_instance = instance is None or instance.state == "terminated"
+        s.delete(attachment)
+        if attachment.delete_on_termination and with_instance and attachment.state != "detaching":
+            volume.state = "deleting"
+        elif volume.state == "in-use":
+            volume.state = "available"
