@@ -26,7 +26,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mallee.core import clock
+from mallee.core import clock, crashpoints
 from mallee.db.session import Database
 from mallee.rpc import cluster, node, storage
 from mallee.rpc.contract import Empty, Message, Operation
@@ -88,6 +88,7 @@ class VolumeReconciler:
             export = _ask(
                 sc, storage.EXPORT_VOLUME, storage.ExportVolume(volume_id=volume_id, node=node_name)
             )
+            crashpoints.reached("clc.volume.exported")
             if export is not None and cc is not None:
                 _ask(cc, cluster.ATTACH_VOLUME, node.AttachVolume(instance_id=instance_id, export=export))
         for request in plan.detach:
@@ -97,6 +98,7 @@ class VolumeReconciler:
             v for v in plan.release if _ask(sc, storage.UNEXPORT_VOLUME, storage.VolumeRef(volume_id=v))
         ]
         if released:
+            crashpoints.reached("clc.volume.unexported")
             with self.db.session() as s:
                 _released(s, released)
 

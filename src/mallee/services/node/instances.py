@@ -267,6 +267,7 @@ class InstanceManager:
             if instance is None or instance.state != "running":
                 raise volumes.VolumeRefused(f"{request.instance_id} is not running on this node")
         target = volumes.attach(self.hypervisor, request)
+        crashpoints.reached("nc.volume.plugged")
         with self.lock:
             instance.volumes[request.export.volume_id] = target
 
@@ -276,6 +277,7 @@ class InstanceManager:
             if instance is None or instance.state not in ("running", "pending"):
                 return  # not here (any more): nothing is plugged in
         volumes.detach(self.hypervisor, request)
+        crashpoints.reached("nc.volume.unplugged")
         with self.lock:
             instance.volumes.pop(request.volume_id, None)
 

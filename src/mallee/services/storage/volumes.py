@@ -12,7 +12,7 @@ import threading
 
 from sqlalchemy import select
 
-from mallee.core import clock
+from mallee.core import clock, crashpoints
 from mallee.db.session import Database
 from mallee.drivers.blockstore.base import (
     BlockStore,
@@ -63,6 +63,7 @@ class Volumes:
                     raise RpcError(409, "VolumeDeleting", f"{p.volume_id} is being deleted")
                 elif row.size_gib != p.size_gib and row.state == "creating":
                     row.size_gib = p.size_gib  # not made yet: the newest ask wins
+            crashpoints.reached("sc.create.recorded")
             self._create(p.volume_id)
         return Ok()
 
@@ -75,6 +76,7 @@ class Volumes:
                     s.add(StoredVolume(id=p.volume_id, size_gib=0, state="deleting", created=clock.now()))
                 else:
                     row.state = "deleting"
+            crashpoints.reached("sc.delete.recorded")
             self._delete(p.volume_id)
         return Ok()
 
@@ -112,6 +114,7 @@ class Volumes:
                 raise RpcError(409, "ExportedElsewhere", str(exc)) from exc
             except BlockStoreError as exc:
                 raise RpcError(500, "ExportFailed", str(exc)) from exc
+        crashpoints.reached("sc.export.made")
         endpoints = [storage.NbdEndpoint(socket=e.socket, host=e.host, port=e.port) for e in found.endpoints]
         return storage.VolumeExport(
             volume_id=p.volume_id,
@@ -177,6 +180,7 @@ class Volumes:
                 self.driver.resize(volume_id, size_gib)
         except BlockStoreError as exc:
             raise RpcError(500, "CreateFailed", f"{volume_id}: {exc}") from exc
+        crashpoints.reached("sc.create.made")
         with self.db.session() as s:
             row = s.get(StoredVolume, volume_id)
             if row is not None and row.state == "creating":
