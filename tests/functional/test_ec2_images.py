@@ -220,9 +220,12 @@ def test_tags_on_images_and_key_pairs(cloud: Cloud, account: Keys) -> None:
     ec2.delete_tags(Resources=[image_id], Tags=[{"Key": "env"}])
     left = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [image_id]}])["Tags"]
     assert [t["Key"] for t in left] == ["x"]
-    with pytest.raises(ClientError) as bad:
-        ec2.create_tags(Resources=["vol-0123456789abcdef0"], Tags=[{"Key": "a", "Value": "b"}])
+    with pytest.raises(ClientError) as bad:  # a kind of resource Mallee does not have
+        ec2.create_tags(Resources=["nat-0123456789abcdef0"], Tags=[{"Key": "a", "Value": "b"}])
     assert _code(bad) == "InvalidID"
+    with pytest.raises(ClientError) as missing:
+        ec2.create_tags(Resources=["vol-0123456789abcdef0"], Tags=[{"Key": "a", "Value": "b"}])
+    assert _code(missing) == "InvalidVolume.NotFound"
     other = cloud.client("ec2", cloud.new_account())
     with pytest.raises(ClientError) as not_mine:
         other.create_tags(Resources=[image_id], Tags=[{"Key": "a", "Value": "b"}])

@@ -8,10 +8,12 @@ import logging
 import re
 import subprocess
 import sys
+import time
 
 from mallee.core.config import Config, environ_for_children
 
 log = logging.getLogger("mallee.up")
+PUBLISH_ATTEMPTS = 6  # ~20 s in all
 
 
 def seed_image(cfg: Config) -> str | None:
@@ -28,7 +30,12 @@ def seed_image(cfg: Config) -> str | None:
     )
     output = ""
     for command in steps:
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        for attempt in range(PUBLISH_ATTEMPTS):
+            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+            # Walrus's workers may still be starting when the CLC is up: ServiceUnavailable, retried.
+            if result.returncode == 0 or "ServiceUnavailable" not in result.stderr:
+                break
+            time.sleep(1 + attempt)
         if result.returncode != 0:
             log.warning(
                 "could not publish the tiny image (%s): %s", " ".join(command[3:6]), result.stderr.strip()
