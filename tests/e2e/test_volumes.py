@@ -3,6 +3,8 @@ exported over NBD by qemu-storage-daemon), hot-plugged into tiny guests through 
 
 - a volume attached to an instance is a disk the guest writes to; after `sync` and a detach, the same
   volume attached to a second instance shows the same bytes;
+- a snapshot taken while the guest has the volume, stored in Walrus, makes a new volume with the
+  same bytes;
 - terminating an instance deletes the volumes attached with DeleteOnTermination, and only those.
 """
 
@@ -72,6 +74,13 @@ def test_a_volume_keeps_its_bytes_from_one_instance_to_the_next(
     write = f"echo mallee-volume-bytes | dd of=/dev/{disk} bs=512 conv=sync 2>/dev/null && sync"
     written = net.ssh(key, first["PublicIpAddress"], write)
     assert written.returncode == 0, written.stderr
+    # A snapshot while the guest has the volume: taken from a point-in-time copy, stored in Walrus.
+    snapshot = ec2.create_snapshot(VolumeId=volume, Description="e2e")["SnapshotId"]
+
+    def snapshot_state() -> str:
+        return str(ec2.describe_snapshots(SnapshotIds=[snapshot])["Snapshots"][0]["State"])
+
+    wait_for("snapshot completed", lambda: snapshot_state() == "completed", 60, every=0.5)
 
     ec2.detach_volume(VolumeId=volume)
     wait_for("available again", lambda: _volume_state(ec2, volume) == "available", 30, every=0.2)
@@ -88,6 +97,20 @@ def test_a_volume_keeps_its_bytes_from_one_instance_to_the_next(
     assert [(m["DeviceName"], m["Ebs"]["VolumeId"]) for m in instance["BlockDeviceMappings"]] == [
         ("/dev/sdg", volume)
     ]
+
+    # A new volume from the snapshot has the same bytes.
+    restored = ec2.create_volume(SnapshotId=snapshot, AvailabilityZone=ZONE)["VolumeId"]
+    wait_for("restored volume", lambda: _volume_state(ec2, restored) == "available", 60, every=0.5)
+    ec2.attach_volume(VolumeId=restored, InstanceId=second["InstanceId"], Device="/dev/sdi")
+    disk = _disk_of(net, key, second["PublicIpAddress"], restored)
+    read = net.ssh(
+        key, second["PublicIpAddress"], f"dd if=/dev/{disk} bs=512 count=1 2>/dev/null | head -n 1"
+    )
+    assert read.stdout.strip() == "mallee-volume-bytes"
+    ec2.detach_volume(VolumeId=restored)
+    wait_for("restored detached", lambda: _volume_state(ec2, restored) == "available", 30, every=0.2)
+    ec2.delete_volume(VolumeId=restored)
+    ec2.delete_snapshot(SnapshotId=snapshot)
 
     # Terminate: the volume attached with DeleteOnTermination goes with the instance, the other stays.
     doomed = ec2.create_volume(Size=1, AvailabilityZone=ZONE)["VolumeId"]

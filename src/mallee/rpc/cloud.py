@@ -9,7 +9,7 @@ from typing import Any
 
 from mallee.core.context import Principal
 from mallee.core.periodic import Periodic
-from mallee.rpc.contract import Api, Message, Ok, Operation, StateChanged
+from mallee.rpc.contract import Api, Empty, Message, Ok, Operation, StateChanged
 from mallee.rpc.transport import Client, RpcError
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,19 @@ RESOLVE_KEY = Operation(API, "resolve_key", ResolveKey, KeyIdentity)
 ACCOUNT_QUOTA = Operation(API, "account_quota", AccountRef, Quota)
 METADATA = Operation(API, "metadata", MetadataRequest, MetadataAnswer)
 INSTANCES_CHANGED = Operation(API, "instances_changed", StateChanged, Ok)  # pushed by a CC
+
+
+class SystemCredentials(Message):
+    """The cloud's own S3 credentials (its system account's key) and where S3 is: for components
+    that keep the cloud's data in Walrus (the SC's snapshot chunks)."""
+
+    access_key_id: str
+    secret_access_key: str
+    endpoint: str
+    region: str
+
+
+SYSTEM_CREDENTIALS = Operation(API, "system_credentials", Empty, SystemCredentials)
 
 
 class Heartbeater(Periodic):

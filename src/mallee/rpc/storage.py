@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from mallee.rpc.contract import Api, Empty, Message, Ok, Operation
 
-API = Api("storage", version=1)
+# 2: snapshots (create, copy, delete, reported with their progress) and volumes made from them.
+API = Api("storage", version=2, oldest=2)
 
 
 class VolumeSpec(Message):
-    """Create the volume (all zeros) unless it exists with that size."""
+    """Create the volume unless it exists: all zeros, or with the bytes of `snapshot_id` (then the
+    SC restores it in the background and reports the volume once it is whole)."""
 
     volume_id: str
     size_gib: int
+    snapshot_id: str = ""
 
 
 class VolumeRef(Message):
@@ -59,8 +62,37 @@ class StoredVolume(Message):
     node: str = ""  # the node it is exported to ("" when it is not)
 
 
+class SnapshotSpec(Message):
+    """Take a point-in-time snapshot of the volume (it stays usable meanwhile) and store it in
+    Walrus as content-addressed chunks; the SC reports it pending with its progress, then completed
+    (or error). Idempotent on the snapshot id."""
+
+    snapshot_id: str
+    volume_id: str
+
+
+class CopySnapshot(Message):
+    """A new snapshot with the bytes of a completed one (it shares its chunks)."""
+
+    snapshot_id: str
+    source_snapshot_id: str
+
+
+class SnapshotRef(Message):
+    snapshot_id: str
+
+
+class StoredSnapshot(Message):
+    state: str  # pending | completed | error
+    progress: int  # percent
+    size_gib: int
+    stored_bytes: int = 0  # bytes of chunks this snapshot added to Walrus (others were there)
+    reason: str = ""
+
+
 class StorageReport(Message):
     volumes: dict[str, StoredVolume]
+    snapshots: dict[str, StoredSnapshot] = {}
 
 
 CREATE_VOLUME = Operation(API, "create_volume", VolumeSpec, Ok)
@@ -69,3 +101,6 @@ RESIZE_VOLUME = Operation(API, "resize_volume", ResizeVolume, Ok)
 EXPORT_VOLUME = Operation(API, "export_volume", ExportVolume, VolumeExport)
 UNEXPORT_VOLUME = Operation(API, "unexport_volume", VolumeRef, Ok)
 DESCRIBE = Operation(API, "describe_storage", Empty, StorageReport)
+CREATE_SNAPSHOT = Operation(API, "create_snapshot", SnapshotSpec, Ok)
+COPY_SNAPSHOT = Operation(API, "copy_snapshot", CopySnapshot, Ok)
+DELETE_SNAPSHOT = Operation(API, "delete_snapshot", SnapshotRef, Ok)

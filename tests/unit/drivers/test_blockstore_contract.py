@@ -221,6 +221,17 @@ def test_open_path_gives_the_bytes_or_none_and_raises_for_a_missing_volume(env: 
         env.driver.open_path(VOL2)
 
 
+def test_point_in_time_is_a_file_of_the_volumes_size_removed_on_exit(env: Env) -> None:
+    env.driver.create(VOL, 1)
+    with env.driver.point_in_time(VOL) as path:
+        assert path.stat().st_size == GIB
+        with open(path, "rb") as f:
+            assert f.read(4096) == bytes(4096)
+    assert not path.exists()
+    with pytest.raises(VolumeNotFound), env.driver.point_in_time(VOL2):
+        pass
+
+
 def test_teardown_stops_the_exports_and_keeps_the_volumes(env: Env) -> None:
     env.driver.create(VOL, 1)
     env.driver.export(VOL, NODE_A)
@@ -359,6 +370,40 @@ def test_teardown_leaves_no_daemon_running(real: Env) -> None:
     real.driver.teardown()
     assert _daemon_pids(real.state_dir) == set()
     assert real.driver.volumes() == {VOL: 1, VOL2: 1}
+
+
+def test_point_in_time_of_an_exported_volume_keeps_the_bytes_of_its_moment(real: Env) -> None:
+    real.driver.create(VOL, 1)
+    url = _nbd_url(real.driver.export(VOL, NODE_A))
+    assert _qemu_io(url, "write -P 0x11 0 8M").returncode == 0
+    assert _qemu_io(url, "write -P 0x22 512M 4k").returncode == 0
+    with real.driver.point_in_time(VOL) as path:
+        assert _qemu_io(url, "write -P 0x33 0 8M").returncode == 0  # the guest keeps writing
+        assert _qemu_io(url, "write -P 0x44 512M 4k").returncode == 0
+        with open(path, "rb") as f:
+            assert f.read(8 * 1024 * 1024) == b"\x11" * 8 * 1024 * 1024
+            f.seek(512 * 1024 * 1024)
+            assert f.read(8192) == b"\x22" * 4096 + bytes(4096)
+        assert os.stat(path).st_blocks * 512 < 64 * 1024 * 1024  # zeros stayed holes
+        assert stat.S_IMODE(path.stat().st_mode) == 0o400
+    assert not path.exists()
+    assert _bytes(real.driver, VOL, 4) == b"\x33" * 4
+    (daemon_dir,) = (real.state_dir / "exports").iterdir()
+    with QmpClient(daemon_dir / "qmp.sock") as qmp:  # the copy's job and node are gone
+        assert qmp.execute("query-jobs") == []
+        nodes = {n["node-name"] for n in qmp.execute("query-named-block-nodes", flat=True)}
+        assert {n for n in nodes if not n.startswith("#")} == {VOL}  # "#block…": implicit file nodes
+
+
+def test_point_in_time_of_an_unexported_volume_is_a_sparse_copy(real: Env) -> None:
+    source = real.state_dir / "source.raw"
+    source.write_bytes(b"\x55" * 4096)
+    real.driver.create(VOL, 2, source=source)
+    with real.driver.point_in_time(VOL) as path:
+        with open(real.driver.open_path(VOL) or "", "r+b") as f:
+            f.write(b"\x66" * 4096)
+        assert path.read_bytes()[:8192] == b"\x55" * 4096 + bytes(4096)
+        assert path.stat().st_size == 2 * GIB and os.stat(path).st_blocks * 512 <= 1024 * 1024
 
 
 def test_volumes_are_sparse_and_half_made_ones_are_not_listed(real: Env) -> None:

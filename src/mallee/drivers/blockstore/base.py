@@ -33,6 +33,9 @@ Contract for every implementation (checked by tests/unit/drivers/test_blockstore
 - `exports()`: volume id -> the node it is exported to.
 - `open_path(volume_id)`: a local file path with the volume's bytes, for the SC's own reads (snapshots),
   or None when the driver keeps no local file (RBD); VolumeNotFound when there is no such volume.
+- `point_in_time(volume_id)`: a context manager giving a read-only local file with the volume's
+  bytes as of the call, while the volume stays usable (a guest may write it meanwhile); the file is
+  removed on exit. For snapshots. VolumeNotFound when there is no such volume.
 - `teardown()`: stop every process the driver started (servers), leaving the volumes; for
   `mallee down`, tests and benchmarks.
 """
@@ -40,6 +43,7 @@ Contract for every implementation (checked by tests/unit/drivers/test_blockstore
 from __future__ import annotations
 
 import abc
+import contextlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -127,6 +131,9 @@ class BlockStore(abc.ABC):
 
     @abc.abstractmethod
     def open_path(self, volume_id: str) -> Path | None: ...
+
+    @abc.abstractmethod
+    def point_in_time(self, volume_id: str) -> contextlib.AbstractContextManager[Path]: ...
 
     @abc.abstractmethod
     def teardown(self) -> None: ...

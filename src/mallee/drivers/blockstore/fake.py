@@ -1,14 +1,21 @@
 """An in-memory block store honouring the contract, for unit tests and simulated zones.
 
-It keeps sizes and exports, not bytes (so it has no `open_path` files). With a `state_dir` its state
-is kept on disk (`fake-blockstore.json`) and read back by a new driver, as the real driver's volumes
-and export servers outlive a restarted SC.
+It keeps sizes and exports, not bytes (so it has no `open_path` files, and a point-in-time copy is
+all zeros), unless made with `keep_bytes` (then each volume is a plain file in `state_dir/bytes/`, for
+snapshot tests without root). With a `state_dir` its state is kept on disk (`fake-blockstore.json`)
+and read back by a new driver, as the real driver's volumes and export servers outlive a restarted SC.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
@@ -26,6 +33,8 @@ from mallee.drivers.blockstore.base import (
     check_volume_id,
 )
 
+_ZEROS = bytes(1 << 20)
+
 
 class _Saved(msgspec.Struct):
     volumes: dict[str, int] = {}
@@ -33,14 +42,16 @@ class _Saved(msgspec.Struct):
 
 
 class FakeBlockStore(BlockStore):
-    def __init__(self, state_dir: Path | None = None) -> None:
+    def __init__(self, state_dir: Path | None = None, keep_bytes: bool = False) -> None:
         self._lock = threading.RLock()
+        self._scratch = Path(state_dir or tempfile.gettempdir())
+        self._bytes = self._scratch / "bytes" if keep_bytes else None
         self._file = state_dir / "fake-blockstore.json" if state_dir is not None else None
         self._state = _Saved()
         if self._file is not None and self._file.exists():
             self._state = msgspec.json.decode(self._file.read_bytes(), type=_Saved)
         self.capabilities = {
-            "local_files": False,
+            "local_files": keep_bytes,
             "exports_outlive_process": state_dir is not None,
             "bound_exports": True,
         }
@@ -56,6 +67,12 @@ class FakeBlockStore(BlockStore):
                 return
             if source is not None and source.stat().st_size > size_gib * GIB:
                 raise BlockStoreError(f"{source} is larger than {size_gib} GiB")
+            if self._bytes is not None:
+                self._bytes.mkdir(parents=True, exist_ok=True)
+                with open(self._bytes / volume_id, "wb") as f:
+                    if source is not None:
+                        _copy_sparse(source, f)
+                    f.truncate(size_gib * GIB)
             self._state.volumes[volume_id] = size_gib
             self._save()
 
@@ -64,6 +81,8 @@ class FakeBlockStore(BlockStore):
         with self._lock:
             self._state.exports.pop(volume_id, None)
             self._state.volumes.pop(volume_id, None)
+            if self._bytes is not None:
+                (self._bytes / volume_id).unlink(missing_ok=True)
             self._save()
 
     def resize(self, volume_id: str, size_gib: int) -> None:
@@ -73,6 +92,8 @@ class FakeBlockStore(BlockStore):
             current = self._require(volume_id)
             if size_gib < current:
                 raise BlockStoreError(f"{volume_id} is {current} GiB; volumes only grow")
+            if self._bytes is not None:
+                os.truncate(self._bytes / volume_id, size_gib * GIB)
             self._state.volumes[volume_id] = size_gib
             self._save()
 
@@ -108,7 +129,23 @@ class FakeBlockStore(BlockStore):
     def open_path(self, volume_id: str) -> Path | None:
         check_volume_id(volume_id)
         self._require(volume_id)
-        return None
+        return self._bytes / volume_id if self._bytes is not None else None
+
+    @contextlib.contextmanager
+    def point_in_time(self, volume_id: str) -> Iterator[Path]:
+        check_volume_id(volume_id)
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        target = self._scratch / f"{volume_id}.{secrets.token_hex(4)}.pit"
+        try:
+            with self._lock:
+                size = self._require(volume_id) * GIB
+                with open(target, "wb") as f:
+                    if self._bytes is not None:
+                        _copy_sparse(self._bytes / volume_id, f)
+                    f.truncate(size)
+            yield target
+        finally:
+            target.unlink(missing_ok=True)
 
     def teardown(self) -> None:
         with self._lock:  # the "servers" stop, so every export goes with them
@@ -125,3 +162,12 @@ class FakeBlockStore(BlockStore):
         if self._file is not None:
             self._file.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(self._file, msgspec.json.encode(self._state), 0o600, fsync=True)
+
+
+def _copy_sparse(source: Path, dst: BinaryIO) -> None:
+    with open(source, "rb") as src:
+        while block := src.read(len(_ZEROS)):
+            if block != _ZEROS[: len(block)]:
+                dst.write(block)
+            else:
+                dst.seek(len(block), os.SEEK_CUR)

@@ -31,13 +31,14 @@ from mallee.protocol.gateway import Gateway
 from mallee.protocol.serializer import serialize_error
 from mallee.protocol.specs import load_service
 from mallee.rpc import cloud
-from mallee.rpc.contract import Handlers, Ok, StateChanged
+from mallee.rpc.contract import Empty, Handlers, Ok, StateChanged
 from mallee.rpc.relay import relay
 from mallee.rpc.transport import (
     CLIENT_HEADER,
     PREFIX,
     Client,
     Receive,
+    RpcError,
     Scope,
     Send,
     check_declared_length,
@@ -93,6 +94,7 @@ class CloudController:
         self.rpc_handlers.add(cloud.ACCOUNT_QUOTA, self._account_quota)
         self.rpc_handlers.add(cloud.METADATA, self._metadata)
         self.rpc_handlers.add(cloud.INSTANCES_CHANGED, self._instances_changed)
+        self.rpc_handlers.add(cloud.SYSTEM_CREDENTIALS, self._system_credentials)
 
     @contextmanager
     def _unit_of_work(self, ctx: RequestContext, operation: Operation) -> Iterator[None]:
@@ -121,11 +123,11 @@ class CloudController:
         except AuthError as err:
             return cloud.KeyIdentity(error=err.kind, message=err.message)
 
-    def _presigner(self) -> peers.Presigner:
-        """Presigned GETs of image objects, signed with the system account's key."""
-        key: AccessKey | None = None
+    def _system_key(self) -> AccessKey:
+        """The system account's root access key: the cloud's own S3 identity."""
         with self.db.session() as s:
             account = store.system_account(s)
+            key = None
             if account is not None:
                 key = s.scalar(
                     select(AccessKey).where(
@@ -137,6 +139,24 @@ class CloudController:
                 )
         if key is None:
             raise ConfigError("the system account has no active access key; run `mallee up` once")
+        return key
+
+    def _system_credentials(self, _p: Empty) -> cloud.SystemCredentials:
+        """For components that keep the cloud's data in Walrus (the SC's snapshot chunks)."""
+        try:
+            key = self._system_key()
+        except ConfigError as exc:
+            raise RpcError(503, "NoSystemKey", str(exc)) from exc
+        return cloud.SystemCredentials(
+            access_key_id=key.id,
+            secret_access_key=key.secret,
+            endpoint=self.cfg.endpoint_url,
+            region=self.cfg.region,
+        )
+
+    def _presigner(self) -> peers.Presigner:
+        """Presigned GETs of image objects, signed with the system account's key."""
+        key = self._system_key()
         credentials = ReadOnlyCredentials(key.id, key.secret, None)
         endpoint, region = self.cfg.endpoint_url, self.cfg.region
 

@@ -17,6 +17,8 @@ from mallee.services.clc.ec2 import (  # noqa: F401
     route_tables,
     security_groups,
     services,
+    snapshot_attributes,
+    snapshots,
     subnets,
     tags,
     volume_attachments,

@@ -8,6 +8,9 @@ anywhere — a CLC, SC, CC or NC killed — is repaired by the next one:
 - a volume recorded `deleting` (and attached nowhere) is deleted on the SC; once the SC confirmed
   it, the row goes (asked even when the SC does not report it: it may be half made there);
 - a modification recorded `modifying` grows the volume on the SC until the SC reports the size;
+- a snapshot recorded `pending` is taken (or copied) on the SC until the SC reports it; its progress,
+  then `completed` or `error`, follow the SC's report; one recorded `deleting` is deleted on the SC,
+  then its row goes;
 - an attachment `attaching` is exported to the instance's node and plugged in until the node reports
   it (`attached`); one `detaching`, or whose instance is gone, is unplugged until the node no longer
   reports it, then unexported; then the row goes and the volume is `available` (or `deleting`, when
@@ -33,7 +36,7 @@ from mallee.rpc.contract import Empty, Message, Operation
 from mallee.rpc.transport import Client, RpcError
 from mallee.services.clc.ec2 import tags
 from mallee.services.clc.tables import Instance
-from mallee.services.clc.volume_tables import Volume, VolumeAttachment
+from mallee.services.clc.volume_tables import Snapshot, Volume, VolumeAttachment
 
 log = logging.getLogger(__name__)
 Req = TypeVar("Req", bound=Message)
@@ -50,6 +53,8 @@ class _Plan:
     attach: list[tuple[str, str, str]] = field(default_factory=list)  # (volume, instance, node)
     detach: list[node.DetachVolume] = field(default_factory=list)
     release: list[str] = field(default_factory=list)  # unplugged everywhere: unexport, then drop the row
+    snapshot: list[storage.SnapshotSpec | storage.CopySnapshot] = field(default_factory=list)
+    delete_snapshot: list[str] = field(default_factory=list)
 
 
 class VolumeReconciler:
@@ -83,6 +88,19 @@ class VolumeReconciler:
                 _deleted(s, deleted)
         for resize in plan.resize:
             _ask(sc, storage.RESIZE_VOLUME, resize)
+        for wanted in plan.snapshot:
+            if isinstance(wanted, storage.CopySnapshot):
+                _ask(sc, storage.COPY_SNAPSHOT, wanted)
+            else:
+                _ask(sc, storage.CREATE_SNAPSHOT, wanted)
+        gone = [
+            i
+            for i in plan.delete_snapshot
+            if _ask(sc, storage.DELETE_SNAPSHOT, storage.SnapshotRef(snapshot_id=i))
+        ]
+        if gone:
+            with self.db.session() as s:
+                _snapshots_deleted(s, gone)
         cc = self.clusters.get(zone)
         for volume_id, instance_id, node_name in plan.attach:
             export = _ask(
@@ -130,7 +148,10 @@ def _decide(s: Session, zone: str, held: storage.StorageReport, report: cluster.
         stored = held.volumes.get(volume.id)
         if volume.state == "creating":
             if stored is None:
-                plan.create.append(storage.VolumeSpec(volume_id=volume.id, size_gib=volume.size_gib))
+                spec = storage.VolumeSpec(
+                    volume_id=volume.id, size_gib=volume.size_gib, snapshot_id=volume.snapshot_id or ""
+                )
+                plan.create.append(spec)
             else:
                 volume.state = "in-use" if volume.id in attachments else "available"
         elif volume.state == "deleting":
@@ -143,7 +164,26 @@ def _decide(s: Session, zone: str, held: storage.StorageReport, report: cluster.
             _follow_modification(volume, stored, plan)
     for attachment in attachments.values():
         _follow_attachment(attachment, instances.get(attachment.instance_id), report, down, held, plan)
+    for snapshot in s.scalars(select(Snapshot).where(Snapshot.zone == zone, Snapshot.state != "completed")):
+        _follow_snapshot(snapshot, held.snapshots.get(snapshot.id), plan)
     return plan
+
+
+def _follow_snapshot(snapshot: Snapshot, stored: storage.StoredSnapshot | None, plan: _Plan) -> None:
+    if snapshot.state == "deleting":
+        plan.delete_snapshot.append(snapshot.id)
+    elif snapshot.state == "pending" and stored is None:
+        if snapshot.source_snapshot_id:
+            plan.snapshot.append(
+                storage.CopySnapshot(snapshot_id=snapshot.id, source_snapshot_id=snapshot.source_snapshot_id)
+            )
+        else:
+            plan.snapshot.append(storage.SnapshotSpec(snapshot_id=snapshot.id, volume_id=snapshot.volume_id))
+    elif snapshot.state == "pending" and stored is not None:
+        snapshot.progress, snapshot.stored_bytes = stored.progress, stored.stored_bytes
+        if stored.state in ("completed", "error"):
+            snapshot.state, snapshot.state_message = stored.state, stored.reason
+            snapshot.progress = 100 if stored.state == "completed" else snapshot.progress
 
 
 def _follow_modification(volume: Volume, stored: storage.StoredVolume, plan: _Plan) -> None:
@@ -190,6 +230,14 @@ def _follow_attachment(
             )
         else:
             plan.release.append(attachment.volume_id)
+
+
+def _snapshots_deleted(s: Session, snapshot_ids: list[str]) -> None:
+    for snapshot_id in snapshot_ids:
+        snapshot = s.get(Snapshot, snapshot_id)
+        if snapshot is not None and snapshot.state == "deleting":
+            tags.remove_all(s, snapshot_id)
+            s.delete(snapshot)
 
 
 def _deleted(s: Session, volume_ids: list[str]) -> None:

@@ -1,5 +1,5 @@
-"""The CLC's records of EBS volumes and their attachments: what users asked for, recorded before the
-zone's Storage Controller or any node is asked (rpc/storage.py, rpc/node.py).
+"""The CLC's records of EBS volumes, their attachments and snapshots: what users asked for, recorded
+before the zone's Storage Controller or any node is asked (rpc/storage.py, rpc/node.py).
 
 The EC2 handlers (ec2/volumes.py) only record; the reconciler (volume_reconcile.py) moves the zone
 toward the records and the records toward what the SC and the nodes report:
@@ -21,6 +21,15 @@ attachment `state`    (one per volume: no multi-attach)
   (row removed)       once the node no longer reports it (or the instance is terminated): the SC
                       unexports it, and the volume becomes available (or deleting)
 
+snapshot `state`      (the SC stores its bytes in Walrus, as content-addressed chunks)
+  pending             CreateSnapshot / CopySnapshot records it; the reconciler asks the SC to take it
+                      and copies the SC's `progress` until the SC reports it completed or error
+  completed, error    as the SC reports them
+  deleting            DeleteSnapshot; the reconciler asks the SC to delete it; then the row goes
+                      (shown as gone at once: DescribeSnapshots leaves `deleting` rows out)
+
+A volume created from a snapshot (`snapshot_id`) stays `creating` until the SC has restored it.
+
 A modification (ModifyVolume: grow, type, IOPS, throughput) is recorded on the volume with
 `modification_state` "modifying"; the reconciler asks the SC to grow the volume and, once the SC
 reports the new size, sets `size_gib` and "completed" (AWS's modifying → optimizing → completed, with
@@ -31,7 +40,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mallee.db.base import Base, UTCDateTime
@@ -78,3 +87,31 @@ class VolumeAttachment(Base):
     delete_on_termination: Mapped[bool] = mapped_column(Boolean, default=False)
     attach_time: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
     target: Mapped[str] = mapped_column(String(8), default="")  # the guest disk the node reports (vdb, …)
+
+
+class Snapshot(Base):
+    __tablename__ = "snapshots"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # snap-…
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    volume_id: Mapped[str] = mapped_column(String(32), index=True)  # may be gone since
+    volume_size_gib: Mapped[int] = mapped_column(Integer)
+    zone: Mapped[str] = mapped_column(String(64), index=True)  # the SC that takes and keeps it
+    source_snapshot_id: Mapped[str | None] = mapped_column(String(32))  # CopySnapshot's source
+    description: Mapped[str] = mapped_column(String(255), default="")
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    state_message: Mapped[str] = mapped_column(String(255), default="")
+    progress: Mapped[int] = mapped_column(Integer, default=0)  # percent
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # new chunk bytes it stored
+    started: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+    client_token: Mapped[str | None] = mapped_column(String(64))
+
+
+class SnapshotPermission(Base):
+    """createVolumePermission: an account, or the group `all` (account_id "all"), may make volumes
+    from the snapshot (and see it)."""
+
+    __tablename__ = "snapshot_permissions"
+
+    snapshot_id: Mapped[str] = mapped_column(ForeignKey("snapshots.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(12), primary_key=True)

@@ -1,7 +1,7 @@
-"""The Storage Controller process: the volumes of its zone (rpc/storage.py) on a block-store driver
-(drivers/blockstore/), its own database (`DATA_DIR/sc.db`, Alembic tree `sc`), a heartbeat to the
-CLC. At start it finishes what a crash interrupted (volumes.Volumes.repair), in the background so
-that it answers at once."""
+"""The Storage Controller process: the volumes and snapshots of its zone (rpc/storage.py) on a
+block-store driver (drivers/blockstore/) and a Walrus bucket (chunks.py), its own database
+(`DATA_DIR/sc.db`, Alembic tree `sc`), a heartbeat to the CLC. At start it finishes what a crash
+interrupted (`repair` of volumes and snapshots), in the background so that it answers at once."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ from mallee.core.files import reachable_dir
 from mallee.db import migrate
 from mallee.db.session import Database
 from mallee.drivers import registry
-from mallee.rpc import component
+from mallee.rpc import cloud, component
+from mallee.rpc.contract import Empty
+from mallee.rpc.transport import Client, load_key
 from mallee.services.storage import tables  # noqa: F401  (registers the SC's tables)
+from mallee.services.storage.chunks import S3ChunkStore
+from mallee.services.storage.snapshots import Snapshots
 from mallee.services.storage.volumes import Volumes
 
 
@@ -32,13 +36,28 @@ def create_app(cfg: Config | None = None) -> component.App:
     cfg = cfg or config_mod.load()
     db = Database(cfg.database_url_for("sc"))
     migrate.upgrade(db.engine, "sc")
-    volumes = Volumes(db, registry.blockstore(cfg.blockstore, **blockstore_options(cfg)))
-    threading.Thread(target=volumes.repair, name="sc-repair", daemon=True).start()
+    options = blockstore_options(cfg)
+    driver = registry.blockstore(cfg.blockstore, **options)
+    clc = Client(cfg.clc_url, load_key(cfg.deployment_key_file))
+    snapshots = Snapshots(
+        db,
+        driver,
+        lambda: S3ChunkStore(lambda: clc.call(cloud.SYSTEM_CREDENTIALS, Empty()), prefix=f"{cfg.zone}/"),
+    )
+    # Restores are written beside the volumes (the same file system), not in /tmp.
+    scratch = Path(str(options["state_dir"])) / "tmp" if "state_dir" in options else None
+    volumes = Volumes(db, driver, snapshots, scratch)
+
+    def repair() -> None:
+        volumes.repair()
+        snapshots.repair()
+
+    threading.Thread(target=repair, name="sc-repair", daemon=True).start()
     return component.reporting_app(
         cfg,
         "sc",
         f"sc-{cfg.zone}",
         cfg.zone,
         lambda: {"blockstore": cfg.blockstore},
-        volumes.handlers(),
+        volumes.handlers().merged(snapshots.handlers()),
     )

@@ -1,11 +1,12 @@
-"""The Storage Controller's own records (its database, Alembic tree `sc`): the volumes it holds, written
-before the block-store driver is asked, so that a restarted SC finishes what it was doing."""
+"""The Storage Controller's own records (its database, Alembic tree `sc`): the volumes and snapshots
+it holds, written before the block-store driver or the chunk store is asked, so that a restarted SC
+finishes what it was doing."""
 
 from __future__ import annotations
 
 import datetime as _dt
 
-from sqlalchemy import Integer, String
+from sqlalchemy import BigInteger, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mallee.db.base import Base, UTCDateTime
@@ -13,8 +14,8 @@ from mallee.db.base import Base, UTCDateTime
 
 class StoredVolume(Base):
     """`state`: creating (recorded, the driver not yet done), available, deleting (the driver may
-    not be done; the row goes once it is). `size_gib` is the size asked for: a resize records the
-    new size first."""
+    not be done; the row goes once it is), error (a restore from a snapshot failed). `size_gib` is
+    the size asked for: a resize records the new size first. `snapshot_id`: restored from it."""
 
     __tablename__ = "sc_volumes"
 
@@ -22,3 +23,34 @@ class StoredVolume(Base):
     size_gib: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16))
     created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+    snapshot_id: Mapped[str] = mapped_column(String(32), default="")
+
+
+class StoredSnapshot(Base):
+    """`state`: pending (recorded; being taken), completed, error (`reason` says why), deleting (its
+    manifest and unshared chunks may not be gone yet; the row goes once they are). `source_snapshot_id`:
+    a copy of that snapshot (it shares its chunks; repair finishes it instead of taking it again)."""
+
+    __tablename__ = "sc_snapshots"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # snap-…
+    volume_id: Mapped[str] = mapped_column(String(32))
+    size_gib: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[int] = mapped_column(Integer)
+    stored_bytes: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    source_snapshot_id: Mapped[str] = mapped_column(String(32))
+    created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+
+
+class SnapshotChunk(Base):
+    """Chunk `chunk` (its offset / the chunk size) of a snapshot has these bytes. All-zero chunks
+    have no row. Rows are written as the chunks are stored, so they count as references while a
+    snapshot is pending: a chunk is deleted only when no row names it."""
+
+    __tablename__ = "sc_snapshot_chunks"
+
+    snapshot_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    chunk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)

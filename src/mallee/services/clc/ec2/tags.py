@@ -31,7 +31,7 @@ from mallee.services.clc.network_tables import (
 )
 from mallee.services.clc.paging import page
 from mallee.services.clc.tables import Image, Instance, KeyPair, Tag
-from mallee.services.clc.volume_tables import Volume
+from mallee.services.clc.volume_tables import Snapshot, Volume
 
 # id prefix -> (EC2 resource type, table, error code when the caller has no such resource)
 RESOURCES: dict[str, tuple[str, Any, str]] = {
@@ -48,6 +48,7 @@ RESOURCES: dict[str, tuple[str, Any, str]] = {
     "sg": ("security-group", SecurityGroup, "InvalidGroup.NotFound"),
     "eni": ("network-interface", NetworkInterface, "InvalidNetworkInterfaceID.NotFound"),
     "vol": ("volume", Volume, "InvalidVolume.NotFound"),
+    "snap": ("snapshot", Snapshot, "InvalidSnapshot.NotFound"),
 }
 # Elastic IPs are tagged by allocation id (their row's key is the address).
 ELASTIC_IP = ("elastic-ip", "InvalidAllocationID.NotFound")

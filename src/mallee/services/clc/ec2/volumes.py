@@ -20,7 +20,7 @@ from mallee.core.errors import CloudError
 from mallee.db.session import hold_write_lock
 from mallee.services.clc import peers
 from mallee.services.clc.apis import EC2
-from mallee.services.clc.ec2 import filters, resources, tags
+from mallee.services.clc.ec2 import filters, resources, snapshot_attributes, tags
 from mallee.services.clc.paging import page
 from mallee.services.clc.tables import Cluster
 from mallee.services.clc.volume_tables import Volume, VolumeAttachment
@@ -233,7 +233,7 @@ _FILTERS: dict[str, filters.Getter[dict[str, Any]]] = {
     "availability-zone": lambda v: v["AvailabilityZone"],
     "create-time": lambda v: clock.iso8601(v["CreateTime"]),
     "encrypted": lambda v: v["Encrypted"],
-    "fast-restored": lambda v: False,  # no snapshots, so no fast snapshot restore
+    "fast-restored": lambda v: False,  # fast snapshot restore is not offered
     "multi-attach-enabled": lambda v: v["MultiAttachEnabled"],
     "size": lambda v: v["Size"],
     "snapshot-id": lambda v: v["SnapshotId"],
@@ -301,12 +301,24 @@ def create_volume(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         "MultiAvailabilityZoneConfiguration",
         "TrimOnAttach",
     )
-    if p.get("SnapshotId"):  # snapshots do not exist yet, so no id names one
-        raise CloudError("InvalidSnapshot.NotFound", f"The snapshot '{p['SnapshotId']}' does not exist.")
-    if p.get("Size") is None:
+    snapshot_id = p.get("SnapshotId") or None
+    if p.get("Size") is None and snapshot_id is None:
         raise CloudError("MissingParameter", "The request must contain the parameter size or snapshotId")
-    size = int(p["Size"])
     volume_type = volume_type_named(p.get("VolumeType"))
+    s = ctx.session
+    # The quota and the client token, read then written; the snapshot, against its DeleteSnapshot.
+    hold_write_lock(s, [f"volumes:{account_id}", *([f"snapshot:{snapshot_id}"] if snapshot_id else [])])
+    if snapshot_id is not None:  # the SC restores it (the reconciler asks) while the volume is creating
+        snapshot = snapshot_attributes.restorable(s, account_id, snapshot_id)
+        size = snapshot.volume_size_gib if p.get("Size") is None else int(p["Size"])
+        if size < snapshot.volume_size_gib:
+            raise CloudError(
+                "InvalidParameterValue",
+                f"Volume of {size}GiB is smaller than snapshot '{snapshot_id}', expect size >= "
+                f"{snapshot.volume_size_gib}GiB",
+            )
+    else:
+        size = int(p["Size"])
     check_size(volume_type, size)
     if volume_type in ("io1", "io2") and p.get("Iops") is None:
         raise CloudError(
@@ -314,21 +326,21 @@ def create_volume(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         )
     iops, throughput = performance(volume_type, size, p.get("Iops"), p.get("Throughput"))
     zone = _zone(ctx, p)
-    s = ctx.session
-    hold_write_lock(s, [f"volumes:{account_id}"])  # the quota and the client token, read then written
     token = p.get("ClientToken")
     if token:
         earlier = s.scalar(
             select(Volume).where(Volume.account_id == account_id, Volume.client_token == token)
         )
         if earlier is not None:  # an idempotent retry: the same volume, if asked the same way
-            if (earlier.size_gib, earlier.volume_type, earlier.iops, earlier.throughput, earlier.zone) != (
-                size,
-                volume_type,
-                iops,
-                throughput,
-                zone,
-            ):
+            asked = (size, volume_type, iops, throughput, zone, snapshot_id)
+            if (
+                earlier.size_gib,
+                earlier.volume_type,
+                earlier.iops,
+                earlier.throughput,
+                earlier.zone,
+                earlier.snapshot_id,
+            ) != asked:
                 raise CloudError(
                     "IdempotentParameterMismatch",
                     f"The client token '{token}' was used for a volume with other parameters.",
@@ -347,7 +359,7 @@ def create_volume(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         volume_type=volume_type,
         iops=iops,
         throughput=throughput,
-        snapshot_id=None,
+        snapshot_id=snapshot_id,
         state="creating",
         state_reason="",
         created=clock.now(),
