@@ -260,3 +260,15 @@ def test_the_sc_refuses_what_cannot_be(sc: Volumes) -> None:
     with pytest.raises(RpcError) as err:
         sc.create(storage.VolumeSpec(volume_id="vol-nothex", size_gib=1))
     assert err.value.code == "InvalidVolumeId"
+
+
+def test_a_volume_the_sc_could_not_make_is_shown_as_an_error(
+    database: Database, sc: Volumes, world: Any
+) -> None:
+    _volume(database)
+    with sc.db.session() as s:  # as a restore from a snapshot that failed leaves it
+        s.add(sc_tables.StoredVolume(id=VOL, size_gib=2, state="error", created=_dt.datetime.now(_dt.UTC)))
+    _run(world)
+    with database.session() as s:
+        volume = s.get(Volume, VOL)
+        assert volume is not None and volume.state == "error" and "restore" in volume.state_reason

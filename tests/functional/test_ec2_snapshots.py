@@ -16,6 +16,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from functional.test_ec2_instances import register_tiny_image, wait_state
+from functional.test_ec2_volumes import _available, _volume
 from support.answers import code
 from support.cloud import Cloud, Keys, wait_for
 
@@ -51,13 +52,8 @@ def volume(ec2: Any) -> str:
 
 def _available_volume(ec2: Any, size: int, **kwargs: Any) -> str:
     volume_id = str(ec2.create_volume(AvailabilityZone=ZONE, Size=size, **kwargs)["VolumeId"])
-    wait_for(f"{volume_id} available", lambda: _volume(ec2, volume_id)["State"] == "available", SETTLE, 0.2)
+    _available(ec2, volume_id)
     return volume_id
-
-
-def _volume(ec2: Any, volume_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
-    return found
 
 
 def _snapshot(ec2: Any, snapshot_id: str) -> dict[str, Any]:

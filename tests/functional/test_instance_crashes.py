@@ -22,15 +22,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
 from functional.test_ec2_instances import register_tiny_image
-from support.cloud import Cloud, Keys, start_cloud, stop_cloud
-
-T = TypeVar("T")
+from support.cloud import Cloud, Keys, retrying, start_cloud, stop_cloud
 
 # (service, point, what the run does when the point is armed)
 KILL_POINTS = [
@@ -58,23 +55,8 @@ def crashy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         stop_cloud(c)
 
 
-def _retrying(call: Callable[[], T], timeout: float = 90) -> T:
-    """`call()`, again while the CLC is down or restarting (a crash may cut a request off)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError):
-            pass
-        except ClientError as err:
-            if err.response["ResponseMetadata"]["HTTPStatusCode"] < 500:
-                raise
-        assert time.monotonic() < deadline, "the cloud did not come back"
-        time.sleep(0.3)
-
-
 def _instances(ec2: Any) -> list[dict[str, Any]]:
-    pages = _retrying(lambda: ec2.describe_instances()["Reservations"])
+    pages = retrying(lambda: ec2.describe_instances()["Reservations"])
     return [i for r in pages for i in r["Instances"]]
 
 
@@ -175,14 +157,14 @@ def _burst(cloud: Cloud, ec2: Any, ami: str, action: str, arm: Callable[[], None
 
     if action == "run":
         arm()
-    reservation = _retrying(launch)
+    reservation = retrying(launch)
     ids = [i["InstanceId"] for i in reservation["Instances"]]
     _settled(ec2)
     up = [
         i["InstanceId"] for i in _instances(ec2) if i["InstanceId"] in ids and i["State"]["Name"] == "running"
     ]
     if up:
-        _retrying(lambda: ec2.reboot_instances(InstanceIds=up[:1]))
+        retrying(lambda: ec2.reboot_instances(InstanceIds=up[:1]))
     # Two of this reservation go, and the survivors of earlier runs: one instance stays running
     # through the next run's crash, to be re-adopted or kept.
     older = [
@@ -192,8 +174,8 @@ def _burst(cloud: Cloud, ec2: Any, ami: str, action: str, arm: Callable[[], None
     ]
     if action == "terminate":
         arm()
-    _retrying(lambda: ec2.terminate_instances(InstanceIds=ids[:2] + older))
-    again = _retrying(launch)  # the same ClientToken: the same reservation, no new VM
+    retrying(lambda: ec2.terminate_instances(InstanceIds=ids[:2] + older))
+    again = retrying(launch)  # the same ClientToken: the same reservation, no new VM
     assert again["ReservationId"] == reservation["ReservationId"]
     return str(ids[2])
 
@@ -215,7 +197,7 @@ def test_no_crash_loses_or_leaks_an_instance(crashy: Cloud) -> None:
         runs.append((f"random kill of {service} during {action}", bad))
     running = [i["InstanceId"] for i in _instances(ec2) if i["State"]["Name"] == "running"]
     if running:
-        _retrying(lambda: ec2.terminate_instances(InstanceIds=running))
+        retrying(lambda: ec2.terminate_instances(InstanceIds=running))
     runs.append(("everything terminated", _violations(crashy, ec2, _settled(ec2))))
     assert not _node_state(crashy)[0], "VMs are left after every instance was terminated"
     total = sum(len(v) for _, v in runs)

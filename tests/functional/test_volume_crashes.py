@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
 from functional.test_ec2_instances import register_tiny_image
-from support.cloud import Cloud, start_cloud, stop_cloud
+from support.cloud import Cloud, retrying, start_cloud, stop_cloud
 
 # (service, point, the step it is armed before)
 KILL_POINTS = [
@@ -49,27 +48,12 @@ def crashy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cloud, st
             "Instances"
         ][0]["InstanceId"]
         _until(
-            lambda: _retrying(lambda: _instance_state(ec2, instance_id)) == "running",
+            lambda: retrying(lambda: _instance_state(ec2, instance_id)) == "running",
             f"{instance_id} running",
         )
         yield cloud, instance_id
     finally:
         stop_cloud(cloud)
-
-
-def _retrying(call: Callable[[], Any], timeout: float = 60) -> Any:
-    """`call()`, again while the CLC is down or restarting (a crash may cut a request off)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError):
-            pass
-        except ClientError as err:
-            if err.response["ResponseMetadata"]["HTTPStatusCode"] < 500:
-                raise
-        assert time.monotonic() < deadline, "the cloud did not come back"
-        time.sleep(0.3)
 
 
 def _until(check: Callable[[], bool], what: str, timeout: float = SETTLE) -> None:
@@ -86,7 +70,7 @@ def _instance_state(ec2: Any, instance_id: str) -> str:
 
 
 def _volumes(ec2: Any) -> dict[str, dict[str, Any]]:
-    return {v["VolumeId"]: v for v in _retrying(lambda: ec2.describe_volumes()["Volumes"])}
+    return {v["VolumeId"]: v for v in retrying(lambda: ec2.describe_volumes()["Volumes"])}
 
 
 def _settled(ec2: Any, volume_id: str, state: str | None, attachment: str | None) -> Callable[[], bool]:
@@ -137,18 +121,18 @@ def test_a_crash_at_any_step_of_a_volume_is_repaired(
             (Path(cloud.env["MALLEE_CRASH_POINTS_DIR"]) / point).touch()
 
     arm("create")
-    volume = _retrying(lambda: ec2.create_volume(Size=1, AvailabilityZone="mallee-1a"))["VolumeId"]
+    volume = retrying(lambda: ec2.create_volume(Size=1, AvailabilityZone="mallee-1a"))["VolumeId"]
     _until(_settled(ec2, volume, "available", None), f"{volume} available")
     arm("attach")
-    _retrying(lambda: ec2.attach_volume(VolumeId=volume, InstanceId=instance_id, Device="/dev/sdf"))
+    retrying(lambda: ec2.attach_volume(VolumeId=volume, InstanceId=instance_id, Device="/dev/sdf"))
     _until(_settled(ec2, volume, "in-use", "attached"), f"{volume} attached")
     _until(lambda: not _violations(cloud, ec2, node), f"consistent: {_violations(cloud, ec2, node)}", 20)
     arm("detach")
-    _retrying(lambda: ec2.detach_volume(VolumeId=volume))
+    retrying(lambda: ec2.detach_volume(VolumeId=volume))
     _until(_settled(ec2, volume, "available", None), f"{volume} detached")
     _until(lambda: not _violations(cloud, ec2, node), f"consistent: {_violations(cloud, ec2, node)}", 20)
     arm("delete")
-    _retrying(lambda: ec2.delete_volume(VolumeId=volume))
+    retrying(lambda: ec2.delete_volume(VolumeId=volume))
     _until(_settled(ec2, volume, None, None), f"{volume} deleted")
     _until(lambda: not _violations(cloud, ec2, node), f"consistent: {_violations(cloud, ec2, node)}", 20)
     # The crash happened (the point was reached, the process died and came back).

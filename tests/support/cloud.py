@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -25,6 +25,7 @@ from botocore.config import Config as BotoConfig
 from mallee.cli.client import AdminClient
 
 VENV_BIN = Path(sys.executable).parent
+T = TypeVar("T")
 BOTO = BotoConfig(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30)
 BODY_IDLE_SECONDS = 5  # the test clouds' patience with a request body that stops coming
 HEADER_SECONDS = 5  # and with a request head that does not come whole
@@ -301,3 +302,26 @@ def allow_ssh(cloud: Cloud, keys: Keys | None = None) -> None:
     for group in groups["SecurityGroups"]:
         aws(cloud, "ec2", "authorize-security-group-ingress", "--group-id", group["GroupId"],
             "--protocol", "tcp", "--port", "22", "--cidr", "0.0.0.0/0", keys=keys)  # fmt: skip
+
+
+def retrying(call: Callable[[], T], timeout: float = 90) -> T:
+    """`call()`, again while the CLC is down or restarting (a crash test's kill may cut a request
+    off); a 4xx answer is raised at once."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError):
+            pass
+        except ClientError as err:
+            if err.response["ResponseMetadata"]["HTTPStatusCode"] < 500:
+                raise
+        assert time.monotonic() < deadline, "the cloud did not come back"
+        time.sleep(0.3)

@@ -93,6 +93,7 @@ class StoredSnapshot(Message):
 class StorageReport(Message):
     volumes: dict[str, StoredVolume]
     snapshots: dict[str, StoredSnapshot] = {}
+    failed: dict[str, str] = {}  # volumes the SC could not make (a restore that failed): id -> why
 
 
 CREATE_VOLUME = Operation(API, "create_volume", VolumeSpec, Ok)

@@ -146,7 +146,9 @@ def _decide(s: Session, zone: str, held: storage.StorageReport, report: cluster.
     }
     for volume in volumes.values():
         stored = held.volumes.get(volume.id)
-        if volume.state == "creating":
+        if volume.state == "creating" and volume.id in held.failed:
+            volume.state, volume.state_reason = "error", held.failed[volume.id][:255]
+        elif volume.state == "creating":
             if stored is None:
                 spec = storage.VolumeSpec(
                     volume_id=volume.id, size_gib=volume.size_gib, snapshot_id=volume.snapshot_id or ""

@@ -166,6 +166,7 @@ class Volumes:
         each is exported to; and the snapshots."""
         with self.db.session() as s:
             ready = list(s.scalars(select(StoredVolume.id).where(StoredVolume.state == "available")))
+            failed = list(s.scalars(select(StoredVolume.id).where(StoredVolume.state == "error")))
         sizes = self.driver.volumes()
         exports = self.driver.exports()
         return storage.StorageReport(
@@ -175,6 +176,7 @@ class Volumes:
                 if v in sizes
             },
             snapshots=self.snapshots.report() if self.snapshots is not None else {},
+            failed={v: "the restore from its snapshot failed (the SC's log says why)" for v in failed},
         )
 
     def repair(self) -> None:
