@@ -17,9 +17,16 @@ from typing import Any
 import pytest
 
 from support.cloud import wait_for
-from support.vpc_cloud import VpcCloud, booted, key_pair, publish_tiny, real_vpc_cloud, terminated
+from support.vpc_cloud import (
+    SSH_ANYWHERE,
+    VpcCloud,
+    booted,
+    key_pair,
+    publish_tiny,
+    real_vpc_cloud,
+    terminated,
+)
 
-SSH_ANYWHERE = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
 ZONE = "mallee-1a"
 
 

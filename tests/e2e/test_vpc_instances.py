@@ -27,6 +27,7 @@ import pytest
 from support.cloud import allow_ssh, wait_for
 from support.vpc_cloud import (
     OUTSIDE_PORT,
+    SSH_ANYWHERE,
     VpcCloud,
     booted,
     key_pair,
@@ -35,7 +36,6 @@ from support.vpc_cloud import (
     terminated,
 )
 
-SSH_ANYWHERE = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
 ALL_OUT = {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
 METADATA_ID = "timeout 3 wget -qO- http://169.254.169.254/latest/meta-data/instance-id"
 

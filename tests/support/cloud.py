@@ -267,14 +267,19 @@ def start_cloud(
 
 
 def stop_cloud(cloud: Cloud) -> int | None:
-    if cloud.process.poll() is None:
-        cloud.process.send_signal(signal.SIGTERM)
+    return stop_process(cloud.process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> int | None:
+    """SIGTERM the process (by its pid), SIGKILL it if it is not gone in 20 s; its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
         try:
-            cloud.process.wait(timeout=20)
+            process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            cloud.process.kill()
-            cloud.process.wait()
-    return cloud.process.returncode
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def vpc_network_env(tag: str) -> dict[str, str]:

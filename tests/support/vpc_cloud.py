@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,9 +29,10 @@ import pytest
 from mallee.drivers import registry
 from support import libvirt as libvirt_support
 from support import netns, vpcnet
-from support.cloud import Cloud, Keys, start_cloud, stop_cloud, vpc_network_env, wait_for
+from support.cloud import Cloud, Keys, start_cloud, stop_cloud, stop_process, vpc_network_env, wait_for
 
 BOOT_WAIT = 240  # a few tiny guests booting at once under TCG on two cores
+SSH_ANYWHERE = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
 OUTSIDE_PORT = 7000  # the outside's greeting server: answers "outside <the address it saw>"
 
 CONNECT = r"""
@@ -159,16 +159,6 @@ def _node_dir() -> Path:
     return directory
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextmanager
 def real_vpc_cloud(base_dir: Path, tag: str, memory_mib: int = 2048) -> Iterator[VpcCloud]:
     """A cloud on libvirt and the VPC network, its underlay and its outside (see the module)."""
@@ -225,7 +215,7 @@ def real_vpc_cloud(base_dir: Path, tag: str, memory_mib: int = 2048) -> Iterator
 def _stop_second_nodes(world: VpcCloud) -> None:
     for node in world.nodes[1:]:
         if node.process is not None:
-            _stop(node.process)
+            stop_process(node.process)
         registry.network("vpc", state_dir=node.directory / "network").teardown()
         shutil.rmtree(node.directory, ignore_errors=True)
 

@@ -20,6 +20,15 @@ def write_atomically(path: Path, data: str | bytes, mode: int = 0o644, *, fsync:
     os.replace(tmp, path)
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in the directory `path` durable (its entry, not only the data)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def reachable_dir(path: Path) -> Path:
     """Create `path` so the hypervisor's unprivileged user can traverse to the files in it (0711):
     the node's disks and consoles, the SC's volume sockets."""

@@ -45,7 +45,7 @@ from typing import BinaryIO
 
 import msgspec
 
-from mallee.core.files import write_atomically
+from mallee.core.files import fsync_dir, write_atomically
 from mallee.drivers.blockstore.base import (
     GIB,
     VOLUME_ID,
@@ -127,14 +127,14 @@ class FileBlockStore(BlockStore):
                 os.replace(tmp, self._path(volume_id))
             finally:
                 tmp.unlink(missing_ok=True)
-            _fsync_dir(self._volumes)
+            fsync_dir(self._volumes)
 
     def delete(self, volume_id: str) -> None:
         check_volume_id(volume_id)
         with self._lock:
             self.unexport(volume_id)
             self._path(volume_id).unlink(missing_ok=True)
-            _fsync_dir(self._volumes)
+            fsync_dir(self._volumes)
 
     def resize(self, volume_id: str, size_gib: int) -> None:
         check_volume_id(volume_id)
@@ -476,14 +476,6 @@ def _copy_sparse(src: BinaryIO, dst: BinaryIO) -> None:
             dst.seek(len(block), os.SEEK_CUR)
         else:
             dst.write(block)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _qmp_path(daemon: _Daemon) -> str:

@@ -15,15 +15,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mallee.core.context import FileBody
+from mallee.core.files import fsync_dir
 from mallee.drivers.objectstore.base import BlobNotFound, BlobWriter, ObjectStore, StoredBlob
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _FileWriter(BlobWriter):
@@ -57,7 +50,7 @@ class _FileWriter(BlobWriter):
         final = self._store.blobs / relative
         final.parent.mkdir(exist_ok=True)
         os.rename(self._tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return StoredBlob(relative, self._size)
 
     def abort(self) -> None:
