@@ -22,6 +22,7 @@ from pathlib import Path
 
 QEMU = "qemu-system-x86_64"
 IMDS_TOKEN = "mallee-test-token"
+_POWER_BUTTON_REPEAT_SECONDS = 5.0
 
 
 @dataclass
@@ -47,17 +48,30 @@ class Guest:
             time.sleep(0.1)
         raise AssertionError(f"{text!r} not on the console within {timeout} s:\n{self.console()[-3000:]}")
 
-    def powerdown(self, timeout: float = 20.0) -> int:
-        """Press the ACPI power button over QMP and wait for QEMU to exit; returns its exit code."""
+    def powerdown(self, timeout: float = 30.0) -> int:
+        """Press the ACPI power button over QMP until QEMU exits; returns its exit code.
+
+        busybox acpid forks before it opens /dev/input/event*, so a press right after MALLEE-READY can
+        be lost on a loaded machine: press again, as the libvirt driver does."""
+        deadline = time.monotonic() + timeout
         with socket.socket(socket.AF_UNIX) as sock:
             sock.connect(str(self.qmp))
             stream = sock.makefile("rw")
             stream.readline()  # greeting
-            for command in ("qmp_capabilities", "system_powerdown"):
-                stream.write(json.dumps({"execute": command}) + "\n")
+            stream.write(json.dumps({"execute": "qmp_capabilities"}) + "\n")
+            stream.flush()
+            stream.readline()
+            while True:
+                stream.write(json.dumps({"execute": "system_powerdown"}) + "\n")
                 stream.flush()
                 stream.readline()
-        return self.process.wait(timeout)
+                try:
+                    return self.process.wait(
+                        min(_POWER_BUTTON_REPEAT_SECONDS, max(0.1, deadline - time.monotonic()))
+                    )
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        raise
 
 
 @contextmanager
