@@ -53,7 +53,7 @@ class SC:
 
     def restarted(self) -> SC:
         """A new SC process on the same database, driver state and store (its workers are not)."""
-        snapshots = Snapshots(self.db, self.driver, lambda: self.store)
+        snapshots = Snapshots(self.db, self.driver, lambda: self.store, self.state_dir / "tmp")
         return SC(
             self.db,
             self.driver,
@@ -73,7 +73,7 @@ def _sc(kind: str, base: Path) -> SC:
         FileBlockStore(state_dir) if kind == "file" else FakeBlockStore(state_dir, keep_bytes=True)
     )
     store = DirChunkStore(base / "store")
-    snapshots = Snapshots(db, driver, lambda: store)
+    snapshots = Snapshots(db, driver, lambda: store, state_dir / "tmp")
     return SC(db, driver, store, snapshots, Volumes(db, driver, snapshots, state_dir / "tmp"), state_dir)
 
 

@@ -22,7 +22,8 @@ from mallee.rpc.node import (
 
 # 2: nodes report their network; apply_network relays a node's whole network to it.
 # 3: volumes: attach_volume and detach_volume go to the instance's node; instances report theirs.
-API = Api("cluster", version=3, oldest=3)
+# 4: EBS-backed instances: stop_instances; instances report the volumes they await.
+API = Api("cluster", version=4, oldest=4)
 
 
 class RunInstances(Message):
@@ -44,11 +45,17 @@ class InstanceIds(Message):
     instance_ids: list[str]
 
 
+class StopInstances(Message):
+    instance_ids: list[str]
+    force: bool = False
+
+
 class ClusterInstance(Message):
     state: InstanceState
     node: str
     reason: str = ""
     volumes: dict[str, str] = {}  # volume id -> guest disk (NodeInstance.volumes)
+    awaiting: list[str] = []  # NodeInstance.awaiting
 
 
 class NodeSummary(Message):
@@ -84,6 +91,7 @@ class RegisterNode(Message):
 
 RUN_INSTANCES = Operation(API, "run_instances", RunInstances, Placed)
 TERMINATE_INSTANCES = Operation(API, "terminate_instances", InstanceIds, Ok)
+STOP_INSTANCES = Operation(API, "stop_instances", StopInstances, Ok)
 REBOOT_INSTANCES = Operation(API, "reboot_instances", InstanceIds, Ok)
 DESCRIBE = Operation(API, "describe_cluster", Empty, ClusterReport)
 CONSOLE_OUTPUT = Operation(API, "console_output", InstanceRef, ConsoleOutput)

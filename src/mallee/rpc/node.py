@@ -13,9 +13,11 @@ from mallee.rpc.storage import VolumeExport
 
 # 2: launches name their VPC interface; nodes take their network whole (apply_network).
 # 3: volumes: attach_volume, detach_volume, and the volumes each instance has.
-API = Api("node", version=3, oldest=3)
+# 4: EBS-backed instances: launches with block devices (an EBS root), stop_instance, the volumes a
+#    pending instance awaits.
+API = Api("node", version=4, oldest=4)
 
-InstanceState = Literal["pending", "running", "shutting-down", "terminated"]
+InstanceState = Literal["pending", "running", "stopping", "stopped", "shutting-down", "terminated"]
 
 
 class Resources(Message):
@@ -79,7 +81,7 @@ class ImageSource(Message):
 
 
 class LaunchImage(Message):
-    root: ImageSource
+    root: ImageSource | None = None  # none: the root is an EBS volume (InstanceLaunch.block_devices)
     kernel: ImageSource | None = None  # none: the root disk boots itself
     ramdisk: ImageSource | None = None
 
@@ -92,6 +94,14 @@ class LaunchInterface(Message):
     vpc_id: str
     vni: int
     subnet_id: str
+
+
+class LaunchVolume(Message):
+    """An EBS volume the instance starts with, plugged in as guest disk `target` (vda: the root).
+    The node starts the VM once it was given every one's export (attach_volume while pending)."""
+
+    volume_id: str
+    target: str
 
 
 class InstanceLaunch(Message):
@@ -111,6 +121,17 @@ class InstanceLaunch(Message):
     user_data: str = ""  # base64, as the user sent it
     launch_index: int = 0
     interface: LaunchInterface | None = None  # None: the node's EDGE network (before VPCs)
+    block_devices: list[LaunchVolume] = []
+
+    @property
+    def ebs_root(self) -> bool:
+        return self.image.root is None
+
+    @property
+    def needs(self) -> Resources:
+        """What the instance takes of its node: an EBS root lives on the SC, not the node's disk."""
+        needs = self.instance_type.needs
+        return Resources(cores=needs.cores, memory_mib=needs.memory_mib) if self.ebs_root else needs
 
 
 class RunInstance(Message):
@@ -119,6 +140,14 @@ class RunInstance(Message):
 
 class InstanceRef(Message):
     instance_id: str
+
+
+class StopInstance(Message):
+    """Shut the EBS-backed instance down (ACPI, then off after a timeout; at once with `force`) and
+    forget it here: it reports `stopping`, then `stopped` once, and its volumes stay on the SC."""
+
+    instance_id: str
+    force: bool = False
 
 
 class ConsoleOutput(Message):
@@ -137,11 +166,13 @@ class NodeInstance(Message):
     reason: str = ""
     private_ip: str = ""
     volumes: dict[str, str] = {}  # volume id -> the guest disk it is plugged in as (vdb, …)
+    awaiting: list[str] = []  # a pending instance's block devices whose export it was not given yet
 
 
 class AttachVolume(Message):
     """Hot-plug the volume into the running instance at the first free disk (vdb, vdc, …), with the
-    volume id as the disk's serial; the same volume again is a no-op."""
+    volume id as the disk's serial; the same volume again is a no-op. For a pending instance, the
+    export of one of its launch's block devices (it starts once it has them all)."""
 
     instance_id: str
     export: VolumeExport
@@ -229,6 +260,7 @@ class NodeNetwork(Message):
 
 RUN_INSTANCE = Operation(API, "run_instance", RunInstance, Ok)
 TERMINATE_INSTANCE = Operation(API, "terminate_instance", InstanceRef, Ok)
+STOP_INSTANCE = Operation(API, "stop_instance", StopInstance, Ok)
 REBOOT_INSTANCE = Operation(API, "reboot_instance", InstanceRef, Ok)
 DESCRIBE = Operation(API, "describe", DescribeNode, NodeReport)
 CONSOLE_OUTPUT = Operation(API, "console_output", InstanceRef, ConsoleOutput)

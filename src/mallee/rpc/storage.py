@@ -11,7 +11,8 @@ from __future__ import annotations
 from mallee.rpc.contract import Api, Empty, Message, Ok, Operation
 
 # 2: snapshots (create, copy, delete, reported with their progress) and volumes made from them.
-API = Api("storage", version=2, oldest=2)
+# 3: import_snapshot
+API = Api("storage", version=3, oldest=3)
 
 
 class VolumeSpec(Message):
@@ -78,6 +79,17 @@ class CopySnapshot(Message):
     source_snapshot_id: str
 
 
+class ImportSnapshot(Message):
+    """Make a completed snapshot of the disk image at `url` (an http(s) URL the SC can GET, e.g. a
+    presigned Walrus URL), `disk_format` "raw" or "qcow2"; idempotent on the snapshot id. Reported
+    like any snapshot (pending with progress, then completed or error); its volume id is
+    vol-ffffffff, as AWS shows for imported snapshots."""
+
+    snapshot_id: str
+    url: str
+    disk_format: str = "raw"
+
+
 class SnapshotRef(Message):
     snapshot_id: str
 
@@ -105,3 +117,4 @@ DESCRIBE = Operation(API, "describe_storage", Empty, StorageReport)
 CREATE_SNAPSHOT = Operation(API, "create_snapshot", SnapshotSpec, Ok)
 COPY_SNAPSHOT = Operation(API, "copy_snapshot", CopySnapshot, Ok)
 DELETE_SNAPSHOT = Operation(API, "delete_snapshot", SnapshotRef, Ok)
+IMPORT_SNAPSHOT = Operation(API, "import_snapshot", ImportSnapshot, Ok)

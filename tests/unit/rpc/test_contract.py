@@ -55,7 +55,9 @@ def _terminator(seen: list[str]) -> Handlers:
 
 def test_a_well_formed_request_is_served_typed() -> None:
     seen: list[str] = []
-    status, answer = _serve(_terminator(seen), "terminate_instance", b'{"instance_id": "i-1"}', "node/3")
+    status, answer = _serve(
+        _terminator(seen), "terminate_instance", b'{"instance_id": "i-1"}', f"node/{node.API.version}"
+    )
     assert (status, answer, seen) == (200, {"ok": True}, ["i-1"])
 
 
@@ -69,12 +71,15 @@ def test_a_well_formed_request_is_served_typed() -> None:
 )
 def test_a_malformed_request_is_refused_naming_the_field(body: bytes, named: str) -> None:
     seen: list[str] = []
-    status, answer = _serve(_terminator(seen), "terminate_instance", body, "node/3")
+    status, answer = _serve(_terminator(seen), "terminate_instance", body, f"node/{node.API.version}")
     assert status == 400 and answer["code"] == "MalformedRequest" and named in answer["message"]
     assert seen == []
 
 
-@pytest.mark.parametrize("contract", ["node/4", "node/2", "cluster/3", None])
+@pytest.mark.parametrize(
+    "contract",
+    [f"node/{node.API.version + 1}", f"node/{node.API.oldest - 1}", f"cluster/{node.API.version}", None],
+)
 def test_a_caller_of_another_contract_version_is_refused_clearly(contract: str | None) -> None:
     seen: list[str] = []
     status, answer = _serve(_terminator(seen), "terminate_instance", b'{"instance_id": "i-1"}', contract)

@@ -7,7 +7,9 @@ from mallee.services.clc.apis import EC2, IAM, STS
 from mallee.services.clc.ec2 import (  # noqa: F401
     account_attributes,
     addresses,
+    ebs_images,
     images,
+    instance_power,
     instance_types,
     instances,
     internet_gateways,
@@ -18,6 +20,7 @@ from mallee.services.clc.ec2 import (  # noqa: F401
     security_groups,
     services,
     snapshot_attributes,
+    snapshot_imports,
     snapshots,
     subnets,
     tags,

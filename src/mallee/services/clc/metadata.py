@@ -14,10 +14,22 @@ from sqlalchemy.orm import Session
 
 from mallee.services.clc.ec2.instance_views import Network, public_dns
 from mallee.services.clc.tables import Instance, KeyPair
+from mallee.services.clc.volume_tables import VolumeAttachment
 
 Tree = dict[str, Any]  # a nested directory: str leaves, dict subdirectories
 # The dated versions answered (all alike); cloud-init asks for 2021-03-23, then 2018-09-24, first.
 VERSIONS = ("latest", "2009-04-04", "2016-09-02", "2018-09-24", "2021-03-23")
+
+
+def _block_devices(s: Session, i: Instance) -> Tree:
+    """ami and root: the root device; ebs1, ebs2, …: the other volumes attached, in device order."""
+    tree: Tree = {"ami": i.root_device_name, "root": i.root_device_name}
+    q = select(VolumeAttachment.device).where(
+        VolumeAttachment.instance_id == i.id, VolumeAttachment.device != i.root_device_name
+    )
+    for n, device in enumerate(sorted(s.scalars(q)), start=1):
+        tree[f"ebs{n}"] = device
+    return tree
 
 
 def _tree(s: Session, i: Instance) -> Tree:
@@ -35,7 +47,7 @@ def _tree(s: Session, i: Instance) -> Tree:
         "ami-id": i.image_id,
         "ami-launch-index": str(i.launch_index),
         "ami-manifest-path": "(unknown)",
-        "block-device-mapping": {"ami": "/dev/vda", "root": "/dev/vda"},
+        "block-device-mapping": _block_devices(s, i),
         "hostname": hostname,
         "instance-action": "none",
         "instance-id": i.id,

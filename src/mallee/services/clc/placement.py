@@ -15,7 +15,7 @@ from mallee.core import clock
 from mallee.rpc import cluster
 from mallee.rpc.node import InstanceLaunch
 from mallee.rpc.transport import Client, RpcError
-from mallee.services.clc.ec2 import interfaces
+from mallee.services.clc.ec2 import block_devices, interfaces
 from mallee.services.clc.tables import Instance, Tag
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,9 @@ def ask(client: Client, request: Request) -> Outcome:
 def record(s: Session, records: list[Instance], outcome: Outcome, *, answered_now: bool) -> list[Instance]:
     """Apply `outcome` to `records` (in `s`); returns those that go on. Placed ones get their node.
     Those not placed (beyond what fitted, or all when the zone refused) are deleted when the user is
-    answered now (as AWS, which never shows them), else terminated with AWS's state reason. An
-    unknown outcome changes nothing: the reconciler asks again."""
+    answered now (as AWS, which never shows them), else terminated with AWS's state reason (an
+    EBS-backed one is stopped instead: its volumes are kept for a later start). An unknown outcome
+    changes nothing: the reconciler asks again."""
     if outcome.unknown:
         return records
     placed = outcome.placed or {}
@@ -75,11 +76,12 @@ def record(s: Session, records: list[Instance], outcome: Outcome, *, answered_no
         elif answered_now:
             s.query(Tag).filter(Tag.resource_id == r.id).delete()
             interfaces.release(s, r)
+            block_devices.discard(s, r)
             s.delete(r)
         else:
             reason = outcome.refused or "Insufficient capacity."
             log.info("%s could not be placed: %s", r.id, reason)
-            terminated(r, f"{CAPACITY}: {reason}")
+            (stopped if r.root_device_type == "ebs" else terminated)(r, f"{CAPACITY}: {reason}")
     return kept
 
 
@@ -89,6 +91,23 @@ def shutting_down(r: Instance, why: str = "User initiated") -> None:
     r.state = "shutting-down"
     r.transition_reason = f"{why} ({clock.now():%Y-%m-%d %H:%M:%S GMT})"
     r.state_reason = "Client.UserInitiatedShutdown: User initiated shutdown"
+
+
+def stopping(r: Instance, why: str = "User initiated") -> None:
+    """Record that the EBS-backed instance is to be stopped (the nodes are asked after the commit)."""
+    r.desired = "stopped"
+    if r.state in ("pending", "running"):
+        r.state = "stopping"
+    r.transition_reason = f"{why} ({clock.now():%Y-%m-%d %H:%M:%S GMT})"
+    r.state_reason = "Client.UserInitiatedShutdown: User initiated shutdown"
+
+
+def stopped(r: Instance, reason: str = "") -> None:
+    """On no node any more; its volumes, addresses and interface are kept for its next start."""
+    r.state = r.desired = "stopped"
+    r.node = ""
+    if reason:
+        r.state_reason = reason
 
 
 def terminated(r: Instance, reason: str = "") -> None:

@@ -6,7 +6,11 @@ and at once when a cluster pushes a change. A crash anywhere is repaired by the 
   node when one was recorded, until `LOST_AFTER`; then the instance is terminated
   (`Server.InternalError`), or at once when the zone has no room (`Server.InsufficientInstanceCapacity`);
 - an instance that ran but no node reports any more is terminated after `MISSING_GRACE`;
-- a terminate that did not reach the cluster is sent again until a node confirms it;
+- a terminate that did not reach the cluster is sent again until a node confirms it; likewise a
+  stop, and a stopped instance is recorded `stopped` once no node has it. An EBS-backed instance
+  that shut itself down is stopped, or terminated when its shutdown behaviour says so; one whose
+  launch could not be placed is stopped rather than terminated (its volumes are kept);
+- CreateImage's builds move on (ebs_images.py: stop, snapshot, start again);
 - a VM the CLC knows nothing of, or recorded as terminated (an orphan), is destroyed after
   `ORPHAN_GRACE`, and the action is logged.
 
@@ -31,6 +35,7 @@ from mallee.rpc import cluster
 from mallee.rpc.contract import Empty
 from mallee.rpc.transport import Client, RpcError
 from mallee.services.clc import network_state, placement
+from mallee.services.clc.ec2 import ebs_images
 from mallee.services.clc.tables import Instance, Tag
 from mallee.services.clc.volume_reconcile import VolumeReconciler
 
@@ -49,6 +54,7 @@ class _Actions:
 
     place: list[tuple[list[str], placement.Request]] = field(default_factory=list)
     terminate: list[str] = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)
     # Some node does not answer: a zone that refuses a launch now may have room once it is back.
     nodes_down: bool = False
 
@@ -83,6 +89,8 @@ class Reconciler:
         self.network.publish(reports)
         self.volumes.run(reports)
         with self.db.session() as s:
+            ebs_images.advance_builds(s)  # recorded only: the next pass stops or places instances
+        with self.db.session() as s:
             _forget_old(s)
 
     def _apply(self, s: Session, zone: str, report: cluster.ClusterReport) -> _Actions:
@@ -98,6 +106,8 @@ class Reconciler:
             if i.state == "terminated":
                 continue
             seen = report.instances.get(i.id)
+            if seen is not None and seen.state in ("stopping", "stopped") and i.state == "pending":
+                seen = None  # the last stop's report; this is a start since, to be placed anew
             if seen is not None:
                 self.missing_since.pop(i.id, None)
                 self._follow(i, seen, actions)
@@ -105,9 +115,14 @@ class Reconciler:
                 continue  # its node may come back
             elif i.desired == "terminated":
                 placement.terminated(i)
+            elif i.state == "stopped":
+                continue
+            elif i.desired == "stopped":
+                placement.stopped(i)  # its node stopped it and forgot it
             elif i.state == "pending":
                 if now - i.launch_time > LOST_AFTER:
-                    placement.terminated(i, "Server.InternalError: the launch did not reach a node")
+                    lost = "Server.InternalError: the launch did not reach a node"
+                    (placement.stopped if i.root_device_type == "ebs" else placement.terminated)(i, lost)
                 elif now - i.launch_time > PLACE_AFTER:
                     unplaced[i.reservation_id].append(i)
             elif tick - self.missing_since.setdefault(i.id, tick) > MISSING_GRACE:
@@ -135,13 +150,33 @@ class Reconciler:
             )
             placement.terminated(i, why)
         elif i.desired == "terminated":
-            if seen.state in ("pending", "running"):
+            if seen.state in ("pending", "running", "stopping", "stopped"):
                 actions.terminate.append(i.id)
+        elif seen.state in ("stopping", "stopped"):
+            self._stopped_by_node(i, seen, actions)
+        elif i.desired == "stopped":
+            actions.stop.append(i.id)  # the stop did not reach the node yet
         else:
             i.node = seen.node
             if seen.state != i.state:
                 i.state = seen.state
                 i.state_reason = "" if seen.state == "running" else i.state_reason
+
+    def _stopped_by_node(self, i: Instance, seen: cluster.ClusterInstance, actions: _Actions) -> None:
+        """The node stops it: as asked, or the guest shut itself down (then its shutdown behaviour
+        decides between stopped and terminated)."""
+        if i.desired == "running" and i.shutdown_behavior == "terminate":
+            placement.shutting_down(i, "Instance initiated shutdown")
+            i.state_reason = seen.reason or i.state_reason
+            actions.terminate.append(i.id)
+            return
+        if i.desired == "running":
+            placement.stopping(i, "Instance initiated shutdown")
+            i.state_reason = seen.reason or i.state_reason
+        if seen.state == "stopped":
+            placement.stopped(i)
+        else:
+            i.state = "stopping"
 
     def _orphans(
         self,
@@ -168,6 +203,11 @@ class Reconciler:
             del self.orphan_since[instance_id]
 
     def _act(self, client: Client, actions: _Actions) -> None:
+        if actions.stop:
+            try:
+                client.call(cluster.STOP_INSTANCES, cluster.StopInstances(instance_ids=actions.stop))
+            except (OSError, RpcError) as exc:
+                log.debug("stop of %s not delivered yet: %s", actions.stop, exc)
         if actions.terminate:
             try:
                 client.call(cluster.TERMINATE_INSTANCES, cluster.InstanceIds(instance_ids=actions.terminate))

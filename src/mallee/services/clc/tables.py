@@ -184,6 +184,11 @@ class Instance(Base):
     # instance launched before VPCs existed here (EDGE networking).
     vpc_id: Mapped[str] = mapped_column(String(32), default="", index=True)
     subnet_id: Mapped[str] = mapped_column(String(32), default="")
+    # ebs: its root is a volume (attached as root_device_name); it can be stopped and started.
+    root_device_type: Mapped[str] = mapped_column(
+        String(16), default="instance-store", server_default="instance-store"
+    )
+    root_device_name: Mapped[str] = mapped_column(String(32), default="/dev/vda", server_default="/dev/vda")
 
 
 class KeyPair(Base):
@@ -226,6 +231,14 @@ class Image(Base):
     is_public: Mapped[bool] = mapped_column(Boolean, default=False)
     state: Mapped[str] = mapped_column(String(16), default="available")
     created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+    # ebs: no object; its root and other disks are snapshots named in block_device_mappings.
+    root_device_type: Mapped[str] = mapped_column(
+        String(16), default="instance-store", server_default="instance-store"
+    )
+    # CreateImage of a running instance without NoReboot (ebs_images.py): the instance it stops,
+    # snapshots and starts again, and how far that got ("stopping", "snapshotting"; "" when done).
+    build_instance_id: Mapped[str | None] = mapped_column(String(32))
+    build_stage: Mapped[str] = mapped_column(String(16), default="")
 
 
 class LaunchPermission(Base):

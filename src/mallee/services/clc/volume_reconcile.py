@@ -12,9 +12,12 @@ anywhere — a CLC, SC, CC or NC killed — is repaired by the next one:
   then `completed` or `error`, follow the SC's report; one recorded `deleting` is deleted on the SC,
   then its row goes;
 - an attachment `attaching` is exported to the instance's node and plugged in until the node reports
-  it (`attached`); one `detaching`, or whose instance is gone, is unplugged until the node no longer
-  reports it, then unexported; then the row goes and the volume is `available` (or `deleting`, when
-  it was to be deleted on termination).
+  it (`attached`); a pending instance (an EBS-backed launch or start) is given the exports of the
+  volumes it awaits, and boots with them. One `detaching`, or whose instance is gone, is unplugged
+  until the node no longer reports it, then unexported; then the row goes and the volume is
+  `available` (or `deleting`, when it was to be deleted on termination);
+- a stopped instance's volumes stay attached but are unexported (no node may open them), and are
+  exported to whichever node its next start lands on.
 
 Nothing is decided for a zone whose SC did not answer, nor about an instance on a node that does not
 answer, and no volume is unexported while a node may still have it open.
@@ -34,11 +37,13 @@ from mallee.db.session import Database
 from mallee.rpc import cluster, node, storage
 from mallee.rpc.contract import Empty, Message, Operation
 from mallee.rpc.transport import Client, RpcError
+from mallee.services.clc import peers
 from mallee.services.clc.ec2 import tags
 from mallee.services.clc.tables import Instance
 from mallee.services.clc.volume_tables import Snapshot, Volume, VolumeAttachment
 
 log = logging.getLogger(__name__)
+IMPORT_URL_SECONDS = 3600
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
@@ -53,7 +58,10 @@ class _Plan:
     attach: list[tuple[str, str, str]] = field(default_factory=list)  # (volume, instance, node)
     detach: list[node.DetachVolume] = field(default_factory=list)
     release: list[str] = field(default_factory=list)  # unplugged everywhere: unexport, then drop the row
-    snapshot: list[storage.SnapshotSpec | storage.CopySnapshot] = field(default_factory=list)
+    unexport: list[str] = field(default_factory=list)  # no node needs them now (the rows stay)
+    snapshot: list[storage.SnapshotSpec | storage.CopySnapshot | storage.ImportSnapshot] = field(
+        default_factory=list
+    )
     delete_snapshot: list[str] = field(default_factory=list)
 
 
@@ -91,6 +99,8 @@ class VolumeReconciler:
         for wanted in plan.snapshot:
             if isinstance(wanted, storage.CopySnapshot):
                 _ask(sc, storage.COPY_SNAPSHOT, wanted)
+            elif isinstance(wanted, storage.ImportSnapshot):
+                _ask(sc, storage.IMPORT_SNAPSHOT, wanted)
             else:
                 _ask(sc, storage.CREATE_SNAPSHOT, wanted)
         gone = [
@@ -101,6 +111,8 @@ class VolumeReconciler:
         if gone:
             with self.db.session() as s:
                 _snapshots_deleted(s, gone)
+        for volume_id in plan.unexport:
+            _ask(sc, storage.UNEXPORT_VOLUME, storage.VolumeRef(volume_id=volume_id))
         cc = self.clusters.get(zone)
         for volume_id, instance_id, node_name in plan.attach:
             export = _ask(
@@ -175,7 +187,13 @@ def _follow_snapshot(snapshot: Snapshot, stored: storage.StoredSnapshot | None, 
     if snapshot.state == "deleting":
         plan.delete_snapshot.append(snapshot.id)
     elif snapshot.state == "pending" and stored is None:
-        if snapshot.source_snapshot_id:
+        if snapshot.import_task_id:  # ImportSnapshot: the SC fetches the object (URL good for an hour)
+            bucket, _, key = snapshot.import_source.partition("/")
+            url = peers.get().presign(bucket, key, IMPORT_URL_SECONDS)
+            plan.snapshot.append(
+                storage.ImportSnapshot(snapshot_id=snapshot.id, url=url, disk_format=snapshot.import_format)
+            )
+        elif snapshot.source_snapshot_id:
             plan.snapshot.append(
                 storage.CopySnapshot(snapshot_id=snapshot.id, source_snapshot_id=snapshot.source_snapshot_id)
             )
@@ -184,8 +202,10 @@ def _follow_snapshot(snapshot: Snapshot, stored: storage.StoredSnapshot | None, 
     elif snapshot.state == "pending" and stored is not None:
         snapshot.progress, snapshot.stored_bytes = stored.progress, stored.stored_bytes
         if stored.state in ("completed", "error"):
-            snapshot.state, snapshot.state_message = stored.state, stored.reason
+            snapshot.state, snapshot.state_message = stored.state, stored.reason[:255]
             snapshot.progress = 100 if stored.state == "completed" else snapshot.progress
+            if snapshot.import_task_id and stored.state == "completed":
+                snapshot.volume_size_gib = max(1, stored.size_gib)  # the disk's size, not the file's
 
 
 def _follow_modification(volume: Volume, stored: storage.StoredVolume, plan: _Plan) -> None:
@@ -213,25 +233,44 @@ def _follow_attachment(
     seen = report.instances.get(attachment.instance_id)
     if seen is not None and seen.node in down:
         return  # its node may come back with the volume still plugged in
-    plugged = seen is not None and attachment.volume_id in seen.volumes
-    gone = instance is None or instance.state == "terminated" or seen is None or seen.state == "terminated"
-    if attachment.state == "attaching" and not gone:
-        if plugged:
-            assert seen is not None
-            attachment.state, attachment.target = "attached", seen.volumes[attachment.volume_id]
-        elif seen is not None and seen.state == "running" and attachment.volume_id in held.volumes:
-            plan.attach.append((attachment.volume_id, attachment.instance_id, seen.node))
-    elif attachment.state == "attached" and not gone and not plugged:
-        attachment.state = "attaching"  # the node lost it (a rebuilt domain): plug it in again
-    elif attachment.state == "detaching" or gone:
+    volume_id = attachment.volume_id
+    plugged = seen is not None and volume_id in seen.volumes
+    stored = held.volumes.get(volume_id)
+    if (
+        instance is None
+        or instance.state == "terminated"
+        or (seen is not None and seen.state == "terminated")
+        or attachment.state == "detaching"
+    ):
         if plugged:
             plan.detach.append(
                 node.DetachVolume(
-                    instance_id=attachment.instance_id, volume_id=attachment.volume_id, force=attachment.force
+                    instance_id=attachment.instance_id, volume_id=volume_id, force=attachment.force
                 )
             )
         else:
-            plan.release.append(attachment.volume_id)
+            plan.release.append(volume_id)
+        return
+    if instance.state == "stopped" and (seen is None or seen.state == "stopped"):
+        attachment.state = "attached"  # plugged in at its next start
+        if stored is not None and stored.node:
+            plan.unexport.append(volume_id)
+        return
+    if plugged:
+        assert seen is not None
+        attachment.state, attachment.target = "attached", seen.volumes[volume_id]
+        return
+    if seen is None or stored is None:
+        return  # not on a node yet (a launch being placed), or the SC is still making the volume
+    if seen.state == "running" and attachment.state == "attached":
+        attachment.state = "attaching"  # the node lost it (a rebuilt domain): plug it in again
+    if (seen.state == "running" and attachment.state == "attaching") or (
+        seen.state == "pending" and volume_id in seen.awaiting
+    ):
+        if stored.node and stored.node != seen.node:
+            plan.unexport.append(volume_id)  # still exported to the node it ran on before a stop
+        else:
+            plan.attach.append((volume_id, attachment.instance_id, seen.node))
 
 
 def _snapshots_deleted(s: Session, snapshot_ids: list[str]) -> None:

@@ -105,6 +105,10 @@ class Snapshot(Base):
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # new chunk bytes it stored
     started: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
     client_token: Mapped[str | None] = mapped_column(String(64))
+    # ImportSnapshot: its task id, the Walrus object (bucket/key) and format (raw, qcow2) imported.
+    import_task_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    import_source: Mapped[str] = mapped_column(String(1024), default="")
+    import_format: Mapped[str] = mapped_column(String(8), default="")
 
 
 class SnapshotPermission(Base):

@@ -54,6 +54,10 @@ def create_app(cfg: Config | None = None) -> App:
         cc.terminate_instances(p.instance_ids)
         return Ok()
 
+    def stop(p: api.StopInstances) -> Ok:
+        cc.stop_instances(p)
+        return Ok()
+
     def reboot(p: api.InstanceIds) -> Ok:
         cc.reboot_instances(p.instance_ids)
         return Ok()
@@ -83,6 +87,7 @@ def create_app(cfg: Config | None = None) -> App:
     handlers = Handlers()
     handlers.add(api.RUN_INSTANCES, cc.run_instances)
     handlers.add(api.TERMINATE_INSTANCES, terminate)
+    handlers.add(api.STOP_INSTANCES, stop)
     handlers.add(api.REBOOT_INSTANCES, reboot)
     handlers.add(api.DESCRIBE, lambda _p: cc.describe())
     handlers.add(api.CONSOLE_OUTPUT, lambda p: cc.console_output(p.instance_id))

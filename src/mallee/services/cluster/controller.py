@@ -42,6 +42,7 @@ class Placement:
     reason: str = ""
     since: float = field(default_factory=time.monotonic)
     volumes: dict[str, str] = field(default_factory=dict)  # as the node last reported them
+    awaiting: list[str] = field(default_factory=list)  # volumes a pending launch waits for
 
 
 @dataclass
@@ -134,12 +135,13 @@ class ClusterController:
             if _changed(placement, info):
                 changed.append(instance_id)
             placement.state, placement.reason, placement.volumes = info.state, info.reason, info.volumes
+            placement.awaiting = info.awaiting
         now = time.monotonic()
         for placement in list(self.placements.values()):
             if placement.node != node.name or placement.instance_id in report.instances:
                 continue
             if (
-                placement.state in ("shutting-down", "terminated")
+                placement.state in ("shutting-down", "terminated", "stopping", "stopped")
                 or now - placement.since > IN_FLIGHT_SECONDS
             ):
                 self.placements.pop(placement.instance_id, None)
@@ -150,7 +152,7 @@ class ClusterController:
     def _used(self, node_name: str) -> Resources:
         used = Resources()
         for p in self.placements.values():
-            if p.node == node_name and p.state != "terminated":
+            if p.node == node_name and p.state not in ("terminated", "stopped"):
                 used = used.plus(p.need)
         return used
 
@@ -165,6 +167,9 @@ class ClusterController:
             unplaced: list[InstanceLaunch] = []
             for launch in request.instances:
                 known = self.placements.get(launch.instance_id)
+                if known is not None and known.state == "stopped":  # started again: placed anew
+                    del self.placements[launch.instance_id]
+                    known = None
                 pinned = request.nodes.get(launch.instance_id)
                 if known is not None:  # a retried call: answer what was decided
                     placed[known.instance_id] = known.node
@@ -172,7 +177,7 @@ class ClusterController:
                     todo.append((launch, pinned))
                 else:
                     unplaced.append(launch)
-            needs = [launch.instance_type.needs for launch in unplaced]
+            needs = [launch.needs for launch in unplaced]
             usable = [n.state for n in self.nodes.values() if n.reachable]
             wanted = max(0, request.min_count - len(placed) - len(todo))
             chosen = self.scheduler.place(usable, needs, wanted)
@@ -184,9 +189,7 @@ class ClusterController:
                 )
             todo += zip(unplaced, chosen, strict=False)
             for launch, node_name in todo:
-                self.placements[launch.instance_id] = Placement(
-                    launch.instance_id, node_name, launch.instance_type.needs
-                )
+                self.placements[launch.instance_id] = Placement(launch.instance_id, node_name, launch.needs)
                 self.nodes[node_name].state.used = self._used(node_name)
                 placed[launch.instance_id] = node_name
         crashpoints.reached("cc.run.placed")
@@ -218,6 +221,23 @@ class ClusterController:
                 log.warning(
                     "could not reach the node of %s to terminate it (will retry): %s", instance_id, exc
                 )
+
+    def stop_instances(self, request: api.StopInstances) -> None:
+        """Ask each instance's node to stop it; one on no node is stopped already."""
+        for instance_id in request.instance_ids:
+            with self.lock:
+                placement = self.placements.get(instance_id)
+                if placement is None or placement.state in ("stopped", "shutting-down", "terminated"):
+                    continue
+                placement.state = "stopping"
+                client = self.nodes[placement.node].client
+            try:
+                client.call(
+                    node_rpc.STOP_INSTANCE,
+                    node_rpc.StopInstance(instance_id=instance_id, force=request.force),
+                )
+            except (OSError, RpcError) as exc:
+                log.warning("could not reach the node of %s to stop it (will retry): %s", instance_id, exc)
 
     def reboot_instances(self, instance_ids: list[str]) -> None:
         for instance_id in instance_ids:
@@ -269,7 +289,7 @@ class ClusterController:
                 ready=self.ready,
                 instances={
                     p.instance_id: api.ClusterInstance(
-                        state=p.state, node=p.node, reason=p.reason, volumes=p.volumes
+                        state=p.state, node=p.node, reason=p.reason, volumes=p.volumes, awaiting=p.awaiting
                     )
                     for p in self.placements.values()
                 },
@@ -289,4 +309,9 @@ class ClusterController:
 
 
 def _changed(placement: Placement, info: NodeInstance) -> bool:
-    return (placement.state, placement.reason, placement.volumes) != (info.state, info.reason, info.volumes)
+    return (placement.state, placement.reason, placement.volumes, placement.awaiting) != (
+        info.state,
+        info.reason,
+        info.volumes,
+        info.awaiting,
+    )

@@ -178,6 +178,13 @@ def create_app(cfg: Config | None = None) -> App:
         manager.terminate(p.instance_id)
         return Ok()
 
+    def stop(p: node.StopInstance) -> Ok:
+        try:
+            manager.stop(p.instance_id, p.force)
+        except LaunchRefused as exc:
+            raise RpcError(409, "StopRefused", str(exc)) from exc
+        return Ok()
+
     def reboot(p: node.InstanceRef) -> Ok:
         manager.reboot(p.instance_id)
         return Ok()
@@ -185,6 +192,7 @@ def create_app(cfg: Config | None = None) -> App:
     handlers = Handlers()
     handlers.add(node.RUN_INSTANCE, run)
     handlers.add(node.TERMINATE_INSTANCE, terminate)
+    handlers.add(node.STOP_INSTANCE, stop)
     handlers.add(node.REBOOT_INSTANCE, reboot)
     handlers.add(node.DESCRIBE, describe)
     handlers.add(node.APPLY_NETWORK, apply_network)

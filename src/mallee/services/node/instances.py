@@ -10,6 +10,10 @@ instance starts running or is gone, so the change can be pushed up at once.
 An instance's network interface comes with the node's network (`apply_network`), not with its
 launch: a launch prepares its disks, then waits, pending, until the applied network has its
 interface, and only then starts the VM with its NIC on the VPC's bridge. A terminate ends the wait.
+An EBS-backed launch (its root and other volumes in `block_devices`) also waits for each volume's
+export (`attach_volume` while pending, reported as `awaiting` until then) and starts the VM with
+them plugged in. Stopping one (`stop`) shuts the VM down and forgets the instance here: its volumes
+stay on the SC, and it may start on another node.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import msgspec
@@ -30,6 +34,7 @@ from mallee.core.files import write_atomically
 from mallee.drivers.hypervisor import base as hv
 from mallee.drivers.network.vpc_contract import vpc_bridge
 from mallee.rpc.node import AttachVolume, DetachVolume, InstanceLaunch, InstanceState, NodeInstance, Resources
+from mallee.rpc.storage import VolumeExport
 from mallee.services.node import volumes
 from mallee.services.node.imagecache import ImageCache, ImageSource, disk_format
 from mallee.services.node.teardown import is_ours
@@ -38,6 +43,9 @@ log = logging.getLogger(__name__)
 
 LAUNCH_FILE = "launch.json"
 TERMINATING_FILE = "terminating"  # written before a terminate starts, so a crash cannot undo it
+STOPPING_FILE = "stopping"  # likewise for a stop
+STOP_TIMEOUT = 30.0  # seconds a guest has to power off after the ACPI button before it is cut off
+INSTANCE_SHUTDOWN = "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
 
 
 class LaunchRefused(ValueError):
@@ -58,6 +66,15 @@ class Instance:
     needs: Resources = field(default_factory=Resources)
     images: list[str] = field(default_factory=list)
     volumes: dict[str, str] = field(default_factory=dict)  # volume id -> guest disk (volumes.py)
+    exports: dict[str, VolumeExport] = field(default_factory=dict)  # a pending launch's block devices
+    force_stop: bool = False
+
+    @property
+    def awaiting(self) -> list[str]:
+        """The launch's block devices whose export this pending instance was not given yet."""
+        if self.state != "pending" or self.launch is None:
+            return []
+        return [d.volume_id for d in self.launch.block_devices if d.volume_id not in self.exports]
 
 
 class InstanceManager:
@@ -98,9 +115,13 @@ class InstanceManager:
                 log.warning("dropping unreadable launch %s: %s", saved, exc)
                 shutil.rmtree(saved.parent, ignore_errors=True)
                 continue
-            instance = Instance(launch.instance_id, launch, needs=launch.instance_type.needs)
+            instance = Instance(launch.instance_id, launch, needs=launch.needs)
             self.instances[instance.id] = instance
-            if (saved.parent / TERMINATING_FILE).exists():
+            if (saved.parent / STOPPING_FILE).exists():
+                log.info("finishing the stop of %s", instance.id)
+                instance.state = "stopping"
+                threading.Thread(target=self._stop, args=(instance,), daemon=True).start()
+            elif (saved.parent / TERMINATING_FILE).exists():
                 log.info("finishing the terminate of %s", instance.id)
                 instance.state = "shutting-down"
                 threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
@@ -133,7 +154,7 @@ class InstanceManager:
         with self.lock:
             if launch.instance_id in self.instances:
                 return  # idempotent: already launching or running
-            instance = Instance(launch.instance_id, launch, needs=launch.instance_type.needs)
+            instance = Instance(launch.instance_id, launch, needs=launch.needs)
             self.instances[instance.id] = instance
             directory = self.root / instance.id
             directory.mkdir(parents=True, exist_ok=True)
@@ -151,9 +172,9 @@ class InstanceManager:
         directory = self.root / instance.id
         try:
             spec = self._prepare(instance, instance.launch, directory)
-            spawned = self._wait_for_interface(instance)
+            spawned = self._wait_until_ready(instance)
             if spawned:
-                self.hypervisor.spawn(spec)
+                self.hypervisor.spawn(self._with_volumes(spec, instance))
         except Exception as exc:
             log.exception("launch of %s failed", instance.id)
             with self.lock:
@@ -169,19 +190,41 @@ class InstanceManager:
             elif instance.state == "shutting-down":  # terminated while launching or waiting
                 threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
                 return
+            elif instance.state == "stopping":  # stopped while launching or waiting
+                threading.Thread(target=self._stop, args=(instance,), daemon=True).start()
+                return
         self.on_change(instance.id)
 
-    def _wait_for_interface(self, instance: Instance) -> bool:
-        """Wait, pending, until the applied network has the instance's interface; False when the
-        instance was terminated meanwhile."""
+    def _wait_until_ready(self, instance: Instance) -> bool:
+        """Wait, pending, until the applied network has the instance's interface and every block
+        device's export came; False when the instance was terminated or stopped meanwhile."""
         assert instance.launch is not None and instance.launch.interface is not None
         interface_id = instance.launch.interface.interface_id
+
+        def waiting() -> bool:
+            return instance.state == "pending" and (
+                not self.interface_applied(interface_id) or bool(instance.awaiting)
+            )
+
         with self.network_changed:
-            if instance.state == "pending" and not self.interface_applied(interface_id):
-                log.info("%s waits for its interface %s", instance.id, interface_id)
-            while instance.state == "pending" and not self.interface_applied(interface_id):
+            if waiting():
+                log.info(
+                    "%s waits for its interface %s and volumes %s",
+                    instance.id,
+                    interface_id,
+                    instance.awaiting,
+                )
+            while waiting():
                 self.network_changed.wait()
             return instance.state == "pending"
+
+    def _with_volumes(self, spec: hv.InstanceSpec, instance: Instance) -> hv.InstanceSpec:
+        """The spec with the launch's volumes plugged in at their targets (an EBS root as vda)."""
+        assert instance.launch is not None
+        disks = tuple(
+            volumes.disk_for(instance.exports[d.volume_id], d.target) for d in instance.launch.block_devices
+        )
+        return replace(spec, disks=tuple(sorted(spec.disks + disks, key=lambda d: d.target)))
 
     def network_applied(self) -> None:
         """A network was applied: launches waiting for their interface look again."""
@@ -190,15 +233,18 @@ class InstanceManager:
 
     def _prepare(self, instance: Instance, launch: InstanceLaunch, directory: Path) -> hv.InstanceSpec:
         image, itype = launch.image, launch.instance_type
-        root_src = self._cached(instance, image.root)
-        root = directory / "root.qcow2"
-        fmt = disk_format(image.root, root_src)
-        subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(root_src), str(root)]
-            + [f"{itype.disk_gib}G"],
-            check=True,
-            capture_output=True,
-        )
+        disks: tuple[hv.DiskSpec, ...] = ()
+        if image.root is not None:  # instance store: a qcow2 overlay of the cached image
+            root_src = self._cached(instance, image.root)
+            root = directory / "root.qcow2"
+            fmt = disk_format(image.root, root_src)
+            subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(root_src), str(root)]
+                + [f"{itype.disk_gib}G"],
+                check=True,
+                capture_output=True,
+            )
+            disks = (hv.DiskSpec(target="vda", path=root, format="qcow2"),)
         kernel = self._cached(instance, image.kernel) if image.kernel else None
         ramdisk = self._cached(instance, image.ramdisk) if image.ramdisk else None
         # With a kernel: direct boot, root on the whole disk. Without: the disk boots itself (HVM).
@@ -210,7 +256,7 @@ class InstanceManager:
             kernel=kernel,
             ramdisk=ramdisk,
             cmdline=cmdline,
-            disks=(hv.DiskSpec(target="vda", path=root, format="qcow2"),),
+            disks=disks,
             nics=(hv.NicSpec(mac=launch.mac, bridge=self._bridge(launch), device=tap_name(instance.id)),),
             console_log=directory / "console.log",
         )
@@ -238,6 +284,46 @@ class InstanceManager:
         if not launching:  # a launch in progress terminates itself when it finishes
             threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
 
+    def stop(self, instance_id: str, force: bool = False) -> None:
+        """Shut an EBS-backed instance down and forget it here (`stopping`, then `stopped` once).
+        Stopping one that is stopping again with `force` cuts it off at once."""
+        with self.lock:
+            instance = self.instances.get(instance_id)
+            if instance is None or instance.state in ("shutting-down", "terminated", "stopped"):
+                return
+            if instance.launch is None or not instance.launch.ebs_root:
+                raise LaunchRefused(f"{instance_id} has an instance-store root: it cannot be stopped")
+            instance.force_stop = instance.force_stop or force
+            if instance.state == "stopping":
+                if force:
+                    threading.Thread(target=self.hypervisor.destroy, args=(instance_id,), daemon=True).start()
+                return
+            launching = instance.state == "pending"
+            instance.state = "stopping"
+            directory = self.root / instance_id
+            if directory.exists():
+                (directory / STOPPING_FILE).touch()
+            self.network_changed.notify_all()  # a launch waiting for its interface or volumes stops
+        if not launching:  # a launch in progress stops itself when it finishes
+            threading.Thread(target=self._stop, args=(instance,), daemon=True).start()
+
+    def _stop(self, instance: Instance) -> None:
+        try:
+            if not instance.force_stop and self.hypervisor.state(instance.id) is hv.PowerState.RUNNING:
+                with_power_button = self.hypervisor.shutdown(instance.id, STOP_TIMEOUT)
+                log.info(
+                    "%s %s", instance.id, "shut down" if with_power_button else "cut off after the timeout"
+                )
+            self.hypervisor.destroy(instance.id)
+            crashpoints.reached("nc.stop.destroyed")
+        except hv.InstanceNotFound:
+            pass
+        finally:
+            self._cleanup(instance)
+            with self.lock:
+                instance.state, instance.volumes = "stopped", {}
+        self.on_change(instance.id)
+
     def _terminate(self, instance: Instance) -> None:
         try:
             self.hypervisor.destroy(instance.id)
@@ -264,6 +350,10 @@ class InstanceManager:
     def attach_volume(self, request: AttachVolume) -> None:
         with self.lock:
             instance = self.instances.get(request.instance_id)
+            if instance is not None and request.export.volume_id in instance.awaiting:
+                instance.exports[request.export.volume_id] = request.export  # plugged in at start
+                self.network_changed.notify_all()
+                return
             if instance is None or instance.state != "running":
                 raise volumes.VolumeRefused(f"{request.instance_id} is not running on this node")
         target = volumes.attach(self.hypervisor, request)
@@ -296,18 +386,21 @@ class InstanceManager:
 
     def notice_stopped_guests(self) -> None:
         """A running instance whose VM powered off (or crashed) by itself is terminated, as EC2 does
-        with an instance-store instance that shuts down from inside."""
+        with an instance-store instance that shuts down from inside; an EBS-backed one is stopped
+        (the CLC terminates it when its shutdown behaviour says so)."""
         with self.lock:
             running = [i for i in self.instances.values() if i.state == "running"]
         for instance in running:
             power = self.hypervisor.state(instance.id)
             if power in (hv.PowerState.SHUTOFF, hv.PowerState.CRASHED, None):
                 why = "crashed" if power is hv.PowerState.CRASHED else "shut down"
-                log.info("%s %s by itself; terminating it", instance.id, why)
+                ebs = instance.launch is not None and instance.launch.ebs_root
+                log.info("%s %s by itself; %s it", instance.id, why, "stopping" if ebs else "terminating")
                 with self.lock:
-                    instance.state = "shutting-down"
-                    instance.reason = "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
-                self._terminate(instance)
+                    instance.state = "stopping" if ebs else "shutting-down"
+                    instance.reason = INSTANCE_SHUTDOWN
+                    instance.force_stop = True
+                (self._stop if ebs else self._terminate)(instance)
 
     def describe(self) -> dict[str, NodeInstance]:
         self.notice_stopped_guests()
@@ -319,10 +412,11 @@ class InstanceManager:
                     private_ip=i.launch.private_ip if i.launch else "",
                     needs=i.needs,
                     volumes=dict(i.volumes) if i.state == "running" else {},
+                    awaiting=i.awaiting,
                 )
                 for i in self.instances.values()
             }
-            # Terminated instances are reported once more, then forgotten.
-            for i in [i for i in self.instances.values() if i.state == "terminated"]:
+            # Terminated and stopped instances are reported once more, then forgotten.
+            for i in [i for i in self.instances.values() if i.state in ("terminated", "stopped")]:
                 del self.instances[i.id]
         return report

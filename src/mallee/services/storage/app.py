@@ -39,13 +39,14 @@ def create_app(cfg: Config | None = None) -> component.App:
     options = blockstore_options(cfg)
     driver = registry.blockstore(cfg.blockstore, **options)
     clc = Client(cfg.clc_url, load_key(cfg.deployment_key_file))
+    # Restores and imports are written beside the volumes (the same file system), not in /tmp.
+    scratch = Path(str(options["state_dir"])) / "tmp" if "state_dir" in options else None
     snapshots = Snapshots(
         db,
         driver,
         lambda: S3ChunkStore(lambda: clc.call(cloud.SYSTEM_CREDENTIALS, Empty()), prefix=f"{cfg.zone}/"),
+        work_dir=scratch,
     )
-    # Restores are written beside the volumes (the same file system), not in /tmp.
-    scratch = Path(str(options["state_dir"])) / "tmp" if "state_dir" in options else None
     volumes = Volumes(db, driver, snapshots, scratch)
 
     def repair() -> None:

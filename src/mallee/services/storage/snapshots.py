@@ -8,6 +8,10 @@ is written last and only then is the row `completed`. A crash leaves a `pending`
 takes again from scratch (chunks are content-addressed: uploading one again is harmless), or a
 `deleting` one that it deletes again. One lock (`_gc`) orders taking references against deleting
 unreferenced chunks, so a chunk a new snapshot counts on is never deleted under it.
+
+An imported snapshot (ImportSnapshot) is a disk image at a URL: its worker downloads it into a
+temporary directory (converting qcow2 to raw, imports.py) and cuts that file into chunks with the same
+code as a volume's; its row names the URL and format, so that repair imports it again from scratch.
 """
 
 from __future__ import annotations
@@ -17,10 +21,15 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import ColumnElement, delete, insert, literal, select
 
@@ -30,12 +39,14 @@ from mallee.drivers.blockstore.base import GIB, BlockStore, BlockStoreError, Vol
 from mallee.rpc import storage
 from mallee.rpc.contract import Handlers, Ok
 from mallee.rpc.transport import RpcError
+from mallee.services.storage import imports
 from mallee.services.storage.chunks import CHUNK_SIZE, ChunkStore, ChunkStoreError
 from mallee.services.storage.tables import SnapshotChunk, StoredSnapshot
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8,17}$")
+IMPORTED_VOLUME = "vol-ffffffff"  # the volume of an imported snapshot, as AWS shows it
 _ZERO_CHUNK = bytes(CHUNK_SIZE)
 _BATCH = 8  # chunks read and recorded per step (32 MiB in memory)
 _PROGRESS_STEP = 5  # percent between progress writes
@@ -46,13 +57,37 @@ class _Stopped(Exception):
     """The snapshot was deleted while it was being taken."""
 
 
+class _Failed(Exception):
+    """The snapshot cannot be taken; the message is its reason."""
+
+
+@dataclass
+class _Cut:
+    """A file cut into chunks: their digests by index (all-zero ones have none), those the crashed
+    take before had, the file's size and the bytes this snapshot added to the store."""
+
+    chunks: dict[int, str]
+    old: dict[int, str]
+    size: int
+    stored: int
+
+
 class Snapshots:
     def __init__(
-        self, db: Database, driver: BlockStore, chunk_store_factory: Callable[[], ChunkStore]
+        self,
+        db: Database,
+        driver: BlockStore,
+        chunk_store_factory: Callable[[], ChunkStore],
+        work_dir: Path | None = None,
     ) -> None:
+        """`work_dir`: where imports download their images (beside the volumes, not in /tmp; the
+        default is the system's temporary directory). A directory of its own is cleared of what a
+        crashed import left at repair."""
         self.db = db
         self.driver = driver
         self._factory = chunk_store_factory
+        self.work_dir = Path(work_dir or tempfile.gettempdir())
+        self._own_work_dir = work_dir is not None
         self._store: ChunkStore | None = None
         self._guard = threading.Lock()  # the worker map and the store
         self._workers: dict[str, threading.Event] = {}  # snapshot -> its stop flag
@@ -62,6 +97,7 @@ class Snapshots:
         handlers = Handlers()
         handlers.add(storage.CREATE_SNAPSHOT, self.create)
         handlers.add(storage.COPY_SNAPSHOT, self.copy)
+        handlers.add(storage.IMPORT_SNAPSHOT, self.import_)
         handlers.add(storage.DELETE_SNAPSHOT, self.delete)
         return handlers
 
@@ -71,14 +107,35 @@ class Snapshots:
             row = s.get(StoredSnapshot, p.snapshot_id)
             if row is None:
                 s.add(_row(p.snapshot_id, p.volume_id))
-            elif row.volume_id != p.volume_id or row.source_snapshot_id:
+            elif row.volume_id != p.volume_id or row.source_snapshot_id or row.source_url:
                 raise RpcError(409, "SnapshotExists", f"{p.snapshot_id} is of another volume")
             elif row.state == "deleting":
                 raise RpcError(409, "SnapshotDeleting", f"{p.snapshot_id} is being deleted")
             elif row.state != "pending":
                 return Ok()
         crashpoints.reached("sc.snapshot.recorded")
-        self._start(p.snapshot_id, p.volume_id)
+        self._start(p.snapshot_id, partial(self._take, p.snapshot_id, p.volume_id))
+        return Ok()
+
+    def import_(self, p: storage.ImportSnapshot) -> Ok:
+        _check(p.snapshot_id)
+        if p.disk_format not in imports.DISK_FORMATS:
+            raise RpcError(400, "InvalidParameter", f"disk_format {p.disk_format!r} is not one of raw, qcow2")
+        problem = imports.url_problem(p.url)
+        if problem:
+            raise RpcError(400, "InvalidParameter", problem)
+        with self.db.session() as s:
+            row = s.get(StoredSnapshot, p.snapshot_id)
+            if row is None:
+                s.add(_row(p.snapshot_id, IMPORTED_VOLUME, url=p.url, disk_format=p.disk_format))
+            elif (row.source_url, row.disk_format) != (p.url, p.disk_format):
+                raise RpcError(409, "SnapshotExists", f"{p.snapshot_id} exists and is not that import")
+            elif row.state == "deleting":
+                raise RpcError(409, "SnapshotDeleting", f"{p.snapshot_id} is being deleted")
+            elif row.state != "pending":
+                return Ok()
+        crashpoints.reached("sc.import.recorded")
+        self._start(p.snapshot_id, partial(self._import, p.snapshot_id, p.url, p.disk_format))
         return Ok()
 
     def copy(self, p: storage.CopySnapshot) -> Ok:
@@ -148,18 +205,27 @@ class Snapshots:
             }
 
     def repair(self) -> None:
-        """Finish what a crash interrupted: pending snapshots are taken again (a pending copy is
-        finished), deleting ones are deleted."""
+        """Finish what a crash interrupted: pending snapshots are taken (or imported) again, a
+        pending copy is finished, deleting ones are deleted; a crashed import's temporary files go."""
+        if self._own_work_dir and self.work_dir.is_dir():
+            for snapshot_id, path in imports.work_dirs(self.work_dir):
+                with self._guard:
+                    running = snapshot_id in self._workers
+                if not running:  # a running import's worker made its directory after it registered
+                    shutil.rmtree(path, ignore_errors=True)
         with self.db.session() as s:
             rows = [
-                (r.id, r.volume_id, r.state, r.source_snapshot_id) for r in s.scalars(select(StoredSnapshot))
+                (r.id, r.volume_id, r.state, r.source_snapshot_id, r.source_url, r.disk_format)
+                for r in s.scalars(select(StoredSnapshot))
             ]
-        for snapshot_id, volume_id, state, source in rows:
+        for snapshot_id, volume_id, state, source, url, disk_format in rows:
             try:
                 if state == "pending" and source:
                     self._finish_copy(snapshot_id)
+                elif state == "pending" and url:
+                    self._start(snapshot_id, partial(self._import, snapshot_id, url, disk_format or "raw"))
                 elif state == "pending":
-                    self._start(snapshot_id, volume_id)
+                    self._start(snapshot_id, partial(self._take, snapshot_id, volume_id))
                 elif state == "deleting":
                     self._delete(snapshot_id)
             except (ChunkStoreError, RpcError) as exc:
@@ -201,24 +267,25 @@ class Snapshots:
 
     # Taking a snapshot
 
-    def _start(self, snapshot_id: str, volume_id: str) -> None:
+    def _start(self, snapshot_id: str, work: Callable[[threading.Event], None]) -> None:
+        """Run `work` (a take or an import, given the stop flag) in a worker, unless one runs."""
         with self._guard:
             if snapshot_id in self._workers:
                 return
             stop = self._workers[snapshot_id] = threading.Event()
         threading.Thread(
-            target=self._run, args=(snapshot_id, volume_id, stop), name=f"sc-{snapshot_id}", daemon=True
+            target=self._run, args=(snapshot_id, work, stop), name=f"sc-{snapshot_id}", daemon=True
         ).start()
 
-    def _run(self, snapshot_id: str, volume_id: str, stop: threading.Event) -> None:
+    def _run(self, snapshot_id: str, work: Callable[[threading.Event], None], stop: threading.Event) -> None:
         try:
-            self._take(snapshot_id, volume_id, stop)
+            work(stop)
         except _Stopped:
             pass
-        except VolumeNotFound:
-            self._update(snapshot_id, state="error", reason=f"the SC holds no volume {volume_id}")
+        except _Failed as exc:
+            self._update(snapshot_id, state="error", reason=str(exc)[:1000])
         except Exception as exc:  # whatever went wrong is the snapshot's error, with its reason
-            log.warning("snapshot %s of %s failed: %s", snapshot_id, volume_id, exc)
+            log.warning("snapshot %s failed: %s", snapshot_id, exc)
             self._update(snapshot_id, state="error", reason=f"{type(exc).__name__}: {exc}"[:1000])
         finally:
             with self._guard:
@@ -231,6 +298,30 @@ class Snapshots:
                 log.warning("could not delete %s (repair will): %s", snapshot_id, exc)
 
     def _take(self, snapshot_id: str, volume_id: str, stop: threading.Event) -> None:
+        try:
+            with self.driver.point_in_time(volume_id) as path, open(path, "rb") as f:
+                cut = self._cut(snapshot_id, f, stop)
+        except VolumeNotFound:
+            raise _Failed(f"the SC holds no volume {volume_id}") from None
+        self._complete(snapshot_id, volume_id, cut)
+
+    def _import(self, snapshot_id: str, url: str, disk_format: str, stop: threading.Event) -> None:
+        def check() -> None:
+            if stop.is_set():
+                raise _Stopped
+
+        try:
+            with imports.fetched(url, disk_format, self.work_dir, snapshot_id, check) as path:
+                crashpoints.reached("sc.import.downloaded")
+                with open(path, "rb") as f:
+                    cut = self._cut(snapshot_id, f, stop)
+        except imports.ImportFailed as exc:
+            raise _Failed(str(exc)) from None
+        self._complete(snapshot_id, IMPORTED_VOLUME, cut)
+
+    def _cut(self, snapshot_id: str, f: BinaryIO, stop: threading.Event) -> _Cut:
+        """Cut the open file into chunks, batch by batch: record the batch's rows, then upload the
+        chunks the store lacks. The file is as long as its whole GiB: a short last chunk ends in zeros."""
         store = self.store()
         with self.db.session() as s:
             old = {
@@ -238,48 +329,55 @@ class Snapshots:
             }  # a crashed take's
         chunks: dict[int, str] = {}
         stored = shown = 0
-        with self.driver.point_in_time(volume_id) as path, open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            count = -(-size // CHUNK_SIZE)
-            self._update(snapshot_id, size_gib=size // GIB, progress=0, stored_bytes=0)
-            with ThreadPoolExecutor(_THREADS) as pool:
-                for start in range(0, count, _BATCH):
-                    if stop.is_set():
-                        raise _Stopped
-                    data: dict[str, bytes] = {}
-                    batch: dict[int, str] = {}
-                    for index in range(start, min(start + _BATCH, count)):
-                        block = os.pread(f.fileno(), CHUNK_SIZE, index * CHUNK_SIZE)
-                        if block != _ZERO_CHUNK[: len(block)]:  # zeros are not stored: sparse
-                            batch[index] = hashlib.sha256(block).hexdigest()
-                            data[batch[index]] = block
-                    missing = self._reference(snapshot_id, batch, store)
-                    for _ in pool.map(store.put, missing, [data[d] for d in missing]):
-                        pass
-                    stored += sum(len(data[d]) for d in missing)
-                    chunks.update(batch)
-                    progress = min(start + _BATCH, count) * 100 // count
-                    if progress >= shown + _PROGRESS_STEP and progress < 100:
-                        shown = progress
-                        self._update(snapshot_id, progress=progress, stored_bytes=stored)
+        size = os.fstat(f.fileno()).st_size
+        count = -(-size // CHUNK_SIZE)
+        self._update(snapshot_id, size_gib=_whole_gib(size), progress=0, stored_bytes=0)
+        with ThreadPoolExecutor(_THREADS) as pool:
+            for start in range(0, count, _BATCH):
+                if stop.is_set():
+                    raise _Stopped
+                data: dict[str, bytes] = {}
+                batch: dict[int, str] = {}
+                for index in range(start, min(start + _BATCH, count)):
+                    block = os.pread(f.fileno(), CHUNK_SIZE, index * CHUNK_SIZE)
+                    if block != _ZERO_CHUNK[: len(block)]:  # zeros are not stored: sparse
+                        if len(block) < CHUNK_SIZE:
+                            block += _ZERO_CHUNK[len(block) :]
+                        batch[index] = hashlib.sha256(block).hexdigest()
+                        data[batch[index]] = block
+                missing = self._reference(snapshot_id, batch, store)
+                for _ in pool.map(store.put, missing, [data[d] for d in missing]):
+                    pass
+                stored += sum(len(data[d]) for d in missing)
+                chunks.update(batch)
+                progress = min(start + _BATCH, count) * 100 // count
+                if progress >= shown + _PROGRESS_STEP and progress < 100:
+                    shown = progress
+                    self._update(snapshot_id, progress=progress, stored_bytes=stored)
         if stop.is_set():
             raise _Stopped
+        return _Cut(chunks, old, size, stored)
+
+    def _complete(self, snapshot_id: str, volume_id: str, cut: _Cut) -> None:
+        """Drop what a crashed take left that this one has not, write the manifest, and only then
+        record the snapshot completed."""
+        store = self.store()
         crashpoints.reached("sc.snapshot.chunks_stored")
         with self._gc:  # a crashed take's rows for chunks that are zeros now go, and their chunks
             with self.db.session() as s:
-                gone = set(old) - set(chunks)
+                gone = set(cut.old) - set(cut.chunks)
                 s.execute(delete(SnapshotChunk).where(_of(snapshot_id), SnapshotChunk.chunk.in_(gone)))
-            self._collect(store, set(old.values()) - set(chunks.values()))
+            self._collect(store, set(cut.old.values()) - set(cut.chunks.values()))
         manifest = {
             "snapshot_id": snapshot_id,
             "volume_id": volume_id,
-            "size_gib": size // GIB,
+            "size_gib": _whole_gib(cut.size),
             "chunk_size": CHUNK_SIZE,
-            "chunks": {str(i): d for i, d in sorted(chunks.items())},
+            "chunks": {str(i): d for i, d in sorted(cut.chunks.items())},
         }
         store.put_manifest(snapshot_id, json.dumps(manifest).encode())
         crashpoints.reached("sc.snapshot.manifest_written")
-        self._update(snapshot_id, state="completed", progress=100, stored_bytes=stored)
+        self._update(snapshot_id, state="completed", progress=100, stored_bytes=cut.stored)
 
     def _reference(self, snapshot_id: str, batch: dict[int, str], store: ChunkStore) -> set[str]:
         """Record the batch's chunk rows, then say which of its chunks the store lacks. Under `_gc`:
@@ -371,7 +469,14 @@ class Snapshots:
                     setattr(row, name, value)
 
 
-def _row(snapshot_id: str, volume_id: str, size_gib: int = 0, source: str = "") -> StoredSnapshot:
+def _row(
+    snapshot_id: str,
+    volume_id: str,
+    size_gib: int = 0,
+    source: str = "",
+    url: str = "",
+    disk_format: str = "",
+) -> StoredSnapshot:
     return StoredSnapshot(
         id=snapshot_id,
         volume_id=volume_id,
@@ -381,8 +486,14 @@ def _row(snapshot_id: str, volume_id: str, size_gib: int = 0, source: str = "") 
         stored_bytes=0,
         reason="",
         source_snapshot_id=source,
+        source_url=url,
+        disk_format=disk_format,
         created=clock.now(),
     )
+
+
+def _whole_gib(size: int) -> int:
+    return -(-size // GIB)
 
 
 def _of(snapshot_id: str) -> ColumnElement[bool]:

@@ -29,7 +29,9 @@ class StoredVolume(Base):
 class StoredSnapshot(Base):
     """`state`: pending (recorded; being taken), completed, error (`reason` says why), deleting (its
     manifest and unshared chunks may not be gone yet; the row goes once they are). `source_snapshot_id`:
-    a copy of that snapshot (it shares its chunks; repair finishes it instead of taking it again)."""
+    a copy of that snapshot (it shares its chunks; repair finishes it instead of taking it again).
+    `source_url`: imported from the disk image there (its volume is vol-ffffffff), of `disk_format`
+    (raw or qcow2; "" for a snapshot of a volume); repair imports a pending one again."""
 
     __tablename__ = "sc_snapshots"
 
@@ -41,6 +43,8 @@ class StoredSnapshot(Base):
     stored_bytes: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(Text)
     source_snapshot_id: Mapped[str] = mapped_column(String(32))
+    source_url: Mapped[str] = mapped_column(Text, default="")
+    disk_format: Mapped[str] = mapped_column(String(16), default="")
     created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
 
 

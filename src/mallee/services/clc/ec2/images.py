@@ -39,7 +39,7 @@ from mallee.images import bundle
 from mallee.rpc import contract, node
 from mallee.services.clc import peers
 from mallee.services.clc.apis import EC2
-from mallee.services.clc.ec2 import tags
+from mallee.services.clc.ec2 import block_devices, tags
 from mallee.services.clc.paging import page
 from mallee.services.clc.tables import Account, Image, LaunchPermission
 
@@ -74,7 +74,7 @@ def _s3(ctx: RequestContext) -> Any:
     )
 
 
-def _read(ctx: RequestContext, location: str, length: int) -> tuple[bytes, int]:
+def read_object(ctx: RequestContext, location: str, length: int) -> tuple[bytes, int]:
     """The first `length` bytes of the object at `bucket/key` and its size, read as the caller."""
     open_transactions.refuse_inside("reading an image object from Walrus")
     bucket, _, key = location.partition("/")
@@ -169,7 +169,7 @@ def _owned_image(ctx: RequestContext, image_id: str) -> Image:
     return image
 
 
-def _referenced(ctx: RequestContext, image_id: str | None, image_type: str, member: str) -> str | None:
+def referenced(ctx: RequestContext, image_id: str | None, image_type: str, member: str) -> str | None:
     if not image_id:
         return None
     code = "InvalidKernelId.Malformed" if image_type == "kernel" else "InvalidRamDiskID.Malformed"
@@ -184,10 +184,7 @@ def _referenced(ctx: RequestContext, image_id: str | None, image_type: str, memb
 # -- handlers --------------------------------------------------------------------------------------
 
 
-@EC2.operation()
-def register_image(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    s: Session = ctx.session
-    name = p.get("Name")
+def checked_name(name: str | None) -> str:
     if not name:
         raise CloudError("MissingParameter", "The request must contain the parameter Name")
     if not _NAME.match(name):
@@ -195,17 +192,37 @@ def register_image(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             "InvalidAMIName.Malformed",
             "AMI names are 3-128 letters, digits, spaces and ( ) [ ] . / - ' @ _",
         )
+    return name
+
+
+def refuse_duplicate(s: Session, account_id: str, name: str) -> None:
+    found = s.scalar(select(Image.id).where(Image.account_id == account_id, Image.name == name))
+    if found:
+        raise CloudError("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI {found}")
+
+
+@EC2.operation()
+def register_image(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    s: Session = ctx.session
+    name = checked_name(p.get("Name"))
     location = (p.get("ImageLocation") or "").lstrip("/")
-    if not location:
+    ebs = not location  # EBS-backed: its root is a snapshot in BlockDeviceMappings
+    if ebs and not p.get("BlockDeviceMappings"):
         raise CloudError(
-            "MissingParameter", "ImageLocation is required (EBS-backed images are not supported yet)."
+            "MissingParameter", "Give ImageLocation, or BlockDeviceMappings with the root's SnapshotId."
         )
     if location.startswith(("http://", "https://")):  # Eucalyptus accepts the full URL
         location = location.split("/", 3)[3] if location.count("/") >= 3 else ""
-    machine_hint = any(p.get(m) for m in ("KernelId", "RamdiskId", "RootDeviceName", "VirtualizationType"))
+    machine_hint = ebs or any(
+        p.get(m) for m in ("KernelId", "RamdiskId", "RootDeviceName", "VirtualizationType")
+    )
     stored_manifest = ""
-    if location.endswith("manifest.xml"):
-        data, _ = _read(ctx, location, MAX_MANIFEST)
+    defaults: dict[str, Any] = {}
+    if ebs:
+        image_type, source_format, size = "machine", "ebs", 0
+        location = f"{ctx.account_id}/{name}"  # as AWS shows an EBS-backed image's location
+    elif location.endswith("manifest.xml"):
+        data, _ = read_object(ctx, location, MAX_MANIFEST)
         manifest = read_manifest(data)
         image_type, source_format, size = manifest.image_type, "bundle", manifest.size
         stored_manifest = node_manifest(manifest)
@@ -215,14 +232,12 @@ def register_image(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             "ramdisk_id": manifest.ramdisk_id,
         }
     else:
-        head, size = _read(ctx, location, 4096)
+        head, size = read_object(ctx, location, 4096)
         image_type, source_format = sniff(head)
         if machine_hint:
             image_type = "machine"
-        defaults = {}
     # Asked after the object was read: no HTTP call inside the request's transaction.
-    if s.scalar(select(Image.id).where(Image.account_id == ctx.account_id, Image.name == name)):
-        raise CloudError("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI")
+    refuse_duplicate(s, str(ctx.account_id), name)
     architecture = p.get("Architecture") or defaults.get("architecture") or "x86_64"
     if architecture not in ARCHITECTURES:
         raise CloudError(
@@ -231,10 +246,8 @@ def register_image(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     kernel_id = ramdisk_id = root_device = None
     virtualization = "paravirtual"
     if image_type == "machine":
-        kernel_id = _referenced(ctx, p.get("KernelId") or defaults.get("kernel_id"), "kernel", "KernelId")
-        ramdisk_id = _referenced(
-            ctx, p.get("RamdiskId") or defaults.get("ramdisk_id"), "ramdisk", "RamdiskId"
-        )
+        kernel_id = referenced(ctx, p.get("KernelId") or defaults.get("kernel_id"), "kernel", "KernelId")
+        ramdisk_id = referenced(ctx, p.get("RamdiskId") or defaults.get("ramdisk_id"), "ramdisk", "RamdiskId")
         virtualization = p.get("VirtualizationType") or ("paravirtual" if kernel_id else "hvm")
         if virtualization not in ("hvm", "paravirtual"):
             raise CloudError("InvalidParameterValue", f"Invalid VirtualizationType: {virtualization}")
@@ -247,9 +260,12 @@ def register_image(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             raise CloudError("InvalidParameterValue", f"Invalid RootDeviceName {root_device}")
     elif machine_hint:
         raise CloudError("InvalidParameterCombination", f"A {image_type} image takes no KernelId/RamdiskId.")
-    for mapping in p.get("BlockDeviceMappings") or []:
+    mappings = p.get("BlockDeviceMappings") or []
+    for mapping in mappings:
         if not mapping.get("DeviceName"):
             raise CloudError("InvalidBlockDeviceMapping", "Each block device mapping needs a DeviceName.")
+    if ebs:
+        mappings = block_devices.for_image(ctx, mappings, str(root_device))
     image = Image(
         id=ids.resource_id(PREFIXES[image_type]),
         account_id=ctx.account_id,
@@ -265,10 +281,11 @@ def register_image(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         ramdisk_id=ramdisk_id,
         virtualization_type=virtualization,
         root_device_name=root_device,
-        block_device_mappings=json.dumps(p.get("BlockDeviceMappings") or []),
+        block_device_mappings=json.dumps(mappings),
         is_public=False,
         state="available",
         created=clock.now(),
+        root_device_type="ebs" if ebs else "instance-store",
     )
     s.add(image)
     s.flush()
@@ -287,7 +304,7 @@ def _view(image: Image, tag_list: list[dict[str, str]]) -> dict[str, Any]:
         "Architecture": image.architecture,
         "ImageType": image.image_type,
         "Name": image.name,
-        "RootDeviceType": "instance-store",
+        "RootDeviceType": image.root_device_type,
         "VirtualizationType": image.virtualization_type,
         "Hypervisor": "xen",
         "BlockDeviceMappings": json.loads(image.block_device_mappings),

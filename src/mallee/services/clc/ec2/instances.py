@@ -1,5 +1,5 @@
-"""Instances: RunInstances, DescribeInstances, TerminateInstances, RebootInstances, Stop/Start,
-GetConsoleOutput, DescribeInstanceStatus, Describe/ModifyInstanceAttribute.
+"""Instances: RunInstances, DescribeInstances, TerminateInstances, RebootInstances, GetConsoleOutput,
+DescribeInstanceStatus, Describe/ModifyInstanceAttribute (Stop/Start: instance_power.py).
 
 Record, then ask: the CLC commits what the user wants (new instances as `pending`, with their
 addresses and launch; `terminated` as the desired state) before it calls the zone's cluster
@@ -25,7 +25,15 @@ from mallee.rpc.node import InstanceRef
 from mallee.rpc.transport import RpcError
 from mallee.services.clc import peers, placement
 from mallee.services.clc.apis import EC2
-from mallee.services.clc.ec2 import filters, interfaces, launch, tags, volume_attachments
+from mallee.services.clc.ec2 import (
+    block_devices,
+    filters,
+    interfaces,
+    launch,
+    tags,
+    volume_attachments,
+    volumes,
+)
 from mallee.services.clc.ec2.instance_views import STATE_CODES, instance_views, reservation_views
 from mallee.services.clc.paging import page
 from mallee.services.clc.tables import Instance, InstanceType
@@ -68,6 +76,16 @@ def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     if itype is None:
         raise CloudError("InvalidParameterValue", f"Invalid value '{type_name}' for InstanceType.")
     image = launch.resolve_image(ctx, p)
+    devices = block_devices.plan(ctx, image.machine, p.get("BlockDeviceMappings"))
+    if devices:
+        volumes.check_quota(
+            s, account_id, len(devices) * max_count, sum(d.size_gib for d in devices) * max_count
+        )
+    behaviour = p.get("InstanceInitiatedShutdownBehavior") or "stop"
+    if behaviour not in ("stop", "terminate"):
+        raise CloudError(
+            "InvalidParameterValue", f"Invalid value '{behaviour}' for InstanceInitiatedShutdownBehavior."
+        )
     key = launch.resolve_key(ctx, p.get("KeyName"))
     user_data = _user_data(p)
     asked_zone = (p.get("Placement") or {}).get("AvailabilityZone")
@@ -97,17 +115,21 @@ def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             launch_time=now,
             client_token=(token if index == 0 else f"{token}#{index}") if token else None,
             disable_api_termination=bool(p.get("DisableApiTermination")),
-            shutdown_behavior=p.get("InstanceInitiatedShutdownBehavior") or "stop",
+            shutdown_behavior=behaviour,
             min_count=min_count,
+            root_device_type=image.machine.root_device_type,
+            root_device_name=image.machine.root_device_name or "/dev/vda",
         )
         for index in range(max_count)
     ]
     sources = launch.image_sources(image)
     enis = interfaces.attach(s, where, records, peers.get().public_pool)
-    for record in records:
-        request = launch.launch_request(record, itype, sources, key, where, enis[record.id])
-        record.launch = contract.encode(request).decode()
     s.add_all(records)
+    s.flush()
+    for record in records:
+        disks = block_devices.record(s, record, devices, p.get("TagSpecifications"))
+        request = launch.launch_request(record, itype, sources, key, where, enis[record.id], disks)
+        record.launch = contract.encode(request).decode()
     launch.apply_tags(ctx, records, p.get("TagSpecifications"))
     s.commit()  # record, then ask: a crash from here on is repaired by the reconciler
     crashpoints.reached("clc.run.recorded")
@@ -135,7 +157,7 @@ _FILTERS: dict[str, filters.Getter[dict[str, Any]]] = {
 }
 
 
-def _visible(ctx: RequestContext, instance_ids: list[str] | None) -> list[Instance]:
+def visible(ctx: RequestContext, instance_ids: list[str] | None) -> list[Instance]:
     q = (
         select(Instance)
         .where(Instance.account_id == ctx.account_id)
@@ -156,16 +178,16 @@ def _visible(ctx: RequestContext, instance_ids: list[str] | None) -> list[Instan
     return found
 
 
-def _named(ctx: RequestContext, instance_ids: list[str]) -> list[Instance]:
+def named(ctx: RequestContext, instance_ids: list[str]) -> list[Instance]:
     """The instances an operation acts on: at least one, each named (never "all" by omission)."""
     if not instance_ids:
         raise CloudError("MissingParameter", "The request must contain the parameter InstanceId")
-    return _visible(ctx, instance_ids)
+    return visible(ctx, instance_ids)
 
 
 @EC2.operation()
 def describe_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    found = _visible(ctx, p.get("InstanceIds"))
+    found = visible(ctx, p.get("InstanceIds"))
     views = instance_views(ctx, found)
     reservation_of = {i.id: i.reservation_id for i in found}
     getters = {**_FILTERS, "reservation-id": lambda v: reservation_of[v["InstanceId"]]}
@@ -186,7 +208,7 @@ def describe_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]
 
 @EC2.operation()
 def terminate_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    found = _named(ctx, p["InstanceIds"])
+    found = named(ctx, p["InstanceIds"])
     protected = [i.id for i in found if i.disable_api_termination and i.state != "terminated"]
     if protected:
         raise CloudError(
@@ -221,7 +243,7 @@ def terminate_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any
 
 @EC2.operation()
 def reboot_instances(ctx: RequestContext, p: dict[str, Any]) -> None:
-    found = _named(ctx, p["InstanceIds"])
+    found = named(ctx, p["InstanceIds"])
     by_zone: dict[str, list[str]] = {}
     for i in found:
         if i.state == "running":
@@ -237,27 +259,9 @@ def reboot_instances(ctx: RequestContext, p: dict[str, Any]) -> None:
     return None
 
 
-def _instance_store_refusal(ctx: RequestContext, p: dict[str, Any]) -> None:
-    found = _named(ctx, p["InstanceIds"])
-    raise CloudError(
-        "UnsupportedOperation",
-        f"The instance '{found[0].id}' does not have an 'ebs' root device type and cannot be stopped.",
-    )
-
-
-@EC2.operation()
-def stop_instances(ctx: RequestContext, p: dict[str, Any]) -> None:
-    _instance_store_refusal(ctx, p)
-
-
-@EC2.operation()
-def start_instances(ctx: RequestContext, p: dict[str, Any]) -> None:
-    _instance_store_refusal(ctx, p)
-
-
 @EC2.operation()
 def get_console_output(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    instance = _visible(ctx, [p["InstanceId"]])[0]
+    instance = visible(ctx, [p["InstanceId"]])[0]
     output = ""
     ctx.session.commit()  # no rpc inside a transaction
     # AWS answers with no output rather than an error when it has none yet.
@@ -273,7 +277,7 @@ def get_console_output(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]
 
 @EC2.operation()
 def describe_instance_status(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    found = _visible(ctx, p.get("InstanceIds"))
+    found = visible(ctx, p.get("InstanceIds"))
     if not p.get("IncludeAllInstances"):
         found = [i for i in found if i.state == "running"]
     statuses = []
@@ -294,7 +298,7 @@ def describe_instance_status(ctx: RequestContext, p: dict[str, Any]) -> dict[str
 
 @EC2.operation()
 def describe_instance_attribute(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    i = _visible(ctx, [p["InstanceId"]])[0]
+    i = visible(ctx, [p["InstanceId"]])[0]
     attribute = p["Attribute"]
     values: dict[str, Any] = {
         "instanceType": {"InstanceType": {"Value": i.instance_type}},
@@ -305,7 +309,7 @@ def describe_instance_attribute(ctx: RequestContext, p: dict[str, Any]) -> dict[
         "instanceInitiatedShutdownBehavior": {
             "InstanceInitiatedShutdownBehavior": {"Value": i.shutdown_behavior}
         },
-        "rootDeviceName": {"RootDeviceName": {"Value": "/dev/vda"}},
+        "rootDeviceName": {"RootDeviceName": {"Value": i.root_device_name}},
         "groupSet": {"Groups": [{"GroupId": "default"}]},
     }
     if attribute not in values:
@@ -315,13 +319,18 @@ def describe_instance_attribute(ctx: RequestContext, p: dict[str, Any]) -> dict[
 
 @EC2.operation()
 def modify_instance_attribute(ctx: RequestContext, p: dict[str, Any]) -> None:
-    i = _visible(ctx, [p["InstanceId"]])[0]
+    i = visible(ctx, [p["InstanceId"]])[0]
     if "DisableApiTermination" in p:
         i.disable_api_termination = bool(p["DisableApiTermination"]["Value"])
     elif p.get("Attribute") == "disableApiTermination" and "Value" in p:
         i.disable_api_termination = str(p["Value"]).lower() == "true"
     elif "InstanceInitiatedShutdownBehavior" in p:
-        i.shutdown_behavior = p["InstanceInitiatedShutdownBehavior"]["Value"]
+        behaviour = p["InstanceInitiatedShutdownBehavior"]["Value"]
+        if behaviour not in ("stop", "terminate"):
+            raise CloudError(
+                "InvalidParameterValue", f"Invalid value '{behaviour}' for InstanceInitiatedShutdownBehavior."
+            )
+        i.shutdown_behavior = behaviour
     elif p.get("Groups") or p.get("Attribute") == "groupSet":
         interfaces.set_groups(ctx, i, p.get("Groups") or [])  # nodes hear of it at once
     elif p.get("BlockDeviceMappings"):  # DeleteOnTermination of attached volumes
@@ -329,7 +338,26 @@ def modify_instance_attribute(ctx: RequestContext, p: dict[str, Any]) -> None:
     elif "SourceDestCheck" in p:
         raise CloudError("UnsupportedOperation", "Mallee does not support SourceDestCheck changes yet.")
     elif any(k in p for k in ("InstanceType", "UserData", "Kernel", "Ramdisk")):
-        raise CloudError("IncorrectInstanceState", f"The instance '{i.id}' is not in the 'stopped' state.")
+        _modify_stopped(ctx, i, p)
     else:
         raise CloudError("InvalidParameterCombination", "No attribute to modify was given.")
     return None
+
+
+def _modify_stopped(ctx: RequestContext, i: Instance, p: dict[str, Any]) -> None:
+    """InstanceType and UserData change only while the instance is stopped; its next start uses them."""
+    if i.state != "stopped":
+        raise CloudError("IncorrectInstanceState", f"The instance '{i.id}' is not in the 'stopped' state.")
+    if "Kernel" in p or "Ramdisk" in p:
+        raise CloudError(
+            "UnsupportedOperation", "Mallee does not support changing an instance's kernel or ramdisk."
+        )
+    if "InstanceType" in p:
+        name = p["InstanceType"]["Value"]
+        if ctx.session.get(InstanceType, name) is None:
+            raise CloudError("InvalidInstanceAttributeValue", f"The instance type '{name}' is not supported.")
+        i.instance_type = name
+    if "UserData" in p:
+        value = p["UserData"].get("Value") or b""
+        raw = base64.b64encode(value).decode() if isinstance(value, bytes) else str(value)
+        i.user_data = _user_data({"UserData": raw})

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mallee.core import ids
 from mallee.core.context import RequestContext
@@ -95,11 +96,30 @@ def _source(image: Image) -> node.ImageSource:
 
 
 def image_sources(image: LaunchImage) -> node.LaunchImage:
-    """What a node fetches to boot `image` (presigned URLs, good for URL_SECONDS)."""
+    """What a node fetches to boot `image` (presigned URLs, good for URL_SECONDS); an EBS-backed
+    image's root is a volume (block_devices.py), not a file."""
     return node.LaunchImage(
-        root=_source(image.machine),
+        root=None if image.machine.root_device_type == "ebs" else _source(image.machine),
         kernel=_source(image.kernel) if image.kernel else None,
         ramdisk=_source(image.ramdisk) if image.ramdisk else None,
+    )
+
+
+def boot_sources(s: Session, record: Instance) -> node.LaunchImage:
+    """An EBS-backed instance's kernel and ramdisk again, with fresh URLs (StartInstances)."""
+    found = {}
+    for image_id in (record.kernel_id, record.ramdisk_id):
+        if image_id:
+            image = s.get(Image, image_id)
+            if image is None or image.state != "available":
+                raise CloudError(
+                    "IncorrectInstanceState",
+                    f"The instance '{record.id}' cannot start: its {image_id} is no longer registered.",
+                )
+            found[image_id] = image
+    return node.LaunchImage(
+        kernel=_source(found[record.kernel_id]) if record.kernel_id else None,
+        ramdisk=_source(found[record.ramdisk_id]) if record.ramdisk_id else None,
     )
 
 
@@ -110,15 +130,14 @@ def launch_request(
     key: KeyPair | None,
     where: interfaces.Placement,
     eni: NetworkInterface,
+    block_devices: list[node.LaunchVolume],
 ) -> node.InstanceLaunch:
     """The launch of one instance as its node receives it, with its primary interface `eni`."""
     return node.InstanceLaunch(
         instance_id=record.id,
         reservation_id=record.reservation_id,
         account_id=record.account_id,
-        instance_type=node.InstanceType(
-            name=itype.name, cpus=itype.cpus, memory_mib=itype.memory_mib, disk_gib=itype.disk_gib
-        ),
+        instance_type=node_type(itype),
         image=sources,
         private_ip=record.private_ip,
         mac=record.mac,
@@ -131,14 +150,23 @@ def launch_request(
         interface=node.LaunchInterface(
             interface_id=eni.id, vpc_id=where.vpc.id, vni=where.vpc.vni, subnet_id=where.subnet.id
         ),
+        block_devices=block_devices,
+    )
+
+
+def node_type(itype: InstanceType) -> node.InstanceType:
+    return node.InstanceType(
+        name=itype.name, cpus=itype.cpus, memory_mib=itype.memory_mib, disk_gib=itype.disk_gib
     )
 
 
 def apply_tags(ctx: RequestContext, records: list[Instance], specs: list[dict[str, Any]] | None) -> None:
+    """The instance's TagSpecifications (those for its volumes went with them, block_devices.py)."""
     assert ctx.account_id is not None
+    mine = [spec for spec in specs or [] if spec.get("ResourceType") != "volume"]
     for record in records:
         ctx.session.flush()
-        tags.from_specifications(ctx.session, ctx.account_id, record.id, "instance", specs)
+        tags.from_specifications(ctx.session, ctx.account_id, record.id, "instance", mine)
 
 
 def user_data_bytes(record: Instance) -> bytes:

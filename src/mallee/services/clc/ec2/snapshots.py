@@ -30,7 +30,7 @@ from mallee.services.clc.ec2.snapshot_attributes import (
     restorable_by,
 )
 from mallee.services.clc.paging import page
-from mallee.services.clc.tables import Account, Instance
+from mallee.services.clc.tables import Account, Image, Instance
 from mallee.services.clc.volume_tables import Snapshot, Volume, VolumeAttachment
 
 MAX_SNAPSHOTS = 10_000  # per account: AWS's default quota of EBS snapshots per region
@@ -48,9 +48,12 @@ _INFO = (
 
 
 def _used_by_images(s: Session, snapshot_id: str) -> list[str]:
-    """The images whose block device mappings use the snapshot (DeleteSnapshot refuses while any
-    does). Images are instance-store only so far, so none can: the EBS-image work fills this in."""
-    return []
+    """The EBS-backed images whose block device mappings use the snapshot (DeleteSnapshot refuses
+    while any does)."""
+    q = select(Image.id, Image.block_device_mappings).where(
+        Image.root_device_type == "ebs", Image.block_device_mappings.contains(snapshot_id)
+    )
+    return [image_id for image_id, mappings in s.execute(q) if snapshot_id in mappings]
 
 
 def _check_quota(s: Session, account_id: str, more: int) -> None:
@@ -84,7 +87,7 @@ def _snapshottable(volume: Volume) -> Volume:
     return volume
 
 
-def _record(
+def record(
     s: Session,
     account_id: str,
     volume_id: str,
@@ -171,7 +174,7 @@ def create_snapshot(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     hold_write_lock(s, [f"snapshots:{account_id}", f"volume:{p['VolumeId']}"])  # the quota; DeleteVolume
     volume = _snapshottable(volumes.owned(ctx, p["VolumeId"]))
     _check_quota(s, account_id, 1)
-    snapshot = _record(s, account_id, volume.id, volume.size_gib, volume.zone, description)
+    snapshot = record(s, account_id, volume.id, volume.size_gib, volume.zone, description)
     tags.from_specifications(s, account_id, snapshot.id, "snapshot", p.get("TagSpecifications"))
     return view(snapshot, tags.tags_of(s, [snapshot.id])[snapshot.id])
 
@@ -215,7 +218,7 @@ def create_snapshots(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     volume_tags = tags.tags_of(s, [v.id for v in chosen]) if copy_tags == "volume" else {}
     made = []
     for volume in chosen:
-        snapshot = _record(s, account_id, volume.id, volume.size_gib, volume.zone, description)
+        snapshot = record(s, account_id, volume.id, volume.size_gib, volume.zone, description)
         tags.put(s, account_id, snapshot.id, "snapshot", volume_tags.get(volume.id, []))
         tags.from_specifications(s, account_id, snapshot.id, "snapshot", p.get("TagSpecifications"))
         made.append(snapshot)
@@ -250,7 +253,7 @@ def copy_snapshot(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     hold_write_lock(s, [f"snapshots:{account_id}", f"snapshot:{source_id}"])  # against its DeleteSnapshot
     source = restorable(s, account_id, source_id)
     _check_quota(s, account_id, 1)
-    copy = _record(
+    copy = record(
         s, account_id, source.volume_id, source.volume_size_gib, source.zone, description, source.id
     )
     tags.from_specifications(s, account_id, copy.id, "snapshot", p.get("TagSpecifications"))

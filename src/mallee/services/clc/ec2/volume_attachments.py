@@ -26,6 +26,11 @@ _DEVICE = re.compile(r"^(/dev/(sd|hd)[a-z]([1-9]|1[0-5])?|/dev/xvd[a-z]|/dev/xvd
 
 # The node's domains have this many spare PCIe ports for hot-plugged disks (domain_xml.py).
 MAX_ATTACHED = 8
+_ROOT_DEVICE = re.compile(r"^/dev/vd[a-z]$")  # also a root device name (images.ROOT_DEVICES)
+
+
+def valid_device(device: str) -> bool:
+    return bool(_DEVICE.match(device) or _ROOT_DEVICE.match(device))
 
 
 def _disk(device: str) -> str:
@@ -47,6 +52,8 @@ def _instance(ctx: RequestContext, instance_id: str) -> Instance:
 
 
 def _root_device(ctx: RequestContext, instance: Instance) -> str:
+    if instance.root_device_type == "ebs":
+        return instance.root_device_name
     image = ctx.session.get(Image, instance.image_id)
     return image.root_device_name if image is not None and image.root_device_name else "/dev/sda1"
 
@@ -70,15 +77,16 @@ def attach_volume(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             "InvalidVolume.ZoneMismatch",
             f"The volume '{volume.id}' is not in the same availability zone as instance '{instance.id}'",
         )
-    if instance.state != "running":  # AWS attaches to stopped instances too; none stop here yet
+    if instance.state not in ("running", "stopped"):  # a stopped one has it plugged in at its start
         raise CloudError("IncorrectState", f"Instance '{instance.id}' is not 'running'.")
+    root = _root_device(ctx, instance)
     taken = [
         a.device
         for a in s.scalars(select(VolumeAttachment).where(VolumeAttachment.instance_id == instance.id))
     ]
-    if _disk(device) in {_disk(d) for d in [*taken, _root_device(ctx, instance)]}:
+    if _disk(device) in {_disk(d) for d in [*taken, root]}:
         raise CloudError("InvalidParameterValue", f"Attachment point {device} is already in use")
-    if len(taken) >= MAX_ATTACHED:
+    if len([d for d in taken if d != root]) >= MAX_ATTACHED:
         raise CloudError(
             "AttachmentLimitExceeded",
             f"Instance '{instance.id}' has {len(taken)} volumes: the most it can have.",
@@ -118,6 +126,17 @@ def detach_volume(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         raise CloudError(
             "InvalidAttachment.NotFound",
             f"Volume '{volume.id}' is not attached to instance '{instance_id}' at '{device}'.",
+        )
+    instance = ctx.session.get(Instance, attachment.instance_id)
+    if (
+        instance is not None
+        and attachment.device == instance.root_device_name
+        and instance.root_device_type == "ebs"
+        and instance.state != "stopped"
+    ):
+        raise CloudError(
+            "IncorrectState",
+            f"Unable to detach root volume '{volume.id}' from instance '{instance.id}': stop it first.",
         )
     # Detaching again is no error; Force on a detach that is stuck asks the node to pull it anyway.
     attachment.state = "detaching"
