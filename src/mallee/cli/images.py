@@ -11,12 +11,16 @@ syslinux on a FAT boot partition, the ext4 root on the second partition; see ima
 bundle directory (`*.manifest.xml` and its parts), a whole-disk image (`disk.img` or `disk.qcow2`,
 registered as hvm with root device /dev/vda and no kernel), or a tiny image directory (kernel,
 ramdisk and root file system).
+`image to-ebs` turns a registered instance-store image (a raw or qcow2 root; not a bundle) into an
+EBS-backed one as a user would on AWS: ImportSnapshot of its root object, then RegisterImage with
+that snapshot at the same root device, kernel and ramdisk; it prints the new ami id.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,12 @@ def add_parsers(sub: Any) -> None:
     publish.add_argument("--name", required=True)
     publish.add_argument("--public", action="store_true", help="let every account launch it")
     publish.add_argument("--bucket", help="default: mallee-images-<account id>")
+    to_ebs = image.add_parser("to-ebs", help="make an EBS-backed image of an instance-store image")
+    to_ebs.add_argument("image_id", help="the instance-store ami- to convert")
+    to_ebs.add_argument("--name", required=True, help="the new image's name")
+    to_ebs.add_argument("--size", type=int, help="root volume GiB (default: the disk's own size)")
+    to_ebs.add_argument("--public", action="store_true", help="let every account launch it")
+    to_ebs.add_argument("--timeout", type=float, default=600, help="seconds to wait for the import")
 
 
 def cloud_cert(args: argparse.Namespace) -> int:
@@ -72,7 +82,9 @@ def image(args: argparse.Namespace) -> int:
         return _build(args)
     if args.image_command == "bundle":
         return _bundle(args)
-    return _publish(args)
+    if args.image_command == "to-ebs":
+        return _boto_errors(_to_ebs, args)
+    return _boto_errors(_publish, args)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -116,34 +128,26 @@ def _bundle(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    session = boto3.Session(profile_name=args.profile)
+    ec2, s3 = session.client("ec2"), session.client("s3")
+    account = session.client("sts").get_caller_identity()["Account"]
+    bucket = args.bucket or f"mallee-images-{account}"
     try:
-        session = boto3.Session(profile_name=args.profile)
-        ec2, s3 = session.client("ec2"), session.client("s3")
-        account = session.client("sts").get_caller_identity()["Account"]
-        bucket = args.bucket or f"mallee-images-{account}"
-        try:
-            s3.head_bucket(Bucket=bucket)
-        except ClientError:
-            s3.create_bucket(Bucket=bucket)
-        directory: Path = args.dir
-        manifests = sorted(directory.glob("*.manifest.xml"))
-        disks = [directory / name for name in DISK_FILES if (directory / name).is_file()]
-        if manifests:
-            ids = _publish_bundle(ec2, s3, bucket, args.name, directory, manifests[0])
-        elif disks:
-            ids = _publish_disk(ec2, s3, bucket, args.name, disks[0])
-        else:
-            ids = _publish_tiny(ec2, s3, bucket, args.name, directory)
-        if args.public:
-            for image_id in ids.values():
-                ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"Group": "all"}]})
-    except ProfileNotFound as exc:
-        raise ApiError(0, "ProfileNotFound", str(exc)) from None
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise ApiError(0, error.get("Code", "Error"), error.get("Message", str(exc))) from None
-    except BotoCoreError as exc:
-        raise ApiError(0, "ConnectionError", str(exc)) from None
+        s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        s3.create_bucket(Bucket=bucket)
+    directory: Path = args.dir
+    manifests = sorted(directory.glob("*.manifest.xml"))
+    disks = [directory / name for name in DISK_FILES if (directory / name).is_file()]
+    if manifests:
+        ids = _publish_bundle(ec2, s3, bucket, args.name, directory, manifests[0])
+    elif disks:
+        ids = _publish_disk(ec2, s3, bucket, args.name, disks[0])
+    else:
+        ids = _publish_tiny(ec2, s3, bucket, args.name, directory)
+    if args.public:
+        for image_id in ids.values():
+            ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"Group": "all"}]})
     for kind, image_id in ids.items():
         print(f"{kind}\t{image_id}")
     return 0
@@ -195,3 +199,75 @@ def _publish_tiny(ec2: Any, s3: Any, bucket: str, name: str, directory: Path) ->
         Architecture="x86_64",
     )["ImageId"]
     return {"kernel": kernel, "ramdisk": ramdisk, "machine": machine}
+
+
+def _boto_errors(command: Any, args: argparse.Namespace) -> int:
+    try:
+        result: int = command(args)
+    except ProfileNotFound as exc:
+        raise ApiError(0, "ProfileNotFound", str(exc)) from None
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise ApiError(0, error.get("Code", "Error"), error.get("Message", str(exc))) from None
+    except BotoCoreError as exc:
+        raise ApiError(0, "ConnectionError", str(exc)) from None
+    return result
+
+
+def _to_ebs(args: argparse.Namespace) -> int:
+    session = boto3.Session(profile_name=args.profile)
+    ec2, s3 = session.client("ec2"), session.client("s3")
+    source = ec2.describe_images(ImageIds=[args.image_id])["Images"][0]
+    if source.get("RootDeviceType") == "ebs":
+        raise ApiError(0, "AlreadyEbs", f"{args.image_id} is EBS-backed already")
+    location = source["ImageLocation"]
+    if location.endswith("manifest.xml"):
+        raise ApiError(
+            0, "UnsupportedOperation", "a bundle: publish its unbundled disk image, then convert that"
+        )
+    bucket, _, key = location.partition("/")
+    head = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-3")["Body"].read()
+    disk_format = "QCOW2" if head.startswith(b"QFI\xfb") else "RAW"
+    container = {"Format": disk_format, "UserBucket": {"S3Bucket": bucket, "S3Key": key}}
+    task_id = ec2.import_snapshot(Description=f"root of {args.image_id}", DiskContainer=container)[
+        "ImportTaskId"
+    ]
+    deadline = time.monotonic() + args.timeout
+    while True:
+        task = ec2.describe_import_snapshot_tasks(ImportTaskIds=[task_id])["ImportSnapshotTasks"][0]
+        detail = task["SnapshotTaskDetail"]
+        if detail["Status"] == "completed":
+            break
+        if detail["Status"] != "active" or time.monotonic() > deadline:
+            raise ApiError(
+                0, "ImportFailed", f"{task_id}: {detail['Status']} ({detail.get('StatusMessage', '')})"
+            )
+        time.sleep(0.5)
+    root = source.get("RootDeviceName") or "/dev/xvda"
+    ebs: dict[str, Any] = {"SnapshotId": detail["SnapshotId"], "DeleteOnTermination": True}
+    if args.size:
+        ebs["VolumeSize"] = args.size
+    boot = {k: source[k] for k in ("KernelId", "RamdiskId") if source.get(k)}
+    ami = ec2.register_image(
+        Name=args.name,
+        Description=f"EBS-backed {args.image_id}",
+        Architecture=source.get("Architecture", "x86_64"),
+        VirtualizationType=source.get("VirtualizationType", "hvm"),
+        RootDeviceName=root,
+        BlockDeviceMappings=[{"DeviceName": root, "Ebs": ebs}],
+        **boot,
+    )["ImageId"]
+    if args.public:
+        for image_id in (ami, detail["SnapshotId"]):
+            if image_id.startswith("ami-"):
+                ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"Group": "all"}]})
+            else:
+                ec2.modify_snapshot_attribute(
+                    SnapshotId=image_id,
+                    Attribute="createVolumePermission",
+                    OperationType="add",
+                    GroupNames=["all"],
+                )
+    print(f"snapshot\t{detail['SnapshotId']}")
+    print(f"machine\t{ami}")
+    return 0

@@ -22,7 +22,7 @@ from mallee.core.config import SERVICES, Config, environ_for_children
 from mallee.db.session import Database
 from mallee.services.clc import live_instances
 from mallee.services.clc.bootstrap import ADMIN_PROFILE, initialise
-from mallee.supervisor.seed import launch_hint, seed_image
+from mallee.supervisor.seed import launch_hint, seed_ebs_image, seed_image
 
 log = logging.getLogger("mallee.up")
 
@@ -151,8 +151,9 @@ class Supervisor:
 
     def _seed(self) -> None:
         ami = seed_image(self.cfg)
+        ebs_ami = seed_ebs_image(self.cfg, ami) if ami and not self.stopping else None
         if ami and not self.stopping:
-            print(launch_hint(ami), flush=True)
+            print(launch_hint(ami, ebs_ami), flush=True)
 
     def _announce(self) -> None:
         cfg = self.cfg

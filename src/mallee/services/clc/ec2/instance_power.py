@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.orm import Session
 
-from mallee.core import clock
+from mallee.core import clock, crashpoints
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.rpc import cluster, contract
@@ -74,6 +74,7 @@ def stop_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             by_zone.setdefault(i.zone, []).append(i.id)
         changes.append({"InstanceId": i.id, "PreviousState": before, "CurrentState": _state(i)})
     ctx.session.commit()  # record, then ask
+    crashpoints.reached("clc.stop.recorded")
     ask_to_stop(by_zone, bool(p.get("Force")))
     return {"StoppingInstances": changes}
 
@@ -114,6 +115,7 @@ def start_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             started.append(i)
         changes.append({"InstanceId": i.id, "PreviousState": before, "CurrentState": _state(i)})
     ctx.session.commit()  # record, then ask
+    crashpoints.reached("clc.start.recorded")
     by_zone: dict[str, list[Instance]] = {}
     for i in started:
         by_zone.setdefault(i.zone, []).append(i)
