@@ -81,6 +81,7 @@ class Cloud:
             "MALLEE_PUBLIC_CIDR": str(self.subnet),
             "MALLEE_PUBLIC_IPS": f"{self.subnet[16]}-{self.subnet[-2]}",
             "MALLEE_NODE_DIR": str(self.node_dir),
+            "MALLEE_SC_DIR": str(self.workdir / "sc"),  # the SC's volumes, removed with the workdir
             "MALLEE_NODE_CORES": "4",
             "MALLEE_NODE_MEMORY_MIB": "2048",
             "MALLEE_SEED_IMAGE": "false",  # the benchmark publishes its images itself

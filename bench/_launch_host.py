@@ -262,15 +262,20 @@ def _port_open(ip: str, timeout: float) -> bool:
         return False
 
 
-def ssh_true(ip: str, key: Path) -> bool:
-    """`ssh -i key root@ip true` succeeded."""
+def ssh_run(ip: str, key: Path, command: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    """`ssh -i key root@ip COMMAND` (a timeout is a failed run, exit code 255)."""
     options = ["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null", "BatchMode=yes"]
     options += ["ConnectTimeout=3", "LogLevel=ERROR"]
-    command = ["ssh", "-i", str(key), *(arg for o in options for arg in ("-o", o)), f"root@{ip}", "true"]
+    argv = ["ssh", "-i", str(key), *(arg for o in options for arg in ("-o", o)), f"root@{ip}", command]
     try:
-        return subprocess.run(command, capture_output=True, timeout=20, check=False).returncode == 0
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        return False
+        return subprocess.CompletedProcess(argv, 255, "", "timed out")
+
+
+def ssh_true(ip: str, key: Path) -> bool:
+    """`ssh -i key root@ip true` succeeded."""
+    return ssh_run(ip, key, "true").returncode == 0
 
 
 def wait_for_login(ip: str, key: Path, timeline: Timeline, timeout: float) -> float:

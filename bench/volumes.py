@@ -15,7 +15,10 @@ in the same run.
    stores after 1 % of the volume changed, in one region (goal <= 5 %) and in 4 KiB writes
    scattered over the whole volume (which touch most 4 MiB chunks: the chunk size's cost).
 
-    .venv/bin/python bench/volumes.py [--rounds 3] [--gib 1]
+3. Through the whole cloud with real VMs (bench/_volumes_cloud.py): CreateVolume from a snapshot and
+   Stop -> Start -> SSH in seconds, and dd in a guest on an attached volume against dd on the host.
+
+    .venv/bin/python bench/volumes.py [--rounds 3] [--gib 1] [--guest-mib 256] [--no-cloud]
 
 Everything lives in a temporary directory and is removed at the end, the export servers stopped by
 their pids, also after an error or Ctrl-C.
@@ -37,7 +40,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _harness import interrupt_on_signals, machine_facts, mallee_version, print_facts
+from _harness import interrupt_on_signals, machine_facts, mallee_version, print_facts, workspace
+from _volumes_cloud import cloud_figures, report
 
 from mallee.db import migrate
 from mallee.db.session import Database
@@ -159,6 +163,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gib", type=int, default=1, help="volume size (1)")
+    parser.add_argument("--guest-mib", type=int, default=256, help="MiB the guest writes and reads (256)")
+    parser.add_argument("--no-cloud", action="store_true", help="skip part 3 (a cloud with real VMs)")
     args = parser.parse_args()
     if shutil.which("qemu-storage-daemon") is None or shutil.which("qemu-img") is None:
         print("ERROR: qemu-storage-daemon and qemu-img are needed (./setup installs them)", file=sys.stderr)
@@ -189,6 +195,14 @@ def main() -> int:
     print(f"   next snapshot after 1 % changed in one region: stores {found['contiguous']:.1%} of the volume "
           f"(goal <= 5 %: {found['contiguous'] / 0.05:.2f} of it)")  # fmt: skip
     print(f"   after a further 1 % in scattered 4 KiB writes: stores {found['scattered']:.1%}")
+    print(f"   ({time.monotonic() - started:.0f} s)")
+    if args.no_cloud:
+        return 0
+    started = time.monotonic()
+    with workspace(keep=False) as work:
+        figures = cloud_figures(args.rounds, args.gib, args.guest_mib, work)
+    print(f"\n3. through the cloud (boto3, real VMs, the file driver), median of {args.rounds}")
+    report(figures, args.gib, args.guest_mib)
     print(f"   ({time.monotonic() - started:.0f} s)")
     return 0
 

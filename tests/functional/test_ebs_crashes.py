@@ -1,9 +1,9 @@
-"""EBS-backed instances and imports that cannot be lost: the CLC, the CC, the SC and the NC are SIGKILLed at
-named points of StopInstances (recorded but not asked, the VM destroyed but the node not told),
-StartInstances (recorded but not asked, placed by the cluster but not sent, the root exported but not
-plugged in, the launch saved or the VM spawned but not recorded by the node) and ImportSnapshot (recorded, downloaded, cut into chunks,
-its manifest written but not recorded completed), and the supervisor restarts them. After each step
-settles:
+"""EBS-backed instances and imports that cannot be lost: the CLC, the CC, the SC and the NC are
+SIGKILLed at named points of StopInstances (recorded but not asked, the VM destroyed but the node not
+told), StartInstances (recorded but not asked, placed by the cluster but not sent, the root exported
+but not plugged in, the launch saved or the VM spawned but not recorded by the node) and
+ImportSnapshot (recorded, downloaded, cut into chunks, its manifest written but not recorded
+completed), and the supervisor restarts them. After each step settles:
 
 - stopped: the instance is `stopped`, its root volume still `in-use` and attached to it, held by the
   SC but exported to no node, and the node runs no VM of it and keeps no launch of it (which a later
@@ -199,9 +199,11 @@ def _import(c: Crashy, arm: Callable[[str], None]) -> None:
 
     def task() -> dict[str, Any]:
         found: dict[str, Any] = retrying(
-            lambda: ec2.describe_import_snapshot_tasks(ImportTaskIds=[task_id])["ImportSnapshotTasks"][0]
+            lambda: ec2.describe_import_snapshot_tasks(ImportTaskIds=[task_id])["ImportSnapshotTasks"][0][
+                "SnapshotTaskDetail"
+            ]
         )
-        return found["SnapshotTaskDetail"]
+        return found
 
     detail = _until(lambda: (d := task())["Status"] in ("completed", "deleted") and d, f"{task_id} done")
     if detail["Status"] == "deleted":  # the crash made the import impossible: said why, shown nowhere
