@@ -291,14 +291,18 @@ class FileBlockStore(BlockStore):
     def _add_export(self, qmp: QmpClient, volume_id: str) -> None:
         node = {"node-name": volume_id}
         if volume_id not in _nodes(qmp):  # else left by a crash between these two steps
-            # O_DIRECT with native AIO, as VM disks are opened (cache=none): the guest caches for
-            # itself, and measured here it doubles write throughput (bench/volumes.py). A file
-            # system without O_DIRECT (tmpfs) gets the page cache instead.
+            # O_DIRECT, as VM disks are opened (cache=none): the guest caches for itself, and it
+            # doubles write throughput; io_uring rather than native AIO takes NBD writes from 0.66x
+            # to 0.9x of QEMU's own O_DIRECT file access (bench/volumes.py). A QEMU without io_uring
+            # falls back to native AIO, a file system without O_DIRECT (tmpfs) to the page cache.
             file = {"driver": "file", "filename": str(self._path(volume_id))}
-            try:
-                direct = {"cache": {"direct": True}, "aio": "native"}
-                qmp.execute("blockdev-add", driver="raw", file={**file, **direct}, **node)
-            except QmpError:
+            for extra in ({"cache": {"direct": True}, "aio": aio} for aio in ("io_uring", "native")):
+                try:
+                    qmp.execute("blockdev-add", driver="raw", file={**file, **extra}, **node)
+                    break
+                except QmpError:
+                    continue
+            else:
                 qmp.execute("blockdev-add", driver="raw", file=file, **node)
         try:
             qmp.execute("block-export-add", type="nbd", id=volume_id, name=volume_id, writable=True, **node)
