@@ -122,16 +122,24 @@ class Cloud:
 
     def publish(self, directory: Path, name: str) -> str:
         """`mallee image publish DIR --name NAME`; returns the machine image's ami- id."""
+        return self.image_command("publish", str(directory), "--name", name)
+
+    def image_command(self, *args: str) -> str:
+        """`mallee image ARGS…` as the administrator; the machine image's ami- id it prints."""
         assert self.target is not None
         env = mallee_env(self.workdir, self.target.port)
         env.pop("AWS_PROFILE", None)
         done = subprocess.run(
-            [str(MALLEE_BIN), "image", "publish", str(directory), "--name", name],
-            env=env, capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
+            [str(MALLEE_BIN), "image", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         found = re.search(r"^machine\s+(ami-[0-9a-f]+)", done.stdout, re.MULTILINE)
         if done.returncode != 0 or found is None:
-            raise RuntimeError(f"mallee image publish {name} failed: {done.stderr.strip() or done.stdout}")
+            raise RuntimeError(f"mallee image {' '.join(args)} failed: {done.stderr.strip() or done.stdout}")
         return found.group(1)
 
     def create_key(self, name: str) -> Path:

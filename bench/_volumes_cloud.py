@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import statistics
 import subprocess
 import tempfile
@@ -22,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import ProcessSet, boto_client, mallee_env
-from _launch_cloud import INSTANCE_TYPE, MALLEE_BIN, Cloud
+from _harness import ProcessSet, boto_client
+from _launch_cloud import INSTANCE_TYPE, Cloud
 from _launch_host import free_subnets, libvirt_daemons, ssh_run
 
 from mallee.images.tiny import build_tiny
@@ -41,20 +40,6 @@ def _until(what: str, check: Any, timeout: float = TIMEOUT, every: float = 0.1) 
             raise TimeoutError(f"{what} within {timeout:.0f} s")
         time.sleep(every)
     return found
-
-
-def _to_ebs(cloud: Cloud, ami: str) -> str:
-    assert cloud.target is not None
-    env = mallee_env(cloud.workdir, cloud.target.port)
-    env.pop("AWS_PROFILE", None)
-    done = subprocess.run(
-        [str(MALLEE_BIN), "image", "to-ebs", ami, "--name", "tiny-ebs"],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    found = re.search(r"^machine\s+(ami-[0-9a-f]+)", done.stdout, re.MULTILINE)
-    if done.returncode != 0 or found is None:
-        raise RuntimeError(f"mallee image to-ebs failed: {done.stderr.strip() or done.stdout}")
-    return found.group(1)
 
 
 def _state(ec2: Any, instance_id: str) -> str:
@@ -147,7 +132,9 @@ def cloud_figures(rounds: int, gib: int, guest_mib: int, workdir: Path) -> dict[
         try:
             cloud.start()
             ec2 = cloud.ec2
-            ebs_ami = _to_ebs(cloud, cloud.publish(tiny.directory, "tiny"))
+            ebs_ami = cloud.image_command(
+                "to-ebs", cloud.publish(tiny.directory, "tiny"), "--name", "tiny-ebs"
+            )
             root_snapshot = ec2.describe_images(ImageIds=[ebs_ami])["Images"][0]["BlockDeviceMappings"][0][
                 "Ebs"
             ]["SnapshotId"]
