@@ -1,4 +1,5 @@
-"""The node's instance manager on the fake drivers: launch, report, guest-initiated shutdown."""
+"""The node's instance manager on the fake drivers: launch, report, guest-initiated shutdown, EBS
+launches waiting for their volumes, stop."""
 
 from __future__ import annotations
 
@@ -6,17 +7,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import pytest
+
 from mallee.drivers import registry
 from mallee.rpc.node import (
+    AttachVolume,
     ImageSource,
     InstanceLaunch,
     InstanceType,
     LaunchImage,
     LaunchInterface,
+    LaunchVolume,
     NodeInstance,
 )
+from mallee.rpc.storage import NbdEndpoint, VolumeExport
 from mallee.services.node.imagecache import ImageCache
-from mallee.services.node.instances import InstanceManager
+from mallee.services.node.instances import InstanceManager, LaunchRefused
 
 
 def _launch(instance_id: str) -> InstanceLaunch:
@@ -77,3 +84,76 @@ def test_run_is_idempotent_on_the_instance_id(tmp_path: Path) -> None:
     manager.run(_launch("i-0123456789abcdef1"))
     _wait(manager, "i-0123456789abcdef1", "running")
     assert hypervisor.list_instances() == ["i-0123456789abcdef1"]
+
+
+def _ebs_launch(instance_id: str) -> InstanceLaunch:
+    """A launch whose root is a volume, plus a second volume: the node waits for both exports."""
+    volumes = [LaunchVolume(volume_id="vol-00000000000000001", target="vda")]
+    volumes.append(LaunchVolume(volume_id="vol-00000000000000002", target="vdb"))
+    return msgspec.structs.replace(_launch(instance_id), image=LaunchImage(), block_devices=volumes)
+
+
+def _export(volume_id: str) -> VolumeExport:
+    return VolumeExport(
+        volume_id=volume_id, protocol="nbd", name=volume_id, endpoints=[NbdEndpoint(socket="/run/nbd.sock")]
+    )
+
+
+def test_an_ebs_launch_waits_for_its_volumes_and_boots_with_them(tmp_path: Path) -> None:
+    manager, hypervisor = _manager(tmp_path)
+    instance_id = "i-0123456789abcdef2"
+    manager.run(_ebs_launch(instance_id))
+    report = _wait(manager, instance_id, "pending")
+    assert report.awaiting == ["vol-00000000000000001", "vol-00000000000000002"]
+    assert report.needs.disk_gib == 0  # the root lives on the SC, not on this node's disk
+    manager.attach_volume(AttachVolume(instance_id=instance_id, export=_export("vol-00000000000000001")))
+    time.sleep(0.2)
+    assert manager.describe()[instance_id].awaiting == ["vol-00000000000000002"]
+    assert hypervisor.list_instances() == []  # not started without every volume
+    manager.attach_volume(AttachVolume(instance_id=instance_id, export=_export("vol-00000000000000002")))
+    report = _wait(manager, instance_id, "running")
+    assert report.awaiting == [] and report.volumes == {
+        "vol-00000000000000001": "vda",
+        "vol-00000000000000002": "vdb",
+    }
+
+
+def test_a_stopped_instance_is_forgotten_and_starts_again_here(tmp_path: Path) -> None:
+    manager, hypervisor = _manager(tmp_path)
+    instance_id = "i-0123456789abcdef3"
+    manager.run(_ebs_launch(instance_id))
+    for volume_id in ("vol-00000000000000001", "vol-00000000000000002"):
+        manager.attach_volume(AttachVolume(instance_id=instance_id, export=_export(volume_id)))
+    _wait(manager, instance_id, "running")
+    manager.stop(instance_id)
+    deadline = time.monotonic() + 10
+    while hypervisor.list_instances() or (tmp_path / "instances" / instance_id).exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # Started again before the stopped instance was reported and forgotten: a new launch.
+    manager.run(_ebs_launch(instance_id))
+    assert _wait(manager, instance_id, "pending").awaiting == [
+        "vol-00000000000000001",
+        "vol-00000000000000002",
+    ]
+
+
+def test_an_instance_store_instance_cannot_be_stopped(tmp_path: Path) -> None:
+    manager, _ = _manager(tmp_path)
+    manager.run(_launch("i-0123456789abcdef4"))
+    _wait(manager, "i-0123456789abcdef4", "running")
+    with pytest.raises(LaunchRefused):
+        manager.stop("i-0123456789abcdef4")
+
+
+def test_an_ebs_instance_whose_guest_powers_off_is_stopped(tmp_path: Path) -> None:
+    manager, hypervisor = _manager(tmp_path)
+    instance_id = "i-0123456789abcdef5"
+    manager.run(_ebs_launch(instance_id))
+    for volume_id in ("vol-00000000000000001", "vol-00000000000000002"):
+        manager.attach_volume(AttachVolume(instance_id=instance_id, export=_export(volume_id)))
+    _wait(manager, instance_id, "running")
+    hypervisor.destroy(instance_id)  # the guest went away on its own
+    report = _wait(manager, instance_id, "stopped")
+    assert report.reason.startswith("Client.InstanceInitiatedShutdown")
+    assert instance_id not in manager.describe()  # reported once, then forgotten

@@ -152,8 +152,10 @@ class InstanceManager:
         if launch.interface is None:
             raise LaunchRefused(f"{launch.instance_id}: a launch must name its VPC network interface")
         with self.lock:
-            if launch.instance_id in self.instances:
+            known = self.instances.get(launch.instance_id)
+            if known is not None and known.state != "stopped":
                 return  # idempotent: already launching or running
+            # A stopped one not yet forgotten (reported once more) starts again here: a new launch.
             instance = Instance(launch.instance_id, launch, needs=launch.needs)
             self.instances[instance.id] = instance
             directory = self.root / instance.id
@@ -187,6 +189,7 @@ class InstanceManager:
         with self.lock:
             if instance.state == "pending":
                 instance.state = "running"
+                instance.volumes = {d.volume_id: d.target for d in instance.launch.block_devices}
             elif instance.state == "shutting-down":  # terminated while launching or waiting
                 threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
                 return
