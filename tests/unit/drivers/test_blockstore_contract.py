@@ -300,13 +300,18 @@ def test_a_node_is_not_served_another_nodes_volume(real: Env) -> None:
     assert _qemu_io(_nbd_url(stolen), "read 0 512").returncode != 0
 
 
-def test_a_remote_node_is_served_on_a_tcp_port(real: Env) -> None:
+def test_a_remote_node_is_served_on_a_tcp_port_that_admits_it_only(real: Env) -> None:
+    """From this host (not the node) the port is dropped; the node's side: test_nbd_guard.py."""
     real.driver.create(VOL, 1)
     export = real.driver.export(VOL, "192.0.2.10:8775")
     endpoint = export.endpoints[0]
     assert endpoint.host == "127.0.0.1" and endpoint.port > 0 and not endpoint.socket
-    assert _qemu_io(_nbd_url(export), "write -P 0x5a 0 4k").returncode == 0
-    assert _bytes(real.driver, VOL, 4096) == b"\x5a" * 4096
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        with pytest.raises(OSError):
+            s.connect(("127.0.0.1", endpoint.port))
+            s.recv(8)
+    real.driver.unexport(VOL)  # the rule goes with the export: the next server may take the port
 
 
 def test_resize_while_exported_is_seen_by_the_next_connection(real: Env) -> None:

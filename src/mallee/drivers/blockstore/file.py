@@ -46,6 +46,7 @@ from typing import BinaryIO
 import msgspec
 
 from mallee.core.files import fsync_dir, write_atomically
+from mallee.drivers.blockstore import nbd_guard
 from mallee.drivers.blockstore.base import (
     GIB,
     VOLUME_ID,
@@ -92,6 +93,7 @@ class FileBlockStore(BlockStore):
         self._volumes = self.state_dir / "volumes"
         self._servers = self.state_dir / "exports"
         self._state_file = self.state_dir / "exports.json"
+        self._guard = nbd_guard.table_for(self.state_dir)  # TCP exports: their node's address only
         self._lock = threading.RLock()
         self._volumes.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._servers.mkdir(exist_ok=True, mode=0o711)
@@ -218,6 +220,8 @@ class FileBlockStore(BlockStore):
                 raise ExportedElsewhere(f"{volume_id} is exported to {current}; detach it there first")
             daemon = saved.daemons.get(node)
             if daemon is None or not _alive(daemon):
+                if daemon is not None and daemon.port:  # a dead server's port
+                    nbd_guard.forget(self._guard, daemon.port)
                 daemon = self._start(node)
                 saved.daemons[node] = daemon
                 self._save(saved)
@@ -243,6 +247,8 @@ class FileBlockStore(BlockStore):
                         left = _served(qmp)
                 if not left:  # its node has nothing left here (or its server died): the server goes
                     _stop(daemon)
+                    if daemon.port:
+                        nbd_guard.forget(self._guard, daemon.port)
                     del saved.daemons[node]
             self._save(saved)
 
@@ -263,6 +269,7 @@ class FileBlockStore(BlockStore):
                         daemons.append(_Daemon(dir=str(pidfile.parent), pid=pid))
             for daemon in daemons:
                 _stop(daemon)
+            nbd_guard.teardown(self._guard)
             self._save(_Saved())
 
     # Helpers
@@ -331,6 +338,14 @@ class FileBlockStore(BlockStore):
             if length != size:
                 raise BlockStoreError(f"{volume_id} re-exported at {length} bytes, not {size}")
 
+    def _admit_only(self, node: str, port: int) -> None:
+        host = _node_host(node)
+        try:
+            address = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0]
+            nbd_guard.admit_only(self._guard, port, str(address))
+        except (OSError, nbd_guard.GuardError) as exc:
+            raise BlockStoreError(f"cannot bind the export for {node} to its address: {exc}") from exc
+
     def _start(self, node: str) -> _Daemon:
         """A new daemon for `node` (replacing a dead one's leftovers)."""
         digest = hashlib.sha256(node.encode()).hexdigest()[:8]
@@ -348,6 +363,7 @@ class FileBlockStore(BlockStore):
                 nbd = f"addr.type=unix,addr.path={_opt(daemon.socket)}"
             else:
                 daemon.host, daemon.port = self.host, _free_port(self.host)
+                self._admit_only(node, daemon.port)  # before the daemon listens
                 nbd = f"addr.type=inet,addr.host={self.host},addr.port={daemon.port}"
             pidfile = directory / "qsd.pid"
             chardev = f"socket,id=qmp,path={_opt(_qmp_path(daemon))},server=on,wait=off"
@@ -359,6 +375,8 @@ class FileBlockStore(BlockStore):
             daemon.pid = _read_pid(pidfile)
             if done.returncode == 0 and daemon.pid:
                 break
+            if daemon.port:
+                nbd_guard.forget(self._guard, daemon.port)
             if local or "Address already in use" not in log.read_text(errors="replace"):
                 break
         if done.returncode != 0 or not daemon.pid:
