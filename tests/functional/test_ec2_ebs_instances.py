@@ -355,3 +355,19 @@ def test_stop_start_and_create_image_with_the_cli(
     tasks = cli("describe-import-snapshot-tasks")["ImportSnapshotTasks"]
     assert tasks and all(t["SnapshotTaskDetail"]["Status"] == "completed" for t in tasks)
     cli("terminate-instances", "--instance-ids", instance_id)
+
+
+def test_a_stopped_instance_needs_a_root_volume_to_start(ec2: Any, image: tuple[str, str]) -> None:
+    instance_id = _run(ec2, image[0])
+    root = _attached(ec2, instance_id, {ROOT})[ROOT]["VolumeId"]
+    ec2.stop_instances(InstanceIds=[instance_id])
+    wait_state(ec2, [instance_id], "stopped", SETTLE)
+    ec2.detach_volume(VolumeId=root)  # a stopped instance's root may be detached, as on AWS
+    _available(ec2, root)
+    assert _refused(ec2.start_instances, InstanceIds=[instance_id]) == "IncorrectInstanceState"
+    ec2.attach_volume(VolumeId=root, InstanceId=instance_id, Device=ROOT)
+    ec2.start_instances(InstanceIds=[instance_id])
+    assert _refused(ec2.detach_volume, VolumeId=root) == "IncorrectState"  # pending: its node awaits it
+    wait_state(ec2, [instance_id], "running", SETTLE)
+    assert _attached(ec2, instance_id, {ROOT})[ROOT]["VolumeId"] == root
+    ec2.terminate_instances(InstanceIds=[instance_id])

@@ -84,12 +84,18 @@ def record_start(s: Session, i: Instance) -> None:
     itype = s.get(InstanceType, i.instance_type)
     if itype is None:
         raise CloudError("InvalidParameterValue", f"Invalid value '{i.instance_type}' for InstanceType.")
+    volumes = block_devices.launch_volumes(s, i)
+    if not any(v.target == block_devices.ROOT_TARGET for v in volumes):
+        raise CloudError(
+            "IncorrectInstanceState",
+            f"The instance '{i.id}' has no volume at its root device {i.root_device_name}: attach one first.",
+        )
     recorded = msgspec.json.decode(i.launch, type=InstanceLaunch)
     fresh = msgspec.structs.replace(
         recorded,
         instance_type=launch.node_type(itype),
         image=launch.boot_sources(s, i),
-        block_devices=block_devices.launch_volumes(s, i),
+        block_devices=volumes,
         user_data=i.user_data,
     )
     i.launch = contract.encode(fresh).decode()

@@ -84,7 +84,9 @@ def attach_volume(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         a.device
         for a in s.scalars(select(VolumeAttachment).where(VolumeAttachment.instance_id == instance.id))
     ]
-    if _disk(device) in {_disk(d) for d in [*taken, root]}:
+    # An EBS root is one of the attachments (a stopped instance's may be detached and replaced).
+    reserved = [] if instance.root_device_type == "ebs" else [root]
+    if _disk(device) in {_disk(d) for d in [*taken, *reserved]}:
         raise CloudError("InvalidParameterValue", f"Attachment point {device} is already in use")
     if len([d for d in taken if d != root]) >= MAX_ATTACHED:
         raise CloudError(
@@ -128,6 +130,8 @@ def detach_volume(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             f"Volume '{volume.id}' is not attached to instance '{instance_id}' at '{device}'.",
         )
     instance = ctx.session.get(Instance, attachment.instance_id)
+    if instance is not None and instance.state in ("pending", "stopping"):  # its node may be waiting for it
+        raise CloudError("IncorrectState", f"Instance '{instance.id}' is {instance.state}: detach it later.")
     if (
         instance is not None
         and attachment.device == instance.root_device_name
