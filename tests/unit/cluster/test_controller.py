@@ -140,7 +140,9 @@ def test_a_launch_a_node_never_kept_is_forgotten_so_the_clc_can_send_it_again(
     assert cc.describe().instances == {} and _launch(1).instance_id in pushed
 
 
-def test_state_changes_seen_in_a_poll_are_pushed_and_terminated_ones_forgotten(tmp_path: Path) -> None:
+def test_state_changes_seen_in_a_poll_are_pushed_and_terminated_ones_forgotten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = FakeNode()
     cc, pushed = _cc(tmp_path, fake)
     cc.run_instances(api.RunInstances(instances=[_launch(1)], min_count=1))
@@ -151,6 +153,9 @@ def test_state_changes_seen_in_a_poll_are_pushed_and_terminated_ones_forgotten(t
     assert pushed == [_launch(1).instance_id]
     assert cc.describe().instances[_launch(1).instance_id].state == "terminated"
     del fake.instances[_launch(1).instance_id]  # reported once more, then gone from the node
+    cc.poll()  # the CC still says so for a while, so the CLC cannot miss the final state
+    assert cc.describe().instances[_launch(1).instance_id].state == "terminated"
+    monkeypatch.setattr(controller_mod, "KEEP_FINAL_SECONDS", -1.0)
     cc.poll()
     assert cc.describe().instances == {}
 

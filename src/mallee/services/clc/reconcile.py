@@ -5,7 +5,8 @@ and at once when a cluster pushes a change. A crash anywhere is repaired by the 
 - a launch that never reached a node (the CLC, CC or NC died on the way) is sent again, to the same
   node when one was recorded, until `LOST_AFTER`; then the instance is terminated
   (`Server.InternalError`), or at once when the zone has no room (`Server.InsufficientInstanceCapacity`);
-- an instance that ran but no node reports any more is terminated after `MISSING_GRACE`;
+- an instance that ran but no node reports any more is terminated after `MISSING_GRACE` (an
+  EBS-backed one is stopped: its volumes are kept);
 - a terminate that did not reach the cluster is sent again until a node confirms it; likewise a
   stop, and a stopped instance is recorded `stopped` once no node has it. An EBS-backed instance
   that shut itself down is stopped, or terminated when its shutdown behaviour says so; one whose
@@ -126,8 +127,15 @@ class Reconciler:
                 elif now - i.launch_time > PLACE_AFTER:
                     unplaced[i.reservation_id].append(i)
             elif tick - self.missing_since.setdefault(i.id, tick) > MISSING_GRACE:
-                log.warning("%s is no longer on any node: recording it as terminated", i.id)
-                placement.terminated(i, "Server.InternalError: the instance was lost")
+                # An EBS-backed one is stopped: its volumes are kept for a start elsewhere.
+                ebs = i.root_device_type == "ebs"
+                log.warning(
+                    "%s is no longer on any node: recording it as %s",
+                    i.id,
+                    "stopped" if ebs else "terminated",
+                )
+                lost = "Server.InternalError: the instance was lost"
+                (placement.stopped if ebs else placement.terminated)(i, lost)
                 self.missing_since.pop(i.id, None)
         for reservation_id, group in unplaced.items():
             alive = [

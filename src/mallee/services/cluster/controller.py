@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 # A launch sent to a node shows in its reports at once; one missing from a report for longer was
 # lost on the way (a node that died before keeping it): forget it, and the CLC sends it again.
 IN_FLIGHT_SECONDS = 10.0
+# A node reports a stopped or terminated instance once, then forgets it; the CC keeps reporting that
+# final state this long, so the CLC's reconciler sees it whatever its timing (a stop it missed would
+# look like an instance lost).
+KEEP_FINAL_SECONDS = 30.0
+FINAL = ("stopped", "terminated")
 
 
 @dataclass
@@ -41,6 +46,7 @@ class Placement:
     state: InstanceState = "pending"
     reason: str = ""
     since: float = field(default_factory=time.monotonic)
+    final_since: float | None = None  # when a node first reported it stopped or terminated
     volumes: dict[str, str] = field(default_factory=dict)  # as the node last reported them
     awaiting: list[str] = field(default_factory=list)  # volumes a pending launch waits for
 
@@ -136,14 +142,20 @@ class ClusterController:
                 changed.append(instance_id)
             placement.state, placement.reason, placement.volumes = info.state, info.reason, info.volumes
             placement.awaiting = info.awaiting
+            if info.state in FINAL and placement.final_since is None:
+                placement.final_since = time.monotonic()
         now = time.monotonic()
         for placement in list(self.placements.values()):
             if placement.node != node.name or placement.instance_id in report.instances:
                 continue
-            if (
-                placement.state in ("shutting-down", "terminated", "stopping", "stopped")
-                or now - placement.since > IN_FLIGHT_SECONDS
-            ):
+            if placement.final_since is not None:
+                gone = now - placement.final_since > KEEP_FINAL_SECONDS
+            else:
+                gone = (
+                    placement.state in ("shutting-down", "stopping")
+                    or now - placement.since > IN_FLIGHT_SECONDS
+                )
+            if gone:
                 self.placements.pop(placement.instance_id, None)
                 changed.append(placement.instance_id)
         node.state.used = self._used(node.name)
