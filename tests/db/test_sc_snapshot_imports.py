@@ -23,10 +23,10 @@ from db.test_sc_snapshots import SC, SNAP, SNAP2, VOL, VOL2, _restore, _settled,
 from mallee.core import clock
 from mallee.drivers.blockstore.base import GIB
 from mallee.rpc import storage
+from mallee.rpc.storage import IMPORTED_VOLUME
 from mallee.rpc.transport import RpcError
 from mallee.services.storage import tables
 from mallee.services.storage.chunks import CHUNK_SIZE
-from mallee.services.storage.snapshots import IMPORTED_VOLUME
 
 sc = base.sc  # the same SC fixture (fake driver, and the file driver as root with qemu)
 MIB = 1024 * 1024

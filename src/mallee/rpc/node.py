@@ -18,6 +18,8 @@ from mallee.rpc.storage import VolumeExport
 API = Api("node", version=4, oldest=4)
 
 InstanceState = Literal["pending", "running", "stopping", "stopped", "shutting-down", "terminated"]
+# A node reports an instance in one of these once, then forgets it.
+FINAL_STATES = ("stopped", "terminated")
 
 
 class Resources(Message):

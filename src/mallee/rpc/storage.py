@@ -79,11 +79,14 @@ class CopySnapshot(Message):
     source_snapshot_id: str
 
 
+IMPORTED_VOLUME = "vol-ffffffff"  # the volume id of an imported snapshot, as AWS shows it
+
+
 class ImportSnapshot(Message):
     """Make a completed snapshot of the disk image at `url` (an http(s) URL the SC can GET, e.g. a
     presigned Walrus URL), `disk_format` "raw" or "qcow2"; idempotent on the snapshot id. Reported
     like any snapshot (pending with progress, then completed or error); its volume id is
-    vol-ffffffff, as AWS shows for imported snapshots."""
+    IMPORTED_VOLUME."""
 
     snapshot_id: str
     url: str

@@ -81,7 +81,7 @@ def record(s: Session, records: list[Instance], outcome: Outcome, *, answered_no
         else:
             reason = outcome.refused or "Insufficient capacity."
             log.info("%s could not be placed: %s", r.id, reason)
-            (stopped if r.root_device_type == "ebs" else terminated)(r, f"{CAPACITY}: {reason}")
+            given_up(r, f"{CAPACITY}: {reason}")
     return kept
 
 
@@ -108,6 +108,13 @@ def stopped(r: Instance, reason: str = "") -> None:
     r.node = ""
     if reason:
         r.state_reason = reason
+
+
+def given_up(r: Instance, reason: str) -> str:
+    """No node runs it, nor will: terminated, or stopped when EBS-backed so that its volumes are kept
+    for a later start. Returns the state recorded."""
+    (stopped if r.root_device_type == "ebs" else terminated)(r, reason)
+    return r.state
 
 
 def terminated(r: Instance, reason: str = "") -> None:

@@ -122,20 +122,12 @@ class Reconciler:
                 placement.stopped(i)  # its node stopped it and forgot it
             elif i.state == "pending":
                 if now - i.launch_time > LOST_AFTER:
-                    lost = "Server.InternalError: the launch did not reach a node"
-                    (placement.stopped if i.root_device_type == "ebs" else placement.terminated)(i, lost)
+                    placement.given_up(i, "Server.InternalError: the launch did not reach a node")
                 elif now - i.launch_time > PLACE_AFTER:
                     unplaced[i.reservation_id].append(i)
             elif tick - self.missing_since.setdefault(i.id, tick) > MISSING_GRACE:
-                # An EBS-backed one is stopped: its volumes are kept for a start elsewhere.
-                ebs = i.root_device_type == "ebs"
-                log.warning(
-                    "%s is no longer on any node: recording it as %s",
-                    i.id,
-                    "stopped" if ebs else "terminated",
-                )
-                lost = "Server.InternalError: the instance was lost"
-                (placement.stopped if ebs else placement.terminated)(i, lost)
+                state = placement.given_up(i, "Server.InternalError: the instance was lost")
+                log.warning("%s is no longer on any node: recorded it as %s", i.id, state)
                 self.missing_since.pop(i.id, None)
         for reservation_id, group in unplaced.items():
             alive = [

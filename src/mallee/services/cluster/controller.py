@@ -17,16 +17,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from mallee.core import crashpoints
 from mallee.core.errors import CloudError
 from mallee.rpc import cluster as api
 from mallee.rpc import node as node_rpc
+from mallee.rpc.contract import Message, Ok, Operation
 from mallee.rpc.node import InstanceLaunch, InstanceState, NodeInstance, Resources
 from mallee.rpc.transport import Client, RpcError
 from mallee.services.cluster.scheduler import NodeState, Scheduler
 
 log = logging.getLogger(__name__)
+Req = TypeVar("Req", bound=Message)
 
 # A launch sent to a node shows in its reports at once; one missing from a report for longer was
 # lost on the way (a node that died before keeping it): forget it, and the CLC sends it again.
@@ -35,7 +38,6 @@ IN_FLIGHT_SECONDS = 10.0
 # final state this long, so the CLC's reconciler sees it whatever its timing (a stop it missed would
 # look like an instance lost).
 KEEP_FINAL_SECONDS = 30.0
-FINAL = ("stopped", "terminated")
 
 
 @dataclass
@@ -142,7 +144,7 @@ class ClusterController:
                 changed.append(instance_id)
             placement.state, placement.reason, placement.volumes = info.state, info.reason, info.volumes
             placement.awaiting = info.awaiting
-            if info.state in FINAL and placement.final_since is None:
+            if info.state in node_rpc.FINAL_STATES and placement.final_since is None:
                 placement.final_since = time.monotonic()
         now = time.monotonic()
         for placement in list(self.placements.values()):
@@ -164,7 +166,7 @@ class ClusterController:
     def _used(self, node_name: str) -> Resources:
         used = Resources()
         for p in self.placements.values():
-            if p.node == node_name and p.state not in ("terminated", "stopped"):
+            if p.node == node_name and p.state not in node_rpc.FINAL_STATES:
                 used = used.plus(p.need)
         return used
 
@@ -219,37 +221,41 @@ class ClusterController:
             log.warning("node %s did not take %s: %s", node_name, launch.instance_id, exc)
 
     def terminate_instances(self, instance_ids: list[str]) -> None:
-        for instance_id in instance_ids:
-            with self.lock:
-                placement = self.placements.get(instance_id)
-                if placement is None:
-                    continue  # not on any node: already gone
-                if placement.state != "terminated":
-                    placement.state = "shutting-down"
-                client = self.nodes[placement.node].client
-            try:
-                client.call(node_rpc.TERMINATE_INSTANCE, node_rpc.InstanceRef(instance_id=instance_id))
-            except (OSError, RpcError) as exc:
-                log.warning(
-                    "could not reach the node of %s to terminate it (will retry): %s", instance_id, exc
-                )
+        for instance_id in instance_ids:  # one terminated already is asked again: the node confirms
+            request = node_rpc.InstanceRef(instance_id=instance_id)
+            self._end_on_node(instance_id, "shutting-down", (), node_rpc.TERMINATE_INSTANCE, request)
 
     def stop_instances(self, request: api.StopInstances) -> None:
         """Ask each instance's node to stop it; one on no node is stopped already."""
         for instance_id in request.instance_ids:
-            with self.lock:
-                placement = self.placements.get(instance_id)
-                if placement is None or placement.state in ("stopped", "shutting-down", "terminated"):
-                    continue
-                placement.state = "stopping"
-                client = self.nodes[placement.node].client
-            try:
-                client.call(
-                    node_rpc.STOP_INSTANCE,
-                    node_rpc.StopInstance(instance_id=instance_id, force=request.force),
-                )
-            except (OSError, RpcError) as exc:
-                log.warning("could not reach the node of %s to stop it (will retry): %s", instance_id, exc)
+            stop = node_rpc.StopInstance(instance_id=instance_id, force=request.force)
+            ended = ("stopped", "shutting-down", "terminated")
+            self._end_on_node(instance_id, "stopping", ended, node_rpc.STOP_INSTANCE, stop)
+
+    def _end_on_node(
+        self,
+        instance_id: str,
+        state: InstanceState,
+        skip: tuple[str, ...],
+        operation: Operation[Req, Ok],
+        request: Req,
+    ) -> None:
+        """Record that the instance's node is asked to end it (`state`, unless it is terminated
+        already), then ask; one on no node, or in a state of `skip`, is left alone. A node that does
+        not answer is asked again by the CLC's next reconciler pass."""
+        with self.lock:
+            placement = self.placements.get(instance_id)
+            if placement is None or placement.state in skip:
+                return
+            if placement.state != "terminated":
+                placement.state = state
+            client = self.nodes[placement.node].client
+        try:
+            client.call(operation, request)
+        except (OSError, RpcError) as exc:
+            log.warning(
+                "could not reach the node of %s for %s (will retry): %s", instance_id, operation.name, exc
+            )
 
     def reboot_instances(self, instance_ids: list[str]) -> None:
         for instance_id in instance_ids:

@@ -33,7 +33,15 @@ from mallee.core import crashpoints
 from mallee.core.files import write_atomically
 from mallee.drivers.hypervisor import base as hv
 from mallee.drivers.network.vpc_contract import vpc_bridge
-from mallee.rpc.node import AttachVolume, DetachVolume, InstanceLaunch, InstanceState, NodeInstance, Resources
+from mallee.rpc.node import (
+    FINAL_STATES,
+    AttachVolume,
+    DetachVolume,
+    InstanceLaunch,
+    InstanceState,
+    NodeInstance,
+    Resources,
+)
 from mallee.rpc.storage import VolumeExport
 from mallee.services.node import volumes
 from mallee.services.node.imagecache import ImageCache, ImageSource, disk_format
@@ -44,6 +52,7 @@ log = logging.getLogger(__name__)
 LAUNCH_FILE = "launch.json"
 TERMINATING_FILE = "terminating"  # written before a terminate starts, so a crash cannot undo it
 STOPPING_FILE = "stopping"  # likewise for a stop
+_MARKERS: dict[InstanceState, str] = {"shutting-down": TERMINATING_FILE, "stopping": STOPPING_FILE}
 STOP_TIMEOUT = 30.0  # seconds a guest has to power off after the ACPI button before it is cut off
 INSTANCE_SHUTDOWN = "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
 
@@ -117,14 +126,13 @@ class InstanceManager:
                 continue
             instance = Instance(launch.instance_id, launch, needs=launch.needs)
             self.instances[instance.id] = instance
-            if (saved.parent / STOPPING_FILE).exists():
-                log.info("finishing the stop of %s", instance.id)
-                instance.state = "stopping"
-                threading.Thread(target=self._stop, args=(instance,), daemon=True).start()
-            elif (saved.parent / TERMINATING_FILE).exists():
-                log.info("finishing the terminate of %s", instance.id)
-                instance.state = "shutting-down"
-                threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
+            ending = [state for state, marker in _MARKERS.items() if (saved.parent / marker).exists()]
+            if ending:
+                log.info(
+                    "finishing the %s of %s", "stop" if ending[0] == "stopping" else "terminate", instance.id
+                )
+                instance.state = ending[0]
+                self._end_in_background(instance)
             elif instance.id in running:
                 instance.state = "running"
                 instance.volumes = volumes.attached(self.hypervisor.describe(instance.id))
@@ -190,11 +198,8 @@ class InstanceManager:
             if instance.state == "pending":
                 instance.state = "running"
                 instance.volumes = {d.volume_id: d.target for d in instance.launch.block_devices}
-            elif instance.state == "shutting-down":  # terminated while launching or waiting
-                threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
-                return
-            elif instance.state == "stopping":  # stopped while launching or waiting
-                threading.Thread(target=self._stop, args=(instance,), daemon=True).start()
+            elif instance.state in _MARKERS:  # terminated or stopped while launching or waiting
+                self._end_in_background(instance)
                 return
         self.on_change(instance.id)
 
@@ -278,14 +283,25 @@ class InstanceManager:
             instance = self.instances.get(instance_id)
             if instance is None or instance.state in ("shutting-down", "terminated"):
                 return
-            launching = instance.state == "pending"
-            instance.state = "shutting-down"
-            directory = self.root / instance_id
-            if directory.exists():
-                (directory / TERMINATING_FILE).touch()
-            self.network_changed.notify_all()  # a launch waiting for its interface stops waiting
-        if not launching:  # a launch in progress terminates itself when it finishes
-            threading.Thread(target=self._terminate, args=(instance,), daemon=True).start()
+            self._begin_ending(instance, "shutting-down")
+
+    def _begin_ending(self, instance: Instance, state: InstanceState) -> None:
+        """Under the lock: record (in memory and on disk) that the instance is to be terminated
+        ("shutting-down") or stopped ("stopping"), then end it; a launch in progress ends itself
+        when it finishes, and one waiting for its interface or volumes stops waiting."""
+        launching = instance.state == "pending"
+        instance.state = state
+        directory = self.root / instance.id
+        if directory.exists():
+            (directory / _MARKERS[state]).touch()
+        self.network_changed.notify_all()
+        if not launching:
+            self._end_in_background(instance)
+
+    def _end_in_background(self, instance: Instance) -> None:
+        """Stop or terminate the instance, as its state says, in a thread of its own."""
+        end = self._stop if instance.state == "stopping" else self._terminate
+        threading.Thread(target=end, args=(instance,), daemon=True).start()
 
     def stop(self, instance_id: str, force: bool = False) -> None:
         """Shut an EBS-backed instance down and forget it here (`stopping`, then `stopped` once).
@@ -301,14 +317,7 @@ class InstanceManager:
                 if force:
                     threading.Thread(target=self.hypervisor.destroy, args=(instance_id,), daemon=True).start()
                 return
-            launching = instance.state == "pending"
-            instance.state = "stopping"
-            directory = self.root / instance_id
-            if directory.exists():
-                (directory / STOPPING_FILE).touch()
-            self.network_changed.notify_all()  # a launch waiting for its interface or volumes stops
-        if not launching:  # a launch in progress stops itself when it finishes
-            threading.Thread(target=self._stop, args=(instance,), daemon=True).start()
+            self._begin_ending(instance, "stopping")
 
     def _stop(self, instance: Instance) -> None:
         try:
@@ -420,6 +429,6 @@ class InstanceManager:
                 for i in self.instances.values()
             }
             # Terminated and stopped instances are reported once more, then forgotten.
-            for i in [i for i in self.instances.values() if i.state in ("terminated", "stopped")]:
+            for i in [i for i in self.instances.values() if i.state in FINAL_STATES]:
                 del self.instances[i.id]
         return report

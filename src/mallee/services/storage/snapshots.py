@@ -46,7 +46,6 @@ from mallee.services.storage.tables import SnapshotChunk, StoredSnapshot
 log = logging.getLogger(__name__)
 
 SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8,17}$")
-IMPORTED_VOLUME = "vol-ffffffff"  # the volume of an imported snapshot, as AWS shows it
 _ZERO_CHUNK = bytes(CHUNK_SIZE)
 _BATCH = 8  # chunks read and recorded per step (32 MiB in memory)
 _PROGRESS_STEP = 5  # percent between progress writes
@@ -127,7 +126,7 @@ class Snapshots:
         with self.db.session() as s:
             row = s.get(StoredSnapshot, p.snapshot_id)
             if row is None:
-                s.add(_row(p.snapshot_id, IMPORTED_VOLUME, url=p.url, disk_format=p.disk_format))
+                s.add(_row(p.snapshot_id, storage.IMPORTED_VOLUME, url=p.url, disk_format=p.disk_format))
             elif (row.source_url, row.disk_format) != (p.url, p.disk_format):
                 raise RpcError(409, "SnapshotExists", f"{p.snapshot_id} exists and is not that import")
             elif row.state == "deleting":
@@ -317,7 +316,7 @@ class Snapshots:
                     cut = self._cut(snapshot_id, f, stop)
         except imports.ImportFailed as exc:
             raise _Failed(str(exc)) from None
-        self._complete(snapshot_id, IMPORTED_VOLUME, cut)
+        self._complete(snapshot_id, storage.IMPORTED_VOLUME, cut)
 
     def _cut(self, snapshot_id: str, f: BinaryIO, stop: threading.Event) -> _Cut:
         """Cut the open file into chunks, batch by batch: record the batch's rows, then upload the

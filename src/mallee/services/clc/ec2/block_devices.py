@@ -43,10 +43,47 @@ class Device:
     delete_on_termination: bool
     root: bool
 
+    def mapping(self) -> dict[str, Any]:
+        """The device as an image's BlockDeviceMapping, the way AWS shows it."""
+        ebs: dict[str, Any] = {
+            "DeleteOnTermination": self.delete_on_termination,
+            "VolumeSize": self.size_gib,
+            "VolumeType": self.volume_type,
+            "Encrypted": False,
+        }
+        if self.snapshot_id:
+            ebs["SnapshotId"] = self.snapshot_id
+        if self.iops is not None:
+            ebs["Iops"] = self.iops
+        if self.throughput is not None:
+            ebs["Throughput"] = self.throughput
+        return {"DeviceName": self.device_name, "Ebs": ebs}
+
 
 def image_mappings(image: Image) -> list[dict[str, Any]]:
     mappings: list[dict[str, Any]] = json.loads(image.block_device_mappings)
     return mappings
+
+
+def _requested(m: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """A mapping's device name and Ebs settings (None: NoDevice), refusing what Mallee has not."""
+    device = m.get("DeviceName") or ""
+    if not device:
+        raise CloudError("InvalidBlockDeviceMapping", "Each block device mapping needs a DeviceName.")
+    if not volume_attachments.valid_device(device):
+        raise CloudError("InvalidBlockDeviceMapping", f"{device} is not a valid EBS device name.")
+    if m.get("VirtualName"):
+        raise CloudError(
+            "UnsupportedOperation", f"Mallee has no instance store volumes ({device}: {m['VirtualName']})."
+        )
+    if "NoDevice" in m:
+        return device, None
+    ebs = m.get("Ebs")
+    if not ebs:
+        raise CloudError("InvalidBlockDeviceMapping", f"The mapping of {device} names no Ebs volume.")
+    if ebs.get("Encrypted") or ebs.get("KmsKeyId"):
+        raise CloudError("UnsupportedOperation", "Mallee does not support encrypted volumes yet.")
+    return device, {k: v for k, v in ebs.items() if v is not None}
 
 
 def _merged(image: Image, requested: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -57,27 +94,13 @@ def _merged(image: Image, requested: list[dict[str, Any]]) -> dict[str, dict[str
             if m.get("Ebs"):
                 out[m["DeviceName"]] = dict(m["Ebs"])
     for m in requested:
-        device = m.get("DeviceName") or ""
-        if not device:
-            raise CloudError("InvalidBlockDeviceMapping", "Each block device mapping needs a DeviceName.")
-        if m.get("VirtualName"):
-            raise CloudError(
-                "UnsupportedOperation",
-                f"Mallee has no instance store volumes ({device}: {m['VirtualName']}).",
-            )
-        if "NoDevice" in m:
-            if device == image.root_device_name:
-                raise CloudError(
-                    "InvalidBlockDeviceMapping", "The root device cannot be left out (NoDevice)."
-                )
+        device, ebs = _requested(m)
+        if ebs is None and device == image.root_device_name:
+            raise CloudError("InvalidBlockDeviceMapping", "The root device cannot be left out (NoDevice).")
+        if ebs is None:
             out.pop(device, None)
-            continue
-        ebs = m.get("Ebs")
-        if not ebs:
-            raise CloudError("InvalidBlockDeviceMapping", f"The mapping of {device} names no Ebs volume.")
-        if ebs.get("Encrypted") or ebs.get("KmsKeyId"):
-            raise CloudError("UnsupportedOperation", "Mallee does not support encrypted volumes yet.")
-        out[device] = {**out.get(device, {}), **{k: v for k, v in ebs.items() if v is not None}}
+        else:
+            out[device] = {**out.get(device, {}), **ebs}
     return out
 
 
@@ -100,31 +123,33 @@ def _source(ctx: RequestContext, device: str, ebs: dict[str, Any]) -> tuple[str 
     return snapshot_id, size
 
 
+def _device(ctx: RequestContext, name: str, ebs: dict[str, Any], root: bool, keep_default: bool) -> Device:
+    """One mapping's volume (its device name checked by `_requested`), checked as CreateVolume checks a
+    volume."""
+    snapshot_id, size = _source(ctx, name, ebs)
+    volume_type = volumes.volume_type_named(ebs.get("VolumeType"))
+    volumes.check_size(volume_type, size)
+    iops, throughput = volumes.performance(volume_type, size, ebs.get("Iops"), ebs.get("Throughput"))
+    keep = ebs.get("DeleteOnTermination")
+    return Device(
+        name,
+        snapshot_id,
+        size,
+        volume_type,
+        iops,
+        throughput,
+        keep_default if keep is None else bool(keep),
+        root,
+    )
+
+
 def plan(ctx: RequestContext, image: Image, requested: list[dict[str, Any]] | None) -> list[Device]:
     """The volumes each instance gets (the root first), checked as CreateVolume checks them."""
     root_name = image.root_device_name if image.root_device_type == "ebs" else None
-    devices = []
-    for device_name, ebs in _merged(image, requested or []).items():
-        if not volume_attachments.valid_device(device_name):
-            raise CloudError("InvalidBlockDeviceMapping", f"{device_name} is not a valid EBS device name.")
-        snapshot_id, size = _source(ctx, device_name, ebs)
-        volume_type = volumes.volume_type_named(ebs.get("VolumeType"))
-        volumes.check_size(volume_type, size)
-        iops, throughput = volumes.performance(volume_type, size, ebs.get("Iops"), ebs.get("Throughput"))
-        root = device_name == root_name
-        keep = ebs.get("DeleteOnTermination")
-        devices.append(
-            Device(
-                device_name,
-                snapshot_id,
-                size,
-                volume_type,
-                iops,
-                throughput,
-                root if keep is None else bool(keep),
-                root,
-            )
-        )
+    devices = [
+        _device(ctx, name, ebs, name == root_name, keep_default=name == root_name)
+        for name, ebs in _merged(image, requested or []).items()
+    ]
     if root_name is not None and not any(d.root for d in devices):
         raise CloudError("InvalidBlockDeviceMapping", f"{image.id} maps no volume at its root {root_name}.")
     if len(devices) > volume_attachments.MAX_ATTACHED + (1 if root_name else 0):
@@ -215,37 +240,14 @@ def for_image(ctx: RequestContext, mappings: list[dict[str, Any]], root_device: 
     the root must come from a snapshot."""
     out: list[dict[str, Any]] = []
     for m in mappings:
-        device = m.get("DeviceName") or ""
-        if not volume_attachments.valid_device(device):
-            raise CloudError("InvalidBlockDeviceMapping", f"{device!r} is not a valid EBS device name.")
-        if m.get("VirtualName"):
-            raise CloudError("UnsupportedOperation", f"Mallee has no instance store volumes ({device}).")
-        if "NoDevice" in m:
+        device, ebs = _requested(m)
+        if ebs is None:
             continue
-        ebs = dict(m.get("Ebs") or {})
-        if ebs.get("Encrypted") or ebs.get("KmsKeyId"):
-            raise CloudError("UnsupportedOperation", "Mallee does not support encrypted volumes yet.")
         if device == root_device and not ebs.get("SnapshotId"):
             raise CloudError(
                 "InvalidBlockDeviceMapping", f"The root device {root_device} needs a SnapshotId."
             )
-        snapshot_id, size = _source(ctx, device, ebs)
-        volume_type = volumes.volume_type_named(ebs.get("VolumeType"))
-        volumes.check_size(volume_type, size)
-        iops, throughput = volumes.performance(volume_type, size, ebs.get("Iops"), ebs.get("Throughput"))
-        shown: dict[str, Any] = {
-            "DeleteOnTermination": bool(ebs.get("DeleteOnTermination", True)),
-            "VolumeSize": size,
-            "VolumeType": volume_type,
-            "Encrypted": False,
-        }
-        if snapshot_id:
-            shown["SnapshotId"] = snapshot_id
-        if iops is not None:
-            shown["Iops"] = iops
-        if throughput is not None:
-            shown["Throughput"] = throughput
-        out.append({"DeviceName": device, "Ebs": shown})
+        out.append(_device(ctx, device, ebs, device == root_device, keep_default=True).mapping())
     if not any(m["DeviceName"] == root_device for m in out):
         raise CloudError(
             "InvalidBlockDeviceMapping",

@@ -24,7 +24,7 @@ from mallee.core.errors import CloudError
 from mallee.db.session import hold_write_lock
 from mallee.services.clc import placement
 from mallee.services.clc.apis import EC2
-from mallee.services.clc.ec2 import images, instance_power, resources, snapshots, tags
+from mallee.services.clc.ec2 import block_devices, images, instance_power, resources, snapshots, tags
 from mallee.services.clc.ec2.instances import visible
 from mallee.services.clc.tables import Image, Instance
 from mallee.services.clc.volume_tables import Snapshot, Volume, VolumeAttachment
@@ -46,18 +46,17 @@ def _snapshot_volumes(s: Session, image: Image, instance: Instance, dropped: set
             continue
         description = f"Created by CreateImage({instance.id}) for {image.id} from {volume.id}"
         snapshot = snapshots.record(s, image.account_id, volume.id, volume.size_gib, volume.zone, description)
-        ebs: dict[str, Any] = {
-            "DeleteOnTermination": a.delete_on_termination,
-            "SnapshotId": snapshot.id,
-            "VolumeSize": volume.size_gib,
-            "VolumeType": volume.volume_type,
-            "Encrypted": False,
-        }
-        if volume.iops is not None:
-            ebs["Iops"] = volume.iops
-        if volume.throughput is not None:
-            ebs["Throughput"] = volume.throughput
-        mappings.append({"DeviceName": a.device, "Ebs": ebs})
+        device = block_devices.Device(
+            a.device,
+            snapshot.id,
+            volume.size_gib,
+            volume.volume_type,
+            volume.iops,
+            volume.throughput,
+            a.delete_on_termination,
+            a.device == instance.root_device_name,
+        )
+        mappings.append(device.mapping())
     image.block_device_mappings = json.dumps(mappings)
     image.build_stage = "snapshotting" if image.build_instance_id else ""
 

@@ -26,13 +26,9 @@ from mallee.rpc.transport import RpcError
 from mallee.services.clc import peers, placement
 from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import block_devices, launch
-from mallee.services.clc.ec2.instance_views import STATE_CODES
+from mallee.services.clc.ec2.instance_views import state_view
 from mallee.services.clc.ec2.instances import named
 from mallee.services.clc.tables import Instance, InstanceType
-
-
-def _state(i: Instance) -> dict[str, Any]:
-    return {"Code": STATE_CODES[i.state], "Name": i.state}
 
 
 def _ebs_only(found: list[Instance]) -> None:
@@ -68,11 +64,11 @@ def stop_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
                 "IncorrectInstanceState",
                 f"The instance '{i.id}' is not in a state from which it can be stopped.",
             )
-        before = _state(i)
+        before = state_view(i)
         if i.state != "stopped":
             placement.stopping(i)
             by_zone.setdefault(i.zone, []).append(i.id)
-        changes.append({"InstanceId": i.id, "PreviousState": before, "CurrentState": _state(i)})
+        changes.append({"InstanceId": i.id, "PreviousState": before, "CurrentState": state_view(i)})
     ctx.session.commit()  # record, then ask
     crashpoints.reached("clc.stop.recorded")
     ask_to_stop(by_zone, bool(p.get("Force")))
@@ -115,11 +111,11 @@ def start_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
                 "IncorrectInstanceState",
                 f"The instance '{i.id}' is not in a state from which it can be started.",
             )
-        before = _state(i)
+        before = state_view(i)
         if i.state == "stopped":
             record_start(ctx.session, i)
             started.append(i)
-        changes.append({"InstanceId": i.id, "PreviousState": before, "CurrentState": _state(i)})
+        changes.append({"InstanceId": i.id, "PreviousState": before, "CurrentState": state_view(i)})
     ctx.session.commit()  # record, then ask
     crashpoints.reached("clc.start.recorded")
     by_zone: dict[str, list[Instance]] = {}

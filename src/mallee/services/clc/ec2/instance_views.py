@@ -25,6 +25,11 @@ STATE_CODES = {
 }
 
 
+def state_view(i: Instance) -> dict[str, Any]:
+    """An instance's state as EC2 shows it: code and name."""
+    return {"Code": STATE_CODES[i.state], "Name": i.state}
+
+
 @dataclass(frozen=True)
 class Network:
     """What the views show of instances' networks, read once for many instances."""
@@ -139,7 +144,7 @@ def instance_view(
     view: dict[str, Any] = {
         "InstanceId": i.id,
         "ImageId": i.image_id,
-        "State": {"Code": STATE_CODES[i.state], "Name": i.state},
+        "State": state_view(i),
         "PrivateDnsName": f"ip-{i.private_ip.replace('.', '-')}.{ctx.region}.compute.internal"
         if i.private_ip
         else "",

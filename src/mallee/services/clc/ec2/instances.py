@@ -34,7 +34,7 @@ from mallee.services.clc.ec2 import (
     volume_attachments,
     volumes,
 )
-from mallee.services.clc.ec2.instance_views import STATE_CODES, instance_views, reservation_views
+from mallee.services.clc.ec2.instance_views import instance_views, reservation_views, state_view
 from mallee.services.clc.paging import page
 from mallee.services.clc.tables import Instance, InstanceType
 
@@ -54,6 +54,14 @@ def _user_data(p: dict[str, Any]) -> str:
     if len(decoded) > MAX_USER_DATA:
         raise CloudError("InvalidParameterValue", f"User data is limited to {MAX_USER_DATA} bytes")
     return str(raw)
+
+
+def _shutdown_behaviour(value: str) -> str:
+    if value not in ("stop", "terminate"):
+        raise CloudError(
+            "InvalidParameterValue", f"Invalid value '{value}' for InstanceInitiatedShutdownBehavior."
+        )
+    return value
 
 
 @EC2.operation()
@@ -81,11 +89,7 @@ def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         volumes.check_quota(
             s, account_id, len(devices) * max_count, sum(d.size_gib for d in devices) * max_count
         )
-    behaviour = p.get("InstanceInitiatedShutdownBehavior") or "stop"
-    if behaviour not in ("stop", "terminate"):
-        raise CloudError(
-            "InvalidParameterValue", f"Invalid value '{behaviour}' for InstanceInitiatedShutdownBehavior."
-        )
+    behaviour = _shutdown_behaviour(p.get("InstanceInitiatedShutdownBehavior") or "stop")
     key = launch.resolve_key(ctx, p.get("KeyName"))
     user_data = _user_data(p)
     asked_zone = (p.get("Placement") or {}).get("AvailabilityZone")
@@ -219,7 +223,7 @@ def terminate_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any
     changes = []
     to_stop: dict[str, list[str]] = {}
     for i in found:
-        before = {"Code": STATE_CODES[i.state], "Name": i.state}
+        before = state_view(i)
         if i.state not in ("shutting-down", "terminated"):
             placement.shutting_down(i)
             to_stop.setdefault(i.zone, []).append(i.id)
@@ -227,7 +231,7 @@ def terminate_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any
             {
                 "InstanceId": i.id,
                 "PreviousState": before,
-                "CurrentState": {"Code": STATE_CODES[i.state], "Name": i.state},
+                "CurrentState": state_view(i),
             }
         )
     ctx.session.commit()  # record, then ask
@@ -288,7 +292,7 @@ def describe_instance_status(ctx: RequestContext, p: dict[str, Any]) -> dict[str
             {
                 "InstanceId": i.id,
                 "AvailabilityZone": i.zone,
-                "InstanceState": {"Code": STATE_CODES[i.state], "Name": i.state},
+                "InstanceState": state_view(i),
                 "InstanceStatus": {"Status": ok, "Details": detail},
                 "SystemStatus": {"Status": ok, "Details": detail},
             }
@@ -325,12 +329,7 @@ def modify_instance_attribute(ctx: RequestContext, p: dict[str, Any]) -> None:
     elif p.get("Attribute") == "disableApiTermination" and "Value" in p:
         i.disable_api_termination = str(p["Value"]).lower() == "true"
     elif "InstanceInitiatedShutdownBehavior" in p:
-        behaviour = p["InstanceInitiatedShutdownBehavior"]["Value"]
-        if behaviour not in ("stop", "terminate"):
-            raise CloudError(
-                "InvalidParameterValue", f"Invalid value '{behaviour}' for InstanceInitiatedShutdownBehavior."
-            )
-        i.shutdown_behavior = behaviour
+        i.shutdown_behavior = _shutdown_behaviour(p["InstanceInitiatedShutdownBehavior"]["Value"])
     elif p.get("Groups") or p.get("Attribute") == "groupSet":
         interfaces.set_groups(ctx, i, p.get("Groups") or [])  # nodes hear of it at once
     elif p.get("BlockDeviceMappings"):  # DeleteOnTermination of attached volumes

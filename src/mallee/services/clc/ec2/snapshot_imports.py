@@ -18,13 +18,13 @@ from sqlalchemy import select
 from mallee.core import clock, ids
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
+from mallee.rpc import storage
 from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import images, resources, tags
 from mallee.services.clc.paging import page
 from mallee.services.clc.tables import Cluster
 from mallee.services.clc.volume_tables import Snapshot
 
-IMPORTED_VOLUME = "vol-ffffffff"  # the volume id AWS shows for imported snapshots
 FORMATS = {"RAW": "raw", "QCOW2": "qcow2"}
 GIB = 1 << 30
 
@@ -100,7 +100,7 @@ def import_snapshot(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     snapshot = Snapshot(
         id=ids.resource_id("snap"),
         account_id=str(ctx.account_id),
-        volume_id=IMPORTED_VOLUME,
+        volume_id=storage.IMPORTED_VOLUME,
         volume_size_gib=-(-size // GIB),  # the SC reports the disk's own size once it has it
         zone=zone,
         source_snapshot_id=None,
