@@ -15,9 +15,11 @@ from sqlalchemy import select
 
 from mallee.core.errors import CloudError
 from mallee.db import migrate
+from mallee.db.group_commit import GroupCommitter
 from mallee.db.session import Database
 from mallee.drivers.objectstore.filesystem import FilesystemObjectStore
 from mallee.services.walrus import lifecycle
+from mallee.services.walrus.object_layer import ObjectLayer
 from mallee.services.walrus.tables import Bucket, ObjectVersion, Part, Upload
 
 T0 = _dt.datetime(2026, 1, 10, 15, 30, tzinfo=_dt.UTC)
@@ -117,18 +119,18 @@ def test_expiration_days_deletes_matching_objects_of_an_unversioned_bucket(
     _put(db, store, "b1", "logs/new.txt", T0 + 2 * DAY)
     _put(db, store, "b1", "data/keep.txt", T0)
     assert gone is not None and store.exists(gone)
-    assert lifecycle.expire(db, store, T0 + 2 * DAY) == 0  # not due yet
-    assert lifecycle.expire(db, store, T0 + 4 * DAY) == 1
+    assert lifecycle.expire(ObjectLayer(db, store, GroupCommitter(db)), T0 + 2 * DAY) == 0  # not due yet
+    assert lifecycle.expire(ObjectLayer(db, store, GroupCommitter(db)), T0 + 4 * DAY) == 1
     assert [k for k, *_ in _versions(db, "b1")] == ["logs/new.txt", "data/keep.txt"]
     assert not store.exists(gone)  # the blob was collected
-    assert lifecycle.expire(db, store, T0 + 100 * DAY) == 1
+    assert lifecycle.expire(ObjectLayer(db, store, GroupCommitter(db)), T0 + 100 * DAY) == 1
     assert [k for k, *_ in _versions(db, "b1")] == ["data/keep.txt"]
 
 
 def test_disabled_rules_do_nothing(db: Database, store: FilesystemObjectStore) -> None:
     _bucket(db, "b2", [{"Status": "Disabled", "Filter": {}, "Expiration": {"Days": 1}}])
     _put(db, store, "b2", "k", T0)
-    assert lifecycle.expire(db, store, T0 + 100 * DAY) == 0
+    assert lifecycle.expire(ObjectLayer(db, store, GroupCommitter(db)), T0 + 100 * DAY) == 0
     assert len(_versions(db, "b2")) == 1
 
 
@@ -144,8 +146,16 @@ def test_expiration_by_tag_and_date(db: Database, store: FilesystemObjectStore) 
     _put(db, store, "b3", "t/tagged", T0, tags=[{"Key": "tmp", "Value": "yes"}, {"Key": "o", "Value": "1"}])
     _put(db, store, "b3", "t/other", T0, tags=[{"Key": "tmp", "Value": "no"}])
     _put(db, store, "b3", "u/tagged", T0, tags=[{"Key": "tmp", "Value": "yes"}])
-    assert lifecycle.expire(db, store, _dt.datetime(2026, 2, 28, 23, 59, tzinfo=_dt.UTC)) == 0
-    assert lifecycle.expire(db, store, _dt.datetime(2026, 3, 1, tzinfo=_dt.UTC)) == 1
+    assert (
+        lifecycle.expire(
+            ObjectLayer(db, store, GroupCommitter(db)), _dt.datetime(2026, 2, 28, 23, 59, tzinfo=_dt.UTC)
+        )
+        == 0
+    )
+    assert (
+        lifecycle.expire(ObjectLayer(db, store, GroupCommitter(db)), _dt.datetime(2026, 3, 1, tzinfo=_dt.UTC))
+        == 1
+    )
     assert sorted(k for k, *_ in _versions(db, "b3")) == ["t/other", "u/tagged"]
 
 
@@ -165,16 +175,16 @@ def test_versioned_bucket_gets_a_delete_marker_then_noncurrent_versions_expire(
     first = _put(db, store, "b4", "k", T0, version_id="v1")
     _put(db, store, "b4", "k", T0 + 3 * DAY, version_id="v2")
     # v1 became noncurrent at T0+3d: due 5 days later (rounded to midnight); v2 is current, not yet due.
-    assert lifecycle.expire(db, store, T0 + 9 * DAY) == 1
+    assert lifecycle.expire(ObjectLayer(db, store, GroupCommitter(db)), T0 + 9 * DAY) == 1
     assert _versions(db, "b4") == [("k", "v2", True, False)]
     assert first is not None and not store.exists(first)
     # v2 expires: a delete marker hides it, nothing is deleted yet.
-    assert lifecycle.expire(db, store, T0 + 14 * DAY) == 1
+    assert lifecycle.expire(ObjectLayer(db, store, GroupCommitter(db)), T0 + 14 * DAY) == 1
     versions = _versions(db, "b4")
     assert versions[0] == ("k", "v2", False, False)
     assert versions[1][2:] == (True, True)
     # later the noncurrent v2 goes too, leaving the marker.
-    assert lifecycle.expire(db, store, T0 + 30 * DAY) == 1
+    assert lifecycle.expire(ObjectLayer(db, store, GroupCommitter(db)), T0 + 30 * DAY) == 1
     assert [v[3] for v in _versions(db, "b4")] == [True]
 
 
@@ -189,7 +199,9 @@ def test_newer_noncurrent_versions_are_kept(db: Database, store: FilesystemObjec
     _bucket(db, "b5", rules, versioning="Enabled")
     for i in range(5):
         _put(db, store, "b5", "k", T0 + i * DAY, version_id=f"v{i}")
-    assert lifecycle.expire(db, store, T0 + 50 * DAY) == 2  # v0 and v1; v2, v3 kept; v4 current
+    assert (
+        lifecycle.expire(ObjectLayer(db, store, GroupCommitter(db)), T0 + 50 * DAY) == 2
+    )  # v0 and v1; v2, v3 kept; v4 current
     assert [v[1] for v in _versions(db, "b5")] == ["v2", "v3", "v4"]
 
 
@@ -201,7 +213,7 @@ def test_suspended_bucket_marker_replaces_the_null_version(
     )
     _put(db, store, "b6", "k", T0, version_id="v1")
     _put(db, store, "b6", "k", T0 + DAY, version_id="null")
-    assert lifecycle.expire(db, store, T0 + 5 * DAY) == 1
+    assert lifecycle.expire(ObjectLayer(db, store, GroupCommitter(db)), T0 + 5 * DAY) == 1
     assert _versions(db, "b6") == [("k", "v1", False, False), ("k", "null", True, True)]
 
 
@@ -214,7 +226,7 @@ def test_expired_object_delete_marker_is_removed_when_alone(
     _put(db, store, "b7", "lone", T0, version_id="m1", marker=True)
     _put(db, store, "b7", "kept", T0, version_id="v1")
     _put(db, store, "b7", "kept", T0, version_id="m2", marker=True)
-    assert lifecycle.expire(db, store, T0 + DAY) == 1
+    assert lifecycle.expire(ObjectLayer(db, store, GroupCommitter(db)), T0 + DAY) == 1
     assert [v[:2] for v in _versions(db, "b7")] == [("kept", "v1"), ("kept", "m2")]
 
 
@@ -239,8 +251,8 @@ def test_stale_multipart_uploads_are_aborted(db: Database, store: FilesystemObje
                 )
             )
         s.add(Part(upload_id="u1", part_number=1, size=4, etag='"e"', locator=part, last_modified=T0))
-    assert lifecycle.expire(db, store, T0 + DAY) == 0
-    assert lifecycle.expire(db, store, T0 + 3 * DAY) == 1
+    assert lifecycle.expire(ObjectLayer(db, store, GroupCommitter(db)), T0 + DAY) == 0
+    assert lifecycle.expire(ObjectLayer(db, store, GroupCommitter(db)), T0 + 3 * DAY) == 1
     with db.session() as s:
         assert list(s.scalars(select(Upload.upload_id))) == ["u2"]
         assert list(s.scalars(select(Part.upload_id))) == []

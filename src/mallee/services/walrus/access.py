@@ -6,6 +6,9 @@ the bucket policy and the bucket's ACL:
 - another account (or anonymous): the bucket policy or ACL must grant it, and an IAM user of that
   account also needs its own IAM Allow. The bucket's ACL grants listing and writing objects; an
   object's own ACL grants reading it and its ACL (given the database to read it from).
+
+Before any of that, a request naming an existing bucket and `x-amz-expected-bucket-owner` is refused
+(403 AccessDenied) unless that account owns the bucket: S3's bucket owner condition.
 """
 
 from __future__ import annotations
@@ -171,6 +174,13 @@ class S3Access:
         if operation.access == "any":
             return
         params = ctx.params
+        # CreateBucket's bucket is one still to make: another account's bucket of that name (its
+        # policy, its ACL) has no say in it; the handler answers BucketAlreadyExists.
+        named = params.get("Bucket") if operation.name != "CreateBucket" else None
+        bucket = self.load_bucket(named) if named else None
+        expected = params.get("ExpectedBucketOwner")
+        if expected is not None and bucket is not None and expected != bucket.owner_account_id:
+            raise _denied()  # S3's bucket owner condition: 403 whoever asks
         action = action_of(operation.name, params)
         if (
             principal is not None
@@ -180,7 +190,6 @@ class S3Access:
         ):
             return  # the cloud itself fetching images for its nodes (what aws-exec-read grants EC2)
         resource = resource_of(params)
-        bucket = self.load_bucket(params["Bucket"]) if params.get("Bucket") else None
         if principal is None and bucket is not None:
             # An anonymous request that a policy or ACL allows acts for the bucket's owner: what it
             # writes is owned and counted (quotas) there.

@@ -4,7 +4,7 @@ A version's blobs are deleted right after the commit that replaced or deleted th
 request that read a version's row must open its blobs before that happens, and read the key again
 when it lost the race. `open_body` opens every blob (range) at once, `reading` retries the read of
 row + blobs, and `chunks` (or `copy_body`) streams from the open files (an open file stays
-readable after its name is gone). The row must come from `objects.read_version`: each call is a
+readable after its name is gone). The row must come from `ObjectLayer.read`: each call is a
 fresh snapshot, where the request's own session would keep seeing the row that is gone.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from typing import Any
 
@@ -15,6 +16,7 @@ from mallee.services.walrus.acl import acl_from_params
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.runtime import buckets
 from mallee.services.walrus.tables import Bucket, ObjectVersion, Upload
+from mallee.services.walrus.tokens import continuation_token, token_marker
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -62,17 +64,41 @@ def owner_view(account_id: str) -> dict[str, str]:
     return {"ID": account_id, "DisplayName": account_id}
 
 
+# ListBuckets' page ceiling, and its page when the caller sets none (S3 answers an unpaginated call
+# with every bucket, which its default quota keeps at 10,000 or fewer).
+MAX_BUCKETS = 10_000
+# What us-east-1 answers to re-creating a bucket you own: 200 OK (S3's legacy behaviour there).
+LEGACY_REGION = "us-east-1"
+
+
 @S3.operation()
 def list_buckets(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     assert ctx.account_id is not None
-    q = select(Bucket).where(Bucket.owner_account_id == ctx.account_id).order_by(Bucket.name)
-    if p.get("Prefix"):
-        q = q.where(Bucket.name.startswith(p["Prefix"]))
-    buckets = [
-        {"Name": b.name, "CreationDate": b.created, "BucketRegion": ctx.region}
-        for b in ctx.session.scalars(q)
+    page = p.get("MaxBuckets")
+    if page is None:
+        page = MAX_BUCKETS
+    elif not 1 <= page <= MAX_BUCKETS:
+        raise CloudError(
+            "InvalidArgument", f"Argument max-buckets must be an integer between 1 and {MAX_BUCKETS}"
+        )
+    out: dict[str, Any] = {"Buckets": [], "Owner": owner_view(ctx.account_id)}
+    prefix, token = p.get("Prefix"), p.get("ContinuationToken")
+    if prefix is not None:
+        out["Prefix"] = prefix  # echoed when sent, as S3 does
+    q = select(Bucket).where(Bucket.owner_account_id == ctx.account_id)
+    if prefix:
+        q = q.where(Bucket.name.startswith(prefix, autoescape=True))
+    if token is not None:
+        q = q.where(Bucket.name > token_marker(token))
+    if p.get("BucketRegion") not in (None, ctx.region):
+        return out  # every bucket of this cloud is in its one region
+    rows = list(ctx.session.scalars(q.order_by(Bucket.name).limit(page + 1)))
+    out["Buckets"] = [
+        {"Name": b.name, "CreationDate": b.created, "BucketRegion": ctx.region} for b in rows[:page]
     ]
-    return {"Buckets": buckets, "Owner": owner_view(ctx.account_id)}
+    if len(rows) > page:
+        out["ContinuationToken"] = continuation_token(rows[page - 1].name)
+    return out
 
 
 @S3.operation()
@@ -80,20 +106,27 @@ def create_bucket(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     name = p["Bucket"]
     check_bucket_name(name)
     assert ctx.account_id is not None
+    config = p.get("CreateBucketConfiguration") or {}
+    if config.get("Location") or config.get("Bucket"):
+        raise CloudError("NotImplemented", "Directory buckets are not supported by this server.", 501)
     existing = ctx.session.get(Bucket, name)
     if existing is not None:
-        if existing.owner_account_id == ctx.account_id:
+        if existing.owner_account_id != ctx.account_id:
+            raise CloudError(
+                "BucketAlreadyExists",
+                "The requested bucket name is not available. Please select a different name and try again.",
+                409,
+            )
+        if ctx.region != LEGACY_REGION:
             raise CloudError(
                 "BucketAlreadyOwnedByYou",
                 "Your previous request to create the named bucket succeeded and you already own it.",
                 409,
             )
-        raise CloudError(
-            "BucketAlreadyExists",
-            "The requested bucket name is not available. Please select a different name and try again.",
-            409,
-        )
-    location = (p.get("CreateBucketConfiguration") or {}).get("LocationConstraint") or ""
+        # us-east-1 answers 200 and resets the bucket's ACL (to what this request asks for).
+        existing.acl = acl_from_params(p, ctx.account_id, ctx.account_id)
+        return {"Location": f"/{name}"}
+    location = config.get("LocationConstraint") or ""
     if location and location != ctx.region:
         raise CloudError(
             "InvalidLocationConstraint", f"The specified location-constraint is not valid: {location}", 400
@@ -104,10 +137,21 @@ def create_bucket(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         created=clock.now(),
         location=location,
         acl=acl_from_params(p, ctx.account_id, ctx.account_id),
+        tags=_creation_tags(config),
     )
     ctx.session.add(bucket)
     ctx.session.flush()
     return {"Location": f"/{name}"}
+
+
+def _creation_tags(config: dict[str, Any]) -> str | None:
+    """CreateBucketConfiguration's Tags, checked as PutBucketTagging checks a TagSet."""
+    if config.get("Tags") is None:
+        return None
+    # Imported here: bucket_config imports this module.
+    from mallee.services.walrus.bucket_config import MAX_BUCKET_TAGS, check_tags
+
+    return json.dumps(check_tags(config["Tags"], MAX_BUCKET_TAGS))
 
 
 @S3.operation()

@@ -22,17 +22,15 @@ from mallee.services.walrus.apis import S3
 from mallee.services.walrus.blob_reads import Opened, close, copy_body, is_multipart, open_body, reading
 from mallee.services.walrus.bodies import INLINE_MAX
 from mallee.services.walrus.buckets import get_bucket
+from mallee.services.walrus.object_layer import WriteConditions
 from mallee.services.walrus.objects import (
-    _tags_from_header,
-    add_version,
     check_conditions,
     check_key,
     check_storage_class,
-    new_version_id,
-    read_version,
     stored_headers,
+    tags_from_header,
 )
-from mallee.services.walrus.runtime import database, object_store, quotas
+from mallee.services.walrus.runtime import layer
 from mallee.services.walrus.tables import Bucket, ObjectVersion
 
 MAX_COPY = 5 * 1024**3  # S3's limit for one CopyObject
@@ -43,13 +41,21 @@ _SELF_COPY = (
 
 
 def authorize_object(
-    ctx: RequestContext, operation: str, bucket: str, key: str, version_id: str | None
+    ctx: RequestContext,
+    operation: str,
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    expected_owner: str | None = None,
 ) -> None:
     """Raise AccessDenied unless the caller may do `operation` on bucket/key, evaluated as the
-    gateway evaluates a request for it (IAM policies, bucket policy, ACLs)."""
+    gateway evaluates a request for it (IAM policies, bucket policy, ACLs, and `expected_owner`:
+    a copy's x-amz-source-expected-bucket-owner)."""
     params: dict[str, Any] = {"Bucket": bucket, "Key": key}
     if version_id:
         params["VersionId"] = version_id
+    if expected_owner is not None:
+        params["ExpectedBucketOwner"] = expected_owner
     check = dataclasses.replace(ctx, params=params, operation=operation)
     runtime.access().authorize(check, Operation(operation, _no_handler))
 
@@ -128,7 +134,9 @@ def copy_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     check_storage_class(p.get("StorageClass"))
     src_bucket_name, src_key, src_version_id = parse_copy_source(p["CopySource"])
     src_bucket = get_bucket(ctx, src_bucket_name)
-    authorize_object(ctx, "GetObject", src_bucket_name, src_key, src_version_id)
+    authorize_object(
+        ctx, "GetObject", src_bucket_name, src_key, src_version_id, p.get("ExpectedSourceBucketOwner")
+    )
 
     def open_source() -> tuple[ObjectVersion, Opened]:
         source = read_source(ctx, src_bucket.name, src_key, src_version_id)
@@ -145,7 +153,7 @@ def copy_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
 def read_source(ctx: RequestContext, bucket: str, key: str, version_id: str | None) -> ObjectVersion:
     """The version a copy source names (CopyObject, UploadPartCopy)."""
     try:
-        return read_version(database(), bucket, key, version_id)
+        return layer().read(bucket, key, version_id)
     except CloudError as err:
         if err.code == "MethodNotAllowed":
             raise CloudError(
@@ -174,7 +182,8 @@ def _copy(
             f"{MAX_COPY}",
         )
     assert ctx.account_id is not None
-    quotas().check(bucket.owner_account_id, 1, source.size)
+    objects = layer()
+    objects.check_quota(bucket, source.size)  # before copying the bytes (again when recorded)
 
     source_sums: dict[str, str] = json.loads(source.checksums or "{}") if not is_multipart(source) else {}
     algorithms = list(source_sums)
@@ -187,20 +196,19 @@ def _copy(
     hashers = checksums.Hashers(algorithms)
     stored, md5 = copy_body(pieces, hashers, keep_up_to=INLINE_MAX)
     sums = hashers.values()
-    store = object_store()
 
     if metadata_directive == "REPLACE":
         headers, metadata = stored_headers(p), p.get("Metadata") or {}
     else:
         headers, metadata = json.loads(source.headers or "{}"), json.loads(source.metadata_ or "{}")
     if tagging_directive == "REPLACE":
-        tags = _tags_from_header(p.get("Tagging"))
+        tags = tags_from_header(p.get("Tagging"))
     else:
         tags = json.loads(source.tags or "[]")
     version = ObjectVersion(
         bucket=bucket.name,
         key=p["Key"],
-        version_id=new_version_id(bucket),
+        version_id=objects.new_version_id(bucket),
         is_latest=True,
         size=stored.size,
         etag=f'"{md5}"',
@@ -215,11 +223,7 @@ def _copy(
         locator=stored.locator,
         body=stored.inline,
     )
-    try:
-        add_version(ctx.session, bucket, version)
-    except BaseException:
-        stored.discard(store)
-        raise
+    objects.add(ctx.session, bucket, version, stored, WriteConditions.of(p))
     result: dict[str, Any] = {"ETag": version.etag, "LastModified": version.last_modified}
     if wanted:
         result[f"Checksum{wanted.upper()}"] = sums[wanted]

@@ -1,7 +1,7 @@
 """DeleteObjects: up to 1000 keys (or key versions) in one request, each answered on its own.
 
 As on S3 the request must carry Content-MD5 or an x-amz-checksum-* header over its body; each key
-is deleted like DeleteObject would (`objects.delete_one`) and is authorized as a DeleteObject
+is deleted like DeleteObject would (`ObjectLayer.delete`) and is authorized as a DeleteObject
 request for it would be; a key that fails is reported in Errors while the others
 go ahead. Quiet mode reports only the errors.
 """
@@ -13,13 +13,13 @@ from typing import Any
 
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.db.session import hold_write_lock
 from mallee.services.walrus import checksums
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.bodies import check_md5
 from mallee.services.walrus.buckets import get_bucket
 from mallee.services.walrus.copy import authorize_object
-from mallee.services.walrus.objects import MAX_KEY_BYTES, delete_one, key_lock
+from mallee.services.walrus.objects import MAX_KEY_BYTES
+from mallee.services.walrus.runtime import layer
 
 MAX_OBJECTS = 1000
 
@@ -48,9 +48,8 @@ def delete_objects(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     if not objects or len(objects) > MAX_OBJECTS:
         raise CloudError("MalformedXML", "The XML you provided was not well-formed or did not validate.")
     quiet = bool(request.get("Quiet"))
-    # Every key's lock at once, in the one order all multi-key writers use (PostgreSQL: taken one
-    # by one, two requests naming keys in other orders could each wait for the other).
-    hold_write_lock(ctx.session, [key_lock(bucket.name, item.get("Key") or "") for item in objects])
+    objects_layer = layer()
+    objects_layer.lock(ctx.session, bucket.name, [item.get("Key") or "" for item in objects])
     deleted: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     for item in objects:
@@ -59,7 +58,8 @@ def delete_objects(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             if not key or len(key.encode("utf-8")) > MAX_KEY_BYTES:
                 raise CloudError("KeyTooLongError", "Your key is too long")
             authorize_object(ctx, "DeleteObject", bucket.name, key, version_id)  # as DeleteObject would be
-            answer = delete_one(ctx, bucket, key, version_id)
+            assert ctx.account_id is not None
+            answer = objects_layer.delete(ctx.session, bucket, key, version_id, ctx.account_id)
         except CloudError as err:
             error: dict[str, Any] = {"Key": key, "Code": err.code, "Message": err.message}
             if version_id:

@@ -15,23 +15,20 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import secrets
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mallee.core import clock
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.db.session import Database, hold_write_lock
-from mallee.drivers.objectstore.base import ObjectStore
 from mallee.services.walrus import garbage
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.bucket_config import malformed_xml
 from mallee.services.walrus.buckets import get_bucket
-from mallee.services.walrus.objects import key_lock
-from mallee.services.walrus.tables import Bucket, ObjectVersion, Part, Upload
+from mallee.services.walrus.object_layer import ObjectLayer
+from mallee.services.walrus.tables import Bucket, ObjectVersion, Upload
 
 log = logging.getLogger(__name__)
 
@@ -200,39 +197,7 @@ def _matches(flt: dict[str, Any], version: ObjectVersion) -> bool:
     return not ("ObjectSizeLessThan" in flt and not version.size < flt["ObjectSizeLessThan"])
 
 
-def _add_delete_marker(s: Session, bucket: Bucket, current: ObjectVersion, now: _dt.datetime) -> None:
-    """`current` stops being its key's newest version (the caller holds the key's lock)."""
-    version_id = secrets.token_urlsafe(24) if bucket.versioning == "Enabled" else "null"
-    s.execute(
-        update(ObjectVersion)
-        .where(ObjectVersion.bucket == bucket.name, ObjectVersion.key == current.key, ObjectVersion.is_latest)
-        .values(is_latest=False)
-    )
-    if version_id == "null":
-        for old in s.scalars(
-            select(ObjectVersion).where(
-                ObjectVersion.bucket == bucket.name,
-                ObjectVersion.key == current.key,
-                ObjectVersion.version_id == "null",
-            )
-        ):
-            garbage.discard(s, old)
-        s.flush()
-    s.add(
-        ObjectVersion(
-            bucket=bucket.name,
-            key=current.key,
-            version_id=version_id,
-            is_latest=True,
-            is_delete_marker=True,
-            last_modified=now,
-            owner_account_id=bucket.owner_account_id,
-        )
-    )
-    s.flush()
-
-
-def _expire_bucket(s: Session, bucket: Bucket, now: _dt.datetime) -> int:
+def _expire_bucket(objects: ObjectLayer, s: Session, bucket: Bucket, now: _dt.datetime) -> int:
     done = 0
     rules = [r for r in json.loads(bucket.lifecycle or "[]") if r.get("Status") == "Enabled"]
     for rule in rules:
@@ -255,27 +220,30 @@ def _expire_bucket(s: Session, bucket: Bucket, now: _dt.datetime) -> int:
                 if now >= (_utc(date) if date is not None else due(version.last_modified, expiration["Days"]))
                 and _matches(flt, version)
             ]
-            if expired:  # all their keys' locks at once, in the order multi-key writers share (deletes)
-                hold_write_lock(s, [key_lock(bucket.name, version.key) for version in expired])
-            for version in expired:
+            objects.lock(s, bucket.name, [version.key for version in expired])
+            for version in expired:  # as DeleteObject would: a marker when versioned
                 if bucket.versioning:
-                    _add_delete_marker(s, bucket, version, now)
+                    objects.add_delete_marker(s, bucket, version.key, bucket.owner_account_id, now)
                 else:
-                    garbage.discard(s, version)
-                    s.flush()
+                    objects.discard(s, version)
                 done += 1
         if noncurrent is not None:
-            done += _expire_noncurrent(s, bucket, flt, noncurrent, now)
+            done += _expire_noncurrent(objects, s, bucket, flt, noncurrent, now)
         if expiration.get("ExpiredObjectDeleteMarker"):
-            done += _remove_lone_markers(s, bucket, flt)
+            done += _remove_lone_markers(objects, s, bucket, flt)
         abort = rule.get("AbortIncompleteMultipartUpload")
         if abort is not None:
-            done += _abort_uploads(s, bucket, flt["Prefix"], abort["DaysAfterInitiation"], now)
+            done += _abort_uploads(objects, s, bucket, flt["Prefix"], abort["DaysAfterInitiation"], now)
     return done
 
 
 def _expire_noncurrent(
-    s: Session, bucket: Bucket, flt: dict[str, Any], noncurrent: dict[str, Any], now: _dt.datetime
+    objects: ObjectLayer,
+    s: Session,
+    bucket: Bucket,
+    flt: dict[str, Any],
+    noncurrent: dict[str, Any],
+    now: _dt.datetime,
 ) -> int:
     done = 0
     keys = s.scalars(
@@ -288,6 +256,7 @@ def _expire_noncurrent(
         .distinct()
     ).all()
     keep = noncurrent.get("NewerNoncurrentVersions") or 0
+    objects.lock(s, bucket.name, keys)
     for key in keys:
         versions = s.scalars(
             select(ObjectVersion)
@@ -302,13 +271,12 @@ def _expire_noncurrent(
             if not version.is_delete_marker and not _matches(flt, version):
                 continue
             if now >= due(successor.last_modified, noncurrent["NoncurrentDays"]):
-                garbage.discard(s, version)
+                objects.discard(s, version)
                 done += 1
-        s.flush()
     return done
 
 
-def _remove_lone_markers(s: Session, bucket: Bucket, flt: dict[str, Any]) -> int:
+def _remove_lone_markers(objects: ObjectLayer, s: Session, bucket: Bucket, flt: dict[str, Any]) -> int:
     done = 0
     markers = s.scalars(
         select(ObjectVersion).where(
@@ -318,6 +286,7 @@ def _remove_lone_markers(s: Session, bucket: Bucket, flt: dict[str, Any]) -> int
             ObjectVersion.key.startswith(flt["Prefix"], autoescape=True),
         )
     ).all()
+    objects.lock(s, bucket.name, [marker.key for marker in markers])
     for marker in markers:
         others = s.scalar(
             select(ObjectVersion.id)
@@ -329,13 +298,14 @@ def _remove_lone_markers(s: Session, bucket: Bucket, flt: dict[str, Any]) -> int
             .limit(1)
         )
         if others is None:
-            s.delete(marker)
+            objects.discard(s, marker)
             done += 1
-    s.flush()
     return done
 
 
-def _abort_uploads(s: Session, bucket: Bucket, prefix: str, days: int, now: _dt.datetime) -> int:
+def _abort_uploads(
+    objects: ObjectLayer, s: Session, bucket: Bucket, prefix: str, days: int, now: _dt.datetime
+) -> int:
     done = 0
     uploads = s.scalars(
         select(Upload).where(Upload.bucket == bucket.name, Upload.key.startswith(prefix, autoescape=True))
@@ -343,35 +313,33 @@ def _abort_uploads(s: Session, bucket: Bucket, prefix: str, days: int, now: _dt.
     for upload in uploads:
         if now < due(upload.initiated, days):
             continue
-        garbage.queue(s, list(s.scalars(select(Part.locator).where(Part.upload_id == upload.upload_id))))
-        s.execute(delete(Part).where(Part.upload_id == upload.upload_id))
-        s.delete(upload)
+        objects.drop_upload(s, upload)
         done += 1
-    s.flush()
     return done
 
 
-def expire(db: Database, store: ObjectStore, now: _dt.datetime | None = None) -> int:
-    """Apply every bucket's lifecycle rules as of `now`; returns how many versions, delete markers
-    and uploads it expired, added or aborted. Each bucket is one transaction."""
+def expire(objects: ObjectLayer, now: _dt.datetime | None = None) -> int:
+    """Apply every bucket's lifecycle rules as of `now`, through the object layer as requests
+    would; returns how many versions, delete markers and uploads it expired, added or aborted.
+    Each bucket is one transaction."""
     now = _utc(now or clock.now())
-    with db.session() as s:
+    with objects.db.session() as s:
         names = list(s.scalars(select(Bucket.name).where(Bucket.lifecycle.is_not(None))))
     done = 0
     for name in names:
         try:
-            with db.session() as s:
+            with objects.db.session() as s:
                 bucket = s.get(Bucket, name)
                 if bucket is not None and bucket.lifecycle:
-                    done += _expire_bucket(s, bucket, now)
+                    done += _expire_bucket(objects, s, bucket, now)
         except Exception:
             log.exception("lifecycle of bucket %s failed", name)
-    garbage.collect(db, store)
+    garbage.collect(objects.db, objects.store)
     return done
 
 
-def expire_and_log(db: Database, store: ObjectStore) -> None:
+def expire_and_log(objects: ObjectLayer) -> None:
     """One lifecycle pass, as the Walrus app runs it periodically."""
-    expired = expire(db, store)
+    expired = expire(objects)
     if expired:
         log.info("lifecycle: %d versions, markers or uploads expired", expired)

@@ -9,8 +9,6 @@ common prefixes together; a common prefix counts once, and the next page starts 
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +22,7 @@ from mallee.core.errors import CloudError
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.buckets import get_bucket, owner_view
 from mallee.services.walrus.tables import ObjectVersion
+from mallee.services.walrus.tokens import continuation_token, token_marker
 
 MAX_KEYS = 1000
 BATCH = 1000
@@ -220,20 +219,6 @@ def list_objects(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     return _common(out, p, bucket.name, max_keys, enc)
 
 
-def _token(marker: str) -> str:
-    return base64.urlsafe_b64encode(b"1:" + marker.encode("utf-8")).decode("ascii")
-
-
-def _untoken(token: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token.encode("ascii"))
-        if not raw.startswith(b"1:"):
-            raise ValueError(token)
-        return raw[2:].decode("utf-8")
-    except (ValueError, binascii.Error, UnicodeError) as exc:
-        raise CloudError("InvalidArgument", "The continuation token provided is incorrect") from exc
-
-
 @S3.operation()
 def list_objects_v2(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
@@ -242,7 +227,7 @@ def list_objects_v2(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     token, start_after = p.get("ContinuationToken"), p.get("StartAfter") or ""
     start: Start | None = None
     if token is not None:
-        start = _start_after_marker(_untoken(token), prefix, delimiter)
+        start = _start_after_marker(token_marker(token), prefix, delimiter)
     elif start_after:
         start = Start(start_after)
     page, truncated = _page(_walk(ctx, bucket.name, prefix, delimiter, start, versions=False), max_keys)
@@ -256,7 +241,7 @@ def list_objects_v2(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     if start_after:
         out["StartAfter"] = enc(start_after)
     if truncated:
-        out["NextContinuationToken"] = _token(page[-1].key)
+        out["NextContinuationToken"] = continuation_token(page[-1].key)
     return _common(out, p, bucket.name, max_keys, enc)
 
 

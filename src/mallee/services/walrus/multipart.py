@@ -34,14 +34,9 @@ from mallee.services.walrus.copy import (
     read_source,
 )
 from mallee.services.walrus.not_found import no_such_upload
-from mallee.services.walrus.objects import (
-    add_version,
-    check_key,
-    check_storage_class,
-    described,
-    new_version_id,
-)
-from mallee.services.walrus.runtime import object_store, quotas
+from mallee.services.walrus.object_layer import WriteConditions
+from mallee.services.walrus.objects import check_key, check_storage_class, described
+from mallee.services.walrus.runtime import layer, object_store
 from mallee.services.walrus.tables import Bucket, ObjectVersion, Part, Upload
 
 MIN_PART = 5 * 1024 * 1024  # every part but the last must be at least this big
@@ -234,7 +229,9 @@ def upload_part_copy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     upload = find_upload(ctx, bucket, p["Key"], p["UploadId"])
     source_bucket_name, source_key, source_version = parse_copy_source(p["CopySource"])
     source_bucket = get_bucket(ctx, source_bucket_name)
-    authorize_object(ctx, "GetObject", source_bucket.name, source_key, source_version)
+    authorize_object(
+        ctx, "GetObject", source_bucket.name, source_key, source_version, p.get("ExpectedSourceBucketOwner")
+    )
 
     def open_range() -> tuple[ObjectVersion, Opened]:
         source = read_source(ctx, source_bucket.name, source_key, source_version)
@@ -400,7 +397,6 @@ def complete_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[st
             )
     if p.get("MpuObjectSize") is not None and int(p["MpuObjectSize"]) != total:
         raise CloudError("InvalidRequest", "The provided MpuObjectSize does not match the object's size.")
-    quotas().check(bucket.owner_account_id, 1, total)
     # The upload row goes first: of two concurrent Completes only one deletes it.
     gone = s.execute(delete(Upload).where(Upload.upload_id == upload.upload_id))
     if getattr(gone, "rowcount", 1) != 1:
@@ -413,7 +409,7 @@ def complete_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[st
     version = ObjectVersion(
         bucket=bucket.name,
         key=upload.key,
-        version_id=new_version_id(bucket),
+        version_id=layer().new_version_id(bucket),
         is_latest=True,
         size=total,
         etag=multipart_etag([part.etag for part in chosen]),
@@ -428,7 +424,7 @@ def complete_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[st
         parts=json.dumps([[part.locator, part.size, part.etag] for part in chosen]),
         locator=None,
     )
-    add_version(ctx.session, bucket, version)
+    layer().add(s, bucket, version, conditions=WriteConditions.of(p))
     return _complete_answer(ctx, bucket, version)
 
 
@@ -439,9 +435,5 @@ def complete_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[st
 def abort_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
     upload = find_upload(ctx, bucket, p["Key"], p["UploadId"])
-    s = ctx.session
-    garbage.queue(s, list(s.scalars(select(Part.locator).where(Part.upload_id == upload.upload_id))))
-    s.execute(delete(Part).where(Part.upload_id == upload.upload_id))
-    s.delete(upload)
-    s.flush()
+    layer().drop_upload(ctx.session, upload)
     return {}

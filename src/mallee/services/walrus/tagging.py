@@ -12,7 +12,7 @@ from mallee.core.context import RequestContext
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.bucket_config import check_tags
 from mallee.services.walrus.buckets import get_bucket
-from mallee.services.walrus.objects import find_version
+from mallee.services.walrus.runtime import layer
 
 MAX_OBJECT_TAGS = 10
 
@@ -24,7 +24,7 @@ def _version_out(versioned: bool, version_id: str) -> dict[str, Any]:
 @S3.operation()
 def put_object_tagging(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
-    version = find_version(ctx, bucket.name, p["Key"], p.get("VersionId"))
+    version = layer().find(ctx.session, bucket.name, p["Key"], p.get("VersionId"))
     version.tags = json.dumps(check_tags((p.get("Tagging") or {}).get("TagSet"), MAX_OBJECT_TAGS))
     return _version_out(bool(bucket.versioning), version.version_id)
 
@@ -32,7 +32,7 @@ def put_object_tagging(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]
 @S3.operation()
 def get_object_tagging(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
-    version = find_version(ctx, bucket.name, p["Key"], p.get("VersionId"))
+    version = layer().find(ctx.session, bucket.name, p["Key"], p.get("VersionId"))
     out = _version_out(bool(bucket.versioning), version.version_id)
     out["TagSet"] = json.loads(version.tags or "[]")
     return out
@@ -41,6 +41,6 @@ def get_object_tagging(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]
 @S3.operation()
 def delete_object_tagging(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
-    version = find_version(ctx, bucket.name, p["Key"], p.get("VersionId"))
+    version = layer().find(ctx.session, bucket.name, p["Key"], p.get("VersionId"))
     version.tags = "[]"
     return _version_out(bool(bucket.versioning), version.version_id)

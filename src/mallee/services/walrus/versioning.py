@@ -1,8 +1,8 @@
 """Bucket versioning: GetBucketVersioning, PutBucketVersioning.
 
 A bucket starts unversioned (""), and once versioning is Enabled it can only be Suspended, never
-unversioned again, as on S3. What versioning changes for writes and deletes lives in `objects`
-(`new_version_id`, `add_version`, `delete_one`): Enabled gives each write a new version id;
+unversioned again, as on S3. What versioning changes for writes and deletes lives in the object layer
+(`object_layer`, its version rule): Enabled gives each write a new version id;
 Suspended writes (and delete markers) get the version id "null" and replace only the null version.
 MFA Delete is not supported.
 """
