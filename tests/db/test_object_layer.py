@@ -22,6 +22,7 @@ from mallee.db.group_commit import GroupCommitter
 from mallee.db.session import Database
 from mallee.drivers.objectstore.filesystem import FilesystemObjectStore
 from mallee.services.walrus import garbage
+from mallee.services.walrus.blob_reads import open_body
 from mallee.services.walrus.bodies import StoredBody
 from mallee.services.walrus.object_layer import ObjectLayer, Write, WriteConditions, add_versions
 from mallee.services.walrus.tables import Bucket, Garbage, ObjectVersion, Part, Upload
@@ -464,3 +465,30 @@ def test_dropping_an_upload_queues_its_parts(db: Database, layer: ObjectLayer) -
         assert garbage.queued(s) == ["pp/" + "p" * 30]
     with db.session() as s:
         assert s.get(Upload, "u1") is None and not s.scalars(select(Part)).all()
+
+
+def test_buckets_encrypt_by_their_configuration_else_by_the_clouds_default(
+    db: Database, store: FilesystemObjectStore, writer: GroupCommitter
+) -> None:
+    bucket = _bucket(db)
+    assert ObjectLayer(db, store, writer, default_encryption=True).bucket_sse(bucket) == "AES256"
+    assert ObjectLayer(db, store, writer, default_encryption=False).bucket_sse(bucket) == ""
+    bucket.encryption = '[{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]'
+    assert ObjectLayer(db, store, writer, default_encryption=False).bucket_sse(bucket) == "AES256"
+
+
+def test_an_encrypted_versions_bytes_read_back_through_its_data_key(
+    db: Database, store: FilesystemObjectStore, layer: ObjectLayer
+) -> None:
+    bucket = _bucket(db)
+    sealed = layer.seal(layer.sealing({"ServerSideEncryption": "AES256"}, bucket))
+    assert sealed.cipher is not None
+    plain = b"secret bytes " * 100
+    stored = sealed.cipher.stream.update(plain)
+    version = ObjectVersion(bucket="b", key="k", version_id="null", is_latest=True, size=len(plain),
+                            etag='"e"', last_modified=T0, owner_account_id=OWNER, body=stored,
+                            **sealed.fields())  # fmt: skip
+    layer.put(bucket, version, StoredBody(len(plain), inline=stored), None)
+    found = layer.read("b", "k", None)
+    assert found.body == stored != plain and found.sse == "AES256"
+    assert open_body(found, 13, 40, layer.data_keys(found, None)) == plain[13:53]

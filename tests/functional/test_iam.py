@@ -10,18 +10,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from support.answers import code
-from support.cloud import Cloud, Keys
+from support.cloud import Cloud, Keys, user_keys
 
 ALLOW_EC2_DESCRIBE = json.dumps(
     {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}]}
 )
-
-
-def user_keys(cloud: Cloud, root: Keys, name: str) -> Keys:
-    iam = cloud.client("iam", root)
-    iam.create_user(UserName=name)
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return Keys(key["AccessKeyId"], key["SecretAccessKey"], account_id=root.account_id)
 
 
 def test_user_life_cycle(cloud: Cloud, account: Keys) -> None:

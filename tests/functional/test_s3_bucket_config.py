@@ -199,6 +199,10 @@ def test_actual_requests_carry_cors_headers_for_a_matching_origin(cloud: Cloud, 
             ]
         },
     )
+    s3.put_bucket_ownership_controls(  # ACLs on, public ones allowed: the page is public-read
+        Bucket=bucket, OwnershipControls={"Rules": [{"ObjectOwnership": "ObjectWriter"}]}
+    )
+    s3.delete_public_access_block(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="page.html", Body=b"<p>hi</p>", ACL="public-read")
     got, headers, body = http(cloud, "GET", f"/{bucket}/page.html", {"Origin": "https://app.example.com"})
     assert got == 200 and body == b"<p>hi</p>"

@@ -109,6 +109,8 @@ def test_s3cmd_multipart_upload(cloud: Cloud, tmp_path: Path) -> None:
 def test_s3cmd_setacl_public_and_private(cloud: Cloud, tmp_path: Path) -> None:
     bucket = f"s3cmdacl-{secrets.token_hex(4)}"
     _s3cmd(cloud, tmp_path, "mb", f"s3://{bucket}")
+    _s3cmd(cloud, tmp_path, "setownership", f"s3://{bucket}", "ObjectWriter")  # ACLs on
+    _s3cmd(cloud, tmp_path, "setblockpublicaccess", f"s3://{bucket}", "")  # every block off
     src = tmp_path / "page.html"
     src.write_bytes(b"<p>hello</p>")
     _s3cmd(cloud, tmp_path, "put", str(src), f"s3://{bucket}/page.html")

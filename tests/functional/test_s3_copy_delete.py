@@ -147,7 +147,9 @@ def test_copy_from_a_bucket_the_caller_cannot_read_is_access_denied(cloud: Cloud
     assert code(err) == "AccessDenied"
     assert "Contents" not in s3.list_objects_v2(Bucket=mine)
     readable = f"cp-{secrets.token_hex(6)}"
-    other.create_bucket(Bucket=readable, ACL="authenticated-read")  # lists only, as on S3
+    other.create_bucket(Bucket=readable, ObjectOwnership="ObjectWriter")  # ACLs on, then public ones
+    other.delete_public_access_block(Bucket=readable)
+    other.put_bucket_acl(Bucket=readable, ACL="authenticated-read")  # lists only, as on S3
     other.put_object(Bucket=readable, Key="listed", Body=b"private")
     with pytest.raises(ClientError) as err:
         s3.copy_object(Bucket=mine, Key="stolen", CopySource=f"{readable}/listed")

@@ -1,6 +1,10 @@
 """Walrus bucket policies and ACLs through boto3, and what they let other accounts and anonymous
 callers (plain HTTP) do: cross-account grants, aws:SourceIp and s3:prefix conditions, explicit
-Deny, Principal "*", canned ACLs, grant headers, AccessControlPolicy documents, object ACLs."""
+Deny, Principal "*", canned ACLs, grant headers, AccessControlPolicy documents, object ACLs.
+
+Buckets are made as an S3 user makes them for this since April 2023: with ACLs on
+(ObjectOwnership ObjectWriter) to use ACLs, without the public access block to make anything
+public (`new_bucket(acls=..., public=...)`)."""
 
 from __future__ import annotations
 
@@ -15,15 +19,20 @@ from botocore.exceptions import ClientError
 
 from mallee.core.config import PORT_OFFSETS
 from support.answers import code
-from support.cloud import Cloud, Keys
+from support.cloud import Cloud, Keys, user_keys
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 
 
-def new_bucket(cloud: Cloud, keys: Keys, prefix: str = "pol") -> tuple[Any, str]:
+def new_bucket(
+    cloud: Cloud, keys: Keys, prefix: str = "pol", *, acls: bool = False, public: bool = False
+) -> tuple[Any, str]:
+    """A new bucket; `acls`: with ACLs on (ObjectWriter); `public`: its public access block deleted."""
     s3 = cloud.client("s3", keys)
     name = f"{prefix}-{secrets.token_hex(4)}"
-    s3.create_bucket(Bucket=name)
+    s3.create_bucket(Bucket=name, **({"ObjectOwnership": "ObjectWriter"} if acls else {}))
+    if public:
+        s3.delete_public_access_block(Bucket=name)
     return s3, name
 
 
@@ -42,21 +51,11 @@ def policy(*statements: dict[str, Any]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
-def user_keys(cloud: Cloud, root: Keys, name: str, allow: list[str] | None = None) -> Keys:
-    iam = cloud.client("iam", root)
-    iam.create_user(UserName=name)
-    if allow:
-        document = policy({"Effect": "Allow", "Action": allow, "Resource": "*"})
-        iam.put_user_policy(UserName=name, PolicyName="s3", PolicyDocument=document)
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return Keys(key["AccessKeyId"], key["SecretAccessKey"], account_id=root.account_id)
-
-
 # --- bucket policy documents ---
 
 
 def test_bucket_policy_round_trip_and_status(cloud: Cloud, account: Keys) -> None:
-    s3, bucket = new_bucket(cloud, account)
+    s3, bucket = new_bucket(cloud, account, public=True)
     with pytest.raises(ClientError) as err:
         s3.get_bucket_policy(Bucket=bucket)
     assert code(err) == "NoSuchBucketPolicy"
@@ -212,7 +211,7 @@ def test_prefix_condition_on_listing(cloud: Cloud, account: Keys) -> None:
 
 
 def test_explicit_deny_beats_allows_even_for_the_owners_users(cloud: Cloud, account: Keys) -> None:
-    s3, bucket = new_bucket(cloud, account)
+    s3, bucket = new_bucket(cloud, account, public=True)
     s3.put_object(Bucket=bucket, Key="secret/x", Body=b"x")
     s3.put_object(Bucket=bucket, Key="open/y", Body=b"y")
     admin_user = user_keys(cloud, account, "admin", allow=["s3:*"])
@@ -243,7 +242,7 @@ def test_explicit_deny_beats_allows_even_for_the_owners_users(cloud: Cloud, acco
 
 
 def test_anonymous_access_needs_principal_star(cloud: Cloud, account: Keys) -> None:
-    s3, bucket = new_bucket(cloud, account)
+    s3, bucket = new_bucket(cloud, account, public=True)
     s3.put_object(Bucket=bucket, Key="index.html", Body=b"<html/>")
     assert anonymous_get(cloud, f"/{bucket}/index.html")[0] == 403
     s3.put_bucket_policy(
@@ -274,7 +273,7 @@ def owner_grant(account_id: str) -> dict[str, Any]:
 
 
 def test_bucket_acl_canned_headers_and_document(cloud: Cloud, account: Keys) -> None:
-    s3, bucket = new_bucket(cloud, account)
+    s3, bucket = new_bucket(cloud, account, acls=True, public=True)
     acl = s3.get_bucket_acl(Bucket=bucket)
     assert acl["Owner"]["ID"] == account.account_id
     assert acl["Grants"] == [owner_grant(account.account_id)]
@@ -313,7 +312,7 @@ def test_bucket_acl_canned_headers_and_document(cloud: Cloud, account: Keys) -> 
 
 
 def test_acl_errors(cloud: Cloud, account: Keys) -> None:
-    s3, bucket = new_bucket(cloud, account)
+    s3, bucket = new_bucket(cloud, account, acls=True)
     with pytest.raises(ClientError) as err:
         s3.put_bucket_acl(Bucket=bucket, GrantRead='emailAddress="someone@example.com"')
     assert code(err) == "NotImplemented"
@@ -343,7 +342,7 @@ def test_acl_errors(cloud: Cloud, account: Keys) -> None:
 
 
 def test_object_acl_and_anonymous_reads(cloud: Cloud, account: Keys) -> None:
-    s3, bucket = new_bucket(cloud, account)
+    s3, bucket = new_bucket(cloud, account, acls=True, public=True)
     s3.put_object(Bucket=bucket, Key="private.txt", Body=b"p")
     s3.put_object(Bucket=bucket, Key="public.txt", Body=b"public", ACL="public-read")
     assert anonymous_get(cloud, f"/{bucket}/public.txt") == (200, b"public")
@@ -365,19 +364,26 @@ def test_object_acl_and_anonymous_reads(cloud: Cloud, account: Keys) -> None:
 
 
 def test_create_bucket_takes_grant_headers(cloud: Cloud, account: Keys) -> None:
+    """(A public grant at creation is refused: test_s3_ownership_public_access.)"""
     s3 = cloud.client("s3", account)
     bucket = f"pol-{secrets.token_hex(4)}"
-    s3.create_bucket(Bucket=bucket, GrantRead=f'uri="{ALL_USERS}"')
-    assert anonymous_get(cloud, f"/{bucket}?list-type=2")[0] == 200
-    grants = s3.get_bucket_acl(Bucket=bucket)["Grants"]
-    assert {"Grantee": {"Type": "Group", "URI": ALL_USERS}, "Permission": "READ"} in grants
+    other = cloud.new_account()
+    s3.create_bucket(Bucket=bucket, ObjectOwnership="ObjectWriter", GrantRead=f'id="{other.account_id}"')
+    assert cloud.client("s3", other).list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    grantee = {"Type": "CanonicalUser", "ID": other.account_id, "DisplayName": other.account_id}
+    assert {"Grantee": grantee, "Permission": "READ"} in s3.get_bucket_acl(Bucket=bucket)["Grants"]
     with pytest.raises(ClientError) as err:
-        s3.create_bucket(Bucket=f"pol-{secrets.token_hex(4)}", ACL="private", GrantRead=f'uri="{ALL_USERS}"')
+        s3.create_bucket(
+            Bucket=f"pol-{secrets.token_hex(4)}",
+            ObjectOwnership="ObjectWriter",
+            ACL="private",
+            GrantRead=f'uri="{ALL_USERS}"',
+        )
     assert code(err) == "InvalidRequest"
 
 
 def test_copy_object_takes_grant_headers_like_put_object(cloud: Cloud, account: Keys) -> None:
-    s3, bucket = new_bucket(cloud, account)
+    s3, bucket = new_bucket(cloud, account, acls=True, public=True)
     s3.put_object(Bucket=bucket, Key="src.txt", Body=b"c")
     s3.copy_object(
         Bucket=bucket,
@@ -401,7 +407,7 @@ def test_copy_object_takes_grant_headers_like_put_object(cloud: Cloud, account: 
 
 def test_public_read_bucket_acl_lets_anonymous_list_but_not_read_objects(cloud: Cloud, account: Keys) -> None:
     """As on S3: a bucket's READ grant is for listing; reading an object takes the object's ACL."""
-    s3, bucket = new_bucket(cloud, account)
+    s3, bucket = new_bucket(cloud, account, acls=True, public=True)
     s3.put_object(Bucket=bucket, Key="a.txt", Body=b"a")
     s3.put_bucket_acl(Bucket=bucket, ACL="public-read")
     status, body = anonymous_get(cloud, f"/{bucket}?list-type=2")
@@ -426,7 +432,7 @@ def test_deleting_a_version_needs_delete_object_version(cloud: Cloud, account: K
 
 
 def test_bucket_owner_full_control_names_the_bucket_owner(cloud: Cloud, account: Keys) -> None:
-    s3, bucket = new_bucket(cloud, account)
+    s3, bucket = new_bucket(cloud, account, acls=True)
     writer = cloud.new_account()
     s3.put_bucket_acl(Bucket=bucket, GrantWrite=f'id="{writer.account_id}"')
     writer_s3 = cloud.client("s3", writer)
@@ -443,9 +449,8 @@ def test_anonymous_put_to_a_public_write_bucket_is_owned_by_the_bucket_owner(
     cloud: Cloud, account: Keys
 ) -> None:
     """Regression: an anonymous PUT that an ACL allows used to trip an assertion (500)."""
-    s3 = cloud.client("s3", account)
-    bucket = f"open-{secrets.token_hex(4)}"
-    s3.create_bucket(Bucket=bucket, ACL="public-read-write")
+    s3, bucket = new_bucket(cloud, account, "open", acls=True, public=True)
+    s3.put_bucket_acl(Bucket=bucket, ACL="public-read-write")
     put = urllib.request.Request(
         f"{cloud.endpoint}/{bucket}/drop.txt",
         data=b"anonymous",

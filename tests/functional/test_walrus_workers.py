@@ -38,7 +38,7 @@ def test_both_workers_serve_the_endpoint(cloud: Cloud, account: Keys) -> None:
 
 def test_a_bucket_change_is_seen_at_once_by_every_worker(cloud: Cloud, account: Keys) -> None:
     bucket = f"workers-{secrets.token_hex(4)}"
-    fresh(cloud, account).create_bucket(Bucket=bucket)
+    fresh(cloud, account).create_bucket(Bucket=bucket, ObjectOwnership="ObjectWriter")  # ACLs on
     for n in range(6):  # both workers now have the bucket in their cache
         fresh(cloud, account).put_object(Bucket=bucket, Key=f"warm{n}", Body=b"w")
     fresh(cloud, account).put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
@@ -48,7 +48,7 @@ def test_a_bucket_change_is_seen_at_once_by_every_worker(cloud: Cloud, account: 
     versions = fresh(cloud, account).list_object_versions(Bucket=bucket, Prefix="k")["Versions"]
     assert len(versions) == 6 and sum(v["IsLatest"] for v in versions) == 1
     other = cloud.new_account()
-    fresh(cloud, account).put_bucket_acl(Bucket=bucket, ACL="public-read")
+    fresh(cloud, account).put_bucket_acl(Bucket=bucket, GrantRead=f'id="{other.account_id}"')
     for _ in range(6):
         assert "Contents" in fresh(cloud, other).list_objects_v2(Bucket=bucket)
 

@@ -173,6 +173,22 @@ def aws(cloud: Cloud, *args: str, keys: Keys | None = None) -> Any:
     return json.loads(result.stdout) if result.stdout.strip() else None
 
 
+def user_keys(cloud: Cloud, root: Keys, name: str | None = None, allow: list[str] | None = None) -> Keys:
+    """A new IAM user of `root`'s account (named `name`, or at random) with an access key, and an
+    inline policy allowing the actions `allow` on every resource."""
+    iam = cloud.client("iam", root)
+    name = name or f"u-{secrets.token_hex(3)}"
+    iam.create_user(UserName=name)
+    if allow:
+        document = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": allow, "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName=name, PolicyName="allow", PolicyDocument=json.dumps(document))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return Keys(key["AccessKeyId"], key["SecretAccessKey"], account_id=root.account_id)
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
     """`check()`'s first true value, asked every `every` s; fails the test after `timeout` s."""
     deadline = time.monotonic() + timeout

@@ -102,6 +102,9 @@ class Config:
     node_disk_gib: int = 0
     # Walrus processes on this host, sharing its port and database (0: one per CPU core, at most 4).
     walrus_workers: int = 0
+    # New objects are encrypted at rest (SSE-S3) unless their bucket's encryption says otherwise,
+    # as on S3 since 2023; false: only when a request or a bucket's configuration asks.
+    walrus_default_encryption: bool = True
     # Tests only: a directory of armed crash points (see core/crashpoints.py); empty: none.
     crash_points_dir: str = ""
 
@@ -150,6 +153,11 @@ class Config:
     @property
     def deployment_key_file(self) -> Path:
         return self.data_dir / "deployment.key"
+
+    @property
+    def walrus_master_key_file(self) -> Path:
+        """Walrus's master key (SSE-S3), kept with the deployment key, away from the data."""
+        return self.data_dir / "walrus-master.key"
 
 
 _ENV_KEYS = {f.name: "MALLEE_" + f.name.upper() for f in fields(Config) if f.name != "data_dir"}

@@ -18,6 +18,8 @@ from mallee.services.walrus.buckets import create_bucket
 from mallee.services.walrus.tables import Bucket
 
 ACCOUNT = "111122223333"
+# An ACL granting another account: new buckets need ACLs on for it (and take no public ACL).
+GRANTED = {"ObjectOwnership": "ObjectWriter", "GrantRead": 'id="444455556666"'}
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def _acl(db: Database) -> list[dict[str, object]]:
 
 
 def test_us_east_1_answers_ok_and_resets_the_acl(db: Database) -> None:
-    _create(db, "us-east-1", ACL="public-read")
+    _create(db, "us-east-1", **GRANTED)
     assert _acl(db)
     assert _create(db, "us-east-1") == {"Location": "/legacy-bucket"}
     assert _acl(db) == []  # back to private
@@ -51,7 +53,7 @@ def test_us_east_1_answers_ok_and_resets_the_acl(db: Database) -> None:
 
 @pytest.mark.parametrize("region", ["mallee-1", "eu-west-1"])
 def test_other_regions_answer_bucket_already_owned_by_you(db: Database, region: str) -> None:
-    _create(db, region, ACL="public-read")
+    _create(db, region, **GRANTED)
     with pytest.raises(CloudError) as err:
         _create(db, region)
     assert (err.value.code, err.value.status) == ("BucketAlreadyOwnedByYou", 409)

@@ -7,6 +7,10 @@ the bucket policy and the bucket's ACL:
   account also needs its own IAM Allow. The bucket's ACL grants listing and writing objects; an
   object's own ACL grants reading it and its ACL (given the database to read it from).
 
+The bucket's settings narrow that: under BucketOwnerEnforced ACLs grant nothing (policies only);
+under IgnorePublicAcls grants to AllUsers/AuthenticatedUsers grant nothing; under
+RestrictPublicBuckets a public bucket policy allows no one outside the owner's account.
+
 Before any of that, a request naming an existing bucket and `x-amz-expected-bucket-owner` is refused
 (403 AccessDenied) unless that account owns the bucket: S3's bucket owner condition.
 """
@@ -27,7 +31,9 @@ from mallee.core.errors import CloudError
 from mallee.core.policy import Decision
 from mallee.db.session import Database
 from mallee.protocol.dispatch import Operation
+from mallee.services.walrus.acl import acls_enabled
 from mallee.services.walrus.identity import RemoteIdentity
+from mallee.services.walrus.public import ALL_USERS, AUTHENTICATED_USERS, blocks, policy_is_public
 from mallee.services.walrus.tables import Bucket, ObjectVersion
 
 # Operation -> IAM action where the names differ (the rest are "s3:" + operation name).
@@ -54,6 +60,15 @@ ACTIONS = {
     "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
     "DeleteBucketLifecycle": "s3:PutLifecycleConfiguration",
     "DeleteObjectTagging": "s3:DeleteObjectTagging",
+    "DeleteBucketOwnershipControls": "s3:PutBucketOwnershipControls",
+    "PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+    "DeletePublicAccessBlock": "s3:PutBucketPublicAccessBlock",
+    "PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "DeleteBucketEncryption": "s3:PutEncryptionConfiguration",
+    "PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
+    "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
 }
 
 # What the cloud administrator's root identity may do in any bucket: read objects, so the CLC can
@@ -77,14 +92,13 @@ _BUCKET_ACL_NEEDS = {
 _OBJECT_ACL_NEEDS = {
     "s3:GetObject": "READ",
     "s3:GetObjectVersion": "READ",
+    "s3:GetObjectAttributes": "READ",
+    "s3:GetObjectVersionAttributes": "READ",
     "s3:GetObjectAcl": "READ_ACP",
     "s3:GetObjectVersionAcl": "READ_ACP",
     "s3:PutObjectAcl": "WRITE_ACP",
     "s3:PutObjectVersionAcl": "WRITE_ACP",
 }
-ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
-AUTHENTICATED_USERS = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
-
 BucketLoader = Callable[[str], Bucket | None]
 
 
@@ -92,6 +106,7 @@ BucketLoader = Callable[[str], Bucket | None]
 _VERSIONED = frozenset(
     {"s3:GetObject", "s3:GetObjectAcl", "s3:PutObjectAcl", "s3:DeleteObject"}
     | {"s3:GetObjectTagging", "s3:PutObjectTagging", "s3:DeleteObjectTagging"}
+    | {"s3:GetObjectAttributes"}
 )
 
 
@@ -110,18 +125,19 @@ def resource_of(params: dict[str, Any]) -> str:
     return f"arn:aws:s3:::{bucket}/{key}" if key is not None else f"arn:aws:s3:::{bucket}"
 
 
-def acl_grants(bucket: Bucket, principal: Principal | None, needed: str) -> bool:
-    return grants_allow(bucket.acl, principal, needed)
-
-
-def grants_allow(stored: str | None, principal: Principal | None, needed: str) -> bool:
-    """Does a stored JSON grant list give `principal` (None: anonymous) the `needed` permission?"""
+def grants_allow(
+    stored: str | None, principal: Principal | None, needed: str, ignore_public: bool = False
+) -> bool:
+    """Does a stored JSON grant list give `principal` (None: anonymous) the `needed` permission?
+    `ignore_public`: grants to AllUsers and AuthenticatedUsers count for nothing."""
     for grant in json.loads(stored or "[]"):
         permission = grant.get("Permission")
         if permission not in (needed, "FULL_CONTROL"):
             continue
         grantee = grant.get("Grantee", {})
         uri, account = grantee.get("URI"), grantee.get("ID")
+        if ignore_public and uri in (ALL_USERS, AUTHENTICATED_USERS):
+            continue
         if uri == ALL_USERS or (uri == AUTHENTICATED_USERS and principal is not None):
             return True
         if principal is not None and account == principal.account_id:
@@ -219,17 +235,36 @@ class S3Access:
             if principal.is_root or Decision.ALLOW in (iam_decision, policy_decision):
                 return
             raise _denied()
+        if (
+            policy_decision is Decision.ALLOW
+            and bucket is not None
+            and bucket.policy
+            and blocks(bucket).restrict_public_buckets
+            and policy_is_public(bucket.policy)
+        ):
+            policy_decision = Decision.IMPLICIT_DENY  # RestrictPublicBuckets: the owner's account only
         granted = policy_decision is Decision.ALLOW or (
-            bucket is not None
-            and action in _BUCKET_ACL_NEEDS
-            and acl_grants(bucket, principal, _BUCKET_ACL_NEEDS[action])
+            bucket is not None and self._acl_grants(bucket, principal, action, params)
         )
-        if not granted and bucket is not None and action in _OBJECT_ACL_NEEDS and params.get("Key"):
-            stored = self.object_acl(bucket.name, params["Key"], params.get("VersionId"))
-            granted = stored is not None and grants_allow(stored, principal, _OBJECT_ACL_NEEDS[action])
         if granted and (principal is None or principal.is_root or iam_decision is Decision.ALLOW):
             return
         raise _denied()
+
+    def _acl_grants(
+        self, bucket: Bucket, principal: Principal | None, action: str, params: dict[str, Any]
+    ) -> bool:
+        """Do the bucket's ACL or the named object's grant this caller the action?"""
+        if not acls_enabled(bucket):
+            return False  # BucketOwnerEnforced
+        ignore_public = blocks(bucket).ignore_public_acls
+        if action in _BUCKET_ACL_NEEDS:
+            return grants_allow(bucket.acl, principal, _BUCKET_ACL_NEEDS[action], ignore_public)
+        if action in _OBJECT_ACL_NEEDS and params.get("Key"):
+            stored = self.object_acl(bucket.name, params["Key"], params.get("VersionId"))
+            return stored is not None and grants_allow(
+                stored, principal, _OBJECT_ACL_NEEDS[action], ignore_public
+            )
+        return False
 
 
 def _denied() -> CloudError:

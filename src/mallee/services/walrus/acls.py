@@ -4,6 +4,10 @@ An ACL is set by a canned ACL (`x-amz-acl`), by `x-amz-grant-*` headers, or by a
 AccessControlPolicy document. The stored JSON (`Bucket.acl`, `ObjectVersion.acl`) holds the grants
 beyond the owner's FULL_CONTROL, which is implicit and answered first, as S3 lists it. A canonical
 user is named by its 12-digit account id (Mallee's canonical id).
+
+The answers are the permissions S3 enforces: under BucketOwnerEnforced the bucket owner's
+FULL_CONTROL alone (the bucket owner owns every object), under IgnorePublicAcls without the public
+grants. Setting an ACL is refused or limited as `acl.replacement_acl` says.
 """
 
 from __future__ import annotations
@@ -15,16 +19,22 @@ from sqlalchemy import select
 
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.services.walrus.acl import acl_from_params, has_acl_input, user_grant
+from mallee.services.walrus.acl import acls_enabled, replacement_acl, user_grant
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.buckets import get_bucket, owner_view
 from mallee.services.walrus.not_found import no_such_key
-from mallee.services.walrus.tables import ObjectVersion
+from mallee.services.walrus.public import blocks, public_grant
+from mallee.services.walrus.tables import Bucket, ObjectVersion
 
 
-def _view(owner_account_id: str, stored: str) -> dict[str, Any]:
+def _view(bucket: Bucket, owner_account_id: str, stored: str) -> dict[str, Any]:
+    if not acls_enabled(bucket):
+        owner_account_id, stored = bucket.owner_account_id, "[]"
+    ignored = blocks(bucket).ignore_public_acls
     grants = [user_grant(owner_account_id, "FULL_CONTROL")]
     for grant in json.loads(stored or "[]"):
+        if ignored and public_grant(grant):
+            continue
         grantee = dict(grant["Grantee"])
         if grantee.get("Type") == "CanonicalUser":
             grantee.setdefault("DisplayName", grantee.get("ID"))
@@ -35,15 +45,13 @@ def _view(owner_account_id: str, stored: str) -> dict[str, Any]:
 @S3.operation()
 def get_bucket_acl(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
-    return _view(bucket.owner_account_id, bucket.acl)
+    return _view(bucket, bucket.owner_account_id, bucket.acl)
 
 
 @S3.operation()
 def put_bucket_acl(ctx: RequestContext, p: dict[str, Any]) -> None:
     bucket = get_bucket(ctx, p["Bucket"])
-    if not has_acl_input(p):
-        raise CloudError("MissingSecurityHeader", "Your request was missing a required header")
-    bucket.acl = acl_from_params(p, bucket.owner_account_id, bucket.owner_account_id)
+    bucket.acl = replacement_acl(p, bucket.owner_account_id, bucket)
     return None
 
 
@@ -63,14 +71,12 @@ def _object(ctx: RequestContext, bucket: str, key: str, version_id: str | None) 
 def get_object_acl(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
     version = _object(ctx, bucket.name, p["Key"], p.get("VersionId"))
-    return _view(version.owner_account_id, version.acl)
+    return _view(bucket, version.owner_account_id, version.acl)
 
 
 @S3.operation()
 def put_object_acl(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
     version = _object(ctx, bucket.name, p["Key"], p.get("VersionId"))
-    if not has_acl_input(p):
-        raise CloudError("MissingSecurityHeader", "Your request was missing a required header")
-    version.acl = acl_from_params(p, version.owner_account_id, bucket.owner_account_id)
+    version.acl = replacement_acl(p, version.owner_account_id, bucket)
     return {}

@@ -59,6 +59,7 @@ from mallee.services.walrus.access import S3Access
 from mallee.services.walrus.bodies import INLINE_MAX
 from mallee.services.walrus.bucket_cache import BucketCache
 from mallee.services.walrus.bucket_config import bucket_name, cors_headers, preflight
+from mallee.services.walrus.encryption import Keys, load_master_key
 from mallee.services.walrus.handlers import REGISTRIES
 from mallee.services.walrus.identity import RemoteIdentity
 from mallee.services.walrus.object_layer import ObjectLayer
@@ -71,7 +72,7 @@ log = logging.getLogger(__name__)
 # Operations whose handlers use no request session: reads through a connection of their own
 # (ObjectLayer.read), a PUT's row through the group committer. Opening and closing an unused
 # session was ~6 % of a small GET's CPU.
-_SESSIONLESS = frozenset(("GetObject", "HeadObject", "PutObject"))
+_SESSIONLESS = frozenset(("GetObject", "HeadObject", "PutObject", "GetObjectAttributes"))
 # Writes that check the bucket owner's quota inside their transaction: its limits are asked of the
 # CLC before the transaction opens (no rpc inside one).
 _QUOTA_CHECKED = frozenset(("CopyObject", "CompleteMultipartUpload"))
@@ -105,7 +106,10 @@ class Walrus:
         self.sweeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweeper")
         self.access = S3Access(self.identity, self.buckets.get, self.db)
         self.quotas = Quotas(Client(cfg.clc_url, self.key), self.db)
-        self.objects = ObjectLayer(self.db, self.store, self.writer, self.quotas)
+        keys = Keys(load_master_key(cfg.walrus_master_key_file))
+        self.objects = ObjectLayer(
+            self.db, self.store, self.writer, self.quotas, keys, cfg.walrus_default_encryption
+        )
         runtime.configure(self.objects, self.access, self.buckets)
         self.gateway = Gateway(
             REGISTRIES, self.access, cfg.region, unit_of_work=self._unit_of_work, s3_domain=cfg.s3_domain
@@ -325,7 +329,16 @@ class Walrus:
                 raise OSError(f"{file.path} is shorter than its recorded size")  # never map past EOF
             position, end = file.offset, file.offset + file.length
             while position < end:
-                chunk = _mapped(f, position, min(SEND_CHUNK, end - position))
+                size = min(SEND_CHUNK, end - position)
+                if file.decode is not None:  # stored transformed: read, decode, send the result
+                    raw = os.pread(f.fileno(), size, position)
+                    if len(raw) != size:
+                        raise OSError(f"{file.path} is shorter than its recorded size")
+                    data = file.decode(position, raw)
+                    position += size
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    continue
+                chunk = _mapped(f, position, size)
                 position += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 del chunk  # unmapped once the transport has sent it too
@@ -399,7 +412,7 @@ def _read_file(file: FileBody) -> bytes:
         data = os.pread(f.fileno(), file.length, file.offset)
     if len(data) != file.length:
         raise OSError(f"{file.path} is shorter than its recorded size")
-    return data
+    return file.decode(file.offset, data) if file.decode is not None else data
 
 
 def _mapped(f: BinaryIO, offset: int, length: int) -> memoryview:

@@ -11,17 +11,19 @@ fresh snapshot, where the request's own session would keep seeing the row that i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 from mallee.core.context import FileBody
 from mallee.core.errors import CloudError
 from mallee.drivers.objectstore.base import BlobNotFound
-from mallee.services.walrus.bodies import BodySink, StoredBody
+from mallee.services.walrus.bodies import BodySink, Cipher, ReceivedBody
 from mallee.services.walrus.checksums import Hashers
+from mallee.services.walrus.encryption import crypt
 from mallee.services.walrus.runtime import object_store
 from mallee.services.walrus.tables import ObjectVersion
 
@@ -54,30 +56,35 @@ def part_sizes(version: ObjectVersion) -> list[int]:
     return [size for _, size in segments(version)] if is_multipart(version) else [version.size]
 
 
-def open_blob(locator: str, offset: int, length: int) -> FileBody:
-    """Bytes offset..offset+length of one blob, its file open; BlobNotFound when it is gone."""
+def open_blob(locator: str, offset: int, length: int, key: bytes | None = None) -> FileBody:
+    """Bytes offset..offset+length of one blob, its file open, decrypted as read under `key` (its
+    data key when it is stored encrypted); BlobNotFound when it is gone."""
     found = object_store().read(locator, offset, length)
     if not isinstance(found, FileBody):
         raise CloudError("NotImplemented", "this object store cannot stream from files yet", 501)
+    decode = functools.partial(crypt, key) if key is not None else None
     try:
-        return dataclasses.replace(found, file=found.open())
+        return dataclasses.replace(found, file=found.open(), decode=decode)
     except FileNotFoundError:
         raise BlobNotFound(locator) from None
 
 
-def open_body(version: ObjectVersion, offset: int, length: int) -> Opened:
+def open_body(version: ObjectVersion, offset: int, length: int, keys: Sequence[bytes | None] = ()) -> Opened:
     """Bytes offset..offset+length of the object: from its row, or the blobs (blob ranges) holding
-    them, all open."""
+    them, all open; `keys`: the data key of each segment when they are stored encrypted (see
+    ObjectLayer.data_keys)."""
     if version.body is not None:
-        return version.body[offset : offset + length]
+        data = version.body[offset : offset + length]
+        return crypt(keys[0], offset, data) if keys and keys[0] is not None else data
     pieces: list[FileBody] = []
     start = 0
     try:
-        for locator, size in segments(version):
+        for number, (locator, size) in enumerate(segments(version)):
             end = start + size
             if end > offset and start < offset + length:
                 first = max(offset, start) - start
-                pieces.append(open_blob(locator, first, min(offset + length, end) - start - first))
+                key = keys[number] if keys else None
+                pieces.append(open_blob(locator, first, min(offset + length, end) - start - first, key))
             start = end
     except BaseException:
         close(tuple(pieces))
@@ -113,27 +120,32 @@ def chunks(pieces: Opened) -> Iterator[bytes]:
                 data = os.pread(f.fileno(), min(CHUNK, end - position), position)
                 if not data:
                     raise OSError(f"{piece.path} is shorter than its recorded size")
+                if piece.decode is not None:
+                    data = piece.decode(position, data)
                 position += len(data)
                 yield data
     finally:
         close(pieces)
 
 
-def copy_body(pieces: Opened, hashers: Hashers, keep_up_to: int | None = None) -> tuple[StoredBody, str]:
-    """Store the bytes of open pieces anew (CopyObject, UploadPartCopy; `keep_up_to`: see
-    BodySink), feeding `hashers` on the way: (where they went, md5 hex). Nothing is left behind
-    when it fails."""
+def copy_body(
+    pieces: Opened, hashers: Hashers, keep_up_to: int | None = None, cipher: Cipher | None = None
+) -> ReceivedBody:
+    """Store the bytes of open pieces anew (CopyObject, UploadPartCopy; `keep_up_to`, `cipher`:
+    see BodySink), feeding `hashers` on the way. Nothing is left behind when it fails."""
     md5 = hashlib.md5()
-    sink = BodySink(object_store(), keep_up_to)
+    sink = BodySink(object_store(), keep_up_to, cipher)
     try:
         for chunk in chunks(pieces):
             md5.update(chunk)
             hashers.update(chunk)
             sink.write(chunk)
-        return sink.commit(), md5.hexdigest()
+        stored = sink.commit()
     except BaseException:
         sink.abort()
         raise
+    sealed = sink.stored_md5.hexdigest() if sink.stored_md5 is not None else None
+    return ReceivedBody(stored, md5.hexdigest(), hashers.values(), sealed)
 
 
 def close(pieces: Opened) -> None:

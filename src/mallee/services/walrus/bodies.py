@@ -18,6 +18,7 @@ from mallee.protocol import chunked
 from mallee.protocol.auth import AuthError
 from mallee.rpc.transport import REQUEST_TIMEOUT
 from mallee.services.walrus import checksums
+from mallee.services.walrus.encryption import StreamCipher
 from mallee.services.walrus.streaming import BodyTimedOut, ClientDisconnected
 
 _HEX64 = re.compile("[0-9a-fA-F]{64}")
@@ -49,15 +50,24 @@ class BodySink:
     than the bytes (MinIO and Ceph RGW keep small objects with their metadata too). Anything larger,
     and every multipart part (`keep_up_to=None`), goes to a blob."""
 
-    def __init__(self, store: ObjectStore, keep_up_to: int | None = None) -> None:
+    def __init__(
+        self, store: ObjectStore, keep_up_to: int | None = None, cipher: Cipher | None = None
+    ) -> None:
         self._store = store
         self._keep_up_to = keep_up_to
         self._kept: list[bytes] = []
         self._writer: BlobWriter | None = None
+        self._cipher = cipher
+        # An SSE-C object's ETag is the MD5 of what is stored (see encryption).
+        self.stored_md5 = hashlib.md5() if cipher is not None and cipher.etag_of_stored else None
         self.size = 0
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
+        if self._cipher is not None:
+            data = self._cipher.stream.update(data)
+            if self.stored_md5 is not None:
+                self.stored_md5.update(data)
         if self._writer is None and self._keep_up_to is not None and self.size <= self._keep_up_to:
             self._kept.append(bytes(data))
             return
@@ -81,21 +91,37 @@ class BodySink:
             self._writer.abort()
 
 
+@dataclass(frozen=True)
+class Cipher:
+    """How a sink encrypts what it stores: the stream under the bytes' new data key, and whether
+    their ETag is the MD5 of what is stored (SSE-C) rather than of the bytes."""
+
+    stream: StreamCipher
+    etag_of_stored: bool = False
+
+
 @dataclass
 class ReceivedBody:
     stored: StoredBody
-    md5: str  # hex
+    md5: str  # hex, of the body (the plaintext)
     checksums: dict[str, str] = field(default_factory=dict)  # algorithm -> base64
+    stored_md5: str | None = None  # hex, of what was stored, when the ETag is that (SSE-C)
 
     @property
     def etag(self) -> str:
-        return f'"{self.md5}"'
+        return f'"{self.stored_md5 or self.md5}"'
 
 
 def receive_body(
-    ctx: RequestContext, store: ObjectStore, limit: int = MAX_OBJECT, keep_up_to: int | None = None
+    ctx: RequestContext,
+    store: ObjectStore,
+    limit: int = MAX_OBJECT,
+    keep_up_to: int | None = None,
+    cipher: Cipher | None = None,
+    also: tuple[str, ...] = (),
 ) -> ReceivedBody:
-    """The request's body, checked and stored (`keep_up_to`: see BodySink)."""
+    """The request's body, checked and stored (`keep_up_to`, `cipher`: see BodySink), with the
+    checksums its headers ask for and those of `also`."""
     request = ctx.request
     headers = request.headers
     stream = request.stream
@@ -107,12 +133,13 @@ def receive_body(
             decoder = chunked.AwsChunkedDecoder.for_request(request, ctx.secret_key)
         except (AuthError, chunked.ChunkedFormatError) as exc:
             raise CloudError("InvalidRequest", str(exc)) from exc
-    wanted = checksums.requested(headers)
+    sent = checksums.requested(headers)
+    wanted = list(dict.fromkeys([*sent, *also]))
     hashers = checksums.Hashers(wanted)
     md5 = hashlib.md5()
     # Only a hex digest pins the body (a presigned request's header is not checked by its signature).
     sha = hashlib.sha256() if _HEX64.fullmatch(content_sha) else None
-    sink = BodySink(store, keep_up_to)
+    sink = BodySink(store, keep_up_to, cipher)
     try:
         while True:
             raw = stream.read(READ_SIZE)
@@ -137,7 +164,7 @@ def receive_body(
                 "The provided 'x-amz-content-sha256' header does not match what was computed.",
             )
         check_md5(headers.get("content-md5"), md5.digest())
-        sums = hashers.verify(headers, trailers)
+        sums = hashers.verify(headers, trailers, unsent=[a for a in also if a not in sent])
         stored = sink.commit()
     except chunked.ChunkedFormatError as exc:
         sink.abort()
@@ -156,7 +183,8 @@ def receive_body(
     except BaseException:
         sink.abort()
         raise
-    return ReceivedBody(stored, md5.hexdigest(), sums)
+    sealed = sink.stored_md5.hexdigest() if sink.stored_md5 is not None else None
+    return ReceivedBody(stored, md5.hexdigest(), sums, sealed)
 
 
 def check_md5(header: str | None, digest: bytes) -> None:

@@ -1,8 +1,9 @@
 """Bucket policies: Put/Get/DeleteBucketPolicy and GetBucketPolicyStatus.
 
 A policy is validated with the IAM policy language (`core.policy.parse_resource_policy`), then as
-S3 does: every action an `s3:` one, every resource this bucket or an object in it. `access`
-evaluates the stored document on every request.
+S3 does: every action an `s3:` one, every resource this bucket or an object in it; under the
+bucket's BlockPublicPolicy a public policy (`public.policy_is_public`) is then refused with 403
+AccessDenied. `access` evaluates the stored document on every request.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.buckets import get_bucket
+from mallee.services.walrus.public import blocks, policy_is_public
 
 
 def _malformed(message: str) -> CloudError:
@@ -57,6 +59,8 @@ def put_bucket_policy(ctx: RequestContext, p: dict[str, Any]) -> None:
     if not document:
         raise _malformed("Policies must be valid JSON and the first byte must be '{'")
     check_policy(document, bucket.name)
+    if blocks(bucket).block_public_policy and policy_is_public(document):
+        raise CloudError("AccessDenied", "Access Denied", 403)
     bucket.policy = document
     return None
 
@@ -77,15 +81,7 @@ def delete_bucket_policy(ctx: RequestContext, p: dict[str, Any]) -> None:
 
 @S3.operation()
 def get_bucket_policy_status(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    """Public when an Allow statement names every principal ("*") without any condition."""
     bucket = get_bucket(ctx, p["Bucket"])
     if not bucket.policy:
         raise CloudError("NoSuchBucketPolicy", "The bucket policy does not exist", 404)
-    public = any(
-        statement.effect == "Allow"
-        and not statement.not_principal
-        and not statement.conditions
-        and any(pr.kind == "*" or (pr.kind == "AWS" and pr.value == "*") for pr in statement.principals or ())
-        for statement in iam_policy.parse_resource_policy(bucket.policy).statements
-    )
-    return {"PolicyStatus": {"IsPublic": public}}
+    return {"PolicyStatus": {"IsPublic": policy_is_public(bucket.policy)}}

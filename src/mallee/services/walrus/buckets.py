@@ -1,4 +1,10 @@
-"""Buckets: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation."""
+"""Buckets: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation.
+
+A new bucket is made as S3 has made them since April 2023: Object Ownership BucketOwnerEnforced
+(ACLs off) unless `x-amz-object-ownership` says otherwise, and every Block Public Access setting
+on (the owner deletes or changes the block to make anything public). So a CreateBucket ACL that
+grants anyone but the owner needs another ownership, and a public one is refused (403).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,9 @@ from sqlalchemy import select
 from mallee.core import clock
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.services.walrus.acl import acl_from_params
+from mallee.services.walrus.acl import ENFORCED, OWNERSHIPS, new_bucket_acl, ownership_of
 from mallee.services.walrus.apis import S3
+from mallee.services.walrus.public import ALL_BLOCKED, blocks
 from mallee.services.walrus.runtime import buckets
 from mallee.services.walrus.tables import Bucket, ObjectVersion, Upload
 from mallee.services.walrus.tokens import continuation_token, token_marker
@@ -106,6 +113,13 @@ def create_bucket(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     name = p["Bucket"]
     check_bucket_name(name)
     assert ctx.account_id is not None
+    ownership = p.get("ObjectOwnership")
+    if ownership is not None and ownership not in OWNERSHIPS:
+        raise CloudError(
+            "InvalidArgument",
+            f"Invalid x-amz-object-ownership header: {ownership}",
+            details={"ArgumentName": "x-amz-object-ownership"},
+        )
     config = p.get("CreateBucketConfiguration") or {}
     if config.get("Location") or config.get("Bucket"):
         raise CloudError("NotImplemented", "Directory buckets are not supported by this server.", 501)
@@ -123,21 +137,32 @@ def create_bucket(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
                 "Your previous request to create the named bucket succeeded and you already own it.",
                 409,
             )
-        # us-east-1 answers 200 and resets the bucket's ACL (to what this request asks for).
-        existing.acl = acl_from_params(p, ctx.account_id, ctx.account_id)
+        # us-east-1 answers 200 and resets the bucket's ACL (to what this request asks for), as
+        # the bucket's own settings allow.
+        existing.acl = new_bucket_acl(
+            p, ctx.account_id, ownership_of(existing), blocks(existing).block_public_acls
+        )
         return {"Location": f"/{name}"}
     location = config.get("LocationConstraint") or ""
     if location and location != ctx.region:
         raise CloudError(
             "InvalidLocationConstraint", f"The specified location-constraint is not valid: {location}", 400
         )
+    ownership = ownership or ENFORCED
     bucket = Bucket(
         name=name,
         owner_account_id=ctx.account_id,
         created=clock.now(),
         location=location,
-        acl=acl_from_params(p, ctx.account_id, ctx.account_id),
+        acl=new_bucket_acl(p, ctx.account_id, ownership, block_public_acls=True),
         tags=_creation_tags(config),
+        ownership=ownership,
+        public_access_block=ALL_BLOCKED,
+        # x-amz-bucket-object-lock-enabled: object lock (see object_lock) on versioning for good
+        object_lock=json.dumps({"ObjectLockEnabled": "Enabled"})
+        if p.get("ObjectLockEnabledForBucket")
+        else None,
+        versioning="Enabled" if p.get("ObjectLockEnabledForBucket") else "",
     )
     ctx.session.add(bucket)
     ctx.session.flush()

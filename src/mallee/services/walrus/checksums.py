@@ -7,7 +7,7 @@ import base64
 import hashlib
 import hmac
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from mallee.core.context import Headers
 from mallee.core.errors import CloudError
@@ -72,12 +72,17 @@ class Hashers:
         """algorithm -> base64 value of what was seen (no client value to compare with)."""
         return {a: base64.b64encode(h.digest()).decode() for a, h in self._hashers.items()}
 
-    def verify(self, headers: Headers, trailers: dict[str, str]) -> dict[str, str]:
-        """Compare with what the client sent; return algorithm -> base64 value to store."""
+    def verify(
+        self, headers: Headers, trailers: dict[str, str], unsent: Collection[str] = ()
+    ) -> dict[str, str]:
+        """Compare with what the client sent (`unsent`: algorithms computed for ourselves, that it
+        need not have sent); return algorithm -> base64 value to store."""
         values = self.values()
         for algorithm, computed in values.items():
             name = f"x-amz-checksum-{algorithm}"
             sent = trailers.get(name) or headers.get(name)
+            if sent is None and algorithm in unsent:
+                continue
             if sent is None:
                 raise CloudError("InvalidRequest", f"The {name} trailer was announced but not sent.")
             sent = sent.strip()
@@ -99,3 +104,9 @@ def _well_formed(sent: str, computed: str) -> bool:
     except (ValueError, UnicodeEncodeError):  # binascii.Error is a ValueError
         return False
     return len(decoded) == len(base64.b64decode(computed))
+
+
+def checksum_type(sums: dict[str, str]) -> str:
+    """An object's ChecksumType: COMPOSITE when its checksum is over its parts' (stored as
+    "<value>-<parts>"), else FULL_OBJECT."""
+    return "COMPOSITE" if any("-" in value for value in sums.values()) else "FULL_OBJECT"

@@ -8,7 +8,6 @@ deleting one never takes another's bytes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 from urllib.parse import unquote
@@ -16,9 +15,9 @@ from urllib.parse import unquote
 from mallee.core import clock
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.protocol.dispatch import Operation
-from mallee.services.walrus import acl, checksums, runtime
+from mallee.services.walrus import acl, checksums, encryption, object_lock
 from mallee.services.walrus.apis import S3
+from mallee.services.walrus.authorize import authorize_object
 from mallee.services.walrus.blob_reads import Opened, close, copy_body, is_multipart, open_body, reading
 from mallee.services.walrus.bodies import INLINE_MAX
 from mallee.services.walrus.buckets import get_bucket
@@ -38,30 +37,6 @@ _SELF_COPY = (
     "This copy request is illegal because it is trying to copy an object to itself without changing "
     "the object's metadata, storage class, website redirect location or encryption attributes."
 )
-
-
-def authorize_object(
-    ctx: RequestContext,
-    operation: str,
-    bucket: str,
-    key: str,
-    version_id: str | None,
-    expected_owner: str | None = None,
-) -> None:
-    """Raise AccessDenied unless the caller may do `operation` on bucket/key, evaluated as the
-    gateway evaluates a request for it (IAM policies, bucket policy, ACLs, and `expected_owner`:
-    a copy's x-amz-source-expected-bucket-owner)."""
-    params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-    if version_id:
-        params["VersionId"] = version_id
-    if expected_owner is not None:
-        params["ExpectedBucketOwner"] = expected_owner
-    check = dataclasses.replace(ctx, params=params, operation=operation)
-    runtime.access().authorize(check, Operation(operation, _no_handler))
-
-
-def _no_handler(ctx: RequestContext, p: dict[str, Any]) -> None:
-    return None
 
 
 def parse_copy_source(value: str) -> tuple[str, str, str | None]:
@@ -117,7 +92,8 @@ def _is_self_copy_without_change(
         return False
     if p.get("StorageClass") and p["StorageClass"] != source.storage_class:
         return False
-    return not (p.get("WebsiteRedirectLocation") or p.get("ServerSideEncryption"))
+    encrypting = p.get("ServerSideEncryption") or p.get("SSECustomerKey")  # e.g. a key rotation
+    return not (p.get("WebsiteRedirectLocation") or encrypting)
 
 
 def _directive(p: dict[str, Any], name: str) -> str:
@@ -141,13 +117,21 @@ def copy_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     def open_source() -> tuple[ObjectVersion, Opened]:
         source = read_source(ctx, src_bucket.name, src_key, src_version_id)
         check_source_conditions(source, p)
-        return source, open_body(source, 0, source.size)
+        return source, open_copy_source(p, source, 0, source.size)
 
     source, pieces = reading(open_source)
     try:
         return _copy(ctx, p, bucket, bool(src_bucket.versioning), source, pieces)
     finally:
         close(pieces)
+
+
+def open_copy_source(p: dict[str, Any], source: ObjectVersion, offset: int, length: int) -> Opened:
+    """A copy source's bytes offset..offset+length, open and decrypted (an SSE-C source needs its
+    key in x-amz-copy-source-server-side-encryption-customer-*)."""
+    objects = layer()
+    customer = objects.reader_key(p, source.sse, source.sse_key_hmac, prefix="CopySource")
+    return open_body(source, offset, length, objects.data_keys(source, customer))
 
 
 def read_source(ctx: RequestContext, bucket: str, key: str, version_id: str | None) -> ObjectVersion:
@@ -173,6 +157,8 @@ def _copy(
 ) -> dict[str, Any]:
     metadata_directive = _directive(p, "MetadataDirective")
     tagging_directive = _directive(p, "TaggingDirective")
+    assert ctx.account_id is not None
+    owner, stored_acl = acl.object_owner_and_acl(p, ctx.account_id, bucket)
     if _is_self_copy_without_change(p, bucket.name, p["Key"], source, metadata_directive):
         raise CloudError("InvalidRequest", _SELF_COPY)
     if source.size > MAX_COPY:
@@ -193,9 +179,10 @@ def _copy(
             raise CloudError("InvalidRequest", f"Checksum algorithm {wanted} is not supported.")
         if wanted not in algorithms:
             algorithms.append(wanted)
-    hashers = checksums.Hashers(algorithms)
-    stored, md5 = copy_body(pieces, hashers, keep_up_to=INLINE_MAX)
-    sums = hashers.values()
+    sealing = objects.sealing(p, bucket)  # as a PUT: the request's, else the bucket's default
+    sealed = objects.seal(sealing)
+    copied = copy_body(pieces, checksums.Hashers(algorithms), keep_up_to=INLINE_MAX, cipher=sealed.cipher)
+    stored, sums = copied.stored, copied.checksums
 
     if metadata_directive == "REPLACE":
         headers, metadata = stored_headers(p), p.get("Metadata") or {}
@@ -211,23 +198,25 @@ def _copy(
         version_id=objects.new_version_id(bucket),
         is_latest=True,
         size=stored.size,
-        etag=f'"{md5}"',
+        etag=copied.etag,
         last_modified=clock.now(),
-        owner_account_id=ctx.account_id,
+        owner_account_id=owner,
         storage_class=p.get("StorageClass") or "STANDARD",
         headers=json.dumps(headers),
         metadata_=json.dumps(metadata),
         tags=json.dumps(tags),
-        acl=acl.acl_from_params(p, ctx.account_id, bucket.owner_account_id),
+        acl=stored_acl,
         checksums=json.dumps(sums),
         locator=stored.locator,
         body=stored.inline,
+        **sealed.fields(),
+        **object_lock.for_new_object(p, bucket),
     )
     objects.add(ctx.session, bucket, version, stored, WriteConditions.of(p))
     result: dict[str, Any] = {"ETag": version.etag, "LastModified": version.last_modified}
     if wanted:
         result[f"Checksum{wanted.upper()}"] = sums[wanted]
-    out: dict[str, Any] = {"CopyObjectResult": result}
+    out: dict[str, Any] = {"CopyObjectResult": result, **encryption.answer(sealed.sse, sealing.customer)}
     if bucket.versioning:
         out["VersionId"] = version.version_id
     if source_versioned:

@@ -13,11 +13,11 @@ from typing import Any
 
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.services.walrus import checksums
+from mallee.services.walrus import checksums, object_lock
 from mallee.services.walrus.apis import S3
+from mallee.services.walrus.authorize import authorize_object
 from mallee.services.walrus.bodies import check_md5
 from mallee.services.walrus.buckets import get_bucket
-from mallee.services.walrus.copy import authorize_object
 from mallee.services.walrus.objects import MAX_KEY_BYTES
 from mallee.services.walrus.runtime import layer
 
@@ -59,7 +59,8 @@ def delete_objects(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
                 raise CloudError("KeyTooLongError", "Your key is too long")
             authorize_object(ctx, "DeleteObject", bucket.name, key, version_id)  # as DeleteObject would be
             assert ctx.account_id is not None
-            answer = objects_layer.delete(ctx.session, bucket, key, version_id, ctx.account_id)
+            guard = object_lock.guard(ctx, p, bucket.name, key, version_id)
+            answer = objects_layer.delete(ctx.session, bucket, key, version_id, ctx.account_id, guard)
         except CloudError as err:
             error: dict[str, Any] = {"Key": key, "Code": err.code, "Message": err.message}
             if version_id:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mallee.services.walrus import (  # noqa: F401
     acls,
     bucket_config,
+    bucket_encryption,
     bucket_policy,
     buckets,
     copy,
@@ -13,7 +14,11 @@ from mallee.services.walrus import (  # noqa: F401
     listing,
     multipart,
     multipart_listing,
+    object_attributes,
+    object_lock,
     objects,
+    ownership,
+    public_access,
     tagging,
     versioning,
 )

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from mallee.core import clock
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.services.walrus import garbage
+from mallee.services.walrus import garbage, object_lock
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.bucket_config import malformed_xml
 from mallee.services.walrus.buckets import get_bucket
@@ -270,7 +270,9 @@ def _expire_noncurrent(
                 continue
             if not version.is_delete_marker and not _matches(flt, version):
                 continue
-            if now >= due(successor.last_modified, noncurrent["NoncurrentDays"]):
+            if now >= due(successor.last_modified, noncurrent["NoncurrentDays"]) and not object_lock.locked(
+                version, now
+            ):
                 objects.discard(s, version)
                 done += 1
     return done

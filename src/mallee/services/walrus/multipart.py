@@ -21,20 +21,21 @@ from sqlalchemy import delete, select
 from mallee.core import clock
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.drivers.objectstore.base import ObjectStore
-from mallee.services.walrus import checksums, garbage
+from mallee.services.walrus import checksums, encryption, garbage
 from mallee.services.walrus.apis import S3
-from mallee.services.walrus.blob_reads import Opened, chunks, copy_body, open_blob, open_body, reading
-from mallee.services.walrus.bodies import receive_body
+from mallee.services.walrus.authorize import authorize_object
+from mallee.services.walrus.blob_reads import Opened, close, copy_body, reading
+from mallee.services.walrus.bodies import ReceivedBody, receive_body
 from mallee.services.walrus.buckets import get_bucket
 from mallee.services.walrus.copy import (
-    authorize_object,
     check_source_conditions,
+    open_copy_source,
     parse_copy_source,
     read_source,
 )
+from mallee.services.walrus.encryption import CustomerKey, Sealing
 from mallee.services.walrus.not_found import no_such_upload
-from mallee.services.walrus.object_layer import WriteConditions
+from mallee.services.walrus.object_layer import Sealed, WriteConditions
 from mallee.services.walrus.objects import check_key, check_storage_class, described
 from mallee.services.walrus.runtime import layer, object_store
 from mallee.services.walrus.tables import Bucket, ObjectVersion, Part, Upload
@@ -56,6 +57,13 @@ _INVALID_PART = (
     "One or more of the specified parts could not be found. The part may not have been uploaded, "
     "or the specified entity tag may not match the part's entity tag."
 )
+
+
+def check_sent_key(p: dict[str, Any], upload: Upload) -> None:
+    """An SSE-C key that CompleteMultipartUpload or ListParts need not send, but, when they do,
+    must be the upload's."""
+    if CustomerKey.of(p) is not None:
+        layer().reader_key(p, upload.sse, upload.sse_key_hmac)
 
 
 def find_upload(ctx: RequestContext, bucket: Bucket, key: str, upload_id: str) -> Upload:
@@ -108,13 +116,6 @@ def checksum_members(values: dict[str, str]) -> dict[str, str]:
     return {f"Checksum{algorithm.upper()}": value for algorithm, value in values.items()}
 
 
-def _digest_blob(store: ObjectStore, locator: str, size: int, algorithm: str) -> str:
-    hashers = checksums.Hashers([algorithm])
-    for chunk in chunks((open_blob(locator, 0, size),)):
-        hashers.update(chunk)
-    return hashers.values()[algorithm]
-
-
 # -- CreateMultipartUpload ------------------------------------------------------------------------
 
 
@@ -125,18 +126,22 @@ def create_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[str,
     check_storage_class(p.get("StorageClass"))
     assert ctx.account_id is not None
     setting = _encode_setting(p)
+    objects = layer()
+    sealing = objects.sealing(p, bucket)  # each part gets a data key of its own under it
     upload = Upload(
         upload_id=secrets.token_urlsafe(48),
         bucket=bucket.name,
         key=p["Key"],
         initiated=clock.now(),
-        owner_account_id=ctx.account_id,
         **described(ctx, p, bucket),
         checksum_algorithm=setting,
+        sse=sealing.mode,
+        sse_key_hmac=objects.key_hmac(sealing),
     )
     ctx.session.add(upload)
     ctx.session.flush()
     out: dict[str, Any] = {"Bucket": bucket.name, "Key": upload.key, "UploadId": upload.upload_id}
+    out.update(encryption.answer(sealing.mode, sealing.customer))
     algorithm, kind = checksum_setting(upload)
     if algorithm:
         out["ChecksumAlgorithm"] = algorithm.upper()
@@ -148,45 +153,48 @@ def create_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[str,
 
 
 def _store_part(
-    ctx: RequestContext, upload: Upload, number: int, locator: str, size: int, etag: str, sums: dict[str, str]
+    ctx: RequestContext, upload: Upload, number: int, received: ReceivedBody, sse_key: str
 ) -> None:
+    """Record a part's new blob (replacing the part's earlier one); `sse_key`: its data key, wrapped."""
     s = ctx.session
+    locator = received.stored.locator
+    assert locator is not None  # parts are always blobs
+    fields = dict(
+        size=received.stored.size,
+        etag=received.etag,
+        locator=locator,
+        last_modified=clock.now(),
+        checksum=json.dumps(received.checksums),
+        sse_key=sse_key,
+    )
     existing: Part | None = s.get(Part, (upload.upload_id, number))
     if existing is not None:
         garbage.queue(s, [existing.locator])
-        existing.locator, existing.size, existing.etag = locator, size, etag
-        existing.last_modified = clock.now()
-        existing.checksum = json.dumps(sums)
+        for name, value in fields.items():
+            setattr(existing, name, value)
     else:
-        s.add(
-            Part(
-                upload_id=upload.upload_id,
-                part_number=number,
-                size=size,
-                etag=etag,
-                locator=locator,
-                last_modified=clock.now(),
-                checksum=json.dumps(sums),
-            )
-        )
+        s.add(Part(upload_id=upload.upload_id, part_number=number, **fields))
     s.flush()
 
 
-def _part_checksums(upload: Upload, received: dict[str, str], locator: str, size: int) -> dict[str, str]:
-    """The part's checksums to keep: the upload's algorithm's value (computed if the client sent none)."""
+def _check_part_checksums(upload: Upload, received: dict[str, str]) -> None:
+    """A part carries checksums of its upload's algorithm only."""
     algorithm, _ = checksum_setting(upload)
-    if not algorithm:
-        return received
     others = [a for a in received if a != algorithm]
-    if others:
+    if algorithm and others:
         raise CloudError(
             "InvalidRequest",
             f"Checksum Type mismatch occurred, expected checksum Type: {algorithm}, "
             f"actual checksum Type: {others[0]}",
         )
-    if algorithm not in received:
-        received = {algorithm: _digest_blob(object_store(), locator, size, algorithm)}
-    return received
+
+
+def _part_sealed(p: dict[str, Any], upload: Upload) -> tuple[Sealed, CustomerKey | None]:
+    """A new part's encryption: its upload's, under a data key of its own (an SSE-C upload's parts
+    must carry the upload's key)."""
+    objects = layer()
+    customer = objects.reader_key(p, upload.sse, upload.sse_key_hmac)
+    return objects.seal(Sealing(upload.sse, customer)), customer
 
 
 @S3.operation()
@@ -194,17 +202,23 @@ def upload_part(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
     number = _check_part_number(p.get("PartNumber"))
     upload = find_upload(ctx, bucket, p["Key"], p["UploadId"])
+    sealed, customer = _part_sealed(p, upload)
+    algorithm, _ = checksum_setting(upload)
     store = object_store()
-    received = receive_body(ctx, store, limit=MAX_PART)
-    stored = received.stored
-    assert stored.locator is not None  # parts are always blobs
+    received = receive_body(
+        ctx, store, limit=MAX_PART, cipher=sealed.cipher, also=(algorithm,) if algorithm else ()
+    )
     try:
-        sums = _part_checksums(upload, received.checksums, stored.locator, stored.size)
-        _store_part(ctx, upload, number, stored.locator, stored.size, received.etag, sums)
+        _check_part_checksums(upload, received.checksums)
+        _store_part(ctx, upload, number, received, sealed.sse_key)
     except BaseException:
-        stored.discard(store)
+        received.stored.discard(store)
         raise
-    return {"ETag": received.etag, **checksum_members(sums)}
+    return {
+        "ETag": received.etag,
+        **checksum_members(received.checksums),
+        **encryption.answer(upload.sse, customer),
+    }
 
 
 def _copy_range(header: str | None, size: int) -> tuple[int, int]:
@@ -239,28 +253,45 @@ def upload_part_copy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         offset, length = _copy_range(p.get("CopySourceRange"), source.size)
         if length > MAX_PART:
             raise CloudError("EntityTooLarge", "Your proposed upload exceeds the maximum allowed size")
-        return source, open_body(source, offset, length)
+        return source, open_copy_source(p, source, offset, length)
 
+    sealed, customer = _part_sealed(p, upload)
     source, pieces = reading(open_range)
     algorithm, _ = checksum_setting(upload)
-    hashers = checksums.Hashers([algorithm] if algorithm else [])
-    stored, md5 = copy_body(pieces, hashers)
-    assert stored.locator is not None  # parts are always blobs
-    etag = f'"{md5}"'
-    sums = hashers.values()
     try:
-        _store_part(ctx, upload, number, stored.locator, stored.size, etag, sums)
+        copied = copy_body(pieces, checksums.Hashers([algorithm] if algorithm else []), cipher=sealed.cipher)
+    finally:
+        close(pieces)
+    try:
+        _store_part(ctx, upload, number, copied, sealed.sse_key)
     except BaseException:
-        stored.discard(object_store())
+        copied.stored.discard(object_store())
         raise
-    result: dict[str, Any] = {"ETag": etag, "LastModified": clock.now(), **checksum_members(sums)}
-    out: dict[str, Any] = {"CopyPartResult": result}
+    result: dict[str, Any] = {
+        "ETag": copied.etag,
+        "LastModified": clock.now(),
+        **checksum_members(copied.checksums),
+    }
+    out: dict[str, Any] = {"CopyPartResult": result, **encryption.answer(upload.sse, customer)}
     if source_bucket.versioning:
         out["CopySourceVersionId"] = source.version_id
     return out
 
 
 # -- CompleteMultipartUpload ---------------------------------------------------------------------
+
+
+def _part_entry(part: Part) -> list[Any]:
+    """A completed part as its version's `parts` keeps it: [locator, size, ETag, wrapped data key
+    ("" in clear), part number, checksums] (versions made before the last three have only three)."""
+    return [
+        part.locator,
+        part.size,
+        part.etag,
+        part.sse_key,
+        part.part_number,
+        json.loads(part.checksum or "{}"),
+    ]
 
 
 def _plain_etag(etag: str) -> str:
@@ -336,9 +367,10 @@ def _complete_answer(ctx: RequestContext, bucket: Bucket, version: ObjectVersion
     sums = json.loads(version.checksums or "{}")
     out.update(checksum_members(sums))
     if sums:
-        out["ChecksumType"] = "COMPOSITE" if any("-" in v for v in sums.values()) else "FULL_OBJECT"
+        out["ChecksumType"] = checksums.checksum_type(sums)
     if bucket.versioning:
         out["VersionId"] = version.version_id
+    out.update(encryption.answer(version.sse, None))
     return out
 
 
@@ -352,6 +384,7 @@ def complete_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[st
         if retried is not None:
             return retried
         raise no_such_upload(p["UploadId"])
+    check_sent_key(p, upload)
     listed = (p.get("MultipartUpload") or {}).get("Parts") or []
     if not listed:
         raise CloudError(
@@ -421,8 +454,13 @@ def complete_multipart_upload(ctx: RequestContext, p: dict[str, Any]) -> dict[st
         tags=upload.tags,
         acl=upload.acl,
         checksums=json.dumps(sums),
-        parts=json.dumps([[part.locator, part.size, part.etag] for part in chosen]),
+        parts=json.dumps([_part_entry(part) for part in chosen]),
         locator=None,
+        sse=upload.sse,
+        sse_key_hmac=upload.sse_key_hmac,  # each part's data key is in `parts`
+        lock_mode=upload.lock_mode,
+        lock_until=upload.lock_until,
+        legal_hold=upload.legal_hold,
     )
     layer().add(s, bucket, version, conditions=WriteConditions.of(p))
     return _complete_answer(ctx, bucket, version)

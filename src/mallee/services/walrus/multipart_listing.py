@@ -14,6 +14,7 @@ from mallee.services.walrus.apis import S3
 from mallee.services.walrus.buckets import get_bucket, owner_view
 from mallee.services.walrus.multipart import (
     MAX_LISTED,
+    check_sent_key,
     checksum_members,
     checksum_setting,
     find_upload,
@@ -21,7 +22,7 @@ from mallee.services.walrus.multipart import (
 from mallee.services.walrus.tables import Part, Upload
 
 
-def _max_items(value: Any) -> int:
+def max_items(value: Any) -> int:
     if value is None:
         return MAX_LISTED
     if not isinstance(value, int) or value < 0:
@@ -33,7 +34,8 @@ def _max_items(value: Any) -> int:
 def list_parts(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
     upload = find_upload(ctx, bucket, p["Key"], p["UploadId"])
-    max_parts = _max_items(p.get("MaxParts"))
+    check_sent_key(p, upload)
+    max_parts = max_items(p.get("MaxParts"))
     marker = int(p.get("PartNumberMarker") or 0)
     rows = list(
         ctx.session.scalars(
@@ -95,7 +97,7 @@ def _upload_view(upload: Upload, encode: bool) -> dict[str, Any]:
 @S3.operation()
 def list_multipart_uploads(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
-    max_uploads = _max_items(p.get("MaxUploads"))
+    max_uploads = max_items(p.get("MaxUploads"))
     prefix, delimiter = p.get("Prefix") or "", p.get("Delimiter") or ""
     key_marker, id_marker = p.get("KeyMarker") or "", p.get("UploadIdMarker") or ""
     encode = p.get("EncodingType") == "url"

@@ -12,14 +12,17 @@ Behind it, the machinery that makes it fast and safe, kept out of the handlers:
 - group commit: a PutObject's new version commits with other requests' (`GroupCommitter`), or, on
   the event loop, is deferred to a commit the loop awaits (`runtime.deferred_commits`);
 - prepared statements on the DB-API connection for the hot reads and writes (`db.prepared`);
-- conditional writes (If-Match / If-None-Match) checked under the key's lock, at commit.
+- conditional writes (If-Match / If-None-Match) checked under the key's lock, at commit;
+- encryption at rest (`encryption`): each new blob or row under a data key of its own.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -33,7 +36,19 @@ from mallee.db.prepared import first_row, prepared, session_cursor
 from mallee.db.session import Database, hold_write_lock
 from mallee.drivers.objectstore.base import ObjectStore
 from mallee.services.walrus import garbage
-from mallee.services.walrus.bodies import StoredBody
+from mallee.services.walrus.bodies import Cipher, StoredBody
+from mallee.services.walrus.bucket_encryption import default_algorithm
+from mallee.services.walrus.encryption import (
+    KEY_BYTES,
+    SSE_C,
+    SSE_S3,
+    CustomerKey,
+    Keys,
+    Sealing,
+    StreamCipher,
+    customer_for_read,
+    sealing_for_write,
+)
 from mallee.services.walrus.not_found import no_such_key
 from mallee.services.walrus.quota import Quotas
 from mallee.services.walrus.runtime import deferred_commits
@@ -220,17 +235,79 @@ def _readable(
     return found
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """New bytes' encryption (see encryption): the sink's cipher, and what the row keeps of it."""
+
+    cipher: Cipher | None
+    sse: str = ""
+    sse_key: str = ""  # the data key, wrapped
+    sse_key_hmac: str = ""
+
+    def fields(self) -> dict[str, str]:
+        """ObjectVersion (and Upload, without sse_key) columns."""
+        return {"sse": self.sse, "sse_key": self.sse_key, "sse_key_hmac": self.sse_key_hmac}
+
+
 class ObjectLayer:
-    """Versions of objects over a database (rows) and an object store (blobs); one per Walrus
-    process (`runtime.layer()`)."""
+    """Versions of objects over a database (rows) and an object store (blobs), encrypted at rest
+    as their writers ask; one per Walrus process (`runtime.layer()`)."""
 
     def __init__(
-        self, db: Database, store: ObjectStore, writer: GroupCommitter, quotas: Quotas | None = None
+        self,
+        db: Database,
+        store: ObjectStore,
+        writer: GroupCommitter,
+        quotas: Quotas | None = None,
+        keys: Keys | None = None,
+        default_encryption: bool = False,
     ) -> None:
         self.db = db
         self.store = store
         self.writer = writer
         self.quotas = quotas  # None: no account quotas (tests, tools)
+        self.keys = keys or Keys(os.urandom(KEY_BYTES))  # tests and tools: a key of their own
+        self.default_encryption = default_encryption  # SSE-S3 where a bucket does not say (S3's)
+
+    # -- encryption -------------------------------------------------------------------------------
+
+    def bucket_sse(self, bucket: Bucket) -> str:
+        """How the bucket encrypts new objects that ask nothing (PutBucketEncryption)."""
+        if bucket.encryption is None:
+            return SSE_S3 if self.default_encryption else ""
+        return default_algorithm(bucket.encryption)
+
+    def sealing(self, p: Mapping[str, Any], bucket: Bucket) -> Sealing:
+        """How a write's new bytes are to be stored (its headers, else the bucket's default)."""
+        return sealing_for_write(p, self.bucket_sse(bucket))
+
+    def key_hmac(self, sealing: Sealing) -> str:
+        """What is kept of an SSE-C write's key ("" for others)."""
+        return self.keys.customer_hmac(sealing.customer) if sealing.customer is not None else ""
+
+    def seal(self, sealing: Sealing) -> Sealed:
+        """A data key for one new blob or row under `sealing`."""
+        new = self.keys.new_key(sealing)
+        if new is None:
+            return Sealed(None)
+        key_hmac = self.key_hmac(sealing)
+        cipher = Cipher(StreamCipher(new.key), etag_of_stored=sealing.mode == SSE_C)
+        return Sealed(cipher, sealing.mode, new.wrapped, key_hmac)
+
+    def reader_key(
+        self, p: Mapping[str, Any], sse: str, key_hmac: str, prefix: str = ""
+    ) -> CustomerKey | None:
+        """The customer's key a read of bytes stored as `sse` carries (checked; None unless SSE-C)."""
+        return customer_for_read(self.keys, p, sse, key_hmac, prefix)
+
+    def data_keys(self, version: ObjectVersion, customer: CustomerKey | None) -> list[bytes | None]:
+        """The data key of each of the version's segments (see blob_reads.open_body)."""
+        if not version.sse:
+            return []
+        if version.sse_key:  # one blob, or bytes in the row; multipart: a key per part
+            return self.keys.segment_keys(version.sse, [version.sse_key], customer)
+        wrapped = [str(part[3]) for part in json.loads(version.parts or "[]")]
+        return self.keys.segment_keys(version.sse, wrapped, customer)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -333,10 +410,17 @@ class ObjectLayer:
         hold_write_lock(s, [key_lock(bucket, key) for key in keys])
 
     def delete(
-        self, s: Session, bucket: Bucket, key: str, version_id: str | None, owner: str
+        self,
+        s: Session,
+        bucket: Bucket,
+        key: str,
+        version_id: str | None,
+        owner: str,
+        guard: Callable[[ObjectVersion], None] | None = None,
     ) -> dict[str, Any]:
         """DeleteObject's effect and answer: a version removed (the next newest becomes the
-        latest), a delete marker added (versioned bucket), or the key's object removed."""
+        latest), a delete marker added (versioned bucket), or the key's object removed. `guard`
+        may refuse to remove a version (object lock) by raising."""
         self.lock(s, bucket.name, [key])  # which version is newest stays so meanwhile
         if version_id:
             found = s.scalar(
@@ -348,6 +432,8 @@ class ObjectLayer:
             )
             if found is None:
                 return {"VersionId": version_id}  # deleting what is not there succeeds, as on S3
+            if guard is not None:
+                guard(found)
             was_latest, marker = found.is_latest, found.is_delete_marker
             self.discard(s, found)
             if was_latest:

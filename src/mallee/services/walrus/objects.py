@@ -12,11 +12,12 @@ from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.protocol.scalars import format_timestamp
 from mallee.protocol.serializer import STATUS_OVERRIDE
-from mallee.services.walrus import acl
+from mallee.services.walrus import acl, checksums, encryption, object_lock
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.blob_reads import is_multipart, open_body, part_sizes, reading
 from mallee.services.walrus.bodies import INLINE_MAX, receive_body
 from mallee.services.walrus.buckets import get_bucket, read_bucket
+from mallee.services.walrus.encryption import CustomerKey
 from mallee.services.walrus.object_layer import WriteConditions, loose_version
 from mallee.services.walrus.ranges import parse_range
 from mallee.services.walrus.runtime import layer
@@ -62,8 +63,17 @@ def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     check_key(p["Key"])
     check_storage_class(p.get("StorageClass"))
     objects = layer()
+    fields = described(ctx, p, bucket)  # refused (an ACL, a lock) before the body is read
+    if (p.get("ObjectLockMode") or p.get("ObjectLockLegalHoldStatus")) and not _has_digest(ctx):
+        raise CloudError(
+            "InvalidRequest",
+            "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object "
+            "Lock parameters",
+        )
     conditions = objects.check_early(bucket.name, p["Key"], WriteConditions.of(p))
-    received = receive_body(ctx, objects.store, keep_up_to=INLINE_MAX)
+    sealing = objects.sealing(p, bucket)
+    sealed = objects.seal(sealing)
+    received = receive_body(ctx, objects.store, keep_up_to=INLINE_MAX, cipher=sealed.cipher)
     stored = received.stored
     assert ctx.account_id is not None
     version = loose_version(
@@ -75,32 +85,43 @@ def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             size=stored.size,
             etag=received.etag,
             last_modified=clock.now(),
-            owner_account_id=ctx.account_id,
-            **described(ctx, p, bucket),
+            **fields,
             checksums=json.dumps(received.checksums),
             locator=stored.locator,
             body=stored.inline,
+            **sealed.fields(),
         )
     )
     objects.put(bucket, version, stored, conditions)
-    out: dict[str, Any] = {"ETag": received.etag}
+    out: dict[str, Any] = {"ETag": received.etag, **encryption.answer(sealed.sse, sealing.customer)}
     if bucket.versioning:
         out["VersionId"] = version.version_id
     for algorithm, value in received.checksums.items():
         out[f"Checksum{algorithm.upper()}"] = value
+    if received.checksums:
+        out["ChecksumType"] = "FULL_OBJECT"
     return out
 
 
+def _has_digest(ctx: RequestContext) -> bool:
+    headers = ctx.request.headers
+    return "content-md5" in headers or bool(checksums.requested(headers))
+
+
 def described(ctx: RequestContext, p: dict[str, Any], bucket: Bucket) -> dict[str, Any]:
-    """What a PutObject or CreateMultipartUpload request says of the object it makes: storage
-    class, content headers, user metadata, tags and ACL (ObjectVersion and Upload columns alike)."""
+    """What a PutObject or CreateMultipartUpload request says of the object it makes: its owner
+    and ACL (as the bucket's ownership controls decide), storage class, content headers, user
+    metadata, tags, and object lock (ObjectVersion and Upload columns alike)."""
     assert ctx.account_id is not None
+    owner, stored_acl = acl.object_owner_and_acl(p, ctx.account_id, bucket)
     return {
+        "owner_account_id": owner,
         "storage_class": p.get("StorageClass") or "STANDARD",
         "headers": json.dumps(stored_headers(p)),
         "metadata_": json.dumps(p.get("Metadata") or {}),
         "tags": json.dumps(tags_from_header(p.get("Tagging"))),
-        "acl": acl.acl_from_params(p, ctx.account_id, bucket.owner_account_id),
+        "acl": stored_acl,
+        **object_lock.for_new_object(p, bucket),
     }
 
 
@@ -110,13 +131,19 @@ def tags_from_header(value: str | None) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in parse_qsl(value, keep_blank_values=True)]
 
 
-def object_view(version: ObjectVersion, p: dict[str, Any], versioned: bool) -> dict[str, Any]:
+def object_view(
+    version: ObjectVersion, p: dict[str, Any], versioned: bool, customer: CustomerKey | None
+) -> dict[str, Any]:
+    """GetObject's and HeadObject's members about the version (`customer`: the SSE-C key the
+    request carried, checked)."""
     out: dict[str, Any] = {
         "ETag": version.etag,
         "LastModified": version.last_modified,
         "ContentLength": version.size,
         "AcceptRanges": "bytes",
         "Metadata": json.loads(version.metadata_ or "{}"),
+        **encryption.answer(version.sse, customer),
+        **object_lock.view(version),
     }
     headers = json.loads(version.headers or "{}")
     for name in STORED_HEADERS:
@@ -133,8 +160,11 @@ def object_view(version: ObjectVersion, p: dict[str, Any], versioned: bool) -> d
     if tags:
         out["TagCount"] = len(tags)
     if (p.get("ChecksumMode") or "").upper() == "ENABLED":
-        for algorithm, value in json.loads(version.checksums or "{}").items():
+        sums = json.loads(version.checksums or "{}")
+        for algorithm, value in sums.items():
             out[f"Checksum{algorithm.upper()}"] = value
+        if sums:
+            out["ChecksumType"] = checksums.checksum_type(sums)
     for override in (
         "ContentType",
         "ContentLanguage",
@@ -182,16 +212,18 @@ def get_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
 
 def _get_once(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = read_bucket(p["Bucket"])
-    version = layer().read(bucket.name, p["Key"], p.get("VersionId"), marker_headers=True)
+    objects = layer()
+    version = objects.read(bucket.name, p["Key"], p.get("VersionId"), marker_headers=True)
+    customer = objects.reader_key(p, version.sse, version.sse_key_hmac)
     check_conditions(version, p)
-    out = object_view(version, p, bool(bucket.versioning))
+    out = object_view(version, p, bool(bucket.versioning), customer)
     offset, length = 0, version.size
     if p.get("PartNumber") is not None:
         offset, length = select_part(version, p, out)
     elif p.get("Range"):
         offset, length = select_range(version, p["Range"], out)
     out["ContentLength"] = length
-    out["Body"] = open_body(version, offset, length)
+    out["Body"] = open_body(version, offset, length, objects.data_keys(version, customer))
     return out
 
 
@@ -234,9 +266,11 @@ def select_part(version: ObjectVersion, p: dict[str, Any], out: dict[str, Any]) 
 @S3.operation()
 def head_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = read_bucket(p["Bucket"])
-    version = layer().read(bucket.name, p["Key"], p.get("VersionId"), marker_headers=True)
+    objects = layer()
+    version = objects.read(bucket.name, p["Key"], p.get("VersionId"), marker_headers=True)
+    customer = objects.reader_key(p, version.sse, version.sse_key_hmac)
     check_conditions(version, p)
-    out = object_view(version, p, bool(bucket.versioning))
+    out = object_view(version, p, bool(bucket.versioning), customer)
     if p.get("PartNumber") is not None:
         out["ContentLength"] = select_part(version, p, out)[1]
     elif p.get("Range"):  # only the length changes, as on S3
@@ -248,4 +282,6 @@ def head_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
 def delete_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     bucket = get_bucket(ctx, p["Bucket"])
     assert ctx.account_id is not None
-    return layer().delete(ctx.session, bucket, p["Key"], p.get("VersionId"), ctx.account_id)
+    version_id = p.get("VersionId")
+    guard = object_lock.guard(ctx, p, bucket.name, p["Key"], version_id)
+    return layer().delete(ctx.session, bucket, p["Key"], version_id, ctx.account_id, guard)

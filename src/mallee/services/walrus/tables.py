@@ -46,6 +46,12 @@ class Bucket(Base):
     cors: Mapped[str | None] = mapped_column(Text)  # JSON CORSRules
     lifecycle: Mapped[str | None] = mapped_column(Text)  # JSON Rules
     tags: Mapped[str | None] = mapped_column(Text)  # JSON TagSet
+    # BucketOwnerEnforced (ACLs off, the default for new buckets as on S3), BucketOwnerPreferred,
+    # ObjectWriter, or "" (no controls, as ObjectWriter: buckets made before they existed here).
+    ownership: Mapped[str] = mapped_column(String(32), default="BucketOwnerEnforced")
+    public_access_block: Mapped[str | None] = mapped_column(Text)  # JSON PublicAccessBlockConfiguration
+    encryption: Mapped[str | None] = mapped_column(Text)  # JSON ServerSideEncryptionConfiguration
+    object_lock: Mapped[str | None] = mapped_column(Text)  # JSON ObjectLockConfiguration; None: off
 
 
 class ObjectVersion(Base):
@@ -73,8 +79,19 @@ class ObjectVersion(Base):
     tags: Mapped[str] = mapped_column(Text, default="[]")
     acl: Mapped[str] = mapped_column(Text, default="[]")
     checksums: Mapped[str] = mapped_column(Text, default="{}")  # JSON algorithm -> base64 value
-    parts: Mapped[str] = mapped_column(Text, default="[]")  # JSON [[locator, size, etag], …]: multipart
+    # JSON [[locator, size, etag, wrapped data key (encrypted parts only)], …]: multipart
+    parts: Mapped[str] = mapped_column(Text, default="[]")
     locator: Mapped[str | None] = mapped_column(String(255))  # single-blob objects
+    # Encryption at rest (see encryption): "" none, AES256 (SSE-S3) or SSE-C; the data key of the
+    # blob or row bytes, wrapped (multipart: each part's is in `parts`); SSE-C: an HMAC of the
+    # customer's key, to refuse another key (the key itself is never kept).
+    sse: Mapped[str] = mapped_column(String(16), default="")
+    sse_key: Mapped[str] = mapped_column(Text, default="")
+    sse_key_hmac: Mapped[str] = mapped_column(String(64), default="")
+    # Object lock: retention mode (GOVERNANCE, COMPLIANCE) until a date, and a legal hold.
+    lock_mode: Mapped[str] = mapped_column(String(16), default="")
+    lock_until: Mapped[_dt.datetime | None] = mapped_column(UTCDateTime)
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
     # Small objects' bytes, kept in the row instead of a blob (see bodies.BodySink). Deferred: only
     # reads of the object load them, not listings or ORM loads of the version.
     body: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
@@ -94,6 +111,11 @@ class Upload(Base):
     tags: Mapped[str] = mapped_column(Text, default="[]")
     acl: Mapped[str] = mapped_column(Text, default="[]")
     checksum_algorithm: Mapped[str] = mapped_column(String(16), default="")
+    sse: Mapped[str] = mapped_column(String(16), default="")  # as ObjectVersion's
+    sse_key_hmac: Mapped[str] = mapped_column(String(64), default="")
+    lock_mode: Mapped[str] = mapped_column(String(16), default="")
+    lock_until: Mapped[_dt.datetime | None] = mapped_column(UTCDateTime)
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Part(Base):
@@ -106,6 +128,7 @@ class Part(Base):
     locator: Mapped[str] = mapped_column(String(255))
     last_modified: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
     checksum: Mapped[str] = mapped_column(Text, default="")
+    sse_key: Mapped[str] = mapped_column(Text, default="")  # its blob's data key, wrapped
 
 
 class Garbage(Base):

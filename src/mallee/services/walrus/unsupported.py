@@ -1,5 +1,5 @@
 """What Walrus refuses rather than ignores: input members of the operations it serves that no
-handler reads and that would change what S3 does (encryption, object lock, conditional deletes,
+handler reads and that would change what S3 does (KMS, object lock event holds, conditional deletes,
 appends, checksums it cannot verify, ...). Ignoring one would answer as if it had been honoured; the
 request is refused instead with S3's 501 NotImplemented, naming the header or query parameter.
 
@@ -9,7 +9,8 @@ authorizer), OptionalObjectAttributes (no object of Walrus has a restore status 
 AnnotationDirective (no annotations to copy), ConfirmRemoveSelfBucketAccess, MFA outside
 PutBucketVersioning (no bucket has MFA Delete), TransitionDefaultMinimumObjectSize (lifecycle
 transitions are refused). IfMatch/IfNoneMatch are honoured by PutObject, CopyObject and
-CompleteMultipartUpload, ExpectedSourceBucketOwner by CopyObject and UploadPartCopy.
+CompleteMultipartUpload, ExpectedSourceBucketOwner by CopyObject and UploadPartCopy, SSE-S3 and
+SSE-C (x-amz-server-side-encryption*) by every operation that takes them (see encryption).
 
 `refuse_unsupported` runs on every request: the table is worked out from the model at import, so a
 request costs one dict look-up and a set intersection over its parameter names.
@@ -25,25 +26,12 @@ from mallee.protocol.specs import load_service
 ALL = None  # every operation whose input has the member
 # Input member -> the operations where Walrus ignores it.
 UNSUPPORTED: dict[str, frozenset[str] | None] = {
-    "ServerSideEncryption": ALL,  # objects are not encrypted at rest
-    "SSECustomerAlgorithm": ALL,
-    "SSECustomerKey": ALL,
-    "SSECustomerKeyMD5": ALL,
-    "CopySourceSSECustomerAlgorithm": ALL,
-    "CopySourceSSECustomerKey": ALL,
-    "CopySourceSSECustomerKeyMD5": ALL,
-    "SSEKMSKeyId": ALL,
+    "SSEKMSKeyId": ALL,  # no KMS (x-amz-server-side-encryption: aws:kms is refused by encryption)
     "SSEKMSEncryptionContext": ALL,
     "BucketKeyEnabled": ALL,
-    "ObjectLockEnabledForBucket": ALL,  # no object lock
-    "ObjectLockMode": ALL,
-    "ObjectLockRetainUntilDate": ALL,
-    "ObjectLockLegalHoldStatus": ALL,
-    "ObjectLockEventHold": ALL,
+    "ObjectLockEventHold": ALL,  # object lock event holds
     "ObjectLockEventHoldDurationDays": ALL,
     "ObjectLockEventHoldDurationYears": ALL,
-    "BypassGovernanceRetention": ALL,
-    "ObjectOwnership": ALL,  # objects belong to their writer (ObjectWriter), ACLs always apply
     "BucketNamespace": ALL,  # bucket names are global
     "IfMatch": frozenset({"DeleteObject"}),  # conditional deletes
     "IfMatchInitiatedTime": ALL,
@@ -59,9 +47,7 @@ UNSUPPORTED: dict[str, frozenset[str] | None] = {
 }
 # Values that ask for what Walrus does anyway (besides an absent or false flag).
 HARMLESS: dict[str, frozenset[object]] = {
-    "ObjectOwnership": frozenset({"ObjectWriter"}),
     "BucketNamespace": frozenset({"global"}),
-    "ObjectLockLegalHoldStatus": frozenset({"OFF"}),
     "ObjectLockEventHold": frozenset({"OFF"}),
 }
 

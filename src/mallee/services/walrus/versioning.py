@@ -13,6 +13,7 @@ from typing import Any
 
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
+from mallee.services.walrus import object_lock
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.buckets import get_bucket
 
@@ -44,6 +45,7 @@ def put_bucket_versioning(ctx: RequestContext, p: dict[str, Any]) -> None:
         return None
     if status not in STATES:
         raise CloudError("MalformedXML", "The XML you provided was not well-formed or did not validate.")
+    object_lock.check_versioning_change(bucket, status)
     bucket.versioning = status
     ctx.session.flush()
     return None
