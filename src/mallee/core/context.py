@@ -214,3 +214,6 @@ class RequestContext:
     session: Any = None
     # The signing secret of the caller's key: S3 needs it to check aws-chunked chunk signatures.
     secret_key: str | None = None
+    # What authorization loaded of the resource the request names (Walrus: its bucket row, or None
+    # when there is none), so that the handler does not look it up again.
+    resource: Any = None

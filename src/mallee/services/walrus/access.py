@@ -194,6 +194,7 @@ class S3Access:
         # policy, its ACL) has no say in it; the handler answers BucketAlreadyExists.
         named = params.get("Bucket") if operation.name != "CreateBucket" else None
         bucket = self.load_bucket(named) if named else None
+        ctx.resource = bucket  # for the handler (buckets.read_bucket)
         expected = params.get("ExpectedBucketOwner")
         if expected is not None and bucket is not None and expected != bucket.owner_account_id:
             raise _denied()  # S3's bucket owner condition: 403 whoever asks

@@ -56,8 +56,12 @@ def get_bucket(ctx: RequestContext, name: str) -> Bucket:
     return _existing(ctx.session.get(Bucket, name), name)
 
 
-def read_bucket(name: str) -> Bucket:
-    """The bucket as last committed, from the bucket cache: for handlers that only read it."""
+def read_bucket(ctx: RequestContext, name: str) -> Bucket:
+    """The bucket as last committed, for handlers that only read it: the row the authorizer loaded
+    from the bucket cache, or the cache's."""
+    loaded = ctx.resource
+    if isinstance(loaded, Bucket) and loaded.name == name:
+        return loaded
     return _existing(buckets().get(name), name)
 
 

@@ -39,7 +39,7 @@ def get_object_attributes(ctx: RequestContext, p: dict[str, Any]) -> dict[str, A
             "The x-amz-object-attributes header specifying the attributes to be retrieved is either "
             "missing or empty",
         )
-    bucket = read_bucket(p["Bucket"])
+    bucket = read_bucket(ctx, p["Bucket"])
     # S3 asks for s3:GetObject(Version) too; the gateway checked s3:GetObject(Version)Attributes.
     # Before the read, so that a caller without it cannot tell which keys exist.
     authorize_object(ctx, "GetObject", bucket.name, p["Key"], p.get("VersionId"))

@@ -59,7 +59,7 @@ def stored_headers(p: dict[str, Any]) -> dict[str, str]:
 
 @S3.operation()
 def put_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    bucket = read_bucket(p["Bucket"])
+    bucket = read_bucket(ctx, p["Bucket"])
     check_key(p["Key"])
     check_storage_class(p.get("StorageClass"))
     objects = layer()
@@ -211,7 +211,7 @@ def get_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _get_once(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    bucket = read_bucket(p["Bucket"])
+    bucket = read_bucket(ctx, p["Bucket"])
     objects = layer()
     version = objects.read(bucket.name, p["Key"], p.get("VersionId"), marker_headers=True)
     customer = objects.reader_key(p, version.sse, version.sse_key_hmac)
@@ -265,7 +265,7 @@ def select_part(version: ObjectVersion, p: dict[str, Any], out: dict[str, Any]) 
 
 @S3.operation()
 def head_object(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    bucket = read_bucket(p["Bucket"])
+    bucket = read_bucket(ctx, p["Bucket"])
     objects = layer()
     version = objects.read(bucket.name, p["Key"], p.get("VersionId"), marker_headers=True)
     customer = objects.reader_key(p, version.sse, version.sse_key_hmac)

@@ -38,7 +38,7 @@ def put_bucket_ownership_controls(ctx: RequestContext, p: dict[str, Any]) -> Non
 
 @S3.operation()
 def get_bucket_ownership_controls(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    bucket = read_bucket(p["Bucket"])
+    bucket = read_bucket(ctx, p["Bucket"])
     if bucket.ownership == NO_CONTROLS:
         raise CloudError(
             "OwnershipControlsNotFoundError",

@@ -317,7 +317,7 @@ def _upload(gateway: Gateway, ctx: RequestContext, form: _Form, bucket: str) -> 
     )
     with gateway.unit_of_work(ctx, operation):
         if ctx.account_id is None:  # anonymous, as the bucket allows: the bucket owner's object
-            ctx.account_id = read_bucket(bucket).owner_account_id
+            ctx.account_id = read_bucket(ctx, bucket).owner_account_id
         output = put_object(ctx, params) or {}
     if not form.finished:
         form.drain(DRAIN_LIMIT)  # the closing delimiter and any (ignored) fields after the file

@@ -31,7 +31,7 @@ def put_public_access_block(ctx: RequestContext, p: dict[str, Any]) -> None:
 
 @S3.operation()
 def get_public_access_block(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    bucket = read_bucket(p["Bucket"])
+    bucket = read_bucket(ctx, p["Bucket"])
     if not bucket.public_access_block:
         raise CloudError(
             "NoSuchPublicAccessBlockConfiguration",
