@@ -1,14 +1,17 @@
 """Fixtures of the functional tests: one real cloud per session, a fresh account per test (and a
-boto3 S3 client of it)."""
+boto3 S3 client of it); and, for the modules that ask for it (`on_both_databases`), a second
+cloud whose Walrus keeps its metadata in PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import atexit
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from support.cloud import Cloud, Keys, start_cloud, stop_cloud
+from support.postgres import admin, start_server
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +21,42 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         yield c
     finally:
         stop_cloud(c)
+
+
+@pytest.fixture(scope="session")
+def postgresql_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    """A cloud whose Walrus keeps buckets and object versions in a PostgreSQL database (the
+    server started here, stopped by pid afterwards)."""
+    try:
+        server = start_server()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    atexit.register(server.stop)  # a session torn down abnormally
+    try:
+        admin(server.url("postgres"), "CREATE DATABASE walrus")
+        c = start_cloud(
+            tmp_path_factory.mktemp("pgcloud"), {"MALLEE_WALRUS_DATABASE_URL": server.url("walrus")}
+        )
+        try:
+            yield c
+        finally:
+            stop_cloud(c)
+    finally:
+        server.stop()
+
+
+def on_both_databases() -> Callable[..., Cloud]:
+    """A module's `cloud` fixture (`cloud = on_both_databases()`): each of its tests runs on the
+    session's cloud (Walrus on SQLite) and again on `postgresql_cloud`."""
+
+    @pytest.fixture(params=["sqlite", "postgresql"])
+    def cloud(request: pytest.FixtureRequest, cloud: Cloud) -> Cloud:  # the session's, overridden
+        if request.param == "sqlite":
+            return cloud
+        found: Cloud = request.getfixturevalue("postgresql_cloud")
+        return found
+
+    return cloud
 
 
 @pytest.fixture

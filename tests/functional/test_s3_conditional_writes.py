@@ -11,9 +11,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from support.cloud import Cloud, Keys, aws
 
 PART = 5 * 1024 * 1024
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 
 def new_bucket(cloud: Cloud, account: Keys) -> tuple[Any, str]:

@@ -11,7 +11,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from support.cloud import Cloud, Keys, aws, user_keys
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 
 def answer(err: ClientError) -> tuple[int, str]:

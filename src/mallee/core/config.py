@@ -29,6 +29,9 @@ class Config:
     zone: str = "mallee-1a"  # the availability zone of this host's cluster controller
     clc_host: str = "127.0.0.1"  # where other services find the CLC
     database_url: str = ""  # empty: SQLite in the data directory
+    # Walrus's metadata (buckets, object versions): empty, SQLite in the data directory; or a
+    # PostgreSQL URL (a database of its own, shared by every Walrus worker of the cloud).
+    walrus_database_url: str = ""
     aws_config_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "config")
     aws_credentials_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "credentials")
     log_level: str = "INFO"
@@ -148,6 +151,8 @@ class Config:
     def database_url_for(self, service: str) -> str:
         if service == "clc" and self.database_url:
             return self.database_url
+        if service == "walrus" and self.walrus_database_url:
+            return self.walrus_database_url
         return f"sqlite:///{self.data_dir / (service + '.db')}"
 
     @property
