@@ -13,10 +13,7 @@ from sqlalchemy import update
 
 from mallee.core.interprocess import SharedCounter
 from mallee.db import migrate
-from mallee.db.group_commit import GroupCommitter
 from mallee.db.session import Database
-from mallee.drivers.objectstore.filesystem import FilesystemObjectStore
-from mallee.services.walrus import garbage
 from mallee.services.walrus.bucket_cache import BucketCache
 from mallee.services.walrus.tables import Bucket, ObjectVersion
 
@@ -35,20 +32,6 @@ def generation(tmp_path: Path) -> Iterator[SharedCounter]:
     counter = SharedCounter(tmp_path / "buckets.generation")
     yield counter
     counter.close()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> FilesystemObjectStore:
-    return FilesystemObjectStore(tmp_path / "walrus")
-
-
-@pytest.fixture
-def writer(db: Database, store: FilesystemObjectStore) -> Iterator[GroupCommitter]:
-    committer: GroupCommitter = GroupCommitter(
-        db, after_commit=lambda s: garbage.remove(garbage.queued(s), store, committer)
-    )
-    yield committer
-    committer.close()
 
 
 def _bucket(db: Database, name: str = "b", versioning: str = "") -> Bucket:

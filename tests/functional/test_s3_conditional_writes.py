@@ -12,6 +12,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from functional.conftest import on_both_databases
+from support.answers import error_of, refused
 from support.cloud import Cloud, Keys, aws
 
 PART = 5 * 1024 * 1024
@@ -24,18 +25,6 @@ def new_bucket(cloud: Cloud, account: Keys) -> tuple[Any, str]:
     name = f"cond-{secrets.token_hex(4)}"
     s3.create_bucket(Bucket=name)
     return s3, name
-
-
-def _answer(err: ClientError) -> tuple[int, str]:
-    return int(err.response["ResponseMetadata"]["HTTPStatusCode"]), str(err.response["Error"]["Code"])
-
-
-def refused(call: Any, **kwargs: Any) -> tuple[int, str]:
-    try:
-        call(**kwargs)
-    except ClientError as err:
-        return _answer(err)
-    raise AssertionError("the write was not refused")
 
 
 def test_put_if_none_match_writes_a_new_key_only(cloud: Cloud, account: Keys) -> None:
@@ -86,7 +75,7 @@ def test_racing_writers_of_one_new_key_one_wins(cloud: Cloud, account: Keys) -> 
             s3.put_object(Bucket=bucket, Key="race", Body=f"writer {n}".encode(), IfNoneMatch="*")
             outcomes.append(200)
         except ClientError as err:
-            outcomes.append(_answer(err)[0])
+            outcomes.append(error_of(err)[0])
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
     for t in threads:
@@ -161,7 +150,7 @@ def test_what_walrus_does_not_do_is_refused_by_name(cloud: Cloud, account: Keys)
     try:
         s3.put_object(Bucket=bucket, Key="k", Body=b"x", WriteOffsetBytes=0)
     except ClientError as err:
-        assert _answer(err) == (501, "NotImplemented")
+        assert error_of(err) == (501, "NotImplemented")
         assert "x-amz-write-offset-bytes" in err.response["Error"]["Message"]
     else:
         raise AssertionError("an append was not refused")

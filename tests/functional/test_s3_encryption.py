@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from functional.conftest import on_both_databases
+from support.answers import refused
 from support.cloud import Cloud, Keys, aws
 
 PART = 5 * 1024 * 1024
@@ -39,14 +39,6 @@ def customer_key() -> tuple[bytes, dict[str, str]]:
 
 def copy_source_key(key: bytes) -> dict[str, Any]:
     return {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": key}
-
-
-def refused(call: Any, **kwargs: Any) -> tuple[int, str]:
-    try:
-        call(**kwargs)
-    except ClientError as err:
-        return int(err.response["ResponseMetadata"]["HTTPStatusCode"]), str(err.response["Error"]["Code"])
-    raise AssertionError("not refused")
 
 
 def marker(size: int) -> bytes:

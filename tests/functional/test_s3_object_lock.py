@@ -9,24 +9,11 @@ import datetime as _dt
 import secrets
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from functional.conftest import on_both_databases
+from support.answers import refused
 from support.cloud import Cloud, Keys, aws, user_keys
 
 cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
-
-
-def answer(err: ClientError) -> tuple[int, str]:
-    return int(err.response["ResponseMetadata"]["HTTPStatusCode"]), str(err.response["Error"]["Code"])
-
-
-def refused(call: Any, **kwargs: Any) -> tuple[int, str]:
-    try:
-        call(**kwargs)
-    except ClientError as err:
-        return answer(err)
-    raise AssertionError("not refused")
 
 
 def locked_bucket(cloud: Cloud, account: Keys) -> tuple[Any, str]:
