@@ -9,6 +9,7 @@ from typing import Any
 
 from _harness import print_facts
 from _loadgen import LoadResult
+from _s3baseline import ROUTE, print_baseline
 from _s3client import Transfer
 
 GET_TARGET, PUT_TARGET, SMALL_TARGET = 0.8, 0.6, 10.0
@@ -46,6 +47,28 @@ class SmallResult:
     target: str
     load: LoadResult
     server_cpu_pct: float
+
+    @classmethod
+    def combine(cls, rounds: Sequence[SmallResult]) -> SmallResult:
+        """The rounds of one operation on one target as one: requests and seconds added up (ops/s
+        is the overall rate), the median of the rounds' p50 and p99, the largest max, every error,
+        the mean server CPU."""
+        if len(rounds) == 1:
+            return rounds[0]
+        loads = [r.load for r in rounds]
+        load = LoadResult(
+            requests=sum(x.requests for x in loads),
+            seconds=sum(x.seconds for x in loads),
+            non2xx=sum(x.non2xx for x in loads),
+            socket_errors=sum(x.socket_errors for x in loads),
+            timeouts=sum(x.timeouts for x in loads),
+            p50_ms=statistics.median(x.p50_ms for x in loads),
+            p99_ms=statistics.median(x.p99_ms for x in loads),
+            max_ms=max(x.max_ms for x in loads),
+            loadgen_cpu_seconds=sum(x.loadgen_cpu_seconds for x in loads),
+        )
+        cpu = round(statistics.fmean(r.server_cpu_pct for r in rounds), 1)
+        return cls(rounds[0].operation, rounds[0].target, load, cpu)
 
     def row(self) -> dict[str, Any]:
         return {
@@ -159,6 +182,8 @@ def _print_large(report: dict[str, Any], large: Sequence[LargeResult]) -> None:
         ("GET", "limit"): "limit: sendfile",
         ("GET", "limit-copy"): "limit: read+send",
     }
+    if "baseline" in report:
+        labels.update({(op, ROUTE): f"{report['baseline']['name']} endpoint" for op in ("PUT", "GET")})
     for r in large:
         label = labels.get((r.operation, r.route)) or {"endpoint": "mallee endpoint"}.get(
             r.route, "walrus port (direct)"
@@ -169,17 +194,19 @@ def _print_large(report: dict[str, Any], large: Sequence[LargeResult]) -> None:
 
 
 def _print_small(small: Sequence[SmallResult]) -> None:
+    width = max(7, *(len(r.target) for r in small))  # a baseline's name (mallee@REV) may be longer
     header = (
-        f"{'small object (4 KiB)':<22} {'target':<7} {'ops/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-        f"{'errors':>6} {'srv CPU':>8} {'gen CPU':>8}"
+        f"{'small object (4 KiB)':<22} {'target':<{width}} {'ops/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'max ms':>8} {'errors':>6} {'srv CPU':>8} {'gen CPU':>8}"
     )
     print(header)
     print("-" * len(header))
     for r in small:
         load, gen_cpu = r.load, r.row()["loadgen_cpu_pct"]
         print(
-            f"{r.operation:<22} {r.target:<7} {load.rps:>8,.0f} {load.p50_ms:>8.2f} {load.p99_ms:>8.2f} "
-            f"{load.max_ms:>8.1f} {load.errors:>6} {r.server_cpu_pct:>7.0f}% {gen_cpu:>7.0f}%"
+            f"{r.operation:<22} {r.target:<{width}} {load.rps:>8,.0f} {load.p50_ms:>8.2f} "
+            f"{load.p99_ms:>8.2f} {load.max_ms:>8.1f} {load.errors:>6} {r.server_cpu_pct:>7.0f}% "
+            f"{gen_cpu:>7.0f}%"
         )
 
 
@@ -231,6 +258,7 @@ def print_report(
         f"small:    {settings['client']}, {settings['connections']} connections, "
         f"{settings['threads']} threads, "
         f"{settings['warmup']} s warm-up + {settings['seconds']} s per measurement"
+        + (f", {settings['rounds']} rounds interleaved" if "rounds" in settings else "")
     )
     _print_memory(report)
     print()
@@ -239,3 +267,6 @@ def print_report(
     _print_small(small)
     print()
     _print_verdicts(found)
+    if "baseline" in report:
+        print()
+        print_baseline(report)

@@ -13,6 +13,16 @@ are replayed by wrk (bench/_load.lua) against Mallee (its endpoint, and Walrus's
 information) and moto's server at 16 connections.
 
     .venv/bin/python bench/s3.py [--size 256] [--repeat 3] [--seconds 5] [--big] [--json]
+                                 [--rounds 1] [--baseline REV]
+
+--baseline REV also runs Mallee as it was at git revision REV (its `src` extracted beside this tree,
+bench/_s3baseline.py) and measures the same four figures on it: large PUT and GET through its
+endpoint, 4 KiB PUT and GET ops/s through its endpoint. The two Mallees are measured in turn (one
+under load at a time; which goes first alternates between rounds and operations), and a table
+prints each figure for the tree, for REV, and tree / REV: to show a change does not slow the hot
+path, run `bench/s3.py --baseline <rev before the change>`. The targets are judged on the tree only.
+One 5 s measurement of a small-object figure moves by up to ~25% here: for a decision add
+`--rounds 3` (every small measurement three times, the targets interleaved, the rounds combined).
 """
 
 from __future__ import annotations
@@ -52,6 +62,7 @@ from _harness import (
     workspace,
 )
 from _loadgen import LoadGenerator, LoadSettings, SignedRequest, choose_client, loadgen_version
+from _s3baseline import ROUTE, TREE_ROUTE, TREE_TARGET, alternate, describe, figures, start_baseline
 from _s3client import MIB, Transfer, get_discard, new_buffer, presign_s3, put_file, sign_s3
 from _s3limits import COPY_PATH, make_file, md5_rate
 from _s3report import LargeResult, SmallResult, Verdict, print_report, verdicts
@@ -166,14 +177,15 @@ def measure_large(
     """`repeat` rounds, interleaved: PUT on every route and the first limit server route, then GET
     on every route and every limit server route (sendfile, and read+send). Each round starts its
     GETs with the next route, so that no route always runs just after the PUTs (whose deleted
-    blobs and fsynced files the disk is still busy with)."""
+    blobs and fsynced files the disk is still busy with). With a baseline route, it and the tree's
+    endpoint swap places in the PUTs every other round."""
     put_routes, get_routes = (*routes, limits[0]), (*routes, *limits)
     results = {("PUT", r.name): LargeResult("PUT", r.name) for r in put_routes}
     results.update({("GET", r.name): LargeResult("GET", r.name) for r in get_routes})
     buffer = new_buffer()
     for number in range(1, repeat + 1):
         print(f"large objects: round {number}/{repeat} ...", file=sys.stderr)
-        for route in put_routes:
+        for route in alternate(put_routes, number - 1, (TREE_ROUTE, ROUTE)):
             transfer, cpu = put_large(route, "large", path, size, md5)
             results["PUT", route.name].add(transfer, cpu)
         start = (number - 1) % len(get_routes)
@@ -243,23 +255,48 @@ def check_once(request: SignedRequest) -> None:
 
 
 def measure_small(
-    targets: Sequence[Target], client: tuple[str, LoadGenerator], settings: LoadSettings, workdir: Path
-) -> list[SmallResult]:
+    targets: Sequence[Target],
+    client: tuple[str, LoadGenerator],
+    settings: LoadSettings,
+    workdir: Path,
+    pair: tuple[str, str] = (TREE_TARGET, ""),
+    rounds: int = 1,
+) -> tuple[list[SmallResult], list[SmallResult]]:
+    """Each operation on each target in turn, `rounds` times; the two targets named in `pair` (the
+    tree's and the baseline's Mallee) swap places from one operation and round to the next. Returns
+    the rounds combined (in the order of `targets`), and every round's result."""
     results = []
     requests = {t.name: small_requests(t, SMALL_PUT_KEYS) for t in targets}
-    for operation in ("PutObject", "GetObject"):
-        for target in targets:
-            print(f"small objects: {operation} on {target.name} ...", file=sys.stderr)
-            request = requests[target.name][operation]
-            check_once(request)
-            generate = client[1]
-            if settings.warmup > 0:
-                generate(request, settings.warmup, settings, workdir)
-            cpu_before = cpu_seconds(target.root_pid)
-            load = generate(request, settings.seconds, settings, workdir)
-            cpu = round(100 * (cpu_seconds(target.root_pid) - cpu_before) / load.seconds, 1)
-            results.append(SmallResult(operation, target.name, load, cpu))
-    return results
+    for number in range(rounds):
+        for turn, operation in enumerate(("PutObject", "GetObject"), number):
+            for target in alternate(targets, turn, pair):
+                where = f"round {number + 1}/{rounds}: " if rounds > 1 else ""
+                print(f"small objects: {where}{operation} on {target.name} ...", file=sys.stderr)
+                results.append(_measure_small(target, operation, requests, client, settings, workdir))
+    order = [t.name for t in targets]
+    groups: dict[tuple[str, str], list[SmallResult]] = {}
+    for r in sorted(results, key=lambda r: (r.operation != "PutObject", order.index(r.target))):
+        groups.setdefault((r.operation, r.target), []).append(r)
+    return [SmallResult.combine(group) for group in groups.values()], results
+
+
+def _measure_small(
+    target: Target,
+    operation: str,
+    requests: dict[str, dict[str, SignedRequest]],
+    client: tuple[str, LoadGenerator],
+    settings: LoadSettings,
+    workdir: Path,
+) -> SmallResult:
+    request = requests[target.name][operation]
+    check_once(request)
+    generate = client[1]
+    if settings.warmup > 0:
+        generate(request, settings.warmup, settings, workdir)
+    cpu_before = cpu_seconds(target.root_pid)
+    load = generate(request, settings.seconds, settings, workdir)
+    cpu = round(100 * (cpu_seconds(target.root_pid) - cpu_before) / load.seconds, 1)
+    return SmallResult(operation, target.name, load, cpu)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,6 +364,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--seconds", type=float, default=5.0, help="measured seconds per small-object run (5)"
     )
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each small run (1)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="small-object rounds, the targets interleaved, combined (1)"
+    )
     parser.add_argument("--connections", type=int, default=16, help="small-object connections (16)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     parser.add_argument(
@@ -336,9 +376,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     parser.add_argument("--check", action="store_true", help="exit 3 when a target is missed")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also measure Mallee at git revision REV, and compare"
+    )
     args = parser.parse_args(argv)
-    if args.size < 1 or args.repeat < 1 or args.seconds <= 0 or not 1 <= args.threads <= args.connections:
-        parser.error("need --size >= 1, --repeat >= 1, --seconds > 0, 1 <= --threads <= --connections")
+    if args.size < 1 or args.repeat < 1 or args.rounds < 1 or args.seconds <= 0:
+        parser.error("need --size >= 1, --repeat >= 1, --rounds >= 1, --seconds > 0")
+    if not 1 <= args.threads <= args.connections:
+        parser.error("need 1 <= --threads <= --connections")
     return args
 
 
@@ -350,9 +395,12 @@ class Servers:
     walrus_pids: list[int]
     routes: list[Route]
     limits: list[Route]
+    baseline: Target | None = None  # Mallee at --baseline REV
 
 
-def start_servers(procs: ProcessSet, workdir: Path, object_path: Path) -> Servers:
+def start_servers(
+    procs: ProcessSet, workdir: Path, object_path: Path, compared: dict[str, Any] | None = None
+) -> Servers:
     print("starting mallee, moto and the limit server ...", file=sys.stderr)
     mallee = start_mallee(procs, workdir, set(), _answers_s3, "ListBuckets answer")
     moto = start_moto(procs, workdir, mallee_ports(mallee), _answers_s3, "ListBuckets answer")
@@ -365,7 +413,15 @@ def start_servers(procs: ProcessSet, workdir: Path, object_path: Path) -> Server
     for target in (mallee, moto):
         prepare_bucket(target)
     direct = replace(mallee, name="walrus", endpoint=walrus)
-    return Servers(mallee, direct, moto, walrus_pids(workdir / "mallee.log"), routes, limits)
+    servers = Servers(mallee, direct, moto, walrus_pids(workdir / "mallee.log"), routes, limits)
+    if compared is not None:
+        avoid = mallee_ports(mallee) | {moto.port}  # the limit server's port is bound: not free
+        base = start_baseline(procs, workdir, compared, avoid, _answers_s3, "ListBuckets answer")
+        prepare_bucket(base)
+        route = Route(ROUTE, lambda m, k: sign_s3(base, m, f"/{BUCKET}/{k}"), base.root_pid)
+        servers.routes.insert(1, route)
+        servers.baseline = base
+    return servers
 
 
 def _limits(large: Sequence[LargeResult]) -> dict[str, float]:
@@ -384,16 +440,22 @@ Outcome = tuple[dict[str, Any], list[LargeResult], list[SmallResult], list[Verdi
 
 def run(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> Outcome:
     machine = machine_facts()  # before our own servers add to the load average
+    compared = describe(args.baseline) if args.baseline else None  # fails early on a bad REV
     client = choose_client(args.client)
     settings = LoadSettings(args.seconds, args.warmup, args.connections, args.threads)
     size = args.size * MIB
     object_path = workdir / "object.bin"
     md5 = make_file(object_path, size)
-    servers = start_servers(procs, workdir, object_path)
+    servers = start_servers(procs, workdir, object_path, compared)
     mem_start = [memory(pid) for pid in servers.walrus_pids]
     with RssSampler(servers.walrus_pids) as sampler:
         large = measure_large(servers.routes, servers.limits, object_path, size, md5, args.repeat)
-    small = measure_small((servers.mallee, servers.walrus, servers.moto), client, settings, workdir)
+    targets: tuple[Target, ...] = (servers.mallee, servers.walrus, servers.moto)
+    pair = (TREE_TARGET, "")
+    if servers.baseline is not None:
+        targets = (servers.mallee, servers.baseline, servers.walrus, servers.moto)
+        pair = (TREE_TARGET, servers.baseline.name)
+    small, small_rounds = measure_small(targets, client, settings, workdir, pair, args.rounds)
     delete = lambda key: _s3(servers.mallee).delete_object(Bucket=BUCKET, Key=key)  # noqa: E731
     big = measure_big(servers.routes[0], servers.walrus_pids, workdir, delete) if args.big else None
     report: dict[str, Any] = {
@@ -417,6 +479,13 @@ def run(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> Outcome:
         "small": [r.row() for r in small],
         "big": big,
     }
+    if args.rounds > 1:  # (absent otherwise, as before --rounds)
+        report["settings"]["rounds"] = args.rounds
+        report["small_rounds"] = [r.row() for r in small_rounds]
+    if compared is not None:
+        report["versions"]["baseline"] = f"{compared['name']} (git {compared['commit'][:7]})"
+        report["baseline"] = compared
+        compared["figures"] = figures(report)
     found = verdicts(report, large, small)
     report["verdicts"] = [{**asdict(v), "result": v.result} for v in found]
     return report, large, small, found
