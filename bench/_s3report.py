@@ -13,6 +13,9 @@ from _s3baseline import ROUTE, print_baseline
 from _s3client import Transfer
 
 GET_TARGET, PUT_TARGET, SMALL_TARGET = 0.8, 0.6, 10.0
+SSE_TARGET_RATIO = 0.8  # SSE-S3 against the same figure unencrypted, in the same run
+SSE_ROUTE = "endpoint-sse"  # the large-object route to the tree's endpoint, SSE-S3 bucket
+SSE_TARGET = "mallee SSE-S3"  # ... and the small-object target
 RSS_LIMIT_MIB = 150.0
 
 
@@ -167,8 +170,36 @@ def verdicts(
     return [
         *_large_verdicts(large, report["limits"]),
         *_small_verdicts(small),
+        *_sse_verdicts(large, small),
         _memory_verdict(report.get("big")),
     ]
+
+
+def _sse_verdicts(large: Sequence[LargeResult], small: Sequence[SmallResult]) -> list[Verdict]:
+    """SSE-S3 (a bucket with default encryption) against the same endpoint unencrypted."""
+    pairs: list[tuple[str, str, float, float]] = []
+    by_route = {(r.operation, r.route): r.median for r in large}
+    for op in ("PUT", "GET"):
+        if (op, SSE_ROUTE) in by_route:
+            pairs.append((f"large {op}, SSE-S3", "MiB/s", by_route[op, SSE_ROUTE], by_route[op, "endpoint"]))
+    by_target = {(r.operation, r.target): r.load.rps for r in small}
+    for op in ("PutObject", "GetObject"):
+        if (op, SSE_TARGET) in by_target:
+            pairs.append((f"4 KiB {op}, SSE-S3", "ops/s", by_target[op, SSE_TARGET], by_target[op, "mallee"]))
+    found = []
+    for name, unit, value, plain in pairs:
+        ratio = _ratio(value, plain)
+        found.append(
+            Verdict(
+                name,
+                f"{value:,.0f} {unit}",
+                f"unencrypted {plain:,.0f} {unit}",
+                ratio,
+                f">= {SSE_TARGET_RATIO:.1f}x",
+                ratio is not None and ratio >= SSE_TARGET_RATIO,
+            )
+        )
+    return found
 
 
 def _print_large(report: dict[str, Any], large: Sequence[LargeResult]) -> None:
@@ -178,6 +209,8 @@ def _print_large(report: dict[str, Any], large: Sequence[LargeResult]) -> None:
     print(header)
     print("-" * len(header))
     labels = {
+        ("PUT", SSE_ROUTE): "mallee endpoint SSE-S3",
+        ("GET", SSE_ROUTE): "mallee endpoint SSE-S3",
         ("PUT", "limit"): "limit: read+MD5+write",
         ("GET", "limit"): "limit: sendfile",
         ("GET", "limit-copy"): "limit: read+send",

@@ -65,9 +65,10 @@ from _loadgen import LoadGenerator, LoadSettings, SignedRequest, choose_client, 
 from _s3baseline import ROUTE, TREE_ROUTE, TREE_TARGET, alternate, describe, figures, start_baseline
 from _s3client import MIB, Transfer, get_discard, new_buffer, presign_s3, put_file, sign_s3
 from _s3limits import COPY_PATH, make_file, md5_rate
-from _s3report import LargeResult, SmallResult, Verdict, print_report, verdicts
+from _s3report import SSE_ROUTE, SSE_TARGET, LargeResult, SmallResult, Verdict, print_report, verdicts
 
 BUCKET = "bench"
+SSE_BUCKET = "bench-sse"  # default encryption SSE-S3: the tree's encrypted figures (SSE_ROUTE/TARGET)
 SMALL_SIZE = 4096
 SMALL_GET_KEY = "small-get"
 SMALL_PUT_PREFIX = "small-put-"
@@ -232,13 +233,15 @@ def measure_big(
 
 def small_requests(target: Target, keys: int) -> dict[str, SignedRequest]:
     """PutObject of a 4 KiB body to `keys` distinct keys in turn (presigned URLs: moto's server
-    fails concurrent PUTs to one key), and GetObject of one fixed 4 KiB object (header-signed)."""
+    fails concurrent PUTs to one key), and GetObject of one fixed 4 KiB object (header-signed);
+    in the SSE-S3 bucket for the SSE target."""
+    bucket = SSE_BUCKET if target.name == SSE_TARGET else BUCKET
     body = ("0123456789abcdef" * (SMALL_SIZE // 16))[:SMALL_SIZE]
-    urls = [presign_s3(target, "PUT", f"/{BUCKET}/{SMALL_PUT_PREFIX}{i:05d}") for i in range(keys)]
+    urls = [presign_s3(target, "PUT", f"/{bucket}/{SMALL_PUT_PREFIX}{i:05d}") for i in range(keys)]
     base = target.endpoint.rstrip("/")
     paths = tuple(url[len(base) :] for url in urls)
     put = SignedRequest(urls[0], {"Host": f"{LOOPBACK}:{target.port}"}, body, "PUT", paths)
-    return {"PutObject": put, "GetObject": sign_s3(target, "GET", f"/{BUCKET}/{SMALL_GET_KEY}")}
+    return {"PutObject": put, "GetObject": sign_s3(target, "GET", f"/{bucket}/{SMALL_GET_KEY}")}
 
 
 def check_once(request: SignedRequest) -> None:
@@ -315,14 +318,18 @@ def _s3(target: Target) -> Any:
     return boto_client("s3", target, s3={"addressing_style": "path"})
 
 
-def prepare_bucket(target: Target) -> None:
-    """The bench bucket and the 4 KiB object the small GETs read, made with boto3."""
+def prepare_bucket(target: Target, bucket: str = BUCKET, encrypted: bool = False) -> None:
+    """The bench bucket (`encrypted`: with SSE-S3 default encryption) and the 4 KiB object the
+    small GETs read, made with boto3."""
     client = _s3(target)
     if target.region == "us-east-1":
-        client.create_bucket(Bucket=BUCKET)
+        client.create_bucket(Bucket=bucket)
     else:
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": target.region})
-    client.put_object(Bucket=BUCKET, Key=SMALL_GET_KEY, Body=b"s" * SMALL_SIZE)
+        client.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": target.region})
+    if encrypted:
+        rule = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+        client.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [rule]})
+    client.put_object(Bucket=bucket, Key=SMALL_GET_KEY, Body=b"s" * SMALL_SIZE)
 
 
 def start_limit_server(procs: ProcessSet, workdir: Path, path: Path, avoid: set[int]) -> list[Route]:
@@ -402,16 +409,21 @@ def start_servers(
     procs: ProcessSet, workdir: Path, object_path: Path, compared: dict[str, Any] | None = None
 ) -> Servers:
     print("starting mallee, moto and the limit server ...", file=sys.stderr)
-    mallee = start_mallee(procs, workdir, set(), _answers_s3, "ListBuckets answer")
+    # Unencrypted unless a bucket says so: the plain figures stay comparable with earlier runs and
+    # with the baseline, and SSE_BUCKET gives the encrypted ones in the same run.
+    plain = {"MALLEE_WALRUS_DEFAULT_ENCRYPTION": "false"}
+    mallee = start_mallee(procs, workdir, set(), _answers_s3, "ListBuckets answer", extra_env=plain)
     moto = start_moto(procs, workdir, mallee_ports(mallee), _answers_s3, "ListBuckets answer")
     limits = start_limit_server(procs, workdir, object_path, mallee_ports(mallee) | {moto.port})
     walrus = f"http://{LOOPBACK}:{mallee.port + WALRUS_OFFSET}"
     routes = [
         Route("endpoint", lambda m, k: sign_s3(mallee, m, f"/{BUCKET}/{k}"), mallee.root_pid),
         Route("walrus", lambda m, k: sign_s3(mallee, m, f"/{BUCKET}/{k}", walrus), mallee.root_pid),
+        Route(SSE_ROUTE, lambda m, k: sign_s3(mallee, m, f"/{SSE_BUCKET}/{k}"), mallee.root_pid),
     ]
     for target in (mallee, moto):
         prepare_bucket(target)
+    prepare_bucket(mallee, SSE_BUCKET, encrypted=True)
     direct = replace(mallee, name="walrus", endpoint=walrus)
     servers = Servers(mallee, direct, moto, walrus_pids(workdir / "mallee.log"), routes, limits)
     if compared is not None:
@@ -450,10 +462,11 @@ def run(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> Outcome:
     mem_start = [memory(pid) for pid in servers.walrus_pids]
     with RssSampler(servers.walrus_pids) as sampler:
         large = measure_large(servers.routes, servers.limits, object_path, size, md5, args.repeat)
-    targets: tuple[Target, ...] = (servers.mallee, servers.walrus, servers.moto)
+    sse = replace(servers.mallee, name=SSE_TARGET)
+    targets: tuple[Target, ...] = (servers.mallee, sse, servers.walrus, servers.moto)
     pair = (TREE_TARGET, "")
     if servers.baseline is not None:
-        targets = (servers.mallee, servers.baseline, servers.walrus, servers.moto)
+        targets = (servers.mallee, servers.baseline, sse, servers.walrus, servers.moto)
         pair = (TREE_TARGET, servers.baseline.name)
     small, small_rounds = measure_small(targets, client, settings, workdir, pair, args.rounds)
     delete = lambda key: _s3(servers.mallee).delete_object(Bucket=BUCKET, Key=key)  # noqa: E731

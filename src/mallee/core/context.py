@@ -161,7 +161,7 @@ class FileBody:
     file: BinaryIO | None = field(default=None, compare=False)
     # (offset in the file, bytes read there) -> the bytes to send, when the file holds them
     # transformed (Walrus: encrypted at rest); None: sent as they are (and may be mapped).
-    decode: Callable[[int, bytes], bytes] | None = field(default=None, compare=False)
+    decode: Callable[[int, bytes | memoryview], bytes] | None = field(default=None, compare=False)
 
     def open(self) -> BinaryIO:
         return self.file if self.file is not None else open(self.path, "rb", buffering=0)  # noqa: SIM115

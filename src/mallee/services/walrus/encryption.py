@@ -232,7 +232,7 @@ def _ctr(key: bytes, offset: int) -> CipherContext:
     return context
 
 
-def crypt(key: bytes, offset: int, data: bytes) -> bytes:
+def crypt(key: bytes, offset: int, data: bytes | memoryview) -> bytes:
     """`data` found at `offset` of a stream under `key`, in clear (or the reverse)."""
     return _ctr(key, offset).update(data)
 
