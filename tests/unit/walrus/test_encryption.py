@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from mallee.core.errors import CloudError
-from mallee.services.walrus.bucket_encryption import default_algorithm
 from mallee.services.walrus.encryption import (
     SSE_C,
     SSE_S3,
@@ -22,6 +21,7 @@ from mallee.services.walrus.encryption import (
     StreamCipher,
     crypt,
     customer_for_read,
+    default_algorithm,
     load_master_key,
     sealing_for_write,
 )

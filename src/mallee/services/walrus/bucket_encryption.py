@@ -15,18 +15,12 @@ from typing import Any
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.services.walrus.apis import S3
-from mallee.services.walrus.bucket_config import malformed_xml
 from mallee.services.walrus.buckets import get_bucket
+from mallee.services.walrus.checks import malformed_xml
 from mallee.services.walrus.encryption import check_algorithm
 from mallee.services.walrus.runtime import layer
 
 _DEFAULT_RULE = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": False}
-
-
-def default_algorithm(stored: str) -> str:
-    """The algorithm a stored configuration applies to new objects."""
-    rules = json.loads(stored)
-    return str(rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]) if rules else ""
 
 
 def _checked(config: Any) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.services.walrus.acl import ENFORCED, OWNERSHIPS, new_bucket_acl, ownership_of
 from mallee.services.walrus.apis import S3
+from mallee.services.walrus.checks import MAX_BUCKET_TAGS, check_tags
 from mallee.services.walrus.public import ALL_BLOCKED, blocks
 from mallee.services.walrus.runtime import buckets
 from mallee.services.walrus.tables import Bucket, ObjectVersion, Upload
@@ -177,9 +178,6 @@ def _creation_tags(config: dict[str, Any]) -> str | None:
     """CreateBucketConfiguration's Tags, checked as PutBucketTagging checks a TagSet."""
     if config.get("Tags") is None:
         return None
-    # Imported here: bucket_config imports this module.
-    from mallee.services.walrus.bucket_config import MAX_BUCKET_TAGS, check_tags
-
     return json.dumps(check_tags(config["Tags"], MAX_BUCKET_TAGS))
 
 

@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -184,6 +185,12 @@ def sealing_for_write(p: Mapping[str, Any], bucket_default: str) -> Sealing:
     if asked is not None:
         return Sealing(check_algorithm(asked))
     return Sealing(bucket_default)
+
+
+def default_algorithm(stored: str) -> str:
+    """The algorithm a stored configuration applies to new objects."""
+    rules = json.loads(stored)
+    return str(rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]) if rules else ""
 
 
 def check_algorithm(value: str) -> str:

@@ -37,7 +37,6 @@ from mallee.db.session import Database, hold_write_lock
 from mallee.drivers.objectstore.base import ObjectStore
 from mallee.services.walrus import garbage
 from mallee.services.walrus.bodies import Cipher, StoredBody
-from mallee.services.walrus.bucket_encryption import default_algorithm
 from mallee.services.walrus.encryption import (
     KEY_BYTES,
     SSE_C,
@@ -47,6 +46,7 @@ from mallee.services.walrus.encryption import (
     Sealing,
     StreamCipher,
     customer_for_read,
+    default_algorithm,
     sealing_for_write,
 )
 from mallee.services.walrus.not_found import no_such_key

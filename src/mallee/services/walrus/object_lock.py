@@ -24,8 +24,8 @@ from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.services.walrus.apis import S3
 from mallee.services.walrus.authorize import authorize_object
-from mallee.services.walrus.bucket_config import malformed_xml
 from mallee.services.walrus.buckets import get_bucket
+from mallee.services.walrus.checks import malformed_xml
 from mallee.services.walrus.runtime import layer
 from mallee.services.walrus.tables import Bucket, ObjectVersion, Upload
 

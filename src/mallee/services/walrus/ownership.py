@@ -16,8 +16,8 @@ from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.services.walrus.acl import ENFORCED, NO_CONTROLS, OWNERSHIPS, check_acls_can_be_disabled
 from mallee.services.walrus.apis import S3
-from mallee.services.walrus.bucket_config import malformed_xml
 from mallee.services.walrus.buckets import get_bucket, read_bucket
+from mallee.services.walrus.checks import malformed_xml
 
 
 @S3.operation()

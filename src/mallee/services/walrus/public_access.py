@@ -14,8 +14,8 @@ from typing import Any
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.services.walrus.apis import S3
-from mallee.services.walrus.bucket_config import malformed_xml
 from mallee.services.walrus.buckets import get_bucket, read_bucket
+from mallee.services.walrus.checks import malformed_xml
 from mallee.services.walrus.public import FLAGS
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from mallee.core.context import RequestContext
 from mallee.services.walrus.apis import S3
-from mallee.services.walrus.bucket_config import check_tags
 from mallee.services.walrus.buckets import get_bucket
+from mallee.services.walrus.checks import check_tags
 from mallee.services.walrus.runtime import layer
 
 MAX_OBJECT_TAGS = 10
