@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from support import libvirt as libvirt_support
-from support.cloud import Cloud, allow_ssh, aws, start_cloud, stop_cloud, vpc_network_env, wait_for
+from support.cloud import Cloud, allow_ssh, aws, mallee_down, start_cloud, stop_cloud, vpc_network_env, wait_for
 
 BOOT_WAIT = 90
 
@@ -127,7 +127,7 @@ def test_an_instance_stays_reachable_through_a_restart_and_mallee_down_cleans_up
     time.sleep(6)  # past the reconciler's grace periods: still the CLC's, still running
     assert state(again, instance_id)["State"]["Name"] == "running" and ssh_ok(site["key"], ip)
 
-    down = again.run("mallee", "down", "--yes")
+    down = mallee_down(again, "--yes")
     assert down.returncode == 0, down.stdout + down.stderr
     assert again.process.wait(timeout=60) == 0
     assert domains() == []

@@ -24,6 +24,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from typing import Any
 import pytest
 
 from functional.test_ec2_ebs_instances import ROOT, _run, ebs_image
-from support.cloud import Cloud, retrying, start_cloud, stop_cloud
+from support.cloud import Cloud, retrying
+from support.crash_chains import chains, selected
 
 # (service, point, the step it is armed before)
 KILL_POINTS = [
@@ -54,37 +56,46 @@ CHUNK = 4 << 20  # the SC's chunk size
 DISK = os.urandom(2 * CHUNK + 12345)  # three chunks, none of them zeros, the last one short
 
 
+CHAINS = 2  # clouds at once (support/crash_chains.py), every other point on each
+
+
 @dataclass
 class Crashy:
     cloud: Cloud
+    ec2: Any  # the administrator's client
     instance_id: str
     private_ip: str
     root: str  # its root volume
     bucket: str  # where the disk image to import is
 
 
+def _crashy(cloud: Cloud) -> Crashy:
+    """An EBS-backed instance running on `cloud`, and a bucket with a disk image to import."""
+    ec2 = cloud.client("ec2")
+    ami, _snapshot = ebs_image(cloud, cloud.admin)
+    instance_id = _run(ec2, ami, InstanceType="t1.micro")
+    root = _until(
+        lambda: (r := _root(ec2, instance_id)).get("Status") == "attached" and r,
+        f"{instance_id}'s root attached",
+    )
+    bucket = f"disk-{secrets.token_hex(4)}"
+    s3 = cloud.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="disk.img", Body=DISK)
+    return Crashy(
+        cloud, ec2, instance_id, _instance(ec2, instance_id)["PrivateIpAddress"], root["VolumeId"], bucket
+    )
+
+
 @pytest.fixture(scope="module")
-def crashy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crashy]:
-    base = tmp_path_factory.mktemp("ebscrash")
-    (base / "crash").mkdir()
-    cloud = start_cloud(base, {"MALLEE_CRASH_POINTS_DIR": str(base / "crash")})
-    try:
-        ec2 = cloud.client("ec2")
-        ami, _snapshot = ebs_image(cloud, cloud.admin)
-        instance_id = _run(ec2, ami, InstanceType="t1.micro")
-        root = _until(
-            lambda: (r := _root(ec2, instance_id)).get("Status") == "attached" and r,
-            f"{instance_id}'s root attached",
-        )
-        bucket = f"disk-{secrets.token_hex(4)}"
-        s3 = cloud.client("s3")
-        s3.create_bucket(Bucket=bucket)
-        s3.put_object(Bucket=bucket, Key="disk.img", Body=DISK)
-        yield Crashy(
-            cloud, instance_id, _instance(ec2, instance_id)["PrivateIpAddress"], root["VolumeId"], bucket
-        )
-    finally:
-        stop_cloud(cloud)
+def outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[None]]]:
+    """Each kill point's outcome (`_crash_at`), the points run on CHAINS clouds at once."""
+    wanted = selected(request, "point")
+    points = [p for p in KILL_POINTS if p[1] in wanted]
+    with chains(tmp_path_factory, "ebscrash", points, CHAINS, _crashy, _crash_at) as done:
+        yield {point: outcome for (_, point, _), outcome in zip(points, done, strict=True)}
 
 
 def _until(check: Callable[[], Any], what: str | Callable[[], str], timeout: float = SETTLE) -> Any:
@@ -92,7 +103,7 @@ def _until(check: Callable[[], Any], what: str | Callable[[], str], timeout: flo
     while not (found := check()):
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out waiting for {what if isinstance(what, str) else what()}")
-        time.sleep(0.3)
+        time.sleep(0.1)
     return found
 
 
@@ -136,7 +147,7 @@ def _kept_launch(cloud: Cloud, instance_id: str) -> bool:
 
 
 def _stopped_problems(c: Crashy) -> list[str]:
-    ec2 = c.cloud.client("ec2")
+    ec2 = c.ec2
     instance = _instance(ec2, c.instance_id)
     root, volume, sc = _root(ec2, c.instance_id), _volume(ec2, c.root), _sc(c.cloud)
     attachments = [(a["InstanceId"], a["State"]) for a in volume["Attachments"]]
@@ -157,7 +168,7 @@ def _stopped_problems(c: Crashy) -> list[str]:
 
 
 def _running_problems(c: Crashy, node: str) -> list[str]:
-    ec2 = c.cloud.client("ec2")
+    ec2 = c.ec2
     instance = _instance(ec2, c.instance_id)
     root, volume, sc = _root(ec2, c.instance_id), _volume(ec2, c.root), _sc(c.cloud)
     attachments = [(a["InstanceId"], a["State"]) for a in volume["Attachments"]]
@@ -181,7 +192,7 @@ def _running_problems(c: Crashy, node: str) -> list[str]:
 
 
 def _stop_then_start(c: Crashy, arm: Callable[[str], None]) -> None:
-    ec2 = c.cloud.client("ec2")
+    ec2 = c.ec2
     node = f"127.0.0.1:{c.cloud.port_base + 2}"
     arm("stop")
     retrying(lambda: ec2.stop_instances(InstanceIds=[c.instance_id]))
@@ -192,7 +203,7 @@ def _stop_then_start(c: Crashy, arm: Callable[[str], None]) -> None:
 
 
 def _import(c: Crashy, arm: Callable[[str], None]) -> None:
-    ec2 = c.cloud.client("ec2")
+    ec2 = c.ec2
     arm("import")
     disk = {"Format": "RAW", "UserBucket": {"S3Bucket": c.bucket, "S3Key": "disk.img"}}
     task_id = retrying(lambda: ec2.import_snapshot(Description="crashed", DiskContainer=disk))["ImportTaskId"]
@@ -226,10 +237,8 @@ def _import(c: Crashy, arm: Callable[[str], None]) -> None:
     retrying(lambda: ec2.delete_snapshot(SnapshotId=snapshot_id))
 
 
-@pytest.mark.parametrize(("service", "point", "step"), KILL_POINTS, ids=[p for _, p, _ in KILL_POINTS])
-def test_a_crash_at_any_step_of_an_ebs_instance_or_import_is_repaired(
-    crashy: Crashy, service: str, point: str, step: str
-) -> None:
+def _crash_at(crashy: Crashy, kill: tuple[str, str, str]) -> None:
+    service, point, step = kill
     cloud = crashy.cloud
     armed = Path(cloud.env["MALLEE_CRASH_POINTS_DIR"]) / point
     before = cloud.service_pids(service)
@@ -245,6 +254,13 @@ def test_a_crash_at_any_step_of_an_ebs_instance_or_import_is_repaired(
             _stop_then_start(crashy, arm)
         # The crash happened (the point was reached, the process died and came back).
         assert not armed.exists(), f"{point} was never reached"
-        cloud.wait_restarted(service, before, lambda: cloud.client("ec2").describe_volumes())
+        cloud.wait_restarted(service, before, lambda: crashy.ec2.describe_volumes())
     finally:
         armed.unlink(missing_ok=True)  # never left armed for the next step
+
+
+@pytest.mark.parametrize(("service", "point", "step"), KILL_POINTS, ids=[p for _, p, _ in KILL_POINTS])
+def test_a_crash_at_any_step_of_an_ebs_instance_or_import_is_repaired(
+    outcomes: dict[str, Future[None]], service: str, point: str, step: str
+) -> None:
+    outcomes[point].result()  # what `_crash_at` found, on the cloud of this point's chain

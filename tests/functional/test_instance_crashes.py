@@ -13,6 +13,7 @@ interfaces are the instances' taps and DHCP entries) is kept on disk too, to be 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -21,13 +22,15 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from functional.test_ec2_instances import register_tiny_image
-from support.cloud import Cloud, Keys, retrying, start_cloud, stop_cloud
+from support.cloud import Cloud, Keys, retrying, stop_cloud
+from support.crash_chains import start_crashy
 
 # (service, point, what the run does when the point is armed)
 KILL_POINTS = [
@@ -46,9 +49,7 @@ SETTLE_SECONDS = 90
 
 @pytest.fixture(scope="module")
 def crashy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    base = tmp_path_factory.mktemp("crashy")
-    (base / "crash").mkdir()
-    c = start_cloud(base, {"MALLEE_CRASH_POINTS_DIR": str(base / "crash")})
+    c = start_crashy(tmp_path_factory, "crashy")
     try:
         yield c
     finally:
@@ -68,7 +69,7 @@ def _settled(ec2: Any) -> list[dict[str, Any]]:
         if not moving:
             return found
         assert time.monotonic() < deadline, f"still moving after {SETTLE_SECONDS}s: {moving}"
-        time.sleep(0.5)
+        time.sleep(0.1)
 
 
 def _node_state(cloud: Cloud) -> tuple[dict[str, Any], list[dict[str, Any]], set[str]]:
@@ -93,7 +94,7 @@ def _violations(cloud: Cloud, ec2: Any, found: list[dict[str, Any]]) -> list[str
         bad = _check(cloud, found)
         if not bad or time.monotonic() > deadline:
             return bad
-        time.sleep(0.5)
+        time.sleep(0.1)
         found = _settled(ec2)
 
 
@@ -180,26 +181,81 @@ def _burst(cloud: Cloud, ec2: Any, ami: str, action: str, arm: Callable[[], None
     return str(ids[2])
 
 
-def test_no_crash_loses_or_leaks_an_instance(crashy: Cloud) -> None:
-    keys: Keys = crashy.new_account("crash")
-    ec2 = crashy.client("ec2", keys)
-    ami = register_tiny_image(crashy, keys)
-    rng = random.Random(12)
-    runs: list[tuple[str, list[str]]] = []
-    for _, point, action in KILL_POINTS:
-        kept = _burst(crashy, ec2, ami, action, lambda point=point: _arm(crashy, point))
-        bad = _violations(crashy, ec2, _settled(ec2)) + _lost(ec2, kept)
-        reached = not (Path(crashy.env["MALLEE_CRASH_POINTS_DIR"]) / point).exists()  # removed as it kills
-        runs.append((point, bad + ([] if reached else [f"{point} was never reached"])))
-    for service, action in RANDOM_KILLS:
-        kept = _burst(crashy, ec2, ami, action, lambda service=service: _kill_later(crashy, service, rng))
-        bad = _violations(crashy, ec2, _settled(ec2)) + _lost(ec2, kept)
-        runs.append((f"random kill of {service} during {action}", bad))
+Runs = list[tuple[str, Callable[[], None], str, str | None]]  # (name, arm, action, kill point)
+
+
+def _chain(cloud: Cloud, runs: Runs) -> list[tuple[str, list[str]]]:
+    """`runs` (name, arm, action, kill point if named) one after another on `cloud` and a fresh
+    account of it, each with the instance the one before kept running through it; then every
+    instance is terminated. Each run's violations."""
+    keys: Keys = cloud.new_account("crash")
+    ec2 = cloud.client("ec2", keys)
+    ami = register_tiny_image(cloud, keys)
+    done: list[tuple[str, list[str]]] = []
+    for name, arm, action, point in runs:
+        kept = _burst(cloud, ec2, ami, action, arm)
+        bad = _violations(cloud, ec2, _settled(ec2)) + _lost(ec2, kept)
+        if point is not None:
+            reached = not (Path(cloud.env["MALLEE_CRASH_POINTS_DIR"]) / point).exists()  # removed as it kills
+            bad += [] if reached else [f"{point} was never reached"]
+        done.append((name, bad))
     running = [i["InstanceId"] for i in _instances(ec2) if i["State"]["Name"] == "running"]
     if running:
         retrying(lambda: ec2.terminate_instances(InstanceIds=running))
-    runs.append(("everything terminated", _violations(crashy, ec2, _settled(ec2))))
-    assert not _node_state(crashy)[0], "VMs are left after every instance was terminated"
+    done.append(("everything terminated", _violations(cloud, ec2, _settled(ec2))))
+    assert not _node_state(cloud)[0], "VMs are left after every instance was terminated"
+    return done
+
+
+def _named(cloud: Cloud, service: str) -> Runs:
+    """The runs of `service`'s named kill points, on `cloud`."""
+    return [
+        (point, functools.partial(_arm, cloud, point), action, point)
+        for killed, point, action in KILL_POINTS
+        if killed == service
+    ]
+
+
+def _random(cloud: Cloud) -> Runs:
+    rng = random.Random(12)
+    return [
+        (
+            f"random kill of {service} during {action}",
+            functools.partial(_kill_later, cloud, service, rng),
+            action,
+            None,
+        )
+        for service, action in RANDOM_KILLS
+    ]
+
+
+def _chains_of_their_own(
+    tmp_path_factory: pytest.TempPathFactory, chains: list[Callable[[Cloud], Runs]]
+) -> list[tuple[str, list[str]]]:
+    """Each chain of runs on a cloud of its own (a service's restart backoff grows with each of its
+    crashes), all at once. Each begins with a run without a crash: its first run then has an
+    instance of an earlier run kept running through it too, as every run but the very first has
+    on one cloud."""
+
+    def chain(runs: Callable[[Cloud], Runs]) -> list[tuple[str, list[str]]]:
+        cloud = start_crashy(tmp_path_factory, "crashy")
+        try:
+            return _chain(cloud, [("no crash", lambda: None, "run", None), *runs(cloud)])
+        finally:
+            stop_cloud(cloud)
+
+    with ThreadPoolExecutor(len(chains)) as pool:
+        running = [pool.submit(chain, runs) for runs in chains]
+        return [run for done in running for run in done.result()]
+
+
+def test_no_crash_loses_or_leaks_an_instance(crashy: Cloud, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Three chains of runs at once: the CLC's and the CC's kill points on this cloud, the NC's and
+    # the random kills each on a cloud of their own.
+    with ThreadPoolExecutor(1) as pool:
+        others = pool.submit(_chains_of_their_own, tmp_path_factory, [lambda c: _named(c, "nc"), _random])
+        runs = _chain(crashy, _named(crashy, "clc") + _named(crashy, "cc"))
+        runs += others.result()
     total = sum(len(v) for _, v in runs)
     print(
         f"\ncrash tests: {len(KILL_POINTS)} kill points + {len(RANDOM_KILLS)} random kills, "

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from functional.test_ec2_instances import register_tiny_image, wait_state
-from support.cloud import start_cloud, stop_cloud
+from support.cloud import mallee_down, start_cloud, stop_cloud
 
 
 def _vms(node_dir: Path) -> list[str]:
@@ -43,8 +43,9 @@ def test_instances_outlive_a_restart_and_mallee_down_ends_them(
         refused = cloud.run("mallee", "down")  # no terminal, no --yes: nothing is done
         assert refused.returncode == 1 and "--yes" in refused.stderr and _vms(node_dir) == sorted(ids)
 
-        down = cloud.run("mallee", "down", "--yes")
+        down = mallee_down(cloud, "--yes")
         assert down.returncode == 0, down.stdout + down.stderr
+        assert "stopped mallee up" in down.stdout, down.stdout + down.stderr
         assert cloud.process.wait(timeout=60) == 0
         assert _vms(node_dir) == [] and not any(node_dir.iterdir())
     finally:

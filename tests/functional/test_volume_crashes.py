@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from functional.test_ec2_instances import register_tiny_image
-from support.cloud import Cloud, retrying, start_cloud, stop_cloud
+from support.cloud import Cloud, retrying
+from support.crash_chains import chains, selected
 
 # (service, point, the step it is armed before)
 KILL_POINTS = [
@@ -36,31 +38,39 @@ KILL_POINTS = [
 SETTLE = 60.0
 
 
+CHAINS = 2  # clouds at once (support/crash_chains.py), every other point on each
+
+
+def _crashy(cloud: Cloud) -> tuple[Cloud, str]:
+    """`cloud`, with an instance running."""
+    ec2 = cloud.client("ec2")
+    ami = register_tiny_image(cloud, cloud.admin)
+    instance_id = ec2.run_instances(ImageId=ami, InstanceType="t1.micro", MinCount=1, MaxCount=1)[
+        "Instances"
+    ][0]["InstanceId"]
+    _until(
+        lambda: retrying(lambda: _instance_state(ec2, instance_id)) == "running",
+        f"{instance_id} running",
+    )
+    return cloud, instance_id
+
+
 @pytest.fixture(scope="module")
-def crashy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cloud, str]]:
-    base = tmp_path_factory.mktemp("volcrash")
-    (base / "crash").mkdir()
-    cloud = start_cloud(base, {"MALLEE_CRASH_POINTS_DIR": str(base / "crash")})
-    try:
-        ec2 = cloud.client("ec2")
-        ami = register_tiny_image(cloud, cloud.admin)
-        instance_id = ec2.run_instances(ImageId=ami, InstanceType="t1.micro", MinCount=1, MaxCount=1)[
-            "Instances"
-        ][0]["InstanceId"]
-        _until(
-            lambda: retrying(lambda: _instance_state(ec2, instance_id)) == "running",
-            f"{instance_id} running",
-        )
-        yield cloud, instance_id
-    finally:
-        stop_cloud(cloud)
+def outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[None]]]:
+    """Each kill point's outcome (`_crash_at`), the points run on CHAINS clouds at once."""
+    wanted = selected(request, "point")
+    points = [p for p in KILL_POINTS if p[1] in wanted]
+    with chains(tmp_path_factory, "volcrash", points, CHAINS, _crashy, _crash_at) as done:
+        yield {point: outcome for (_, point, _), outcome in zip(points, done, strict=True)}
 
 
 def _until(check: Callable[[], bool], what: str, timeout: float = SETTLE) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
+        time.sleep(0.1)
 
 
 def _instance_state(ec2: Any, instance_id: str) -> str:
@@ -107,10 +117,8 @@ def _violations(cloud: Cloud, ec2: Any, node: str) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize(("service", "point", "step"), KILL_POINTS, ids=[p for _, p, _ in KILL_POINTS])
-def test_a_crash_at_any_step_of_a_volume_is_repaired(
-    crashy: tuple[Cloud, str], service: str, point: str, step: str
-) -> None:
+def _crash_at(crashy: tuple[Cloud, str], kill: tuple[str, str, str]) -> None:
+    service, point, step = kill
     cloud, instance_id = crashy
     ec2 = cloud.client("ec2")
     node = f"127.0.0.1:{cloud.port_base + 2}"
@@ -138,3 +146,10 @@ def test_a_crash_at_any_step_of_a_volume_is_repaired(
     # The crash happened (the point was reached, the process died and came back).
     assert not (Path(cloud.env["MALLEE_CRASH_POINTS_DIR"]) / point).exists()
     cloud.wait_restarted(service, before, lambda: ec2.describe_volumes())
+
+
+@pytest.mark.parametrize(("service", "point", "step"), KILL_POINTS, ids=[p for _, p, _ in KILL_POINTS])
+def test_a_crash_at_any_step_of_a_volume_is_repaired(
+    outcomes: dict[str, Future[None]], service: str, point: str, step: str
+) -> None:
+    outcomes[point].result()  # what `_crash_at` found, on the cloud of this point's chain

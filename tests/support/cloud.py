@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -29,6 +30,9 @@ T = TypeVar("T")
 BOTO = BotoConfig(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30)
 BODY_IDLE_SECONDS = 5  # the test clouds' patience with a request body that stops coming
 HEADER_SECONDS = 5  # and with a request head that does not come whole
+# boto3's default session, and the environment `admin_api` borrows, are not for two threads at
+# once (crash tests drive several clouds at a time).
+_SHARED = threading.RLock()
 
 
 def _free_port_base(count: int = 6) -> int:
@@ -69,16 +73,17 @@ class Cloud:
 
     def client(self, service: str, keys: Keys | None = None, **kwargs: Any) -> Any:
         keys = keys or self.admin
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint,
-            region_name=self.region,
-            aws_access_key_id=keys.access_key_id,
-            aws_secret_access_key=keys.secret_access_key,
-            aws_session_token=keys.session_token,
-            config=kwargs.pop("config", BOTO),
-            **kwargs,
-        )
+        with _SHARED:
+            return boto3.client(
+                service,
+                endpoint_url=self.endpoint,
+                region_name=self.region,
+                aws_access_key_id=keys.access_key_id,
+                aws_secret_access_key=keys.secret_access_key,
+                aws_session_token=keys.session_token,
+                config=kwargs.pop("config", BOTO),
+                **kwargs,
+            )
 
     def run(
         self, program: str, *args: str, check: bool = False, env: dict[str, str] | None = None
@@ -93,16 +98,17 @@ class Cloud:
         )
 
     def admin_api(self) -> AdminClient:
-        old = {k: os.environ.get(k) for k in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")}
-        os.environ.update({k: self.env[k] for k in old})
-        try:
-            return AdminClient.from_profile("mallee")
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        with _SHARED:
+            old = {k: os.environ.get(k) for k in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")}
+            os.environ.update({k: self.env[k] for k in old})
+            try:
+                return AdminClient.from_profile("mallee")
+            finally:
+                for k, v in old.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
 
     def new_account(self, prefix: str = "acct") -> Keys:
         """A fresh account (so tests do not see each other's users) and its root's access key."""
@@ -138,7 +144,7 @@ class Cloud:
                     return
                 except Exception:
                     pass
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise AssertionError(f"{service} did not come back:\n" + self.log()[-3000:])
 
     @property
@@ -282,6 +288,14 @@ def start_cloud(
     return cloud
 
 
+def mallee_down(cloud: Cloud, *args: str) -> subprocess.CompletedProcess[str]:
+    """`mallee down ARGS` of the running `cloud`. Its `mallee up` is this process's child, reaped
+    here as soon as it exits, as a shell would: `mallee down` waits until it is gone, and to it a
+    zombie looks alive (until it gives up waiting, after 30 s)."""
+    threading.Thread(target=cloud.process.wait, name="reap mallee up", daemon=True).start()
+    return cloud.run("mallee", "down", *args)
+
+
 def stop_cloud(cloud: Cloud) -> int | None:
     return stop_process(cloud.process)
 
@@ -345,4 +359,4 @@ def retrying(call: Callable[[], T], timeout: float = 90) -> T:
             if err.response["ResponseMetadata"]["HTTPStatusCode"] < 500:
                 raise
         assert time.monotonic() < deadline, "the cloud did not come back"
-        time.sleep(0.3)
+        time.sleep(0.1)

@@ -144,11 +144,13 @@ def sample(found: list[Case], count: int, rng: random.Random) -> list[Case]:
     kinds = sorted(by_kind)
     rng.shuffle(kinds)
     chosen: list[Case] = []
+    taken: set[Case] = set()  # the same as `chosen`, to look in
     while len(chosen) < min(count, len(found)):
         for kind in kinds:
-            left = [c for c in by_kind[kind] if c not in chosen]
+            left = [c for c in by_kind[kind] if c not in taken]
             if left and len(chosen) < count:
                 chosen.append(rng.choice(left))
+                taken.add(chosen[-1])
     return chosen
 
 

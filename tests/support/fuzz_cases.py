@@ -117,16 +117,28 @@ def all_cases(
     """Every case of every operation (full), or a sample of each operation's (larger for the
     `implemented` ones, named "service:Operation")."""
     for service in SERVICES:
-        yield from general_cases(service)
-        yield from auth_cases(service, bucket)
-        for operation in load_service(service).operation_names:
-            found = cases(service, operation, bucket, missing_bucket)
-            if not full:
-                rng = random.Random(f"{seed}:{service}:{operation}")
-                size = (
-                    SAMPLE_IMPLEMENTED
-                    if f"{service}:{operation}" in implemented
-                    else SAMPLE_PER_OPERATION[service]
-                )
-                found = sample(found, size, rng)
-            yield from found
+        yield from service_cases(service, full, seed, bucket, missing_bucket, implemented)
+
+
+def service_cases(
+    service: str,
+    full: bool,
+    seed: int = SEED,
+    bucket: str = "bucket",
+    missing_bucket: str = "nobucket",
+    implemented: frozenset[str] = frozenset(),
+) -> Iterator[Case]:
+    """`all_cases`' cases of one service, in the same order."""
+    yield from general_cases(service)
+    yield from auth_cases(service, bucket)
+    for operation in load_service(service).operation_names:
+        found = cases(service, operation, bucket, missing_bucket)
+        if not full:
+            rng = random.Random(f"{seed}:{service}:{operation}")
+            size = (
+                SAMPLE_IMPLEMENTED
+                if f"{service}:{operation}" in implemented
+                else SAMPLE_PER_OPERATION[service]
+            )
+            found = sample(found, size, rng)
+        yield from found

@@ -12,10 +12,13 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import threading
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -252,6 +255,82 @@ class Sender:
                 if attempt == 2 or isinstance(exc, socket.gaierror):
                     return Answer(None, [], b"", time.monotonic() - started, "dropped")
         raise AssertionError("unreachable")
+
+
+def send_lanes(
+    cloud: Cloud,
+    account: Keys,
+    lanes: list[Iterable[Case]],
+    answered: Callable[[Case, Answer], None],
+    anywhere: Callable[[Case], bool] = lambda case: False,
+    helpers: int = 2,
+) -> None:
+    """Send every case of every lane, as so many clients at once: each lane's cases one after the
+    other in their order, on a thread and kept-alive connections of the lane's own, but those
+    `anywhere` says may go in any order (they change nothing), which `helpers` more threads send
+    as they come. `answered(case, answer)` is called for every answer, one call at a time; when it
+    raises, everything stops and its error is raised."""
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    local = threading.local()
+    senders: list[Sender] = []
+    in_flight = threading.BoundedSemaphore(8 * helpers)  # cases handed to the helpers, not yet sent
+
+    def send(case: Case) -> None:
+        if stop.is_set():
+            return
+        sender = getattr(local, "sender", None)
+        if sender is None:
+            sender = local.sender = Sender(cloud, account)
+            with lock:
+                senders.append(sender)
+        answer = sender.send(case)
+        with lock:
+            if not stop.is_set():
+                answered(case, answer)
+
+    def failed(exc: BaseException) -> None:
+        with lock:
+            errors.append(exc)
+            stop.set()
+
+    def helped(case: Case) -> None:
+        try:
+            send(case)
+        except BaseException as exc:
+            failed(exc)
+        finally:
+            in_flight.release()
+
+    def run(cases: Iterable[Case], pool: ThreadPoolExecutor) -> None:
+        try:
+            for case in cases:
+                if stop.is_set():
+                    return
+                if anywhere(case):
+                    in_flight.acquire()
+                    pool.submit(helped, case)
+                else:
+                    send(case)
+        except BaseException as exc:
+            failed(exc)
+
+    try:
+        with ThreadPoolExecutor(helpers, thread_name_prefix="fuzz-any") as pool:
+            threads = [
+                threading.Thread(target=run, args=(lane, pool), name=f"fuzz-lane-{i}", daemon=True)
+                for i, lane in enumerate(lanes)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        for sender in senders:
+            sender.close()
+    if errors:
+        raise errors[0]
 
 
 @dataclass
