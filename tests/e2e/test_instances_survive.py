@@ -18,7 +18,16 @@ from typing import Any
 import pytest
 
 from support import libvirt as libvirt_support
-from support.cloud import Cloud, allow_ssh, aws, mallee_down, start_cloud, stop_cloud, vpc_network_env, wait_for
+from support.cloud import (
+    Cloud,
+    allow_ssh,
+    aws,
+    mallee_down,
+    start_cloud,
+    stop_cloud,
+    vpc_network_env,
+    wait_for,
+)
 
 BOOT_WAIT = 90
 
