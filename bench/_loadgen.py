@@ -16,6 +16,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -91,6 +92,22 @@ class LoadResult:
     @property
     def errors(self) -> int:
         return self.non2xx + self.socket_errors + self.timeouts
+
+    @classmethod
+    def combined(cls, loads: Sequence[LoadResult]) -> LoadResult:
+        """Several runs as one: requests and seconds added up (so the rate is the overall one), the
+        median of the runs' p50 and p99, the largest max, every error."""
+        return cls(
+            requests=sum(x.requests for x in loads),
+            seconds=sum(x.seconds for x in loads),
+            non2xx=sum(x.non2xx for x in loads),
+            socket_errors=sum(x.socket_errors for x in loads),
+            timeouts=sum(x.timeouts for x in loads),
+            p50_ms=statistics.median(x.p50_ms for x in loads),
+            p99_ms=statistics.median(x.p99_ms for x in loads),
+            max_ms=max(x.max_ms for x in loads),
+            loadgen_cpu_seconds=sum(x.loadgen_cpu_seconds for x in loads),
+        )
 
 
 LoadGenerator = Callable[[SignedRequest, float, LoadSettings, Path], LoadResult]

@@ -59,17 +59,7 @@ class SmallResult:
         if len(rounds) == 1:
             return rounds[0]
         loads = [r.load for r in rounds]
-        load = LoadResult(
-            requests=sum(x.requests for x in loads),
-            seconds=sum(x.seconds for x in loads),
-            non2xx=sum(x.non2xx for x in loads),
-            socket_errors=sum(x.socket_errors for x in loads),
-            timeouts=sum(x.timeouts for x in loads),
-            p50_ms=statistics.median(x.p50_ms for x in loads),
-            p99_ms=statistics.median(x.p99_ms for x in loads),
-            max_ms=max(x.max_ms for x in loads),
-            loadgen_cpu_seconds=sum(x.loadgen_cpu_seconds for x in loads),
-        )
+        load = LoadResult.combined(loads)
         cpu = round(statistics.fmean(r.server_cpu_pct for r in rounds), 1)
         return cls(rounds[0].operation, rounds[0].target, load, cpu)
 

@@ -256,17 +256,7 @@ def _combine(group: Sequence[Measurement]) -> Measurement:
     if len(group) == 1:
         return group[0]
     loads = [m.load for m in group]
-    load = LoadResult(
-        requests=sum(x.requests for x in loads),
-        seconds=sum(x.seconds for x in loads),
-        non2xx=sum(x.non2xx for x in loads),
-        socket_errors=sum(x.socket_errors for x in loads),
-        timeouts=sum(x.timeouts for x in loads),
-        p50_ms=statistics.median(x.p50_ms for x in loads),
-        p99_ms=statistics.median(x.p99_ms for x in loads),
-        max_ms=max(x.max_ms for x in loads),
-        loadgen_cpu_seconds=sum(x.loadgen_cpu_seconds for x in loads),
-    )
+    load = LoadResult.combined(loads)
     first = group[0]
     return Measurement(
         operation=first.operation,

@@ -22,7 +22,7 @@ import pytest
 
 from functional.test_ec2_instances import register_tiny_image
 from support.cloud import Cloud, retrying
-from support.crash_chains import chains, selected
+from support.crash_chains import outcomes_by_point
 
 # (service, point, the step it is armed before)
 KILL_POINTS = [
@@ -60,10 +60,10 @@ def outcomes(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Future[None]]]:
     """Each kill point's outcome (`_crash_at`), the points run on CHAINS clouds at once."""
-    wanted = selected(request, "point")
-    points = [p for p in KILL_POINTS if p[1] in wanted]
-    with chains(tmp_path_factory, "volcrash", points, CHAINS, _crashy, _crash_at) as done:
-        yield {point: outcome for (_, point, _), outcome in zip(points, done, strict=True)}
+    with outcomes_by_point(
+        request, tmp_path_factory, "volcrash", KILL_POINTS, CHAINS, _crashy, _crash_at
+    ) as done:
+        yield done
 
 
 def _until(check: Callable[[], bool], what: str, timeout: float = SETTLE) -> None:

@@ -94,3 +94,21 @@ def chains(
     finally:
         for thread in threads:
             thread.join()
+
+
+@contextmanager
+def outcomes_by_point(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    kill_points: Sequence[Any],
+    count: int,
+    setup: Callable[[Cloud], S],
+    crash: Callable[[S, Any], None],
+) -> Iterator[dict[str, Future[None]]]:
+    """A crash module's outcomes by point name: of its `kill_points` ((service, point, ...)
+    tuples), those this session runs (`-k` is honoured), in `count` chains (see `chains`)."""
+    wanted = selected(request, "point")
+    points = [p for p in kill_points if p[1] in wanted]
+    with chains(tmp_path_factory, name, points, count, setup, crash) as done:
+        yield {p[1]: outcome for p, outcome in zip(points, done, strict=True)}

@@ -12,6 +12,11 @@ def now() -> _dt.datetime:
     return _dt.datetime.now(_dt.UTC) + _offset
 
 
+def utc(when: _dt.datetime) -> _dt.datetime:
+    """`when` in UTC; a naive datetime is taken to be UTC already."""
+    return when.replace(tzinfo=_dt.UTC) if when.tzinfo is None else when.astimezone(_dt.UTC)
+
+
 def set_offset(delta: _dt.timedelta) -> None:
     global _offset
     _offset = delta

@@ -8,6 +8,8 @@ from sqlalchemy import DateTime, MetaData, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 
+from mallee.core import clock
+
 # Stable constraint names, so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -34,7 +36,7 @@ class UTCDateTime(TypeDecorator[_dt.datetime]):
     def process_result_value(self, value: _dt.datetime | None, dialect: Dialect) -> _dt.datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=_dt.UTC) if value.tzinfo is None else value.astimezone(_dt.UTC)
+        return clock.utc(value)
 
 
 class Base(DeclarativeBase):

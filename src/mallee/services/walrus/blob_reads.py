@@ -144,8 +144,7 @@ def copy_body(
     except BaseException:
         sink.abort()
         raise
-    sealed = sink.stored_md5.hexdigest() if sink.stored_md5 is not None else None
-    return ReceivedBody(stored, md5.hexdigest(), hashers.values(), sealed)
+    return ReceivedBody(stored, md5.hexdigest(), hashers.values(), sink.stored_md5)
 
 
 def close(pieces: Opened) -> None:

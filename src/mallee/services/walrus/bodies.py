@@ -59,15 +59,20 @@ class BodySink:
         self._writer: BlobWriter | None = None
         self._cipher = cipher
         # An SSE-C object's ETag is the MD5 of what is stored (see encryption).
-        self.stored_md5 = hashlib.md5() if cipher is not None and cipher.etag_of_stored else None
+        self._stored_md5 = hashlib.md5() if cipher is not None and cipher.etag_of_stored else None
         self.size = 0
+
+    @property
+    def stored_md5(self) -> str | None:
+        """Hex MD5 of what was stored, when the ETag is that (SSE-C); else None."""
+        return self._stored_md5.hexdigest() if self._stored_md5 is not None else None
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
         if self._cipher is not None:
             data = self._cipher.stream.update(data)
-            if self.stored_md5 is not None:
-                self.stored_md5.update(data)
+            if self._stored_md5 is not None:
+                self._stored_md5.update(data)
         if self._writer is None and self._keep_up_to is not None and self.size <= self._keep_up_to:
             self._kept.append(bytes(data))
             return
@@ -183,8 +188,7 @@ def receive_body(
     except BaseException:
         sink.abort()
         raise
-    sealed = sink.stored_md5.hexdigest() if sink.stored_md5 is not None else None
-    return ReceivedBody(stored, md5.hexdigest(), sums, sealed)
+    return ReceivedBody(stored, md5.hexdigest(), sums, sink.stored_md5)
 
 
 def check_md5(header: str | None, digest: bytes) -> None:

@@ -94,7 +94,7 @@ def _check_rule(rule: dict[str, Any]) -> dict[str, Any]:
             _positive(expiration["Days"], "'Days' for Expiration action must be a positive integer")
             out["Expiration"] = {"Days": expiration["Days"]}
         elif "Date" in given:
-            date = _utc(expiration["Date"])
+            date = clock.utc(expiration["Date"])
             if date.time() != _dt.time(0, 0):
                 raise _invalid("'Date' must be at midnight GMT")
             out["Expiration"] = {"Date": date.isoformat()}
@@ -170,13 +170,9 @@ def delete_bucket_lifecycle(ctx: RequestContext, p: dict[str, Any]) -> None:
 # --- the background job ---
 
 
-def _utc(when: _dt.datetime) -> _dt.datetime:
-    return when.replace(tzinfo=_dt.UTC) if when.tzinfo is None else when.astimezone(_dt.UTC)
-
-
 def due(start: _dt.datetime, days: int) -> _dt.datetime:
     """When something `days` days after `start` is due: S3 rounds up to the next midnight UTC."""
-    at = _utc(start) + days * _DAY
+    at = clock.utc(start) + days * _DAY
     midnight = at.replace(hour=0, minute=0, second=0, microsecond=0)
     return midnight if midnight == at else midnight + _DAY
 
@@ -217,7 +213,8 @@ def _expire_bucket(objects: ObjectLayer, s: Session, bucket: Bucket, now: _dt.da
             expired = [
                 version
                 for version in current_versions
-                if now >= (_utc(date) if date is not None else due(version.last_modified, expiration["Days"]))
+                if now
+                >= (clock.utc(date) if date is not None else due(version.last_modified, expiration["Days"]))
                 and _matches(flt, version)
             ]
             objects.lock(s, bucket.name, [version.key for version in expired])
@@ -324,7 +321,7 @@ def expire(objects: ObjectLayer, now: _dt.datetime | None = None) -> int:
     """Apply every bucket's lifecycle rules as of `now`, through the object layer as requests
     would; returns how many versions, delete markers and uploads it expired, added or aborted.
     Each bucket is one transaction."""
-    now = _utc(now or clock.now())
+    now = clock.utc(now or clock.now())
     with objects.db.session() as s:
         names = list(s.scalars(select(Bucket.name).where(Bucket.lifecycle.is_not(None))))
     done = 0

@@ -27,7 +27,7 @@ from mallee.services.walrus.authorize import authorize_object
 from mallee.services.walrus.buckets import get_bucket
 from mallee.services.walrus.checks import malformed_xml
 from mallee.services.walrus.runtime import layer
-from mallee.services.walrus.tables import Bucket, ObjectVersion, Upload
+from mallee.services.walrus.tables import Bucket, ObjectVersion
 
 MODES = ("GOVERNANCE", "COMPLIANCE")
 _DAY = _dt.timedelta(days=1)
@@ -35,29 +35,23 @@ _LOCKED = "Access Denied because object protected by object lock."
 _NO_LOCK = "Bucket is missing Object Lock Configuration"
 
 
-def _utc(when: _dt.datetime) -> _dt.datetime:
-    return when.replace(tzinfo=_dt.UTC) if when.tzinfo is None else when.astimezone(_dt.UTC)
-
-
 def enabled(bucket: Bucket) -> bool:
     return bucket.object_lock is not None
 
 
-def _require_lock(bucket: Bucket) -> dict[str, Any]:
-    if bucket.object_lock is None:
+def _require_lock(bucket: Bucket) -> None:
+    if not enabled(bucket):
         raise CloudError("InvalidRequest", _NO_LOCK)
-    config: dict[str, Any] = json.loads(bucket.object_lock)
-    return config
 
 
-def locked(version: ObjectVersion | Upload, now: _dt.datetime | None = None) -> bool:
+def locked(version: ObjectVersion, now: _dt.datetime | None = None) -> bool:
     """Whether the version is under a legal hold or a retention not yet over."""
     if version.legal_hold:
         return True
     return (
         bool(version.lock_mode)
         and version.lock_until is not None
-        and _utc(version.lock_until) > (now or clock.now())
+        and clock.utc(version.lock_until) > (now or clock.now())
     )
 
 
@@ -119,9 +113,9 @@ def for_new_object(p: Mapping[str, Any], bucket: Bucket) -> dict[str, Any]:
 def _retention(mode: Any, until: Any) -> dict[str, Any]:
     if mode not in MODES:
         raise CloudError("InvalidArgument", "Unknown wormMode directive.")
-    if not isinstance(until, _dt.datetime) or _utc(until) <= clock.now():
+    if not isinstance(until, _dt.datetime) or clock.utc(until) <= clock.now():
         raise CloudError("InvalidArgument", "The retain until date must be in the future!")
-    return {"lock_mode": mode, "lock_until": _utc(until)}
+    return {"lock_mode": mode, "lock_until": clock.utc(until)}
 
 
 def _default_retention(bucket: Bucket) -> dict[str, Any]:
@@ -239,7 +233,7 @@ def _loosens(version: ObjectVersion, new: dict[str, Any]) -> bool:
     if not new["lock_mode"]:
         return True
     assert version.lock_until is not None
-    if new["lock_until"] < _utc(version.lock_until):
+    if new["lock_until"] < clock.utc(version.lock_until):
         return True
     return version.lock_mode == "COMPLIANCE" and new["lock_mode"] != "COMPLIANCE"
 
