@@ -23,7 +23,7 @@ from mallee.core.errors import CloudError
 from mallee.services.walrus.app import Walrus, _answer_then_commit
 from mallee.services.walrus.bodies import INLINE_MAX
 from mallee.services.walrus.identity import KnownKey
-from mallee.services.walrus.runtime import deferred_commits
+from mallee.services.walrus.object_layer import deferred_commits
 from mallee.services.walrus.tables import Bucket
 
 KNOWN, UNKNOWN = "AKIAKNOWNKNOWNKNOWN1", "AKIAUNKNOWNUNKNOWN01"

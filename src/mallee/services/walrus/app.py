@@ -62,9 +62,8 @@ from mallee.services.walrus.bucket_config import bucket_name, cors_headers, pref
 from mallee.services.walrus.encryption import Keys, load_master_key
 from mallee.services.walrus.handlers import REGISTRIES
 from mallee.services.walrus.identity import RemoteIdentity
-from mallee.services.walrus.object_layer import ObjectLayer
+from mallee.services.walrus.object_layer import ObjectLayer, deferred_commits
 from mallee.services.walrus.quota import Quotas
-from mallee.services.walrus.runtime import deferred_commits
 from mallee.services.walrus.streaming import BridgeStream, BytesStream, SmallBodies
 from mallee.services.walrus.unsupported import refuse_unsupported
 
@@ -395,7 +394,7 @@ async def _answer_then_commit(
     handler: Callable[[HttpRequest], HttpResponse], request: HttpRequest
 ) -> HttpResponse:
     """`_answer` on the event loop, where the handler must not wait for its commits: it queues them
-    (`runtime.deferred_commits`) and the answer goes out once they are done, or is the error
+    (`object_layer.deferred_commits`) and the answer goes out once they are done, or is the error
     one of them raised."""
     token = deferred_commits.set([])
     try:

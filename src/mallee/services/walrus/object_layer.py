@@ -10,7 +10,7 @@ Behind it, the machinery that makes it fast and safe, kept out of the handlers:
 - key locks (`hold_write_lock` on "bucket/key"): whoever changes a key's versions holds its lock,
   several keys' in one order;
 - group commit: a PutObject's new version commits with other requests' (`GroupCommitter`), or, on
-  the event loop, is deferred to a commit the loop awaits (`runtime.deferred_commits`);
+  the event loop, is deferred to a commit the loop awaits (`deferred_commits`);
 - prepared statements on the DB-API connection for the hot reads and writes (`db.prepared`);
 - conditional writes (If-Match / If-None-Match) checked under the key's lock, at commit;
 - encryption at rest (`encryption`): each new blob or row under a data key of its own.
@@ -18,11 +18,13 @@ Behind it, the machinery that makes it fast and safe, kept out of the handlers:
 
 from __future__ import annotations
 
+import contextvars
 import datetime as _dt
 import json
 import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -51,9 +53,13 @@ from mallee.services.walrus.encryption import (
 )
 from mallee.services.walrus.not_found import no_such_key
 from mallee.services.walrus.quota import Quotas
-from mallee.services.walrus.runtime import deferred_commits
 from mallee.services.walrus.tables import Bucket, ObjectVersion, Part, Upload
 
+# Set while a request is answered on the event loop: the commits it queues are collected here for
+# the app to await (a handler thread waits for them instead; on the loop a wait would stop it).
+deferred_commits: contextvars.ContextVar[list[Future[Any]] | None] = contextvars.ContextVar(
+    "deferred_commits", default=None
+)
 _PRECONDITION = "At least one of the pre-conditions you specified did not hold"
 _CONFLICT = "A conflicting operation occurred. If using PutObject you can retry the request."
 

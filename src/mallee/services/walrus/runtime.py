@@ -4,9 +4,7 @@ bucket cache."""
 
 from __future__ import annotations
 
-import contextvars
-from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mallee.drivers.objectstore.base import ObjectStore
 
@@ -18,11 +16,6 @@ if TYPE_CHECKING:  # these import tables and identity; runtime stays importable 
 _layer: ObjectLayer | None = None
 _access: S3Access | None = None
 _buckets: BucketCache | None = None
-# Set while a request is answered on the event loop: the commits it queues are collected here for
-# the app to await (a handler thread waits for them instead; on the loop a wait would stop it).
-deferred_commits: contextvars.ContextVar[list[Future[Any]] | None] = contextvars.ContextVar(
-    "deferred_commits", default=None
-)
 
 
 def configure(layer: ObjectLayer, access: S3Access, buckets: BucketCache) -> None:
