@@ -13,8 +13,11 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from support.answers import body, code, status
 from support.cloud import Cloud, Keys, aws
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"

@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from support.answers import code, status
 from support.cloud import Cloud, Keys, aws, user_keys
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 MiB = 1024 * 1024
 ALL = ["ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"]

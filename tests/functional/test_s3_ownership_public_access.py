@@ -14,9 +14,12 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from functional.test_s3_policy_acl import ALL_USERS, anonymous_get, owner_grant, policy, user_keys
 from support.answers import body, code, status
 from support.cloud import Cloud, Keys, aws
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 UNCHECKED = BotoConfig(parameter_validation=False, retries={"max_attempts": 1})
 ALL_ON = dict.fromkeys(

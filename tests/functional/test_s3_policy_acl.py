@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from mallee.core.config import PORT_OFFSETS
 from support.answers import code
 from support.cloud import Cloud, Keys, user_keys
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 

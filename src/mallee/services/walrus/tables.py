@@ -110,7 +110,7 @@ class Upload(Base):
     metadata_: Mapped[str] = mapped_column("metadata", Text, default="{}")
     tags: Mapped[str] = mapped_column(Text, default="[]")
     acl: Mapped[str] = mapped_column(Text, default="[]")
-    checksum_algorithm: Mapped[str] = mapped_column(String(16), default="")
+    checksum_algorithm: Mapped[str] = mapped_column(String(32), default="")  # "crc32:FULL_OBJECT"
     sse: Mapped[str] = mapped_column(String(16), default="")  # as ObjectVersion's
     sse_key_hmac: Mapped[str] = mapped_column(String(64), default="")
     lock_mode: Mapped[str] = mapped_column(String(16), default="")
