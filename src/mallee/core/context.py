@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar, cast
 from urllib.parse import parse_qsl
+
+T = TypeVar("T")
 
 
 class Headers:
@@ -99,13 +101,54 @@ class HttpRequest:
         default=None, init=False, repr=False, compare=False
     )
 
+    # (what `route` was asked for, method, raw_path, query_string, form body, headers,
+    # headers.changes, what its reader found)
+    _route_cache: tuple[object, str, str, str, bytes, Headers, int, Any] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def route(self, key: object, read: Callable[[HttpRequest], T]) -> T:
+        """`read(self)` (routing.classify's reading of where the request goes; `key`: the options it
+        was asked with), read once while the request line, headers and a form's body stay as they
+        are: the front door, the app and the gateway all ask."""
+        cached = self._route_cache
+        form = self._form_body()
+        if (
+            cached is None
+            or cached[0] != key
+            or cached[1] is not self.method
+            or cached[2] is not self.raw_path
+            or cached[3] is not self.query_string
+            or cached[4] is not form
+            or cached[5] is not self.headers
+            or cached[6] != self.headers.changes
+        ):
+            found = read(self)
+            headers = self.headers
+            cached = (
+                key,
+                self.method,
+                self.raw_path,
+                self.query_string,
+                form,
+                headers,
+                headers.changes,
+                found,
+            )
+            self._route_cache = cached
+        return cast(T, cached[7])
+
+    def _form_body(self) -> bytes:
+        """The body when it is a URL-encoded form (it may carry a signature and the API's
+        action); b"" otherwise: an object's body changes neither."""
+        return self.body if "form-urlencoded" in (self.headers.get("content-type") or "") else b""
+
     def signature(self, read: Callable[[HttpRequest], object]) -> object:
         """`read(self)` (auth.extract's reading of how the request is signed), read once while the
         query string, form body and headers stay as they are: routing, the choice of where to
         answer and authentication all ask."""
         cached = self._signature_cache
-        # Only a form's body can carry a signature (query APIs): an object's body changes nothing.
-        form = self.body if "form-urlencoded" in (self.headers.get("content-type") or "") else b""
+        form = self._form_body()
         headers = self.headers
         if (
             cached is None

@@ -143,15 +143,18 @@ class Gateway:
         ctx = RequestContext(request=request, request_id=ids.request_id(), region=self.region, **context)
         service = "ec2"
         try:
-            try:
-                _refuse_ambiguity(request)
-                info = auth.extract(request)
-            except (AuthError, CloudError):
-                service = self._shape_of(request)
-                raise
-            service = routing.route(request, info, self.s3_domain)
+            route = routing.classify(request, self.s3_domain)
+            service = route.shape
+            _refuse_ambiguity(request)
+            if route.signature_error is not None:
+                raise AuthError(route.signature_error.kind, route.signature_error.message)
+            if route.foreign_service is not None:
+                raise CloudError(
+                    "InvalidAction",
+                    f"Mallee does not serve the '{route.foreign_service}' API on this endpoint.",
+                )
             ctx.service = service
-            return self._handle(ctx, service, info)
+            return self._handle(ctx, service, route)
         except AuthError as err:
             return self._error(ctx, service, auth_error(service, err))
         except CloudError as err:
@@ -160,18 +163,11 @@ class Gateway:
             log.exception("request %s failed", ctx.request_id)
             return self._error(ctx, service, CloudError("InternalError", "An internal error has occurred."))
 
-    def _shape_of(self, request: HttpRequest) -> str:
-        """The service whose error shape answers a request refused before its signature was read:
-        the one its path and parameters point to (an S3 SDK cannot read EC2's errors)."""
-        try:
-            return routing.route(request, None, self.s3_domain)
-        except CloudError:
-            return "ec2"
-
-    def _handle(self, ctx: RequestContext, service: str, info: auth.SignatureInfo | None) -> HttpResponse:
+    def _handle(self, ctx: RequestContext, service: str, route: routing.Route) -> HttpResponse:
         request = ctx.request
         model = load_service(service)
-        vhost = routing.virtual_host_bucket(request, self.s3_domain) if service == "s3" else None
+        vhost = route.virtual_host_bucket
+        info = route.signature
         if info is None:
             if service != "s3":
                 raise AuthError("missing", "Request is missing Authentication Token")
@@ -180,9 +176,8 @@ class Gateway:
             auth.verify(request, info, credential.secret_key, clock.now(), virtual_host_bucket=vhost)
             ctx.principal = credential.principal
             ctx.secret_key = credential.secret_key
-        found = routing.path_prefix(request.raw_path)
-        if found is not None:  # parse as if the API sat at the root, as clients address AWS
-            request = replace(request, raw_path=request.raw_path[len(found[0]) :] or "/")
+        if route.prefix:  # parse as if the API sat at the root, as clients address AWS
+            request = replace(request, raw_path=route.path)
         operation_model, params = parser.parse_request(model, request, virtual_host_bucket=vhost)
         ctx.request.body = request.body  # the parser may have read a streamed XML body
         ctx.operation = operation_model.name

@@ -101,7 +101,7 @@ class Door:
         service = self.default_service
         if request is not None:
             try:
-                service = routing.service_from_head(request, self.s3_domain)
+                service = routing.classify(request, self.s3_domain).shape
             except Exception:  # a head too broken to route: the door's own shape
                 log.debug("no service for a malformed head", exc_info=True)
         response = serialize_error(load_service(service), err, ids.request_id())

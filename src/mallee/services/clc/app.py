@@ -209,7 +209,7 @@ class CloudController:
         return (
             not path.startswith(PREFIX)
             and path != "/healthz"
-            and routing.is_s3_from_head(request, self.cfg.s3_domain)
+            and routing.classify(request, self.cfg.s3_domain).is_s3
         )
 
     async def _public(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -235,7 +235,7 @@ class CloudController:
             body = await read_body(receive, self.cfg.max_request_body, self.cfg.body_idle_seconds)
         except CloudError as err:
             # Closing after this answer lingers while the client still sends (supervisor/door.py).
-            service = routing.service_from_head(request, self.cfg.s3_domain)
+            service = routing.classify(request, self.cfg.s3_domain).shape
             response = serialize_error(load_service(service), err, ids.request_id())
             await send_response(
                 send, response.status, response.headers + [("connection", "close")], response.body

@@ -31,7 +31,7 @@ from mallee.db import migrate
 from mallee.db.group_commit import GroupCommitter
 from mallee.db.session import Database
 from mallee.drivers.objectstore.filesystem import FilesystemObjectStore
-from mallee.protocol import auth, routing
+from mallee.protocol import routing
 from mallee.protocol.dispatch import Operation
 from mallee.protocol.gateway import Gateway
 from mallee.protocol.serializer import serialize_error
@@ -58,7 +58,7 @@ from mallee.services.walrus import garbage, lifecycle, post_upload, quota, runti
 from mallee.services.walrus.access import S3Access
 from mallee.services.walrus.bodies import INLINE_MAX
 from mallee.services.walrus.bucket_cache import BucketCache
-from mallee.services.walrus.bucket_config import bucket_name, cors_headers, preflight
+from mallee.services.walrus.bucket_config import cors_headers, preflight
 from mallee.services.walrus.encryption import Keys, load_master_key
 from mallee.services.walrus.handlers import REGISTRIES
 from mallee.services.walrus.identity import RemoteIdentity
@@ -190,7 +190,7 @@ class Walrus:
         server = scope.get("server")
         if not server or server[1] == self.cfg.port("walrus"):
             return False
-        return not routing.is_s3_from_head(request, self.cfg.s3_domain)
+        return not routing.classify(request, self.cfg.s3_domain).is_s3
 
     async def _relay_to_clc(self, scope: Scope, receive: Receive, send: Send) -> None:
         err = CloudError("ServiceUnavailable", "The cloud controller is not reachable; try again shortly.")
@@ -254,7 +254,7 @@ class Walrus:
             response.headers.append(("connection", "close"))  # the rest of its body never came
         try:
             if headers.get("origin"):  # CORS: a request with an Origin the bucket's rules allow
-                name = bucket_name(request, self.cfg.s3_domain)
+                name = routing.classify(request, self.cfg.s3_domain).bucket
                 bucket = await loop.run_in_executor(self.pool, self.buckets.get, name)
                 response.headers += cors_headers(request, bucket)
             await self._send(send, scope, response)
@@ -295,20 +295,15 @@ class Walrus:
 
     def _one_object(self, request: HttpRequest) -> str | None:
         """The bucket, when the request names one object in it (path or virtual-hosted style)."""
-        path = request.raw_path
-        vhost = routing.virtual_host_bucket(request, self.cfg.s3_domain)
-        if vhost is not None:
-            return vhost if len(path) > 1 else None
-        slash = path.find("/", 1)  # path style: /bucket/key
-        return path[1:slash] if 0 < slash < len(path) - 1 else None
+        route = routing.classify(request, self.cfg.s3_domain)
+        return route.bucket if route.bucket and route.has_key else None
 
     def _signer_known(self, request: HttpRequest) -> bool:
         """Anonymous, or signed with a key whose secret and policies are cached here."""
-        try:
-            signed = auth.extract(request)
-        except auth.AuthError:
+        route = routing.classify(request, self.cfg.s3_domain)
+        if route.signature_error is not None:
             return False
-        return signed is None or self.identity.knows(signed.access_key_id)
+        return route.signature is None or self.identity.knows(route.signature.access_key_id)
 
     async def _send(self, send: Send, scope: Scope, response: HttpResponse) -> None:
         head = scope["method"] == "HEAD"

@@ -10,7 +10,6 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 from mallee.core import ids
 from mallee.core.context import HttpRequest, HttpResponse, RequestContext
@@ -141,19 +140,6 @@ def _match(
     return None
 
 
-def bucket_name(request: HttpRequest, s3_domain: str = "") -> str:
-    """The bucket a request names ("" for none): by its Host `<bucket>.<s3_domain>` when virtual-
-    hosted style is on, else by its path (Eucalyptus' service prefix skipped)."""
-    vhost = routing.virtual_host_bucket(request, s3_domain)
-    if vhost is not None:
-        return vhost
-    path = request.raw_path
-    found = routing.path_prefix(path)
-    if found is not None:
-        path = path[len(found[0]) :]
-    return unquote(path.lstrip("/").split("/", 1)[0])
-
-
 def _allow_headers(rule: dict[str, Any], origin: str) -> list[tuple[str, str]]:
     wildcard = "*" in rule.get("AllowedOrigins", [])
     headers = [
@@ -183,7 +169,7 @@ def preflight(
         return _forbidden("Insufficient information. Origin request header needed.", 400, "BadRequest")
     if not method:
         return _forbidden(f"Invalid Access-Control-Request-Method: {method}", 400, "BadRequest")
-    name = bucket_name(request, s3_domain)
+    name = routing.classify(request, s3_domain).bucket
     bucket = load_bucket(name) if name else None
     if bucket is None:
         return _forbidden("CORSResponse: Bucket not found", 403)

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
-from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from mallee.core import clock, ids
 from mallee.core.context import BodyStream, Headers, HttpRequest, HttpResponse, RequestContext
@@ -66,19 +66,8 @@ def is_post_upload(request: HttpRequest, s3_domain: str = "") -> bool:
     ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if request.method != "POST" or ctype != "multipart/form-data":
         return False
-    return _bucket_of(request, s3_domain) is not None
-
-
-def _bucket_of(request: HttpRequest, s3_domain: str) -> str | None:
-    path = request.raw_path
-    found = routing.path_prefix(path)
-    if found is not None:
-        path = path[len(found[0]) :] or "/"
-    vhost = routing.virtual_host_bucket(request, s3_domain)
-    if vhost is not None:
-        return vhost if path == "/" else None
-    name = unquote(path.strip("/"))
-    return name if name and "/" not in name else None
+    route = routing.classify(request, s3_domain)
+    return bool(route.bucket) and not route.has_key
 
 
 def _policy_error(message: str) -> CloudError:
@@ -235,7 +224,7 @@ def handle(gateway: Gateway, request: HttpRequest) -> HttpResponse:
     """Answer a browser-based upload (see the module's docstring); never raises."""
     ctx = RequestContext(request=request, request_id=ids.request_id(), region=gateway.region, service="s3")
     ctx.operation = "PostObject"
-    bucket = _bucket_of(request, gateway.s3_domain) or ""
+    bucket = routing.classify(request, gateway.s3_domain).bucket
     form: _Form | None = None
     try:
         boundary = _boundary(request)
