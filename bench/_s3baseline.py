@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from _harness import REPO_DIR, ProcessSet, Ready, Target, source_of, start_mallee
 
 ROUTE = "baseline"  # the large-object route to the baseline's public endpoint
+SSE_BASELINE_ROUTE = "baseline-sse"  # ... to its SSE-S3 bucket (revisions that have encryption)
 TREE_ROUTE = "endpoint"  # ... and to the tree's
 TREE_TARGET = "mallee"  # the small-object target of the tree's public endpoint
 
@@ -64,17 +65,31 @@ def describe(revision: str) -> dict[str, Any]:
 
 
 def start_baseline(
-    procs: ProcessSet, workdir: Path, compared: dict[str, Any], avoid: set[int], ready: Ready, what: str
+    procs: ProcessSet,
+    workdir: Path,
+    compared: dict[str, Any],
+    avoid: set[int],
+    ready: Ready,
+    what: str,
+    extra_env: dict[str, str] | None = None,
 ) -> Target:
     """Mallee at the commit `describe` found (not the name again: HEAD or a branch may move during
     the run): its src extracted under `workdir`/baseline-src, its data directory and log
-    (mallee.log) under `workdir`/baseline, on a free block of ports outside `avoid`."""
+    (mallee.log) under `workdir`/baseline, on a free block of ports outside `avoid`, with the
+    tree's settings (`extra_env`; a revision that does not know one ignores it)."""
     revision = compared["revision"]
     print(f"starting mallee at {revision} ({compared['commit'][:7]}) ...", file=sys.stderr)
     source = source_of(compared["commit"], workdir / "baseline-src")
     (workdir / "baseline").mkdir()
     return start_mallee(
-        procs, workdir / "baseline", avoid, ready, what, name=target_name(revision), source=source
+        procs,
+        workdir / "baseline",
+        avoid,
+        ready,
+        what,
+        name=target_name(revision),
+        source=source,
+        extra_env=extra_env,
     )
 
 
@@ -94,8 +109,9 @@ def alternate(items: Sequence[Item], turn: int, names: tuple[str, str]) -> list[
 # Figures and report
 
 
-def figures(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The four compared figures from the report's `large` and `small` rows: the tree's value, the
+def figures(report: dict[str, Any], sse_route: str = "endpoint-sse") -> list[dict[str, Any]]:
+    """The compared figures from the report's `large` and `small` rows (four, and the large SSE-S3
+    ones when the baseline has encryption; `sse_route`: the tree's SSE-S3 route): the tree's value, the
     baseline's, tree / baseline (None when the baseline measured nothing), and each side's runs
     (the large rounds; the small rounds with --rounds, else the one measurement)."""
     base = report["baseline"]["name"]
@@ -108,6 +124,11 @@ def figures(report: dict[str, Any]) -> list[dict[str, Any]]:
     for r in report.get("small_rounds") or report["small"]:
         runs.setdefault((r["operation"], r["target"]), []).append(r["ops_per_s"])
     rows = [(f"large {op}, endpoint", "MiB/s", (op, TREE_ROUTE), (op, ROUTE)) for op in ("PUT", "GET")]
+    if ("GET", SSE_BASELINE_ROUTE) in value:
+        rows += [
+            (f"large {op}, SSE-S3", "MiB/s", (op, sse_route), (op, SSE_BASELINE_ROUTE))
+            for op in ("PUT", "GET")
+        ]
     rows += [
         (f"4 KiB {op} ops/s", "ops/s", (op, TREE_TARGET), (op, base)) for op in ("PutObject", "GetObject")
     ]

@@ -9,7 +9,7 @@ from typing import Any
 
 from _harness import print_facts
 from _loadgen import LoadResult
-from _s3baseline import ROUTE, print_baseline
+from _s3baseline import ROUTE, SSE_BASELINE_ROUTE, print_baseline
 from _s3client import Transfer
 
 GET_TARGET, PUT_TARGET, SMALL_TARGET = 0.8, 0.6, 10.0
@@ -206,7 +206,9 @@ def _print_large(report: dict[str, Any], large: Sequence[LargeResult]) -> None:
         ("GET", "limit-copy"): "limit: read+send",
     }
     if "baseline" in report:
-        labels.update({(op, ROUTE): f"{report['baseline']['name']} endpoint" for op in ("PUT", "GET")})
+        name = report["baseline"]["name"]
+        labels.update({(op, ROUTE): f"{name} endpoint" for op in ("PUT", "GET")})
+        labels.update({(op, SSE_BASELINE_ROUTE): f"{name} endpoint SSE-S3" for op in ("PUT", "GET")})
     for r in large:
         label = labels.get((r.operation, r.route)) or {"endpoint": "mallee endpoint"}.get(
             r.route, "walrus port (direct)"

@@ -62,7 +62,16 @@ from _harness import (
     workspace,
 )
 from _loadgen import LoadGenerator, LoadSettings, SignedRequest, choose_client, loadgen_version
-from _s3baseline import ROUTE, TREE_ROUTE, TREE_TARGET, alternate, describe, figures, start_baseline
+from _s3baseline import (
+    ROUTE,
+    SSE_BASELINE_ROUTE,
+    TREE_ROUTE,
+    TREE_TARGET,
+    alternate,
+    describe,
+    figures,
+    start_baseline,
+)
 from _s3client import MIB, Transfer, get_discard, new_buffer, presign_s3, put_file, sign_s3
 from _s3limits import COPY_PATH, make_file, md5_rate
 from _s3report import SSE_ROUTE, SSE_TARGET, LargeResult, SmallResult, Verdict, print_report, verdicts
@@ -428,10 +437,19 @@ def start_servers(
     servers = Servers(mallee, direct, moto, walrus_pids(workdir / "mallee.log"), routes, limits)
     if compared is not None:
         avoid = mallee_ports(mallee) | {moto.port}  # the limit server's port is bound: not free
-        base = start_baseline(procs, workdir, compared, avoid, _answers_s3, "ListBuckets answer")
+        base = start_baseline(procs, workdir, compared, avoid, _answers_s3, "ListBuckets answer", plain)
         prepare_bucket(base)
         route = Route(ROUTE, lambda m, k: sign_s3(base, m, f"/{BUCKET}/{k}"), base.root_pid)
         servers.routes.insert(1, route)
+        try:  # the encrypted figures too, when the revision has encryption
+            prepare_bucket(base, SSE_BUCKET, encrypted=True)
+        except botocore.exceptions.ClientError:
+            print(f"{base.name} has no bucket encryption: no SSE-S3 comparison", file=sys.stderr)
+        else:
+            sse = Route(
+                SSE_BASELINE_ROUTE, lambda m, k: sign_s3(base, m, f"/{SSE_BUCKET}/{k}"), base.root_pid
+            )
+            servers.routes.insert(3, sse)
         servers.baseline = base
     return servers
 
@@ -498,7 +516,7 @@ def run(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> Outcome:
     if compared is not None:
         report["versions"]["baseline"] = f"{compared['name']} (git {compared['commit'][:7]})"
         report["baseline"] = compared
-        compared["figures"] = figures(report)
+        compared["figures"] = figures(report, SSE_ROUTE)
     found = verdicts(report, large, small)
     report["verdicts"] = [{**asdict(v), "result": v.result} for v in found]
     return report, large, small, found

@@ -7,6 +7,7 @@ database on it (CREATE DATABASE t_<random>), dropped afterwards.
 from __future__ import annotations
 
 import atexit
+import datetime as _dt
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from mallee.db import migrate
 from mallee.db.session import Database
+from mallee.services.walrus.tables import Bucket
 from support.postgres import PostgresServer, admin, start_server
 
 TEST_DB = "mallee_test"
@@ -75,6 +77,25 @@ def blank_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[D
     finally:
         db.dispose()
         admin(maintenance, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def walrus_db(blank_database: Database) -> Database:
+    """A database of its own, migrated to the head of Walrus's tree."""
+    migrate.upgrade(blank_database.engine, "walrus")
+    return blank_database
+
+
+T0 = _dt.datetime(2026, 1, 10, 15, 30, tzinfo=_dt.UTC)
+OWNER = "111122223333"
+
+
+def add_bucket(db: Database, name: str = "b", versioning: str = "") -> Bucket:
+    """A bucket row of OWNER's, made at T0."""
+    with db.session() as s:
+        bucket = Bucket(name=name, owner_account_id=OWNER, created=T0, versioning=versioning)
+        s.add(bucket)
+    return bucket
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ commit, their queue rows in a later batch)."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,8 +15,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.conftest import OWNER, T0, add_bucket
 from mallee.core.errors import CloudError
-from mallee.db import migrate
 from mallee.db.group_commit import GroupCommitter
 from mallee.db.session import Database
 from mallee.drivers.objectstore.filesystem import FilesystemObjectStore
@@ -27,15 +26,6 @@ from mallee.services.walrus.bodies import StoredBody
 from mallee.services.walrus.object_layer import ObjectLayer, Write, WriteConditions, add_versions
 from mallee.services.walrus.tables import Bucket, Garbage, ObjectVersion, Part, Upload
 
-T0 = _dt.datetime(2026, 1, 10, 15, 30, tzinfo=_dt.UTC)
-OWNER = "111122223333"
-
-
-@pytest.fixture
-def db(blank_database: Database) -> Database:
-    migrate.upgrade(blank_database.engine, "walrus")
-    return blank_database
-
 
 @pytest.fixture
 def store(tmp_path: Path) -> FilesystemObjectStore:
@@ -43,24 +33,17 @@ def store(tmp_path: Path) -> FilesystemObjectStore:
 
 
 @pytest.fixture
-def writer(db: Database, store: FilesystemObjectStore) -> Iterator[GroupCommitter]:
+def writer(walrus_db: Database, store: FilesystemObjectStore) -> Iterator[GroupCommitter]:
     committer: GroupCommitter = GroupCommitter(
-        db, after_commit=lambda s: garbage.remove(garbage.queued(s), store, committer)
+        walrus_db, after_commit=lambda s: garbage.remove(garbage.queued(s), store, committer)
     )
     yield committer
     committer.close()
 
 
 @pytest.fixture
-def layer(db: Database, store: FilesystemObjectStore, writer: GroupCommitter) -> ObjectLayer:
-    return ObjectLayer(db, store, writer)
-
-
-def _bucket(db: Database, name: str = "b", versioning: str = "") -> Bucket:
-    with db.session() as s:
-        bucket = Bucket(name=name, owner_account_id=OWNER, created=T0, versioning=versioning)
-        s.add(bucket)
-    return bucket
+def layer(walrus_db: Database, store: FilesystemObjectStore, writer: GroupCommitter) -> ObjectLayer:
+    return ObjectLayer(walrus_db, store, writer)
 
 
 def _add(s: Session, versions: Sequence[ObjectVersion]) -> None:
@@ -96,16 +79,16 @@ def _read(layer: ObjectLayer, key: str, version_id: str | None = None) -> Object
     return layer.read("b", key, version_id, marker_headers=True)
 
 
-def _versions(db: Database, key: str) -> list[tuple[str, bool]]:
-    with db.session() as s:
+def _versions(walrus_db: Database, key: str) -> list[tuple[str, bool]]:
+    with walrus_db.session() as s:
         q = select(ObjectVersion.version_id, ObjectVersion.is_latest).where(ObjectVersion.key == key)
         return [(v, bool(latest)) for v, latest in s.execute(q.order_by(ObjectVersion.id))]
 
 
 def test_a_new_version_reads_back_whole(
-    layer: ObjectLayer, db: Database, store: FilesystemObjectStore, writer: GroupCommitter
+    layer: ObjectLayer, walrus_db: Database, store: FilesystemObjectStore, writer: GroupCommitter
 ) -> None:
-    bucket = _bucket(db)
+    bucket = add_bucket(walrus_db)
     locator = _blob(store, b"x")
     _put(layer, bucket, "k", locator)
     found = _read(layer, "k")
@@ -120,42 +103,42 @@ def test_a_new_version_reads_back_whole(
 
 
 def test_replacing_a_null_version_deletes_its_blob_and_then_its_queue_row(
-    layer: ObjectLayer, db: Database, store: FilesystemObjectStore, writer: GroupCommitter
+    layer: ObjectLayer, walrus_db: Database, store: FilesystemObjectStore, writer: GroupCommitter
 ) -> None:
-    bucket = _bucket(db)
+    bucket = add_bucket(walrus_db)
     old, new = _blob(store, b"old"), _blob(store, b"new")
     _put(layer, bucket, "k", old)
     _put(layer, bucket, "k", new)
     assert not store.exists(old)  # deleted before the PUT returned
     assert store.exists(new)
-    assert _versions(db, "k") == [("null", True)]
+    assert _versions(walrus_db, "k") == [("null", True)]
     assert _read(layer, "k").locator == new
     writer.run(lambda _s: None)  # a later batch: the queue row is gone by then
-    with db.session() as s:
+    with walrus_db.session() as s:
         assert list(s.scalars(select(Garbage.locator))) == []
 
 
 def test_versioned_puts_keep_older_versions(
-    layer: ObjectLayer, db: Database, store: FilesystemObjectStore, writer: GroupCommitter
+    layer: ObjectLayer, walrus_db: Database, store: FilesystemObjectStore, writer: GroupCommitter
 ) -> None:
-    bucket = _bucket(db, versioning="Enabled")
+    bucket = add_bucket(walrus_db, versioning="Enabled")
     first, second = _blob(store, b"1"), _blob(store, b"2")
     _put(layer, bucket, "k", first, "v1")
     _put(layer, bucket, "k", second, "v2")
-    assert _versions(db, "k") == [("v1", False), ("v2", True)]
+    assert _versions(walrus_db, "k") == [("v1", False), ("v2", True)]
     assert _read(layer, "k").locator == second
     assert _read(layer, "k", "v1").locator == first
     assert store.exists(first) and store.exists(second)
     # Suspended versioning: a "null" version becomes the newest, the others stay.
     third = _blob(store, b"3")
     _put(layer, bucket, "k", third)
-    assert _versions(db, "k") == [("v1", False), ("v2", False), ("null", True)]
+    assert _versions(walrus_db, "k") == [("v1", False), ("v2", False), ("null", True)]
 
 
 def test_a_delete_marker_reads_as_no_such_key_with_its_headers(
-    layer: ObjectLayer, db: Database, writer: GroupCommitter
+    layer: ObjectLayer, walrus_db: Database, writer: GroupCommitter
 ) -> None:
-    _bucket(db, versioning="Enabled")
+    add_bucket(walrus_db, versioning="Enabled")
     marker = ObjectVersion(bucket="b", key="k", version_id="m1", is_latest=True, is_delete_marker=True,
                            last_modified=T0, owner_account_id=OWNER)  # fmt: skip
     writer.run(lambda s: _add(s, [marker]))
@@ -174,69 +157,69 @@ def _version(key: str, locator: str | None, version_id: str = "null") -> ObjectV
 
 
 def test_one_batch_replacing_a_key_twice_keeps_the_last_version(
-    layer: ObjectLayer, db: Database, store: FilesystemObjectStore, writer: GroupCommitter
+    layer: ObjectLayer, walrus_db: Database, store: FilesystemObjectStore, writer: GroupCommitter
 ) -> None:
     """Concurrent PUTs to one key committed together: the last one wins, the others' blobs go."""
-    _bucket(db)
+    add_bucket(walrus_db)
     old, first, second, other = (_blob(store, data) for data in (b"old", b"1", b"2", b"x"))
-    _put(layer, _bucket_row(db), "k", old)
-    with db.session() as s:
+    _put(layer, _bucket_row(walrus_db), "k", old)
+    with walrus_db.session() as s:
         _add(s, [_version("k", first), _version("j", other), _version("k", second)])
     writer.run(lambda _s: None)  # let the sweep of an earlier batch finish
-    assert _versions(db, "k") == [("null", True)]
+    assert _versions(walrus_db, "k") == [("null", True)]
     assert _read(layer, "k").locator == second
     assert _read(layer, "j").locator == other
-    with db.session() as s:
+    with walrus_db.session() as s:
         assert set(s.scalars(select(Garbage.locator))) == {old, first}  # queued with the commit
 
 
-def test_one_batch_of_versioned_puts_to_a_key_keeps_them_all(db: Database) -> None:
-    _bucket(db, versioning="Enabled")
-    with db.session() as s:
+def test_one_batch_of_versioned_puts_to_a_key_keeps_them_all(walrus_db: Database) -> None:
+    add_bucket(walrus_db, versioning="Enabled")
+    with walrus_db.session() as s:
         _add(s, [_version("k", "aa/" + "a" * 30, "v1"), _version("k", "bb/" + "b" * 30, "v2")])
-    with db.session() as s:
+    with walrus_db.session() as s:
         _add(s, [_version("k", None, "v3"), _version("k", "cc/" + "c" * 30)])  # then suspended
-    assert _versions(db, "k") == [("v1", False), ("v2", False), ("v3", False), ("null", True)]
+    assert _versions(walrus_db, "k") == [("v1", False), ("v2", False), ("v3", False), ("null", True)]
 
 
-def _bucket_row(db: Database) -> Bucket:
-    with db.session() as s:
+def _bucket_row(walrus_db: Database) -> Bucket:
+    with walrus_db.session() as s:
         found = s.get(Bucket, "b")
         assert found is not None
         return found
 
 
-def _latest(db: Database) -> set[tuple[str, str, str | None]]:
-    with db.session() as s:
+def _latest(walrus_db: Database) -> set[tuple[str, str, str | None]]:
+    with walrus_db.session() as s:
         q = select(ObjectVersion.bucket, ObjectVersion.key, ObjectVersion.locator).where(
             ObjectVersion.is_latest
         )
         return {(b, k, locator) for b, k, locator in s.execute(q)}
 
 
-def test_a_batch_across_buckets_changes_only_its_own_keys(db: Database) -> None:
+def test_a_batch_across_buckets_changes_only_its_own_keys(walrus_db: Database) -> None:
     """The batch's keys are looked up by bucket and by key apart: a key of one bucket must not
     replace the same key of the other bucket."""
-    _bucket(db, "b")
-    _bucket(db, "c")
+    add_bucket(walrus_db, "b")
+    add_bucket(walrus_db, "c")
     old = [
         ObjectVersion(bucket=bucket, key=key, version_id="null", is_latest=True, size=1, etag='"e"',
                       last_modified=T0, owner_account_id=OWNER, locator=f"{bucket}{key}/" + "o" * 30)
         for bucket in ("b", "c") for key in ("x", "y")
     ]  # fmt: skip
-    with db.session() as s:
+    with walrus_db.session() as s:
         _add(s, old)
     new = [_version("x", "nx/" + "n" * 30), _version("y", "ny/" + "n" * 30)]
     new[1].bucket = "c"
-    with db.session() as s:
+    with walrus_db.session() as s:
         _add(s, new)
-    assert _latest(db) == {
+    assert _latest(walrus_db) == {
         ("b", "x", "nx/" + "n" * 30),
         ("b", "y", "by/" + "o" * 30),
         ("c", "x", "cx/" + "o" * 30),
         ("c", "y", "ny/" + "n" * 30),
     }
-    with db.session() as s:
+    with walrus_db.session() as s:
         assert len(list(s.scalars(select(ObjectVersion.id)))) == 4
 
 
@@ -253,17 +236,17 @@ def _traced(s: Session) -> Iterator[list[str]]:
         driver.set_trace_callback(None)
 
 
-def test_a_batch_reads_the_objects_table_through_its_index(db: Database) -> None:
+def test_a_batch_reads_the_objects_table_through_its_index(walrus_db: Database) -> None:
     """A batch costs the same with a million objects as with ten: none of its statements may scan
     the objects table (SQLite scanned it for `(bucket, key) IN (VALUES ...)`)."""
-    if db.engine.dialect.name != "sqlite":
+    if walrus_db.engine.dialect.name != "sqlite":
         pytest.skip("PostgreSQL's planner scans small tables on purpose; the plan is SQLite's")
-    _bucket(db)
-    with db.session() as s, _traced(s) as statements:
+    add_bucket(walrus_db)
+    with walrus_db.session() as s, _traced(s) as statements:
         _add(s, [_version("k", None), _version("j", None)])
         _add(s, [_version("k", None), _version("j", None)])
     plans = []
-    with db.engine.connect() as conn:
+    with walrus_db.engine.connect() as conn:
         for statement in statements:
             if "objects" in statement:
                 plans += [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement)]
@@ -271,18 +254,18 @@ def test_a_batch_reads_the_objects_table_through_its_index(db: Database) -> None
     assert not [step for step in plans if step.startswith("SCAN objects")], plans
 
 
-def test_writers_of_one_key_take_turns_so_it_keeps_one_newest_version(db: Database) -> None:
+def test_writers_of_one_key_take_turns_so_it_keeps_one_newest_version(walrus_db: Database) -> None:
     """Two transactions add a version of one key (versioned bucket, the key new): the second
     waits for the first to commit, then sees its version. On PostgreSQL neither row locks nor
     the read could stop it: the first version is a row still being inserted."""
-    _bucket(db, versioning="Enabled")
-    opened = db.session()
+    add_bucket(walrus_db, versioning="Enabled")
+    opened = walrus_db.session()
     first = opened.__enter__()
     _add(first, [_version("k", None, "v1")])  # holds the key's lock until it commits
     second_done = threading.Event()
 
     def second() -> None:
-        with db.session() as s:
+        with walrus_db.session() as s:
             _add(s, [_version("k", None, "v2")])
         second_done.set()
 
@@ -290,32 +273,32 @@ def test_writers_of_one_key_take_turns_so_it_keeps_one_newest_version(db: Databa
     racer.start()
     try:
         assert not second_done.wait(0.5)  # it waits for the first writer
-        if db.engine.dialect.name == "postgresql":  # where a writer of another key goes on meanwhile
-            with db.session() as s:
+        if walrus_db.engine.dialect.name == "postgresql":  # where a writer of another key goes on meanwhile
+            with walrus_db.session() as s:
                 _add(s, [_version("other", None, "o1")])
     finally:
         opened.__exit__(None, None, None)
     racer.join(30)
     assert second_done.is_set()
-    assert _versions(db, "k") == [("v1", False), ("v2", True)]
+    assert _versions(walrus_db, "k") == [("v1", False), ("v2", True)]
 
 
-def test_a_request_sessions_new_version_reads_under_the_write_lock(db: Database) -> None:
+def test_a_request_sessions_new_version_reads_under_the_write_lock(walrus_db: Database) -> None:
     """A delete marker, a copy or a completed upload is added in its request's session: what it
     reads as the key's newest version must not change before it writes (else a PUT committed in
     between leaves two newest versions). SQLite: the lock is taken before the read, and a
     transaction that wrote already keeps the lock it has."""
-    if db.engine.dialect.name != "sqlite":
+    if walrus_db.engine.dialect.name != "sqlite":
         pytest.skip("SQLite's write lock (PostgreSQL's key locks: test_writers_of_one_key_take_turns_...)")
-    _bucket(db, versioning="Enabled")
-    with db.session() as s, _traced(s) as traced:
+    add_bucket(walrus_db, versioning="Enabled")
+    with walrus_db.session() as s, _traced(s) as traced:
         _add(s, [_version("k", None, "m1")])
         _add(s, [_version("k", None, "m2")])
     statements = [t.split()[0].upper() + (" IMMEDIATE" if "IMMEDIATE" in t else "") for t in traced]
     assert statements[0] == "BEGIN IMMEDIATE"
     assert statements.count("BEGIN IMMEDIATE") == 1  # the second call is in the same transaction
     assert statements.index("BEGIN IMMEDIATE") < statements.index("SELECT")
-    assert _versions(db, "k") == [("m1", False), ("m2", True)]
+    assert _versions(walrus_db, "k") == [("m1", False), ("m2", True)]
 
 
 # -- conditional writes ----------------------------------------------------------------------------
@@ -328,24 +311,24 @@ def _refused(layer: ObjectLayer, bucket: Bucket, key: str, locator: str, conditi
 
 
 def test_if_none_match_writes_only_a_key_that_has_no_object(
-    db: Database, store: FilesystemObjectStore, layer: ObjectLayer
+    walrus_db: Database, store: FilesystemObjectStore, layer: ObjectLayer
 ) -> None:
-    bucket = _bucket(db, versioning="Enabled")
+    bucket = add_bucket(walrus_db, versioning="Enabled")
     new = WriteConditions(if_none_match="*")
     first, second, third = (_blob(store, data) for data in (b"1", b"2", b"3"))
     _put(layer, bucket, "k", first, "v1", new)
     assert _refused(layer, bucket, "k", second, new) == "412 PreconditionFailed"
     assert not store.exists(second)  # the refused write's blob is gone
-    with db.session() as s:  # behind a delete marker the key has no object: the write goes ahead
-        layer.delete(s, _bucket_row(db), "k", None, OWNER)
+    with walrus_db.session() as s:  # behind a delete marker the key has no object: the write goes ahead
+        layer.delete(s, _bucket_row(walrus_db), "k", None, OWNER)
     _put(layer, bucket, "k", third, "v3", new)
     assert _read(layer, "k").locator == third
 
 
 def test_if_match_writes_over_that_etag_only(
-    db: Database, store: FilesystemObjectStore, layer: ObjectLayer
+    walrus_db: Database, store: FilesystemObjectStore, layer: ObjectLayer
 ) -> None:
-    bucket = _bucket(db)
+    bucket = add_bucket(walrus_db)
     first, second, third = (_blob(store, data) for data in (b"1", b"2", b"3"))
     assert _refused(layer, bucket, "k", first, WriteConditions(if_match='"x"')) == "404 NoSuchKey"
     _put(layer, bucket, "k", first)
@@ -358,10 +341,10 @@ def test_if_match_writes_over_that_etag_only(
 
 
 def test_a_condition_that_held_early_and_fails_at_commit_is_a_conflict(
-    db: Database, store: FilesystemObjectStore, layer: ObjectLayer
+    walrus_db: Database, store: FilesystemObjectStore, layer: ObjectLayer
 ) -> None:
     """Checked before the body was read, then another write got in: 409, not 412 (as S3)."""
-    bucket = _bucket(db)
+    bucket = add_bucket(walrus_db)
     early = layer.check_early("b", "k", WriteConditions(if_none_match="*"))
     assert early is not None and early.checked_early
     _put(layer, bucket, "k", _blob(store, b"other writer"))
@@ -371,13 +354,13 @@ def test_a_condition_that_held_early_and_fails_at_commit_is_a_conflict(
     assert err.value.code == "PreconditionFailed"
 
 
-def test_in_one_batch_the_first_of_two_if_none_match_writes_wins(db: Database) -> None:
-    _bucket(db)
+def test_in_one_batch_the_first_of_two_if_none_match_writes_wins(walrus_db: Database) -> None:
+    add_bucket(walrus_db)
     new = WriteConditions(if_none_match="*")
-    with db.session() as s:
+    with walrus_db.session() as s:
         answers = add_versions(s, [Write(_version("k", None, "null"), new), Write(_version("k", None), new)])
     assert answers[0] is None and answers[1] is not None and answers[1].code == "PreconditionFailed"
-    assert _versions(db, "k") == [("null", True)]
+    assert _versions(walrus_db, "k") == [("null", True)]
 
 
 def test_if_none_match_takes_only_a_star() -> None:
@@ -391,45 +374,47 @@ def test_if_none_match_takes_only_a_star() -> None:
 
 
 def test_deleting_in_a_versioned_bucket_adds_a_marker_and_deleting_it_restores_the_object(
-    db: Database, store: FilesystemObjectStore, layer: ObjectLayer
+    walrus_db: Database, store: FilesystemObjectStore, layer: ObjectLayer
 ) -> None:
-    bucket = _bucket(db, versioning="Enabled")
+    bucket = add_bucket(walrus_db, versioning="Enabled")
     locator = _blob(store, b"1")
     _put(layer, bucket, "k", locator, "v1")
-    with db.session() as s:
-        answer = layer.delete(s, _bucket_row(db), "k", None, OWNER)
-    assert answer["DeleteMarker"] is True and _versions(db, "k") == [
+    with walrus_db.session() as s:
+        answer = layer.delete(s, _bucket_row(walrus_db), "k", None, OWNER)
+    assert answer["DeleteMarker"] is True and _versions(walrus_db, "k") == [
         ("v1", False),
         (answer["VersionId"], True),
     ]
-    with db.session() as s:
-        assert layer.delete(s, _bucket_row(db), "k", answer["VersionId"], OWNER)["DeleteMarker"] is True
-    assert _versions(db, "k") == [("v1", True)] and store.exists(locator)
+    with walrus_db.session() as s:
+        assert (
+            layer.delete(s, _bucket_row(walrus_db), "k", answer["VersionId"], OWNER)["DeleteMarker"] is True
+        )
+    assert _versions(walrus_db, "k") == [("v1", True)] and store.exists(locator)
 
 
 def test_a_marker_in_a_suspended_bucket_replaces_the_null_version_and_queues_its_blob(
-    db: Database, store: FilesystemObjectStore, layer: ObjectLayer
+    walrus_db: Database, store: FilesystemObjectStore, layer: ObjectLayer
 ) -> None:
     """The same rule for a DeleteObject's marker and for lifecycle's (one implementation)."""
-    bucket = _bucket(db, versioning="Suspended")
+    bucket = add_bucket(walrus_db, versioning="Suspended")
     locator = _blob(store, b"1")
     _put(layer, bucket, "k", locator)
-    with db.session() as s:
-        layer.add_delete_marker(s, _bucket_row(db), "k", OWNER, T0)
+    with walrus_db.session() as s:
+        layer.add_delete_marker(s, _bucket_row(walrus_db), "k", OWNER, T0)
         queued = garbage.queued(s)
         rows = s.scalars(select(ObjectVersion).where(ObjectVersion.key == "k")).all()
         assert [(r.is_delete_marker, r.last_modified) for r in rows] == [(True, T0)]
     assert queued == [locator]
-    assert _versions(db, "k") == [("null", True)]
+    assert _versions(walrus_db, "k") == [("null", True)]
     with pytest.raises(CloudError):
         _read(layer, "k")
 
 
 def test_a_version_the_session_loaded_is_not_stale_after_a_new_version(
-    db: Database, layer: ObjectLayer
+    walrus_db: Database, layer: ObjectLayer
 ) -> None:
-    _bucket(db, versioning="Enabled")
-    with db.session() as s:
+    add_bucket(walrus_db, versioning="Enabled")
+    with walrus_db.session() as s:
         _add(s, [_version("k", None, "v1")])
         loaded = s.scalars(select(ObjectVersion).where(ObjectVersion.key == "k")).one()
         assert loaded.is_latest
@@ -438,49 +423,49 @@ def test_a_version_the_session_loaded_is_not_stale_after_a_new_version(
 
 
 def test_deleting_in_an_unversioned_bucket_removes_the_object_and_queues_its_blobs(
-    db: Database, store: FilesystemObjectStore, layer: ObjectLayer
+    walrus_db: Database, store: FilesystemObjectStore, layer: ObjectLayer
 ) -> None:
-    bucket = _bucket(db)
+    bucket = add_bucket(walrus_db)
     locator = _blob(store, b"1")
     _put(layer, bucket, "k", locator)
-    with db.session() as s:
-        assert layer.delete(s, _bucket_row(db), "k", None, OWNER) == {}
+    with walrus_db.session() as s:
+        assert layer.delete(s, _bucket_row(walrus_db), "k", None, OWNER) == {}
         assert garbage.queued(s) == [locator]
-    assert _versions(db, "k") == []
+    assert _versions(walrus_db, "k") == []
 
 
-def test_dropping_an_upload_queues_its_parts(db: Database, layer: ObjectLayer) -> None:
-    _bucket(db)
-    with db.session() as s:
+def test_dropping_an_upload_queues_its_parts(walrus_db: Database, layer: ObjectLayer) -> None:
+    add_bucket(walrus_db)
+    with walrus_db.session() as s:
         s.add(Upload(upload_id="u1", bucket="b", key="k", initiated=T0, owner_account_id=OWNER))
         s.add(
             Part(
                 upload_id="u1", part_number=1, size=1, etag='"p"', locator="pp/" + "p" * 30, last_modified=T0
             )
         )
-    with db.session() as s:
+    with walrus_db.session() as s:
         upload = s.get(Upload, "u1")
         assert upload is not None
         layer.drop_upload(s, upload)
         assert garbage.queued(s) == ["pp/" + "p" * 30]
-    with db.session() as s:
+    with walrus_db.session() as s:
         assert s.get(Upload, "u1") is None and not s.scalars(select(Part)).all()
 
 
 def test_buckets_encrypt_by_their_configuration_else_by_the_clouds_default(
-    db: Database, store: FilesystemObjectStore, writer: GroupCommitter
+    walrus_db: Database, store: FilesystemObjectStore, writer: GroupCommitter
 ) -> None:
-    bucket = _bucket(db)
-    assert ObjectLayer(db, store, writer, default_encryption=True).bucket_sse(bucket) == "AES256"
-    assert ObjectLayer(db, store, writer, default_encryption=False).bucket_sse(bucket) == ""
+    bucket = add_bucket(walrus_db)
+    assert ObjectLayer(walrus_db, store, writer, default_encryption=True).bucket_sse(bucket) == "AES256"
+    assert ObjectLayer(walrus_db, store, writer, default_encryption=False).bucket_sse(bucket) == ""
     bucket.encryption = '[{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]'
-    assert ObjectLayer(db, store, writer, default_encryption=False).bucket_sse(bucket) == "AES256"
+    assert ObjectLayer(walrus_db, store, writer, default_encryption=False).bucket_sse(bucket) == "AES256"
 
 
 def test_an_encrypted_versions_bytes_read_back_through_its_data_key(
-    db: Database, store: FilesystemObjectStore, layer: ObjectLayer
+    walrus_db: Database, store: FilesystemObjectStore, layer: ObjectLayer
 ) -> None:
-    bucket = _bucket(db)
+    bucket = add_bucket(walrus_db)
     sealed = layer.seal(layer.sealing({"ServerSideEncryption": "AES256"}, bucket))
     assert sealed.cipher is not None
     plain = b"secret bytes " * 100

@@ -11,7 +11,6 @@ import contextlib
 import functools
 import gc
 import logging
-import mmap
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +53,7 @@ from mallee.rpc.transport import (
     serve_rpc,
     trusted_client,
 )
-from mallee.services.walrus import garbage, lifecycle, post_upload, quota, runtime
+from mallee.services.walrus import decode_ahead, garbage, lifecycle, post_upload, quota, runtime
 from mallee.services.walrus.access import S3Access
 from mallee.services.walrus.bodies import INLINE_MAX
 from mallee.services.walrus.bucket_cache import BucketCache
@@ -77,11 +76,7 @@ _SESSIONLESS = frozenset(("GetObject", "HeadObject", "PutObject", "GetObjectAttr
 _QUOTA_CHECKED = frozenset(("CopyObject", "CompleteMultipartUpload"))
 
 SMALL_BODY = 1024 * 1024  # bodies up to this size are read whole (XML payloads, small objects)
-SEND_CHUNK = 4 * 1024 * 1024  # mapped, not read (see _mapped)
-# Decoded (decrypted) bodies: a chunk at a time on the loop, small enough that the cipher's output
-# is still in the CPU's cache when the socket copies it and that the loop is never held long
-# (~70 us). A thread would not help: the cipher holds Python's lock while it works.
-DECODE_CHUNK = 256 * 1024
+SEND_CHUNK = decode_ahead.WINDOW  # mapped, not read (see decode_ahead.mapped)
 # Response files up to this size are read by the handler's thread and sent as one body: one send
 # instead of three, and no file I/O on the event loop.
 SMALL_FILES = 64 * 1024
@@ -329,24 +324,16 @@ class Walrus:
                 return
             position, end = file.offset, file.offset + file.length
             while position < end:
-                chunk = _mapped(f, position, min(SEND_CHUNK, end - position))
+                chunk = decode_ahead.mapped(f, position, min(SEND_CHUNK, end - position))
                 position += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 del chunk  # unmapped once the transport has sent it too
 
     async def _send_decoded(self, send: Send, file: FileBody, f: BinaryIO) -> None:
-        """A file stored transformed (encrypted): mapped a window at a time (as `_send_file`, so a
-        large object never holds much memory), decoded and sent in smaller chunks."""
-        assert file.decode is not None
-        end = file.offset + file.length
-        for window in range(file.offset, end, SEND_CHUNK):
-            view = _mapped(f, window, min(SEND_CHUNK, end - window))
-            try:
-                for start in range(0, len(view), DECODE_CHUNK):
-                    data = file.decode(window + start, view[start : start + DECODE_CHUNK])
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
-            finally:
-                view.release()
+        """A file stored transformed (encrypted), decoded as it is sent (decode_ahead.py)."""
+        async with contextlib.aclosing(decode_ahead.decoded(file, f)) as chunks:
+            async for data in chunks:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -418,21 +405,6 @@ def _read_file(file: FileBody) -> bytes:
     if len(data) != file.length:
         raise OSError(f"{file.path} is shorter than its recorded size")
     return file.decode(file.offset, data) if file.decode is not None else data
-
-
-def _mapped(f: BinaryIO, offset: int, length: int) -> memoryview:
-    """Bytes offset..offset+length of `f`, mapped rather than read: the socket copies them from
-    the page cache once (a read would copy them twice), about 20 % more GET throughput here. Blobs
-    are never truncated, so the mapping cannot fault; it is unmapped when the last view goes."""
-    start = offset - offset % mmap.ALLOCATIONGRANULARITY
-    window = mmap.mmap(
-        f.fileno(),
-        offset + length - start,
-        flags=mmap.MAP_SHARED | mmap.MAP_POPULATE,
-        prot=mmap.PROT_READ,
-        offset=start,
-    )
-    return memoryview(window)[offset - start :]
 
 
 def _close(files: tuple[FileBody, ...]) -> None:
