@@ -6,6 +6,7 @@ commit, their queue rows in a later batch)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,9 +21,10 @@ from mallee.core.errors import CloudError
 from mallee.db.group_commit import GroupCommitter
 from mallee.db.session import Database
 from mallee.drivers.objectstore.filesystem import FilesystemObjectStore
-from mallee.services.walrus import garbage
-from mallee.services.walrus.blob_reads import open_body
+from mallee.services.walrus import garbage, runtime
+from mallee.services.walrus.blob_reads import chunks, open_body
 from mallee.services.walrus.bodies import StoredBody
+from mallee.services.walrus.encryption import SSE_S3, CustomerKey, Sealing, crypt
 from mallee.services.walrus.object_layer import ObjectLayer, Write, WriteConditions, add_versions
 from mallee.services.walrus.tables import Bucket, Garbage, ObjectVersion, Part, Upload
 
@@ -477,3 +479,32 @@ def test_an_encrypted_versions_bytes_read_back_through_its_data_key(
     found = layer.read("b", "k", None)
     assert found.body == stored != plain and found.sse == "AES256"
     assert open_body(found, 13, 40, layer.data_keys(found, None)) == plain[13:53]
+
+
+def test_a_ranged_read_of_a_multipart_object_unwraps_only_the_keys_of_the_parts_it_reads(
+    walrus_db: Database, store: FilesystemObjectStore, layer: ObjectLayer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = [bytes([65 + n]) * 1000 for n in range(5)]
+    parts = []
+    for number, data in enumerate(plain, 1):
+        new = layer.keys.new_key(Sealing(SSE_S3))
+        assert new is not None
+        parts.append([_blob(store, crypt(new.key, 0, data)), len(data), '"e"', new.wrapped, number, {}])
+    version = ObjectVersion(bucket="b", key="k", version_id="null", is_latest=True, size=5000,
+                            etag='"e-5"', last_modified=T0, owner_account_id=OWNER,
+                            parts=json.dumps(parts), sse=SSE_S3)  # fmt: skip
+    unwrapped: list[str] = []
+    unwrap = layer.keys.unwrap
+
+    def counting(wrapped: str, mode: str, customer: CustomerKey | None) -> bytes:
+        unwrapped.append(wrapped)
+        return unwrap(wrapped, mode, customer)
+
+    monkeypatch.setattr(layer.keys, "unwrap", counting)
+    monkeypatch.setattr(runtime, "_layer", layer)  # blob_reads opens blobs in the layer's store
+    keys = layer.data_keys(version, None)
+    assert unwrapped == []  # nothing until a segment is read
+    assert b"".join(chunks(open_body(version, 2100, 1800, keys))) == b"".join(plain)[2100:3900]
+    assert unwrapped == [parts[2][3], parts[3][3]]  # parts 3 and 4 only
+    assert b"".join(chunks(open_body(version, 2000, 10, keys))) == plain[2][:10]
+    assert len(unwrapped) == 2  # each key once

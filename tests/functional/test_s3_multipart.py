@@ -18,8 +18,11 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from support.answers import code, status
 from support.cloud import Cloud, Keys
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 MiB = 1024 * 1024
 

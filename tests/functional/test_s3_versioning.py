@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from support.answers import body, code
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 
 def new_bucket(s3: Any, status: str | None = None) -> str:

@@ -15,7 +15,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from mallee.core.context import FileBody
@@ -23,7 +23,7 @@ from mallee.core.errors import CloudError
 from mallee.drivers.objectstore.base import BlobNotFound
 from mallee.services.walrus.bodies import BodySink, Cipher, ReceivedBody
 from mallee.services.walrus.checksums import Hashers
-from mallee.services.walrus.encryption import crypt
+from mallee.services.walrus.encryption import SegmentKeys, crypt, in_clear
 from mallee.services.walrus.runtime import object_store
 from mallee.services.walrus.tables import ObjectVersion
 
@@ -69,13 +69,13 @@ def open_blob(locator: str, offset: int, length: int, key: bytes | None = None) 
         raise BlobNotFound(locator) from None
 
 
-def open_body(version: ObjectVersion, offset: int, length: int, keys: Sequence[bytes | None] = ()) -> Opened:
+def open_body(version: ObjectVersion, offset: int, length: int, keys: SegmentKeys = in_clear) -> Opened:
     """Bytes offset..offset+length of the object: from its row, or the blobs (blob ranges) holding
-    them, all open; `keys`: the data key of each segment when they are stored encrypted (see
-    ObjectLayer.data_keys)."""
+    them, all open; `keys`: the data key of each segment (see ObjectLayer.data_keys)."""
     if version.body is not None:
         data = version.body[offset : offset + length]
-        return crypt(keys[0], offset, data) if keys and keys[0] is not None else data
+        key = keys(0)
+        return crypt(key, offset, data) if key is not None else data
     pieces: list[FileBody] = []
     start = 0
     try:
@@ -83,7 +83,7 @@ def open_body(version: ObjectVersion, offset: int, length: int, keys: Sequence[b
             end = start + size
             if end > offset and start < offset + length:
                 first = max(offset, start) - start
-                key = keys[number] if keys else None
+                key = keys(number)
                 pieces.append(open_blob(locator, first, min(offset + length, end) - start - first, key))
             start = end
     except BaseException:

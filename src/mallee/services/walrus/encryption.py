@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,14 @@ class NewKey:
     wrapped: str
 
 
+SegmentKeys = Callable[[int], bytes | None]  # an object's segment number -> its data key (None: in clear)
+
+
+def in_clear(_number: int) -> bytes | None:
+    """The SegmentKeys of an object stored in clear."""
+    return None
+
+
 class Keys:
     """Wraps and unwraps data keys under the master key or a customer's key."""
 
@@ -159,14 +167,6 @@ class Keys:
             assert customer is not None
             return customer.key
         return self._master
-
-    def segment_keys(
-        self, sse: str, wrapped: Sequence[str], customer: CustomerKey | None
-    ) -> list[bytes | None]:
-        """The data key of each stored segment (None: in clear)."""
-        if not sse:
-            return [None] * len(wrapped)
-        return [self.unwrap(w, sse, customer) for w in wrapped]
 
 
 def sealing_for_write(p: Mapping[str, Any], bucket_default: str) -> Sealing:

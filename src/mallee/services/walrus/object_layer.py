@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextvars
 import datetime as _dt
+import functools
 import json
 import os
 import secrets
@@ -46,9 +47,11 @@ from mallee.services.walrus.encryption import (
     CustomerKey,
     Keys,
     Sealing,
+    SegmentKeys,
     StreamCipher,
     customer_for_read,
     default_algorithm,
+    in_clear,
     sealing_for_write,
 )
 from mallee.services.walrus.not_found import no_such_key
@@ -306,14 +309,23 @@ class ObjectLayer:
         """The customer's key a read of bytes stored as `sse` carries (checked; None unless SSE-C)."""
         return customer_for_read(self.keys, p, sse, key_hmac, prefix)
 
-    def data_keys(self, version: ObjectVersion, customer: CustomerKey | None) -> list[bytes | None]:
-        """The data key of each of the version's segments (see blob_reads.open_body)."""
+    def data_keys(self, version: ObjectVersion, customer: CustomerKey | None) -> SegmentKeys:
+        """The data key of the version's segment n (None: stored in clear; see
+        blob_reads.open_body), unwrapped when first asked for: a ranged GET of one part of a
+        10,000-part object unwraps one key, not 10,000."""
         if not version.sse:
-            return []
+            return in_clear
         if version.sse_key:  # one blob, or bytes in the row; multipart: a key per part
-            return self.keys.segment_keys(version.sse, [version.sse_key], customer)
-        wrapped = [str(part[3]) for part in json.loads(version.parts or "[]")]
-        return self.keys.segment_keys(version.sse, wrapped, customer)
+            wrapped = [version.sse_key]
+        else:
+            wrapped = [str(part[3]) for part in json.loads(version.parts or "[]")]
+        sse, keys = version.sse, self.keys
+
+        @functools.cache
+        def key(number: int) -> bytes | None:
+            return keys.unwrap(wrapped[number], sse, customer)
+
+        return key
 
     # -- reads ---------------------------------------------------------------------------------
 
