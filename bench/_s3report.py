@@ -194,10 +194,6 @@ def _sse_verdicts(large: Sequence[LargeResult], small: Sequence[SmallResult]) ->
 
 def _print_large(report: dict[str, Any], large: Sequence[LargeResult]) -> None:
     settings = report["settings"]
-    header = f"{'large object':<32} {'MiB/s':>8}  {'runs (MiB/s)':<28} {'srv CPU':>8}"
-    print(f"large objects: {settings['size_mib']} MiB, median of {settings['repeat']} runs, one connection")
-    print(header)
-    print("-" * len(header))
     labels = {
         ("PUT", SSE_ROUTE): "mallee endpoint SSE-S3",
         ("GET", SSE_ROUTE): "mallee endpoint SSE-S3",
@@ -209,13 +205,21 @@ def _print_large(report: dict[str, Any], large: Sequence[LargeResult]) -> None:
         name = report["baseline"]["name"]
         labels.update({(op, ROUTE): f"{name} endpoint" for op in ("PUT", "GET")})
         labels.update({(op, SSE_BASELINE_ROUTE): f"{name} endpoint SSE-S3" for op in ("PUT", "GET")})
+    rows = []
     for r in large:
         label = labels.get((r.operation, r.route)) or {"endpoint": "mallee endpoint"}.get(
             r.route, "walrus port (direct)"
         )
+        rows.append((f"{r.operation} {label}", r))
+    width = max(32, *(len(label) for label, _ in rows))  # a baseline's name (mallee@REV) may be longer
+    header = f"{'large object':<{width}} {'MiB/s':>8}  {'runs (MiB/s)':<28} {'srv CPU':>8}"
+    print(f"large objects: {settings['size_mib']} MiB, median of {settings['repeat']} runs, one connection")
+    print(header)
+    print("-" * len(header))
+    for label, r in rows:
         runs = ", ".join(f"{v:,.0f}" for v in r.runs)
         cpu = statistics.median(r.server_cpu_pct) if r.server_cpu_pct else 0.0
-        print(f"{r.operation + ' ' + label:<32} {r.median:>8,.0f}  {runs:<28} {cpu:>7.0f}%")
+        print(f"{label:<{width}} {r.median:>8,.0f}  {runs:<28} {cpu:>7.0f}%")
 
 
 def _print_small(small: Sequence[SmallResult]) -> None:

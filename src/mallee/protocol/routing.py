@@ -11,7 +11,7 @@ names its API.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from mallee.core.context import HttpRequest
@@ -34,9 +34,9 @@ _API_VERSIONS = {"2016-11-15": "ec2", "2010-05-08": "iam", "2011-06-15": "sts"}
 _FORM = "application/x-www-form-urlencoded"
 
 
-@dataclass(frozen=True)
-class Route:
-    """What a request's head (and a form's body) says about where it goes."""
+class Route(NamedTuple):
+    """What a request's head (and a form's body) says about where it goes. (A named tuple: made
+    for every request, it costs a fifth of a frozen dataclass.)"""
 
     # "ec2" | "iam" | "sts" | "s3"; None: a form POST whose body, not read yet, decides.
     # A request whose signature cannot be read is routed as if unsigned (`signature_error`).
@@ -148,7 +148,7 @@ def _s3_address(path: str, vhost: str | None) -> tuple[str, bool]:
     if vhost is not None:
         return vhost, len(path) > 1
     bucket, _, key = path[1:].partition("/")
-    return unquote(bucket), bool(key)
+    return unquote(bucket) if "%" in bucket else bucket, bool(key)
 
 
 def path_prefix(raw_path: str) -> tuple[str, str] | None:
