@@ -141,7 +141,7 @@ class HttpRequest:
     def _form_body(self) -> bytes:
         """The body when it is a URL-encoded form (it may carry a signature and the API's
         action); b"" otherwise: an object's body changes neither."""
-        if self.method != "POST" or not self.body:  # only the query APIs' POSTs carry forms
+        if not self.body:
             return b""
         return self.body if "form-urlencoded" in (self.headers.get("content-type") or "") else b""
 
