@@ -25,6 +25,8 @@ CLC_TABLES = {
     "inline_policies",
     "managed_policies",
     "policy_attachments",
+    "roles",
+    "instance_profiles",
     "services",
     "clusters",
     "instance_types",

@@ -30,6 +30,14 @@ from mallee.services.clc.ec2 import (  # noqa: F401
     vpcs,
     zones,
 )
-from mallee.services.clc.iam import access_keys, accounts, groups, policies, users  # noqa: F401
+from mallee.services.clc.iam import (  # noqa: F401
+    access_keys,
+    accounts,
+    groups,
+    instance_profiles,
+    policies,
+    roles,
+    users,
+)
 
 REGISTRIES = {"ec2": EC2, "iam": IAM, "sts": STS}

@@ -1,4 +1,5 @@
-"""The CLC's database of record: identity, the service registry, zones and instance types."""
+"""The CLC's database of record: identity (accounts, users, groups, roles and instance profiles,
+policies), the service registry, zones and instance types."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ class InlinePolicy(Base):
     __table_args__ = (UniqueConstraint("owner_kind", "owner_id", "name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    owner_kind: Mapped[str] = mapped_column(String(8))  # user | group
+    owner_kind: Mapped[str] = mapped_column(String(8))  # user | group | role
     owner_id: Mapped[str] = mapped_column(String(32), index=True)
     name: Mapped[str] = mapped_column(String(128))
     document: Mapped[str] = mapped_column(Text)
@@ -102,9 +103,43 @@ class ManagedPolicy(Base):
 class PolicyAttachment(Base):
     __tablename__ = "policy_attachments"
 
-    owner_kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # user | group
+    owner_kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # user | group | role
     owner_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     policy_arn: Mapped[str] = mapped_column(String(1024), primary_key=True)
+
+
+class Role(Base):
+    """An IAM role: whom it trusts (its trust policy) and how long its sessions may last; the
+    policies it grants are inline policies and attachments with owner_kind "role"."""
+
+    __tablename__ = "roles"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # AROA…
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(512), default="/")
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    trust_policy: Mapped[str] = mapped_column(Text)  # AssumeRolePolicyDocument, as given
+    max_session_duration: Mapped[int] = mapped_column(Integer, default=3600)  # seconds
+    created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+    tags: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of {Key, Value}
+
+
+class InstanceProfile(Base):
+    """An instance profile: the container that passes one role to EC2 instances."""
+
+    __tablename__ = "instance_profiles"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # AIPA…
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    path: Mapped[str] = mapped_column(String(512), default="/")
+    # AWS allows one role per profile; DeleteRole refuses while a profile holds it.
+    role_id: Mapped[str | None] = mapped_column(ForeignKey("roles.id"), index=True)
+    created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+    tags: Mapped[str] = mapped_column(Text, default="[]")
 
 
 class ServiceRecord(Base):

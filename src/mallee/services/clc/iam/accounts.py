@@ -14,9 +14,18 @@ from mallee.rpc.contract import Empty
 from mallee.rpc.transport import RpcError
 from mallee.services.clc import peers
 from mallee.services.clc.apis import IAM
-from mallee.services.clc.iam import store
+from mallee.services.clc.iam import policies, roles, store
 from mallee.services.clc.iam.views import account_of
-from mallee.services.clc.tables import AccessKey, Account, Group, InlinePolicy, ManagedPolicy, User
+from mallee.services.clc.tables import (
+    AccessKey,
+    Account,
+    Group,
+    InlinePolicy,
+    InstanceProfile,
+    ManagedPolicy,
+    Role,
+    User,
+)
 
 
 @IAM.operation()
@@ -27,8 +36,7 @@ def create_account_alias(ctx: RequestContext, p: dict[str, Any]) -> None:
     account = store.find_account(s, account_of(ctx))
     if alias == account.name:
         return None
-    if s.scalar(select(Account).where(Account.name == alias)) is not None:
-        raise CloudError("EntityAlreadyExists", f"The account alias {alias} already exists.")
+    store.claim_name(s, Account, alias, f"The account alias {alias} already exists.", other_than=account.id)
     account.name = alias  # in Eucalyptus the alias is the account's name
     return None
 
@@ -85,6 +93,13 @@ def get_account_summary(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any
             "InlinePoliciesOnGroups": _count(
                 ctx, InlinePolicy, InlinePolicy.owner_kind == "group", InlinePolicy.owner_id.in_(groups)
             ),
+            "Roles": _count(ctx, Role, Role.account_id == account_id),
+            "RolesQuota": 1000,
+            "InstanceProfiles": _count(ctx, InstanceProfile, InstanceProfile.account_id == account_id),
+            "InstanceProfilesQuota": 1000,
+            "RolePolicySizeQuota": policies.INLINE_MAX["role"],
+            "AssumeRolePolicySizeQuota": roles.TRUST_POLICY_MAX,
+            "AttachedPoliciesPerRoleQuota": 10,
         }
     }
 

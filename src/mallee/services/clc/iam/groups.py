@@ -20,8 +20,7 @@ from mallee.services.clc.tables import Group, GroupMember, InlinePolicy, PolicyA
 def create_group(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     s, account_id = ctx.session, account_of(ctx)
     name = p["GroupName"]
-    if s.scalar(select(Group).where(Group.account_id == account_id, Group.name.ilike(name))) is not None:
-        raise CloudError("EntityAlreadyExists", f"Group with name {name} already exists.")
+    store.claim_name(s, Group, name, f"Group with name {name} already exists.", account_id=account_id)
     group = Group(
         id=ids.unique_id("AGPA"),
         account_id=account_id,

@@ -145,6 +145,10 @@ def _resource(ctx: RequestContext, account_id: str) -> str:
             return f"arn:aws:iam::{account_id}:user/{ctx.params['UserName']}"
         if "GroupName" in ctx.params:
             return f"arn:aws:iam::{account_id}:group/{ctx.params['GroupName']}"
+        if "InstanceProfileName" in ctx.params:  # before RoleName: AddRoleToInstanceProfile acts on it
+            return f"arn:aws:iam::{account_id}:instance-profile/{ctx.params['InstanceProfileName']}"
+        if "RoleName" in ctx.params:
+            return f"arn:aws:iam::{account_id}:role/{ctx.params['RoleName']}"
         if "PolicyArn" in ctx.params:
             return str(ctx.params["PolicyArn"])
     return "*"

@@ -1,11 +1,12 @@
-"""IAM policies: inline user and group policies, customer managed policies and attachments."""
+"""IAM policies: inline user, group and role policies, customer managed policies and attachments."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from mallee.core import clock, ids
 from mallee.core.context import RequestContext
@@ -14,33 +15,30 @@ from mallee.core.policy import parse_policy
 from mallee.services.clc.apis import IAM
 from mallee.services.clc.iam import store
 from mallee.services.clc.iam.managed import AWS_MANAGED
-from mallee.services.clc.iam.views import account_of
+from mallee.services.clc.iam.views import account_of, encoded_document
 from mallee.services.clc.paging import marker_page
-from mallee.services.clc.tables import InlinePolicy, ManagedPolicy, PolicyAttachment
+from mallee.services.clc.tables import Group, InlinePolicy, ManagedPolicy, PolicyAttachment, Role, User
 
 # IAM's size quotas, in characters without white space.
-USER_INLINE_MAX = 2048
-GROUP_INLINE_MAX = 5120
+INLINE_MAX = {"user": 2048, "group": 5120, "role": 10240}
 MANAGED_MAX = 6144
 
-
-def _encoded(document: str) -> str:
-    # IAM returns policy documents URL-encoded (RFC 3986); SDKs decode them.
-    return quote(document, safe="")
+_OWNERS: dict[str, Callable[[Session, str, str], User | Group | Role]] = {
+    "user": store.get_user,
+    "group": store.get_group,
+    "role": store.get_role,
+}
 
 
 def _owner_id(ctx: RequestContext, kind: str, name: str) -> str:
-    s, account_id = ctx.session, account_of(ctx)
-    return (
-        store.get_user(s, account_id, name) if kind == "user" else store.get_group(s, account_id, name)
-    ).id
+    return _OWNERS[kind](ctx.session, account_of(ctx), name).id
 
 
 # -- inline --------------------------------------------------------------------------------------
 
 
 def _put_inline(ctx: RequestContext, kind: str, owner: str, name: str, document: str) -> None:
-    parse_policy(document, max_size=USER_INLINE_MAX if kind == "user" else GROUP_INLINE_MAX)
+    parse_policy(document, max_size=INLINE_MAX[kind])
     s = ctx.session
     owner_id = _owner_id(ctx, kind, owner)
     q = select(InlinePolicy).where(
@@ -80,7 +78,11 @@ def put_user_policy(ctx: RequestContext, p: dict[str, Any]) -> None:
 @IAM.operation()
 def get_user_policy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     found = _get_inline(ctx, "user", p["UserName"], p["PolicyName"])
-    return {"UserName": p["UserName"], "PolicyName": found.name, "PolicyDocument": _encoded(found.document)}
+    return {
+        "UserName": p["UserName"],
+        "PolicyName": found.name,
+        "PolicyDocument": encoded_document(found.document),
+    }
 
 
 @IAM.operation()
@@ -103,7 +105,11 @@ def put_group_policy(ctx: RequestContext, p: dict[str, Any]) -> None:
 @IAM.operation()
 def get_group_policy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     found = _get_inline(ctx, "group", p["GroupName"], p["PolicyName"])
-    return {"GroupName": p["GroupName"], "PolicyName": found.name, "PolicyDocument": _encoded(found.document)}
+    return {
+        "GroupName": p["GroupName"],
+        "PolicyName": found.name,
+        "PolicyDocument": encoded_document(found.document),
+    }
 
 
 @IAM.operation()
@@ -114,6 +120,33 @@ def list_group_policies(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any
 @IAM.operation()
 def delete_group_policy(ctx: RequestContext, p: dict[str, Any]) -> None:
     ctx.session.delete(_get_inline(ctx, "group", p["GroupName"], p["PolicyName"]))
+    return None
+
+
+@IAM.operation()
+def put_role_policy(ctx: RequestContext, p: dict[str, Any]) -> None:
+    _put_inline(ctx, "role", p["RoleName"], p["PolicyName"], p["PolicyDocument"])
+    return None
+
+
+@IAM.operation()
+def get_role_policy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    found = _get_inline(ctx, "role", p["RoleName"], p["PolicyName"])
+    return {
+        "RoleName": p["RoleName"],
+        "PolicyName": found.name,
+        "PolicyDocument": encoded_document(found.document),
+    }
+
+
+@IAM.operation()
+def list_role_policies(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    return _list_inline(ctx, "role", p["RoleName"], p)
+
+
+@IAM.operation()
+def delete_role_policy(ctx: RequestContext, p: dict[str, Any]) -> None:
+    ctx.session.delete(_get_inline(ctx, "role", p["RoleName"], p["PolicyName"]))
     return None
 
 
@@ -179,11 +212,8 @@ def create_policy(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     s, account_id = ctx.session, account_of(ctx)
     parse_policy(p["PolicyDocument"], max_size=MANAGED_MAX)
     path = p.get("Path", "/")
-    taken = select(ManagedPolicy).where(
-        ManagedPolicy.account_id == account_id, ManagedPolicy.name == p["PolicyName"]
-    )
-    if s.scalar(taken) is not None:
-        raise CloudError("EntityAlreadyExists", f"A policy called {p['PolicyName']} already exists.")
+    name = p["PolicyName"]
+    store.claim_name(s, ManagedPolicy, name, f"A policy called {name} already exists.", account_id=account_id)
     now = clock.now()
     policy = ManagedPolicy(
         id=ids.unique_id("ANPA"),
@@ -216,7 +246,7 @@ def get_policy_version(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]
     created = _aws_view(ctx, arn)["CreateDate"] if policy is None else policy.created
     return {
         "PolicyVersion": {
-            "Document": _encoded(document),
+            "Document": encoded_document(document),
             "VersionId": "v1",
             "IsDefaultVersion": True,
             "CreateDate": created,
@@ -281,6 +311,9 @@ def _list_attached(ctx: RequestContext, kind: str, owner: str, p: dict[str, Any]
         PolicyAttachment.owner_kind == kind, PolicyAttachment.owner_id == owner_id
     )
     arns = sorted(ctx.session.scalars(q))
+    prefix = p.get("PathPrefix", "/")
+    # A policy's path is its ARN's between ":policy" and its name.
+    arns = [arn for arn in arns if (arn.split(":policy", 1)[1].rsplit("/", 1)[0] + "/").startswith(prefix)]
     attached = [{"PolicyName": arn.rsplit("/", 1)[-1], "PolicyArn": arn} for arn in arns]
     return marker_page("AttachedPolicies", attached, p)
 
@@ -317,3 +350,20 @@ def detach_group_policy(ctx: RequestContext, p: dict[str, Any]) -> None:
 @IAM.operation()
 def list_attached_group_policies(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     return _list_attached(ctx, "group", p["GroupName"], p)
+
+
+@IAM.operation()
+def attach_role_policy(ctx: RequestContext, p: dict[str, Any]) -> None:
+    _attach(ctx, "role", p["RoleName"], p["PolicyArn"])
+    return None
+
+
+@IAM.operation()
+def detach_role_policy(ctx: RequestContext, p: dict[str, Any]) -> None:
+    _detach(ctx, "role", p["RoleName"], p["PolicyArn"])
+    return None
+
+
+@IAM.operation()
+def list_attached_role_policies(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    return _list_attached(ctx, "role", p["RoleName"], p)

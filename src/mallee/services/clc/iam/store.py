@@ -1,4 +1,5 @@
-"""Identity records: accounts, users, groups, access keys and where their policies come from.
+"""Identity records: accounts, users, groups, roles, instance profiles, access keys and where their
+policies come from.
 
 Functions take an open SQLAlchemy session and raise CloudError with IAM's codes; the handlers in this
 package turn them into API operations, and `bootstrap` uses them to create the system account.
@@ -7,13 +8,16 @@ package turn them into API operations, and `bootstrap` uses them to create the s
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import re
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from mallee.core import clock, ids
 from mallee.core.errors import CloudError
+from mallee.db.session import hold_write_lock
 from mallee.services.clc.iam.managed import AWS_MANAGED
 from mallee.services.clc.tables import (
     AccessKey,
@@ -21,14 +25,37 @@ from mallee.services.clc.tables import (
     Group,
     GroupMember,
     InlinePolicy,
+    InstanceProfile,
     ManagedPolicy,
     PolicyAttachment,
+    Role,
     User,
 )
+
+Named = type[Account] | type[User] | type[Group] | type[Role] | type[InstanceProfile] | type[ManagedPolicy]
 
 # Eucalyptus account names are DNS-label-like (they become IAM account aliases).
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 MAX_KEYS_PER_IDENTITY = 2  # IAM's quota of access keys per user
+MAX_TAGS = 50  # IAM's quota of tags per user, role or instance profile
+
+
+def claim_name(
+    s: Session, model: Named, name: str, taken: str, *, account_id: str | None = None, other_than: str = ""
+) -> None:
+    """Refuse (EntityAlreadyExists, message `taken`) a name another record of `model` in the
+    account has, compared case-insensitively as IAM does, and hold the write lock for that name
+    until the transaction ends: of two requests creating one name at once, the second waits and
+    then sees the first's row, instead of failing on the unique constraint (a 500). A lock rather
+    than catching the IntegrityError because the constraint is case-sensitive and IAM's rule is not."""
+    hold_write_lock(s, [f"iam-name:{model.__tablename__}:{account_id}:{name.lower()}"])
+    q = select(model.id).where(func.lower(model.name) == name.lower())
+    if account_id is not None:
+        q = q.where(model.account_id == account_id)  # type: ignore[union-attr]
+    if other_than:
+        q = q.where(model.id != other_than)
+    if s.scalar(q) is not None:
+        raise CloudError("EntityAlreadyExists", taken)
 
 
 # -- accounts ----------------------------------------------------------------------------------
@@ -45,8 +72,7 @@ def check_account_name(name: str) -> None:
 
 def create_account(s: Session, name: str, *, is_system: bool = False) -> Account:
     check_account_name(name)
-    if s.scalar(select(Account).where(Account.name == name)) is not None:
-        raise CloudError("EntityAlreadyExists", f"Account {name} already exists.")
+    claim_name(s, Account, name, f"Account {name} already exists.")
     account_id = ids.account_id()
     while s.get(Account, account_id) is not None:
         account_id = ids.account_id()
@@ -71,21 +97,20 @@ def system_account(s: Session) -> Account | None:
 def delete_account(s: Session, account: Account, *, recursive: bool) -> None:
     if account.is_system:
         raise CloudError("DeleteConflict", "The system account cannot be deleted.")
-    if not recursive and s.scalar(
-        select(func.count()).select_from(User).where(User.account_id == account.id)
-    ):
-        raise CloudError("DeleteConflict", "Cannot delete an account that has users; use Recursive=true.")
-    user_ids = select(User.id).where(User.account_id == account.id)
-    group_ids = select(Group.id).where(Group.account_id == account.id)
-    owned = or_(InlinePolicy.owner_id.in_(user_ids), InlinePolicy.owner_id.in_(group_ids))
-    s.execute(delete(InlinePolicy).where(owned))
-    s.execute(
-        delete(PolicyAttachment).where(
-            or_(PolicyAttachment.owner_id.in_(user_ids), PolicyAttachment.owner_id.in_(group_ids))
-        )
-    )
-    s.execute(delete(GroupMember).where(GroupMember.group_id.in_(group_ids)))
-    for model in (AccessKey, ManagedPolicy, Group, User):
+    # Identities (users, roles) must go first unless Recursive; their containers go with the account.
+    for what, identity in (("users", User), ("roles", Role)):
+        if not recursive and s.scalar(
+            select(func.count()).select_from(identity).where(identity.account_id == account.id)
+        ):
+            raise CloudError(
+                "DeleteConflict", f"Cannot delete an account that has {what}; use Recursive=true."
+            )
+    owners = [select(m.id).where(m.account_id == account.id) for m in (User, Group, Role)]
+    s.execute(delete(InlinePolicy).where(or_(*(InlinePolicy.owner_id.in_(o) for o in owners))))
+    s.execute(delete(PolicyAttachment).where(or_(*(PolicyAttachment.owner_id.in_(o) for o in owners))))
+    s.execute(delete(GroupMember).where(GroupMember.group_id.in_(owners[1])))
+    # Profiles before roles: a profile refers to its role.
+    for model in (AccessKey, ManagedPolicy, Group, User, InstanceProfile, Role):
         s.execute(delete(model).where(model.account_id == account.id))
     s.delete(account)
 
@@ -107,6 +132,22 @@ def get_group(s: Session, account_id: str, name: str) -> Group:
     return group
 
 
+def get_role(s: Session, account_id: str, name: str) -> Role:
+    role = s.scalar(select(Role).where(Role.account_id == account_id, Role.name == name))
+    if role is None:
+        raise CloudError("NoSuchEntity", f"The role with name {name} cannot be found.")
+    return role
+
+
+def get_instance_profile(s: Session, account_id: str, name: str) -> InstanceProfile:
+    profile = s.scalar(
+        select(InstanceProfile).where(InstanceProfile.account_id == account_id, InstanceProfile.name == name)
+    )
+    if profile is None:
+        raise CloudError("NoSuchEntity", f"Instance Profile {name} cannot be found.")
+    return profile
+
+
 def groups_of_user(s: Session, user_id: str) -> list[Group]:
     q = (
         select(Group)
@@ -114,6 +155,24 @@ def groups_of_user(s: Session, user_id: str) -> list[Group]:
         .where(GroupMember.user_id == user_id)
     )
     return list(s.scalars(q.order_by(Group.name)))
+
+
+# -- tags (users, roles, instance profiles: a JSON list of {Key, Value} on the record) ------------
+
+
+def tagged(stored: str, new: Iterable[Mapping[str, str]]) -> str:
+    """`stored` with the `new` tags set: a key given again takes the new value, as TagRole does."""
+    tags = {t["Key"]: t["Value"] for t in json.loads(stored or "[]")}
+    tags.update((t["Key"], t.get("Value", "")) for t in new)
+    if len(tags) > MAX_TAGS:
+        raise CloudError("LimitExceeded", f"Cannot exceed quota for TagsPerEntity: {MAX_TAGS}")
+    return json.dumps([{"Key": k, "Value": v} for k, v in tags.items()])
+
+
+def untagged(stored: str, keys: Iterable[str]) -> str:
+    """`stored` without the tags `keys` name (keys it does not have are no error, as on AWS)."""
+    gone = set(keys)
+    return json.dumps([t for t in json.loads(stored or "[]") if t["Key"] not in gone])
 
 
 # -- access keys ---------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import delete, exists, select
@@ -21,17 +20,15 @@ from mallee.services.clc.tables import AccessKey, GroupMember, InlinePolicy, Pol
 def create_user(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     s, account_id = ctx.session, account_of(ctx)
     name = p["UserName"]
-    taken = select(User).where(User.account_id == account_id, User.name.ilike(name))
-    if s.scalar(taken) is not None:  # IAM names are unique case-insensitively
-        raise CloudError("EntityAlreadyExists", f"User with name {name} already exists.")
-    tags = [{"Key": t["Key"], "Value": t.get("Value", "")} for t in p.get("Tags", [])]
+    tags = store.tagged("[]", p.get("Tags", []))
+    store.claim_name(s, User, name, f"User with name {name} already exists.", account_id=account_id)
     user = User(
         id=ids.unique_id("AIDA"),
         account_id=account_id,
         name=name,
         path=p.get("Path", "/"),
         created=clock.now(),
-        tags=json.dumps(tags),
+        tags=tags,
     )
     s.add(user)
     s.flush()
@@ -76,11 +73,8 @@ def update_user(ctx: RequestContext, p: dict[str, Any]) -> None:
     user = store.get_user(s, account_id, p["UserName"])
     new_name = p.get("NewUserName")
     if new_name and new_name != user.name:
-        taken = select(User).where(
-            User.account_id == account_id, User.name.ilike(new_name), User.id != user.id
-        )
-        if s.scalar(taken) is not None:
-            raise CloudError("EntityAlreadyExists", f"User with name {new_name} already exists.")
+        taken = f"User with name {new_name} already exists."
+        store.claim_name(s, User, new_name, taken, account_id=account_id, other_than=user.id)
         user.name = new_name
     if p.get("NewPath"):
         user.path = p["NewPath"]
