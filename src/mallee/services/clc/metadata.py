@@ -13,12 +13,42 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mallee.services.clc.ec2.instance_views import Network, public_dns
+from mallee.services.clc.network_tables import Subnet, Vpc
 from mallee.services.clc.tables import Instance, KeyPair
 from mallee.services.clc.volume_tables import VolumeAttachment
 
 Tree = dict[str, Any]  # a nested directory: str leaves, dict subdirectories
-# The dated versions answered (all alike); cloud-init asks for 2021-03-23, then 2018-09-24, first.
-VERSIONS = ("latest", "2009-04-04", "2016-09-02", "2018-09-24", "2021-03-23")
+# Every version EC2's metadata service lists at `/`, oldest first; `latest` is the newest. A dated
+# version serves what existed at that version (cloud-init asks for 2021-03-23, then 2018-09-24).
+DATED = (
+    "1.0", "2007-01-19", "2007-03-01", "2007-08-29", "2007-10-10", "2007-12-15", "2008-02-01",
+    "2008-09-01", "2009-04-04", "2011-01-01", "2011-05-01", "2012-01-12", "2014-02-25", "2014-11-05",
+    "2015-10-20", "2016-04-19", "2016-06-30", "2016-09-02", "2018-03-28", "2018-08-17", "2018-09-24",
+    "2019-10-01", "2020-10-27", "2021-01-03", "2021-03-23", "2021-07-15", "2022-09-24",
+)  # fmt: skip
+VERSIONS = (*DATED, "latest")
+# The version each meta-data category came with (EC2's "version introduced"; a category introduced
+# between two listed versions appears from the next). Anything not named here came with 1.0.
+INTRODUCED = {
+    "local-hostname": "2007-01-19",
+    "public-hostname": "2007-01-19",
+    "public-ipv4": "2007-01-19",
+    "instance-type": "2007-08-29",
+    "ramdisk-id": "2007-10-10",
+    "block-device-mapping": "2007-12-15",
+    "kernel-id": "2008-02-01",
+    "placement": "2008-02-01",
+    "placement/region": "2020-10-27",
+    "instance-action": "2008-09-01",
+    "mac": "2011-01-01",
+    "network": "2011-01-01",
+    "network/interfaces/macs/*/vpc-ipv4-cidr-blocks": "2016-06-30",
+    "iam": "2012-01-12",
+    "services": "2014-02-25",
+    "services/partition": "2015-10-20",
+    "instance-life-cycle": "2019-10-01",
+}
+DYNAMIC_SINCE = "2009-04-04"  # dynamic/ (the instance identity document) came then
 
 
 def _block_devices(s: Session, i: Instance) -> Tree:
@@ -51,6 +81,7 @@ def _tree(s: Session, i: Instance) -> Tree:
         "hostname": hostname,
         "instance-action": "none",
         "instance-id": i.id,
+        "instance-life-cycle": "on-demand",
         "instance-type": i.instance_type,
         "local-hostname": hostname,
         "local-ipv4": i.private_ip,
@@ -60,6 +91,7 @@ def _tree(s: Session, i: Instance) -> Tree:
         "public-ipv4": public_ip or "",
         "reservation-id": i.reservation_id,
         "security-groups": "\n".join(g["GroupName"] for g in groups) or "default",
+        "services": {"domain": "amazonaws.com", "partition": "aws"},
     }
     if eni is not None:  # what cloud-init reads to configure the interface
         mac: Tree = {
@@ -74,6 +106,11 @@ def _tree(s: Session, i: Instance) -> Tree:
             "subnet-id": eni.subnet_id,
             "vpc-id": eni.vpc_id,
         }
+        subnet, vpc = s.get(Subnet, eni.subnet_id), s.get(Vpc, eni.vpc_id)
+        if subnet is not None:
+            mac["subnet-ipv4-cidr-block"] = subnet.cidr
+        if vpc is not None:
+            mac["vpc-ipv4-cidr-block"] = mac["vpc-ipv4-cidr-blocks"] = vpc.cidr
         if public_ip:
             mac["public-ipv4s"] = public_ip
             mac["public-hostname"] = public_hostname
@@ -85,6 +122,24 @@ def _tree(s: Session, i: Instance) -> Tree:
     if key is not None:
         meta["public-keys"] = {"0": {"openssh-key": key.public_key + "\n"}}
     return meta
+
+
+def as_of(version: str, tree: Tree, at: str = "") -> Tree:
+    """`tree` as a dated `version` serves it: without the categories introduced after it."""
+    kept: Tree = {}
+    for name, value in tree.items():
+        path = f"{at}/{name}" if at else name
+        if _introduced(path) > version:  # "1.0" sorts before every date
+            continue
+        kept[name] = as_of(version, value, path) if isinstance(value, dict) else value
+    return kept
+
+
+def _introduced(path: str) -> str:
+    parts = path.split("/")
+    if parts[:3] == ["network", "interfaces", "macs"] and len(parts) > 4:
+        parts[3] = "*"  # one entry for every interface's MAC
+    return INTRODUCED.get("/".join(parts), "1.0")
 
 
 def _listing(tree: Tree) -> str:
@@ -110,20 +165,22 @@ def answer(s: Session, vpc_id: str, private_ip: str, path: str) -> tuple[int, by
         return 404, b"Not Found"
     parts = [p for p in path.split("/") if p]
     if not parts:
-        return 200, b"latest"
-    if parts[0] not in VERSIONS:
+        return 200, "\n".join(VERSIONS).encode()
+    version = parts[0] if parts[0] != "latest" else DATED[-1]
+    if version not in DATED:
         return 404, b"Not Found"
+    dynamic = version >= DYNAMIC_SINCE  # "1.0" sorts before every date
     if len(parts) == 1:
-        return 200, b"dynamic\nmeta-data\nuser-data"
+        return 200, b"dynamic\nmeta-data\nuser-data" if dynamic else b"meta-data\nuser-data"
     section = parts[1]
     if section == "user-data":
         data = base64.b64decode(instance.user_data) if instance.user_data else b""
         return (200, data) if data else (404, b"Not Found")
     handlers: dict[str, Callable[[], Tree]] = {
-        "meta-data": lambda: _tree(s, instance),
+        "meta-data": lambda: as_of(version, _tree(s, instance)),
         "dynamic": lambda: {"instance-identity": {"document": _identity(instance)}},
     }
-    if section not in handlers:
+    if section not in handlers or (section == "dynamic" and not dynamic):
         return 404, b"Not Found"
     node: Any = handlers[section]()
     for name in parts[2:]:

@@ -1,0 +1,109 @@
+"""The metadata service's answers for a running instance, as its node asks the CLC for them (the
+rpc a guest's GET of 169.254.169.254 turns into): the versions listed at `/`, each dated version
+serving only what existed then, and the keys cloud-init reads. (The guest's side — the node's
+proxy, IMDSv2 tokens — is tested in tests/unit/node and end to end in tests/e2e.)"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from functional.test_ec2_instances import register_tiny_image, wait_state
+from mallee.rpc import cloud as cloud_rpc
+from mallee.rpc.transport import Client, load_key
+from support.cloud import Cloud, Keys
+
+USER_DATA = "#cloud-config\nwrite_files: []\n"
+
+
+@pytest.fixture(scope="module")
+def launched(cloud: Cloud) -> tuple[Cloud, dict[str, Any], Client]:
+    """One instance with a key pair and user-data, running (fake hypervisor), and an rpc client
+    holding the deployment key, as a node has."""
+    account: Keys = cloud.new_account()
+    ami = register_tiny_image(cloud, account)
+    ec2 = cloud.client("ec2", account)
+    ec2.create_key_pair(KeyName="meta")
+    launched = ec2.run_instances(
+        ImageId=ami, InstanceType="m1.small", MinCount=1, MaxCount=1, KeyName="meta", UserData=USER_DATA
+    )["Instances"][0]
+    instance = wait_state(ec2, [launched["InstanceId"]], "running")[0]
+    client = Client(cloud.endpoint, load_key(cloud.data_dir / "deployment.key"))
+    return cloud, instance, client
+
+
+def get(launched: tuple[Cloud, dict[str, Any], Client], path: str) -> tuple[int, str]:
+    _, instance, client = launched
+    request = cloud_rpc.MetadataRequest(
+        private_ip=instance["PrivateIpAddress"], path=path, vpc_id=instance["VpcId"]
+    )
+    answer = client.call(cloud_rpc.METADATA, request)
+    return answer.status, answer.body.decode()
+
+
+def test_every_version_is_listed_oldest_first_with_latest_last(launched: Any) -> None:
+    status, body = get(launched, "/")
+    versions = body.split("\n")
+    assert status == 200 and versions[0] == "1.0" and versions[-1] == "latest"
+    assert {"2009-04-04", "2018-09-24", "2021-03-23"} <= set(versions)
+    assert versions[:-1] == sorted(versions[:-1])
+    for version in versions:  # each one answers
+        assert get(launched, f"/{version}/meta-data/instance-id")[0] == 200
+    assert get(launched, "/2099-01-01/meta-data/instance-id")[0] == 404
+
+
+def test_a_dated_version_serves_what_existed_then(launched: Any) -> None:
+    _, instance, _ = launched
+    assert get(launched, "/1.0/") == (200, "meta-data\nuser-data")  # no dynamic/ before 2009-04-04
+    assert get(launched, "/1.0/dynamic/instance-identity/document")[0] == 404
+    old = get(launched, "/1.0/meta-data/")[1].split("\n")
+    assert "ami-id" in old and "instance-id" in old and "reservation-id" in old
+    assert not {"instance-type", "placement/", "mac", "network/", "services/"} & set(old)
+    assert get(launched, "/2007-08-29/meta-data/instance-type") == (200, "m1.small")
+    assert get(launched, "/2008-02-01/meta-data/placement/") == (200, "availability-zone")
+    assert (
+        get(launched, "/latest/meta-data/placement/region")[1]
+        == instance["Placement"]["AvailabilityZone"][:-1]
+    )
+    assert get(launched, "/2011-01-01/meta-data/mac")[1] == instance["NetworkInterfaces"][0]["MacAddress"]
+    assert get(launched, "/2014-02-25/meta-data/services/") == (200, "domain")
+    assert get(launched, "/2015-10-20/meta-data/services/partition") == (200, "aws")
+    assert get(launched, "/2018-09-24/meta-data/instance-life-cycle")[0] == 404
+    assert get(launched, "/2021-03-23/meta-data/instance-life-cycle") == (200, "on-demand")
+
+
+def test_what_cloud_init_reads(launched: Any) -> None:
+    _, instance, _ = launched
+    mac = instance["NetworkInterfaces"][0]["MacAddress"]
+    base = f"/2021-03-23/meta-data/network/interfaces/macs/{mac}"
+    assert get(launched, "/2021-03-23/meta-data/network/interfaces/macs/") == (200, f"{mac}/")
+    assert get(launched, f"{base}/local-ipv4s") == (200, instance["PrivateIpAddress"])
+    assert get(launched, f"{base}/subnet-id") == (200, instance["SubnetId"])
+    assert get(launched, f"{base}/vpc-id") == (200, instance["VpcId"])
+    cidr = get(launched, f"{base}/subnet-ipv4-cidr-block")[1]
+    assert cidr.count(".") == 3 and "/" in cidr
+    assert get(launched, f"{base}/vpc-ipv4-cidr-blocks")[1] == get(launched, f"{base}/vpc-ipv4-cidr-block")[1]
+    assert (
+        get(launched, "/2016-04-19/meta-data/network/interfaces/macs/" + mac + "/vpc-ipv4-cidr-blocks")[0]
+        == 404
+    )
+    assert get(launched, "/2021-03-23/meta-data/public-keys/") == (200, "0=meta")
+    assert get(launched, "/2021-03-23/meta-data/public-keys/0/openssh-key")[1].startswith("ssh-rsa ")
+    assert get(launched, "/2021-03-23/user-data") == (200, USER_DATA)
+    document = json.loads(get(launched, "/2021-03-23/dynamic/instance-identity/document")[1])
+    assert document["instanceId"] == instance["InstanceId"]
+    assert document["privateIp"] == instance["PrivateIpAddress"]
+
+
+def test_an_address_that_is_no_instance_gets_nothing(launched: Any) -> None:
+    cloud, instance, client = launched
+    request = cloud_rpc.MetadataRequest(private_ip="10.255.255.254", path="/", vpc_id=instance["VpcId"])
+    assert client.call(cloud_rpc.METADATA, request).status == 404
+    other_vpc = cloud_rpc.MetadataRequest(
+        private_ip=instance["PrivateIpAddress"],
+        path="/latest/meta-data/instance-id",
+        vpc_id="vpc-0000000000000000a",
+    )
+    assert client.call(cloud_rpc.METADATA, other_vpc).status == 404
