@@ -5,7 +5,10 @@ proxy, IMDSv2 tokens — is tested in tests/unit/node and end to end in tests/e2
 
 from __future__ import annotations
 
+import base64
 import json
+import pathlib
+import subprocess
 from typing import Any
 
 import pytest
@@ -107,3 +110,36 @@ def test_an_address_that_is_no_instance_gets_nothing(launched: Any) -> None:
         vpc_id="vpc-0000000000000000a",
     )
     assert client.call(cloud_rpc.METADATA, other_vpc).status == 404
+
+
+def test_the_identity_document_is_signed_by_the_cloud_certificate(
+    launched: Any, tmp_path: pathlib.Path
+) -> None:
+    """Checked as the docstring of services/clc/identity_document.py says, with openssl itself."""
+    cloud = launched[0]
+    listing = get(launched, "/latest/dynamic/instance-identity/")[1].split("\n")
+    assert set(listing) == {"document", "pkcs7", "rsa2048", "signature"}
+    document = get(launched, "/latest/dynamic/instance-identity/document")[1]
+    (tmp_path / "document").write_text(document)
+    for name in ("signature", "pkcs7"):
+        status, text = get(launched, f"/latest/dynamic/instance-identity/{name}")
+        assert status == 200 and all(len(line) <= 64 for line in text.split("\n"))
+        (tmp_path / f"{name}.bin").write_bytes(base64.b64decode(text))
+    cert = cloud.data_dir / "cloud-cert.pem"
+    pub = subprocess.run(["openssl", "x509", "-pubkey", "-noout", "-in", str(cert)], check=True,
+                         capture_output=True).stdout  # fmt: skip
+    (tmp_path / "cloud.pub").write_bytes(pub)
+
+    def verified(document_file: pathlib.Path) -> bool:
+        dgst = ["openssl", "dgst", "-sha256", "-verify", str(tmp_path / "cloud.pub"),
+                "-signature", str(tmp_path / "signature.bin"), str(document_file)]  # fmt: skip
+        smime = ["openssl", "smime", "-verify", "-binary", "-inform", "DER",
+                 "-in", str(tmp_path / "pkcs7.bin"), "-content", str(document_file),
+                 "-certfile", str(cert), "-noverify"]  # fmt: skip
+        results = [subprocess.run(command, capture_output=True).returncode == 0 for command in (dgst, smime)]
+        assert results[0] == results[1], results
+        return results[0]
+
+    assert verified(tmp_path / "document")
+    (tmp_path / "changed").write_text(document.replace(launched[1]["InstanceId"], "i-0123456789abcdef0"))
+    assert not verified(tmp_path / "changed")

@@ -53,6 +53,7 @@ from mallee.services.clc import components, metadata, peers
 from mallee.services.clc.handlers import REGISTRIES
 from mallee.services.clc.iam import store
 from mallee.services.clc.iam.identity import Identity
+from mallee.services.clc.identity_document import DocumentSigner
 from mallee.services.clc.reconcile import Reconciler
 from mallee.services.clc.tables import AccessKey, Account
 
@@ -68,6 +69,7 @@ class CloudController:
         self.identity = Identity(self.db)
         self.gateway = Gateway(REGISTRIES, self.identity, cfg.region, unit_of_work=self._unit_of_work)
         self.key = load_key(cfg.deployment_key_file)
+        self.signer = DocumentSigner.of(cfg.data_dir)  # instance identity documents
         # Handlers are synchronous (SQLAlchemy); a small pool keeps the event loop free.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="api")
         peers.configure(
@@ -170,7 +172,7 @@ class CloudController:
 
     def _metadata(self, p: cloud.MetadataRequest) -> cloud.MetadataAnswer:
         with self.db.session() as s:
-            status, body = metadata.answer(s, p.vpc_id, p.private_ip, p.path)
+            status, body = metadata.answer(s, p.vpc_id, p.private_ip, p.path, self.signer)
         return cloud.MetadataAnswer(status=status, body=body)
 
     def _account_quota(self, p: cloud.AccountRef) -> cloud.Quota:

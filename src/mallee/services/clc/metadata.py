@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mallee.services.clc.ec2.instance_views import Network, public_dns
+from mallee.services.clc.identity_document import DocumentSigner
 from mallee.services.clc.network_tables import Subnet, Vpc
 from mallee.services.clc.tables import Instance, KeyPair
 from mallee.services.clc.volume_tables import VolumeAttachment
@@ -152,8 +153,11 @@ def _listing(tree: Tree) -> str:
     return "\n".join(names)
 
 
-def answer(s: Session, vpc_id: str, private_ip: str, path: str) -> tuple[int, bytes]:
-    """(HTTP status, body) for a guest's GET of `path` (e.g. /latest/meta-data/instance-id)."""
+def answer(
+    s: Session, vpc_id: str, private_ip: str, path: str, signer: DocumentSigner | None = None
+) -> tuple[int, bytes]:
+    """(HTTP status, body) for a guest's GET of `path` (e.g. /latest/meta-data/instance-id).
+    `signer`: the cloud's, for the identity document's signatures (none without it)."""
     instance = s.scalar(
         select(Instance).where(
             Instance.vpc_id == vpc_id,
@@ -178,7 +182,7 @@ def answer(s: Session, vpc_id: str, private_ip: str, path: str) -> tuple[int, by
         return (200, data) if data else (404, b"Not Found")
     handlers: dict[str, Callable[[], Tree]] = {
         "meta-data": lambda: as_of(version, _tree(s, instance)),
-        "dynamic": lambda: {"instance-identity": {"document": _identity(instance)}},
+        "dynamic": lambda: {"instance-identity": _identity_tree(instance, signer)},
     }
     if section not in handlers or (section == "dynamic" and not dynamic):
         return 404, b"Not Found"
@@ -191,7 +195,20 @@ def answer(s: Session, vpc_id: str, private_ip: str, path: str) -> tuple[int, by
         if parts[2:] == ["public-keys"] and instance.key_name:
             return 200, f"0={instance.key_name}".encode()
         return 200, _listing(node).encode()
-    return 200, str(node).encode()
+    return 200, str(node() if callable(node) else node).encode()
+
+
+def _identity_tree(i: Instance, signer: DocumentSigner | None) -> Tree:
+    """The instance identity document and, with the cloud's signer, its signatures (computed
+    only when asked for: an RSA signature costs ~1 ms)."""
+    document = _identity(i)
+    tree: Tree = {"document": document}
+    if signer is not None:
+        data = document.encode()
+        tree["pkcs7"] = lambda: signer.pkcs7(data)
+        tree["rsa2048"] = lambda: signer.pkcs7(data)
+        tree["signature"] = lambda: signer.signature(data)
+    return tree
 
 
 def _identity(i: Instance) -> str:
