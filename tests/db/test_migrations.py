@@ -49,6 +49,8 @@ CLC_TABLES = {
     "volume_attachments",
     "snapshots",
     "snapshot_permissions",
+    "iam_instance_profile_associations",
+    "instance_metadata_options",
 }
 
 

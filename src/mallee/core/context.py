@@ -222,25 +222,45 @@ class HttpResponse:
 
 @dataclass
 class Principal:
-    """Who signed the request: an account's root identity or one of its IAM users."""
+    """Who signed the request: an account's root identity, one of its IAM users, or a session of
+    one of its roles (STS AssumeRole)."""
 
     account_id: str
     account_name: str
     access_key_id: str
-    user_id: str  # the IAM unique id (AIDA…), or the account id for the root identity
-    user_name: str | None = None  # None: the account's root identity
+    # The IAM unique id (AIDA…), the account id for the root identity, "<RoleId>:<session>" for a
+    # role session (what GetCallerIdentity answers and aws:userid holds).
+    user_id: str
+    user_name: str | None = None  # None: the account's root identity, or a role session
     is_system_admin: bool = False  # the cloud administrator's account (Eucalyptus' "eucalyptus")
     session_token: str | None = None  # set for temporary (STS) credentials
+    role_name: str | None = None  # set for a role session, with its role's path and session name
+    role_path: str = "/"
+    role_session_name: str | None = None
 
     @property
     def is_root(self) -> bool:
-        return self.user_name is None
+        return self.user_name is None and self.role_name is None
+
+    @property
+    def role_arn(self) -> str | None:
+        """A role session's role: policies naming it apply to its sessions (aws:PrincipalArn)."""
+        if self.role_name is None:
+            return None
+        return f"arn:aws:iam::{self.account_id}:role{self.role_path}{self.role_name}"
 
     @property
     def arn(self) -> str:
+        if self.role_name is not None:
+            return f"arn:aws:sts::{self.account_id}:assumed-role/{self.role_name}/{self.role_session_name}"
         if self.user_name is None:
             return f"arn:aws:iam::{self.account_id}:root"
         return f"arn:aws:iam::{self.account_id}:user/{self.user_name}"
+
+    @property
+    def principal_arn(self) -> str:
+        """What the aws:PrincipalArn condition key holds: a role session's is its role's ARN."""
+        return self.role_arn or self.arn
 
 
 @dataclass

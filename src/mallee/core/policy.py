@@ -41,6 +41,7 @@ __all__ = [
     "Principal",
     "Statement",
     "evaluate",
+    "evaluate_session",
     "parse_policy",
     "parse_policy_cached",
     "parse_resource_policy",
@@ -271,7 +272,7 @@ def _normalise_principal(kind: str, name: str) -> str:
 
 
 class _Caller(NamedTuple):
-    arn: str | None
+    arns: tuple[str, ...]
     account: str | None
 
 
@@ -283,16 +284,23 @@ def evaluate(
     *,
     principal_arn: str | None = None,
     principal_account: str | None = None,
+    role_arn: str | None = None,
+    by_account: bool = True,
 ) -> Decision:
     """Decide a request against identity or resource policies (explicit deny > allow > implicit deny).
 
     `context` holds the request's condition keys (any case) and the values policy variables draw on,
     e.g. {"aws:username": "alice", "aws:SourceIp": "10.0.0.1", "aws:TagKeys": ["a", "b"]}.
     `principal_arn`/`principal_account` describe the caller for resource policies' Principal;
-    identity policies ignore them. Anonymous callers pass neither.
+    identity policies ignore them. Anonymous callers pass neither. A role session also passes its
+    `role_arn`: a Principal naming the role stands for its sessions, as on AWS. `by_account=False`
+    asks whether a statement names the caller itself, not only its account (AssumeRole's rule for
+    trust policies in the role's own account).
     """
     ctx = RequestContext(context)
-    caller = _Caller(principal_arn, principal_account or _account_of(principal_arn))
+    account = principal_account or _account_of(principal_arn)
+    arns = tuple(arn for arn in (principal_arn, role_arn) if arn)
+    caller = _Caller(arns, account if by_account else None)
     allowed = False
     for policy in policies:
         for statement in policy.statements:
@@ -302,6 +310,25 @@ def evaluate(
                 return Decision.DENY
             allowed = True
     return Decision.ALLOW if allowed else Decision.IMPLICIT_DENY
+
+
+def evaluate_session(
+    policies: Iterable[Policy],
+    session_policies: Sequence[Policy] | None,
+    action: str,
+    resource: str,
+    context: Mapping[str, str | Sequence[str]] | None = None,
+) -> Decision:
+    """The identity-based decision for a caller whose credentials carry session policies (None:
+    none were given): AWS allows only what both its policies and the session policies allow, and
+    an explicit Deny in either refuses ("Session policies", IAM User Guide)."""
+    decision = evaluate(policies, action, resource, context)
+    if session_policies is None or decision is Decision.DENY:
+        return decision
+    bound = evaluate(session_policies, action, resource, context)
+    if bound is not Decision.ALLOW:
+        return bound
+    return decision
 
 
 def _statement_applies(
@@ -336,7 +363,8 @@ def _principal_matches(principal: Principal, caller: _Caller) -> bool:
         root = _ROOT_ARN.fullmatch(principal.value)
         if root is not None and caller.account == root.group(1):
             return True
-    return caller.arn is not None and caller.arn == principal.value
+    # A signed caller's ARNs are IAM/STS ARNs, so a service name (ec2.amazonaws.com) never matches them.
+    return principal.value in caller.arns
 
 
 def _account_of(arn: str | None) -> str | None:

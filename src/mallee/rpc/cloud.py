@@ -42,6 +42,8 @@ class KeyIdentity(Message):
     principal: Principal | None = None
     secret_key: str = ""
     policies: list[str] = []
+    # A role session's session policies, which narrow `policies` (None: it was given none).
+    session_policies: list[str] | None = None
     token_expires: float | None = None
 
 
@@ -60,6 +62,7 @@ class MetadataRequest(Message):
     private_ip: str
     path: str
     vpc_id: str = ""  # the VPC whose metadata address the guest called (addresses repeat across VPCs)
+    with_token: bool = False  # it carried a valid IMDSv2 token (the node checked it)
 
 
 class MetadataAnswer(Message):

@@ -172,7 +172,7 @@ class CloudController:
 
     def _metadata(self, p: cloud.MetadataRequest) -> cloud.MetadataAnswer:
         with self.db.session() as s:
-            status, body = metadata.answer(s, p.vpc_id, p.private_ip, p.path, self.signer)
+            status, body = metadata.answer(s, p.vpc_id, p.private_ip, p.path, self.signer, p.with_token)
         return cloud.MetadataAnswer(status=status, body=body)
 
     def _account_quota(self, p: cloud.AccountRef) -> cloud.Quota:

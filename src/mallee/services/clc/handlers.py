@@ -9,6 +9,7 @@ from mallee.services.clc.ec2 import (  # noqa: F401
     addresses,
     ebs_images,
     images,
+    instance_identity,
     instance_power,
     instance_types,
     instances,

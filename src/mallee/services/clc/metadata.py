@@ -13,7 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mallee.services.clc.ec2.instance_views import Network, public_dns
+from mallee.services.clc.ec2.tags import tags_of
 from mallee.services.clc.identity_document import DocumentSigner
+from mallee.services.clc.instance_profile_tables import MetadataOptions
 from mallee.services.clc.network_tables import Subnet, Vpc
 from mallee.services.clc.tables import Instance, KeyPair
 from mallee.services.clc.volume_tables import VolumeAttachment
@@ -48,6 +50,7 @@ INTRODUCED = {
     "services": "2014-02-25",
     "services/partition": "2015-10-20",
     "instance-life-cycle": "2019-10-01",
+    "tags": "2021-03-23",
 }
 DYNAMIC_SINCE = "2009-04-04"  # dynamic/ (the instance identity document) came then
 
@@ -63,7 +66,8 @@ def _block_devices(s: Session, i: Instance) -> Tree:
     return tree
 
 
-def _tree(s: Session, i: Instance) -> Tree:
+def _tree(s: Session, i: Instance, tagged: bool = False) -> Tree:
+    """`tagged`: with the instance's tags (InstanceMetadataTags enabled)."""
     key = (
         s.scalar(select(KeyPair).where(KeyPair.account_id == i.account_id, KeyPair.name == i.key_name))
         if i.key_name
@@ -122,6 +126,8 @@ def _tree(s: Session, i: Instance) -> Tree:
         meta["ramdisk-id"] = i.ramdisk_id
     if key is not None:
         meta["public-keys"] = {"0": {"openssh-key": key.public_key + "\n"}}
+    if tagged:
+        meta["tags"] = {"instance": {t["Key"]: t["Value"] for t in tags_of(s, [i.id])[i.id]}}
     return meta
 
 
@@ -154,9 +160,15 @@ def _listing(tree: Tree) -> str:
 
 
 def answer(
-    s: Session, vpc_id: str, private_ip: str, path: str, signer: DocumentSigner | None = None
+    s: Session,
+    vpc_id: str,
+    private_ip: str,
+    path: str,
+    signer: DocumentSigner | None = None,
+    with_token: bool = False,
 ) -> tuple[int, bytes]:
-    """(HTTP status, body) for a guest's GET of `path` (e.g. /latest/meta-data/instance-id).
+    """(HTTP status, body) for a guest's GET of `path` (e.g. /latest/meta-data/instance-id), as
+    the instance's metadata options allow (`with_token`: it carried a valid IMDSv2 token).
     `signer`: the cloud's, for the identity document's signatures (none without it)."""
     instance = s.scalar(
         select(Instance).where(
@@ -167,6 +179,12 @@ def answer(
     )
     if instance is None:
         return 404, b"Not Found"
+    options = s.get(MetadataOptions, instance.id)  # None: EC2's defaults (v1 and v2, no tags)
+    if options is not None and options.http_endpoint == "disabled":
+        return 403, b"Forbidden"
+    if options is not None and options.http_tokens == "required" and not with_token:
+        return 401, b"Unauthorized"
+    tagged = options is not None and options.instance_metadata_tags == "enabled"
     parts = [p for p in path.split("/") if p]
     if not parts:
         return 200, "\n".join(VERSIONS).encode()
@@ -181,7 +199,7 @@ def answer(
         data = base64.b64decode(instance.user_data) if instance.user_data else b""
         return (200, data) if data else (404, b"Not Found")
     handlers: dict[str, Callable[[], Tree]] = {
-        "meta-data": lambda: as_of(version, _tree(s, instance)),
+        "meta-data": lambda: as_of(version, _tree(s, instance, tagged)),
         "dynamic": lambda: {"instance-identity": _identity_tree(instance, signer)},
     }
     if section not in handlers or (section == "dynamic" and not dynamic):

@@ -57,7 +57,8 @@ class GroupMember(Base):
 
 
 class AccessKey(Base):
-    """Long-term keys (AKIA…) and temporary ones (ASIA…, with a session token and an expiry)."""
+    """Long-term keys (AKIA…) and temporary ones (ASIA…, with a session token and an expiry):
+    GetSessionToken's act as their user or root, AssumeRole's as a session of a role."""
 
     __tablename__ = "access_keys"
 
@@ -71,6 +72,12 @@ class AccessKey(Base):
     session_token: Mapped[str | None] = mapped_column(String(256), unique=True)
     expires: Mapped[_dt.datetime | None] = mapped_column(UTCDateTime)
     last_used: Mapped[_dt.datetime | None] = mapped_column(UTCDateTime)
+    # A role session's (AssumeRole): the role it acts as, its name, and the session policies that
+    # narrow it (the inline document, and a JSON list of managed policy ARNs; None: not given).
+    role_id: Mapped[str | None] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), index=True)
+    role_session_name: Mapped[str | None] = mapped_column(String(64))
+    session_policy: Mapped[str | None] = mapped_column(Text)
+    session_policy_arns: Mapped[str | None] = mapped_column(Text)
 
 
 class InlinePolicy(Base):
@@ -298,4 +305,4 @@ class Tag(Base):
 
 
 # The VPC networking and volume tables live in their own modules; importing this one registers them too.
-from mallee.services.clc import network_tables, volume_tables  # noqa: E402, F401
+from mallee.services.clc import instance_profile_tables, network_tables, volume_tables  # noqa: E402, F401

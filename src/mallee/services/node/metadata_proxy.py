@@ -153,7 +153,9 @@ class MetadataProxy:
         token = headers.get("x-aws-ec2-metadata-token")
         if token is not None and not token_valid(self.key, vpc_id, ip, token):
             return 401, b"Unauthorized", close
-        request = cloud.MetadataRequest(private_ip=ip, path=path.split("?", 1)[0], vpc_id=vpc_id)
+        request = cloud.MetadataRequest(
+            private_ip=ip, path=path.split("?", 1)[0], vpc_id=vpc_id, with_token=token is not None
+        )
         try:
             answer = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: self.clc.call(cloud.METADATA, request)

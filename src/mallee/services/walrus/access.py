@@ -224,11 +224,14 @@ class S3Access:
                 context,
                 principal_arn=principal.arn if principal else None,
                 principal_account=principal.account_id if principal else None,
+                role_arn=principal.role_arn if principal else None,  # naming a role names its sessions
             )
         iam_decision = Decision.IMPLICIT_DENY
         if principal is not None and not principal.is_root:
             key = self.identity.lookup(principal.access_key_id, principal.session_token)
-            iam_decision = iam_policy.evaluate(key.policies, action, resource, context)
+            iam_decision = iam_policy.evaluate_session(
+                key.policies, key.session_policies, action, resource, context
+            )
         if Decision.DENY in (policy_decision, iam_decision):
             raise _denied()
         owner = bucket.owner_account_id if bucket else (principal.account_id if principal else None)
@@ -281,7 +284,7 @@ def _condition_context(ctx: RequestContext, params: dict[str, Any]) -> dict[str,
         values["aws:sourceip"] = ctx.request.remote_addr
     if ctx.principal is not None:
         values["aws:principalaccount"] = ctx.principal.account_id
-        values["aws:principalarn"] = ctx.principal.arn
+        values["aws:principalarn"] = ctx.principal.principal_arn
         values["aws:userid"] = ctx.principal.user_id
         if ctx.principal.user_name:
             values["aws:username"] = ctx.principal.user_name

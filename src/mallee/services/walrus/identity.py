@@ -26,6 +26,7 @@ class KnownKey:
     policies: tuple[iam_policy.Policy, ...]
     token_expires: float | None
     fetched: float
+    session_policies: tuple[iam_policy.Policy, ...] | None = None  # a role session's (None: not given)
 
 
 class RemoteIdentity:
@@ -63,6 +64,11 @@ class RemoteIdentity:
         return KnownKey(
             credential=Credential(answer.principal, answer.secret_key),
             policies=tuple(iam_policy.parse_policy_cached(d) for d in answer.policies),
+            session_policies=(
+                None
+                if answer.session_policies is None
+                else tuple(iam_policy.parse_policy_cached(d) for d in answer.session_policies)
+            ),
             token_expires=answer.token_expires,
             fetched=time.monotonic(),
         )

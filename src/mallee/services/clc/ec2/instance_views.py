@@ -10,7 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mallee.core.context import RequestContext
-from mallee.services.clc.ec2 import interfaces, tags
+from mallee.services.clc.ec2 import instance_identity, interfaces, tags
+from mallee.services.clc.instance_profile_tables import MetadataOptions, ProfileAssociation
 from mallee.services.clc.network_tables import NetworkInterface, SecurityGroup
 from mallee.services.clc.tables import Instance
 from mallee.services.clc.volume_tables import VolumeAttachment
@@ -130,16 +131,31 @@ def block_device_mappings(s: Session, instance_ids: list[str]) -> dict[str, list
     return out
 
 
+@dataclass
+class Given:
+    """What instances' software is given (instance_identity.py), read once for many instances."""
+
+    profiles: dict[str, ProfileAssociation]  # instance id -> its instance profile association
+    options: dict[str, MetadataOptions]  # instance id -> its metadata options, when not the defaults
+
+    @classmethod
+    def of(cls, s: Session, instance_ids: list[str]) -> Given:
+        rows = s.scalars(select(MetadataOptions).where(MetadataOptions.instance_id.in_(instance_ids)))
+        return cls(instance_identity.associations_of(s, instance_ids), {o.instance_id: o for o in rows})
+
+
 def instance_view(
     ctx: RequestContext,
     i: Instance,
     tag_list: list[dict[str, str]] | None = None,
     net: Network | None = None,
     devices: list[dict[str, Any]] | None = None,
+    given: Given | None = None,
 ) -> dict[str, Any]:
     net = net or Network.of(ctx.session, [i])
     if devices is None:
         devices = block_device_mappings(ctx.session, [i.id])[i.id]
+    given = given or Given.of(ctx.session, [i.id])
     groups = net.groups(i)
     view: dict[str, Any] = {
         "InstanceId": i.id,
@@ -185,6 +201,12 @@ def instance_view(
     if i.state_reason and i.state != "running":
         code, _, message = i.state_reason.partition(": ")
         view["StateReason"] = {"Code": code, "Message": message or code}
+    profile = given.profiles.get(i.id)
+    if profile is not None:
+        view["IamInstanceProfile"] = {"Arn": profile.profile_arn, "Id": profile.profile_id}
+    view["MetadataOptions"] = instance_identity.options_view(
+        given.options.get(i.id, instance_identity.DEFAULTS)
+    )
     return view
 
 
@@ -193,7 +215,8 @@ def instance_views(ctx: RequestContext, instances: list[Instance]) -> dict[str, 
     all_tags = tags.tags_of(ctx.session, [i.id for i in instances])
     net = Network.of(ctx.session, instances)
     devices = block_device_mappings(ctx.session, [i.id for i in instances])
-    return {i.id: instance_view(ctx, i, all_tags[i.id], net, devices[i.id]) for i in instances}
+    given = Given.of(ctx.session, [i.id for i in instances])
+    return {i.id: instance_view(ctx, i, all_tags[i.id], net, devices[i.id], given) for i in instances}
 
 
 def reservation_views(

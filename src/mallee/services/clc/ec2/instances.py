@@ -28,6 +28,7 @@ from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import (
     block_devices,
     filters,
+    instance_identity,
     interfaces,
     launch,
     tags,
@@ -91,6 +92,7 @@ def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         )
     behaviour = _shutdown_behaviour(p.get("InstanceInitiatedShutdownBehavior") or "stop")
     key = launch.resolve_key(ctx, p.get("KeyName"))
+    profile = instance_identity.resolve_profile(ctx, p.get("IamInstanceProfile"))
     user_data = _user_data(p)
     asked_zone = (p.get("Placement") or {}).get("AvailabilityZone")
     where = interfaces.place(ctx, p, asked_zone, max_count)
@@ -131,6 +133,10 @@ def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     s.add_all(records)
     s.flush()
     for record in records:
+        if profile is not None:
+            instance_identity.associate(s, record.id, profile)
+        if p.get("MetadataOptions"):
+            instance_identity.set_options(s, record.id, p["MetadataOptions"])
         disks = block_devices.record(s, record, devices, p.get("TagSpecifications"))
         request = launch.launch_request(record, itype, sources, key, where, enis[record.id], disks)
         record.launch = contract.encode(request).decode()

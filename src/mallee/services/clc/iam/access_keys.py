@@ -22,6 +22,8 @@ def _owner(ctx: RequestContext, p: dict[str, Any]) -> User | None:
         return store.get_user(s, account_id, p["UserName"])
     principal = ctx.principal
     assert principal is not None
+    if principal.role_name is not None:  # a role session has no keys of its own to manage
+        raise CloudError("ValidationError", "Must specify userName when calling with non-User credentials")
     if principal.user_name is not None and principal.account_id == account_id:
         return store.get_user(s, account_id, principal.user_name)
     return None

@@ -22,7 +22,7 @@ from mallee.protocol.dispatch import Operation
 from mallee.protocol.gateway import Credential
 from mallee.rpc.cloud import KeyIdentity
 from mallee.services.clc.iam import store
-from mallee.services.clc.tables import AccessKey, Account, User
+from mallee.services.clc.tables import AccessKey, Account, Role, User
 
 CACHE_SECONDS = 5.0
 
@@ -32,6 +32,9 @@ class _Resolved:
     credential: Credential
     documents: tuple[str, ...]  # the IAM policy documents that apply (none for root identities)
     policies: tuple[iam_policy.Policy, ...]
+    # A role session's session policies, which narrow `policies` (None: it was given none).
+    session_documents: tuple[str, ...] | None
+    session_policies: tuple[iam_policy.Policy, ...] | None
     expires: float  # monotonic time the cache entry dies
     token_expires: float | None  # wall-clock epoch seconds, for temporary credentials
 
@@ -56,6 +59,7 @@ class Identity:
             principal=entry.credential.principal,
             secret_key=entry.credential.secret_key,
             policies=list(entry.documents),
+            session_policies=None if entry.session_documents is None else list(entry.session_documents),
             token_expires=entry.token_expires,
         )
 
@@ -82,20 +86,35 @@ class Identity:
         account = s.get(Account, key.account_id)
         assert account is not None  # foreign key
         user = s.get(User, key.user_id) if key.user_id else None
+        role = s.get(Role, key.role_id) if key.role_id else None
+        user_id = account.id  # the root identity's
+        if user is not None:
+            user_id = user.id
+        elif role is not None:
+            user_id = f"{role.id}:{key.role_session_name}"  # AWS's AssumedRoleId
         principal = Principal(
             account_id=account.id,
             account_name=account.name,
             access_key_id=key.id,
-            user_id=user.id if user else account.id,
+            user_id=user_id,
             user_name=user.name if user else None,
             is_system_admin=account.is_system,
             session_token=key.session_token,
+            role_name=role.name if role else None,
+            role_path=role.path if role else "/",
+            role_session_name=key.role_session_name,
         )
-        docs = tuple(store.policy_documents_for_user(s, user)) if user else ()
+        docs, session_docs = store.key_policy_documents(s, key)
         return _Resolved(
             credential=Credential(principal, key.secret),
-            documents=docs,
+            documents=tuple(docs),
             policies=tuple(iam_policy.parse_policy_cached(d) for d in docs),
+            session_documents=None if session_docs is None else tuple(session_docs),
+            session_policies=(
+                None
+                if session_docs is None
+                else tuple(iam_policy.parse_policy_cached(d) for d in session_docs)
+            ),
             expires=time.monotonic() + CACHE_SECONDS,
             token_expires=key.expires.timestamp() if key.expires else None,
         )
@@ -110,8 +129,9 @@ class Identity:
         delegate = _delegate_account(ctx)
         if operation.access == "any":
             return
-        if principal.session_token and ctx.service == "iam":
-            # AWS: credentials from GetSessionToken cannot call IAM unless MFA was used.
+        if principal.session_token and principal.role_name is None and ctx.service == "iam":
+            # AWS: credentials from GetSessionToken cannot call IAM unless MFA was used (a role
+            # session can, as its role's policies allow).
             raise _denied(ctx, principal, "temporary credentials cannot call IAM")
         if operation.access == "system" and not principal.is_system_admin:
             raise _denied(ctx, principal, "only the cloud administrator may do this")
@@ -119,8 +139,8 @@ class Identity:
             entry = self._lookup(principal.access_key_id, principal.session_token)
             action = f"{ctx.service}:{operation.name}"
             resource = _resource(ctx, principal.account_id)
-            decision = iam_policy.evaluate(
-                entry.policies, action, resource, _condition_context(ctx, principal)
+            decision = iam_policy.evaluate_session(
+                entry.policies, entry.session_policies, action, resource, condition_context(ctx, principal)
             )
             if decision is not iam_policy.Decision.ALLOW:
                 raise _denied(ctx, principal)
@@ -154,12 +174,14 @@ def _resource(ctx: RequestContext, account_id: str) -> str:
     return "*"
 
 
-def _condition_context(ctx: RequestContext, principal: Principal) -> dict[str, str | list[str]]:
+def condition_context(ctx: RequestContext, principal: Principal) -> dict[str, str | list[str]]:
+    """The global condition keys of a signed request (a role session's aws:PrincipalArn is its
+    role's ARN, as on AWS)."""
     values: dict[str, str | list[str]] = {
         **({"aws:username": principal.user_name} if principal.user_name else {}),
         "aws:userid": principal.user_id,
         "aws:principalaccount": principal.account_id,
-        "aws:principalarn": principal.arn,
+        "aws:principalarn": principal.principal_arn,
         "aws:currenttime": clock.iso8601(clock.now()),
         "aws:epochtime": str(int(clock.now().timestamp())),
         "aws:securetransport": "false",

@@ -1,11 +1,12 @@
 """IAM roles: Create/Get/List/Update/DeleteRole, their trust policies and tags.
 
 A role's permissions are inline policies and managed-policy attachments (policies.py, owner kind
-"role"). Roles cannot be assumed yet; the trust policy and MaxSessionDuration are kept for AssumeRole.
+"role"); its trust policy and MaxSessionDuration govern STS AssumeRole (services/clc/sts.py).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy import exists, select
 from mallee.core import clock, ids
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.core.policy import parse_resource_policy
+from mallee.core.policy import Policy, parse_resource_policy
 from mallee.core.policy_conditions import malformed
 from mallee.services.clc.apis import IAM
 from mallee.services.clc.ec2.resources import unsupported
@@ -137,10 +138,17 @@ def list_role_tags(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     return marker_page("Tags", tag_list(role.tags), p)
 
 
-def check_trust_policy(document: str) -> None:
+@functools.lru_cache(maxsize=256)
+def trust_policy(document: str) -> Policy:
+    """A stored trust policy, parsed (memoised per text) for AssumeRole to evaluate: its statements
+    apply to the role itself (Resource "*")."""
+    return check_trust_policy(document)
+
+
+def check_trust_policy(document: str) -> Policy:
     """Refuse (MalformedPolicyDocument) a trust policy IAM would refuse: one the policy parser
     refuses as a resource policy (it must name a Principal), one that names a Resource, or one
-    with actions outside STS's."""
+    with actions outside STS's. Answers the policy as parsed."""
     if sum(1 for char in document if not char.isspace()) > TRUST_POLICY_MAX:
         raise malformed(f"Cannot exceed quota for ACLSizePerRole: {TRUST_POLICY_MAX}")
     try:
@@ -156,10 +164,11 @@ def check_trust_policy(document: str) -> None:
         with_resources = json.dumps(root)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
         raise malformed() from None
-    parse_resource_policy(with_resources, max_size=2**31)  # its size was checked above, as given
+    parsed = parse_resource_policy(with_resources, max_size=2**31)  # its size was checked above, as given
     for statement in statements:  # the parser checked the grammar: Action is a string or strings
         actions = statement.get("Action", [])
         if "NotAction" in statement or not all(
             a.lower().startswith("sts:") for a in ([actions] if isinstance(actions, str) else actions)
         ):
             raise malformed("AssumeRole policy may only specify STS AssumeRole actions.")
+    return parsed

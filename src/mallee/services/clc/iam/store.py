@@ -206,8 +206,18 @@ def create_access_key(s: Session, account_id: str, user_id: str | None) -> Acces
 
 
 def create_session_credentials(
-    s: Session, account_id: str, user_id: str | None, lifetime: _dt.timedelta
+    s: Session,
+    account_id: str,
+    user_id: str | None,
+    lifetime: _dt.timedelta,
+    *,
+    role: Role | None = None,
+    session_name: str | None = None,
+    session_policy: str | None = None,
+    session_policy_arns: list[str] | None = None,
 ) -> AccessKey:
+    """Temporary keys: GetSessionToken's act as `user_id` (None: root), AssumeRole's as a session
+    of `role` named `session_name`, narrowed by the session policies given (None: none)."""
     now = clock.now()
     key = AccessKey(
         id=ids.access_key_id(temporary=True),
@@ -218,6 +228,10 @@ def create_session_credentials(
         created=now,
         session_token=ids.session_token(),
         expires=now + lifetime,
+        role_id=role.id if role else None,
+        role_session_name=session_name,
+        session_policy=session_policy,
+        session_policy_arns=None if session_policy_arns is None else json.dumps(session_policy_arns),
     )
     s.add(key)
     # Expired temporary keys are useless; drop them as new ones are made so the table stays small.
@@ -232,25 +246,32 @@ def create_session_credentials(
 def policy_documents_for_user(s: Session, user: User) -> list[str]:
     """Every identity policy that applies to a user: inline and attached, its own and its groups'."""
     group_ids = [g.id for g in groups_of_user(s, user.id)]
-    owners = [("user", user.id)] + [("group", gid) for gid in group_ids]
-    docs: list[str] = []
-    arns: list[str] = []
-    for kind, owner_id in owners:
-        docs += s.scalars(
-            select(InlinePolicy.document).where(
-                InlinePolicy.owner_kind == kind, InlinePolicy.owner_id == owner_id
-            )
-        )
-        arns += s.scalars(
-            select(PolicyAttachment.policy_arn).where(
-                PolicyAttachment.owner_kind == kind, PolicyAttachment.owner_id == owner_id
-            )
-        )
-    for arn in arns:
-        doc = managed_policy_document(s, arn)
-        if doc is not None:
-            docs.append(doc)
-    return docs
+    return _policy_documents(s, [("user", user.id)] + [("group", gid) for gid in group_ids])
+
+
+def policy_documents_for_role(s: Session, role: Role) -> list[str]:
+    """A role's permissions policies, inline and attached."""
+    return _policy_documents(s, [("role", role.id)])
+
+
+def key_policy_documents(s: Session, key: AccessKey) -> tuple[list[str], list[str] | None]:
+    """The identity policies a key acts with (none for a root identity), and its session policies
+    (a role session's inline and managed ones; None when it was given none). A managed session
+    policy deleted since counts for nothing, so the session keeps no more than it was given."""
+    if key.role_id is not None:
+        role = s.get(Role, key.role_id)
+        assert role is not None  # foreign key
+        docs = policy_documents_for_role(s, role)
+        if key.session_policy is None and key.session_policy_arns is None:
+            return docs, None
+        session = [key.session_policy] if key.session_policy is not None else []
+        for arn in json.loads(key.session_policy_arns or "[]"):
+            doc = managed_policy_document(s, arn)
+            if doc is not None:
+                session.append(doc)
+        return docs, session
+    user = s.get(User, key.user_id) if key.user_id else None
+    return (policy_documents_for_user(s, user) if user else []), None
 
 
 def managed_policy_document(s: Session, arn: str) -> str | None:
@@ -270,3 +291,24 @@ def find_managed_policy(s: Session, arn: str) -> ManagedPolicy | None:
             ManagedPolicy.account_id == account_id, ManagedPolicy.name == name, ManagedPolicy.path == path
         )
     )
+
+
+def _policy_documents(s: Session, owners: list[tuple[str, str]]) -> list[str]:
+    docs: list[str] = []
+    arns: list[str] = []
+    for kind, owner_id in owners:
+        docs += s.scalars(
+            select(InlinePolicy.document).where(
+                InlinePolicy.owner_kind == kind, InlinePolicy.owner_id == owner_id
+            )
+        )
+        arns += s.scalars(
+            select(PolicyAttachment.policy_arn).where(
+                PolicyAttachment.owner_kind == kind, PolicyAttachment.owner_id == owner_id
+            )
+        )
+    for arn in arns:
+        doc = managed_policy_document(s, arn)
+        if doc is not None:
+            docs.append(doc)
+    return docs

@@ -42,6 +42,10 @@ def get_user(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     if name is None:
         principal = ctx.principal
         assert principal is not None
+        if principal.role_name is not None:
+            raise CloudError(
+                "ValidationError", "Must specify userName when calling with non-User credentials"
+            )
         if principal.user_name is None or principal.account_id != account_id:
             # The root identity answers with its account's ARN, as AWS does.
             account = store.find_account(s, account_id)

@@ -1,0 +1,175 @@
+"""EC2's side of instance identity, through boto3 and the aws CLI: an instance profile given at
+launch (by name or ARN) and associated, replaced and disassociated later; metadata options at
+launch and ModifyInstanceMetadataOptions, shown by DescribeInstances and enforced by the metadata
+service (asked as a node asks it: tests/functional/test_instance_metadata.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from functional.test_ec2_instances import register_tiny_image, wait_state
+from mallee.rpc import cloud as cloud_rpc
+from mallee.rpc.transport import Client, load_key
+from support.answers import code
+from support.cloud import Cloud, Keys, aws
+
+TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ],
+}
+
+
+def profile(iam: Any, name: str) -> dict[str, Any]:
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST))
+    created: dict[str, Any] = iam.create_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    return created
+
+
+def launch(cloud: Cloud, account: Keys, **params: Any) -> dict[str, Any]:
+    ec2 = cloud.client("ec2", account)
+    ami = register_tiny_image(cloud, account)
+    started = ec2.run_instances(ImageId=ami, InstanceType="m1.small", MinCount=1, MaxCount=1, **params)
+    return wait_state(ec2, [started["Instances"][0]["InstanceId"]], "running")[0]
+
+
+def describe(ec2: Any, instance_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][
+        0
+    ]
+    return found
+
+
+def metadata(cloud: Cloud, instance: dict[str, Any], path: str, with_token: bool) -> tuple[int, str]:
+    client = Client(cloud.endpoint, load_key(cloud.data_dir / "deployment.key"))
+    request = cloud_rpc.MetadataRequest(
+        private_ip=instance["PrivateIpAddress"], path=path, vpc_id=instance["VpcId"], with_token=with_token
+    )
+    answer = client.call(cloud_rpc.METADATA, request)
+    return answer.status, answer.body.decode()
+
+
+def test_a_profile_given_at_launch_is_shown_and_can_be_replaced_and_taken_away(
+    cloud: Cloud, account: Keys
+) -> None:
+    iam, ec2 = cloud.client("iam", account), cloud.client("ec2", account)
+    first, second = profile(iam, "web"), profile(iam, "batch")
+    instance = launch(cloud, account, IamInstanceProfile={"Name": "web"})
+    assert instance["IamInstanceProfile"] == {"Arn": first["Arn"], "Id": first["InstanceProfileId"]}
+    found = ec2.describe_iam_instance_profile_associations(
+        Filters=[{"Name": "instance-id", "Values": [instance["InstanceId"]]}]
+    )["IamInstanceProfileAssociations"]
+    assert [(a["State"], a["IamInstanceProfile"]["Arn"]) for a in found] == [("associated", first["Arn"])]
+    association = found[0]["AssociationId"]
+    assert association.startswith("iip-assoc-")
+
+    with pytest.raises(ClientError) as err:  # one association per instance
+        ec2.associate_iam_instance_profile(
+            IamInstanceProfile={"Name": "batch"}, InstanceId=instance["InstanceId"]
+        )
+    assert code(err) == "IncorrectState"
+    replaced = ec2.replace_iam_instance_profile_association(
+        IamInstanceProfile={"Arn": second["Arn"]}, AssociationId=association
+    )["IamInstanceProfileAssociation"]
+    assert replaced["IamInstanceProfile"]["Arn"] == second["Arn"] and replaced["AssociationId"] != association
+    described = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][
+        0
+    ]
+    assert described["IamInstanceProfile"]["Arn"] == second["Arn"]
+
+    gone = ec2.disassociate_iam_instance_profile(AssociationId=replaced["AssociationId"])
+    assert gone["IamInstanceProfileAssociation"]["State"] == "disassociating"
+    described = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][
+        0
+    ]
+    assert "IamInstanceProfile" not in described
+    with pytest.raises(ClientError) as err:
+        ec2.disassociate_iam_instance_profile(AssociationId=replaced["AssociationId"])
+    assert code(err) == "InvalidAssociationID.NotFound"
+
+    # And back, with the aws CLI, by ARN.
+    again = aws(cloud, "ec2", "associate-iam-instance-profile", "--instance-id", instance["InstanceId"],
+                "--iam-instance-profile", f"Arn={first['Arn']}", keys=account)  # fmt: skip
+    assert again["IamInstanceProfileAssociation"]["State"] == "associating"
+    listed = aws(cloud, "ec2", "describe-iam-instance-profile-associations", keys=account)
+    assert [a["InstanceId"] for a in listed["IamInstanceProfileAssociations"]] == [instance["InstanceId"]]
+
+
+def test_profiles_that_are_not_the_callers_are_refused(cloud: Cloud, account: Keys) -> None:
+    ec2 = cloud.client("ec2", account)
+    other = cloud.new_account()
+    theirs = profile(cloud.client("iam", other), "theirs")
+    ami = register_tiny_image(cloud, account)
+    for spec in ({"Name": "nothing-here"}, {"Arn": theirs["Arn"]}, {"Name": "theirs"}):
+        with pytest.raises(ClientError) as err:
+            ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, IamInstanceProfile=spec)
+        assert code(err) == "InvalidParameterValue", spec
+    assert ec2.describe_instances()["Reservations"] == []  # nothing was launched
+
+
+def test_metadata_options_are_recorded_shown_and_enforced(cloud: Cloud, account: Keys) -> None:
+    ec2 = cloud.client("ec2", account)
+    instance = launch(
+        cloud,
+        account,
+        MetadataOptions={
+            "HttpTokens": "required",
+            "HttpPutResponseHopLimit": 2,
+            "InstanceMetadataTags": "enabled",
+        },
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}],
+    )
+    assert instance["MetadataOptions"] == {
+        "State": "applied",
+        "HttpTokens": "required",
+        "HttpPutResponseHopLimit": 2,
+        "HttpEndpoint": "enabled",
+        "HttpProtocolIpv6": "disabled",
+        "InstanceMetadataTags": "enabled",
+    }
+    path = "/latest/meta-data/instance-id"
+    assert metadata(cloud, instance, path, with_token=False) == (401, "Unauthorized")
+    assert metadata(cloud, instance, path, with_token=True) == (200, instance["InstanceId"])
+    assert metadata(cloud, instance, "/latest/meta-data/tags/instance/", True) == (200, "Name")
+    assert metadata(cloud, instance, "/latest/meta-data/tags/instance/Name", True) == (200, "web-1")
+    assert metadata(cloud, instance, "/2018-09-24/meta-data/tags/instance/Name", True)[0] == 404  # came 2021
+
+    changed = aws(cloud, "ec2", "modify-instance-metadata-options", "--instance-id",
+                  instance["InstanceId"], "--http-tokens", "optional",
+                  "--instance-metadata-tags", "disabled", keys=account)  # fmt: skip
+    assert changed["InstanceMetadataOptions"]["HttpTokens"] == "optional"
+    assert metadata(cloud, instance, path, with_token=False) == (200, instance["InstanceId"])
+    assert metadata(cloud, instance, "/latest/meta-data/tags/instance/Name", False)[0] == 404
+    ec2.modify_instance_metadata_options(InstanceId=instance["InstanceId"], HttpEndpoint="disabled")
+    assert metadata(cloud, instance, path, with_token=True) == (403, "Forbidden")
+    described = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][
+        0
+    ]
+    assert described["MetadataOptions"]["HttpEndpoint"] == "disabled"
+    assert described["MetadataOptions"]["HttpPutResponseHopLimit"] == 2  # kept
+
+    for bad, expected in (
+        ({"HttpTokens": "sometimes"}, "InvalidParameterValue"),
+        ({"HttpProtocolIpv6": "enabled"}, "UnsupportedOperation"),
+    ):
+        with pytest.raises(ClientError) as err:
+            ec2.modify_instance_metadata_options(InstanceId=instance["InstanceId"], **bad)
+        assert code(err) == expected, bad
+    with pytest.raises(ClientError) as err:
+        ec2.modify_instance_metadata_options(InstanceId="i-0123456789abcdef0", HttpTokens="required")
+    assert code(err) == "InvalidInstanceID.NotFound"
+
+
+def test_an_instance_launched_without_options_has_ec2s_defaults(cloud: Cloud, account: Keys) -> None:
+    instance = launch(cloud, account)
+    assert instance["MetadataOptions"]["HttpTokens"] == "optional"
+    assert instance["MetadataOptions"]["HttpEndpoint"] == "enabled"
+    assert "IamInstanceProfile" not in instance
+    assert metadata(cloud, instance, "/latest/meta-data/instance-id", with_token=False)[0] == 200
+    assert metadata(cloud, instance, "/latest/meta-data/tags/instance/", with_token=False)[0] == 404
