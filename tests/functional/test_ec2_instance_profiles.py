@@ -5,7 +5,9 @@ service (asked as a node asks it: tests/functional/test_instance_metadata.py).""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import sqlite3
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ from functional.test_ec2_instances import register_tiny_image, wait_state
 from mallee.rpc import cloud as cloud_rpc
 from mallee.rpc.transport import Client, load_key
 from support.answers import code
-from support.cloud import Cloud, Keys, aws
+from support.cloud import Cloud, Keys, aws, user_keys
 
 TRUST = {
     "Version": "2012-10-17",
@@ -173,3 +175,92 @@ def test_an_instance_launched_without_options_has_ec2s_defaults(cloud: Cloud, ac
     assert "IamInstanceProfile" not in instance
     assert metadata(cloud, instance, "/latest/meta-data/instance-id", with_token=False)[0] == 200
     assert metadata(cloud, instance, "/latest/meta-data/tags/instance/", with_token=False)[0] == 404
+
+
+def role_keys(document: str) -> Keys:
+    found = json.loads(document)
+    assert found["Code"] == "Success" and found["Type"] == "AWS-HMAC", found
+    return Keys(found["AccessKeyId"], found["SecretAccessKey"], found["Token"])
+
+
+def test_an_instance_reads_its_roles_credentials_and_they_do_what_the_role_allows(
+    cloud: Cloud, account: Keys
+) -> None:
+    iam, s3 = cloud.client("iam", account), cloud.client("s3", account)
+    created = profile(iam, "reader")
+    read_only = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:ListAllMyBuckets", "s3:GetObject"], "Resource": "*"}]}  # fmt: skip
+    iam.put_role_policy(RoleName="reader", PolicyName="read", PolicyDocument=json.dumps(read_only))
+    bucket = f"data-{account.account_id}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"v")
+    instance = launch(cloud, account, IamInstanceProfile={"Arn": created["Arn"]})
+
+    status, info = metadata(cloud, instance, "/latest/meta-data/iam/info", with_token=False)
+    assert status == 200 and json.loads(info)["InstanceProfileArn"] == created["Arn"]
+    assert metadata(cloud, instance, "/latest/meta-data/iam/security-credentials/", True) == (200, "reader")
+    path = "/latest/meta-data/iam/security-credentials/reader"
+    v1, v2 = metadata(cloud, instance, path, False), metadata(cloud, instance, path, True)
+    assert v1[0] == v2[0] == 200 and role_keys(v1[1]) == role_keys(v2[1])  # kept, not made per read
+    keys = role_keys(v1[1])
+    assert keys.access_key_id.startswith("ASIA")
+
+    # From the host, against the public endpoint: what the role allows, and nothing else.
+    who = cloud.client("sts", keys).get_caller_identity()
+    assert who["Arn"] == f"arn:aws:sts::{account.account_id}:assumed-role/reader/{instance['InstanceId']}"
+    as_role = cloud.client("s3", keys)
+    assert bucket in [b["Name"] for b in as_role.list_buckets()["Buckets"]]
+    assert as_role.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
+    with pytest.raises(ClientError) as err:
+        as_role.put_object(Bucket=bucket, Key="k", Body=b"changed")
+    assert code(err) == "AccessDenied"
+    with pytest.raises(ClientError) as err:
+        cloud.client("ec2", keys).describe_instances()
+    assert code(err) == "UnauthorizedOperation"
+
+    # Rotation: once less than 15 minutes are left, the next read gets new keys.
+    soon = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)).isoformat(sep=" ")
+    with sqlite3.connect(cloud.data_dir / "clc.db") as db:
+        db.execute("UPDATE access_keys SET expires = ? WHERE id = ?", (soon, keys.access_key_id))
+    rotated = role_keys(metadata(cloud, instance, path, False)[1])
+    assert rotated.access_key_id != keys.access_key_id
+    assert json.loads(metadata(cloud, instance, path, False)[1])["AccessKeyId"] == rotated.access_key_id
+
+    # Disassociated: the metadata service no longer serves them.
+    association = cloud.client("ec2", account).describe_iam_instance_profile_associations()[
+        "IamInstanceProfileAssociations"
+    ]
+    mine = [a["AssociationId"] for a in association if a["InstanceId"] == instance["InstanceId"]]
+    cloud.client("ec2", account).disassociate_iam_instance_profile(AssociationId=mine[0])
+    assert metadata(cloud, instance, "/latest/meta-data/iam/", False)[0] == 404
+    assert metadata(cloud, instance, path, True)[0] == 404
+
+
+def test_a_role_ec2_may_not_assume_gives_no_credentials(cloud: Cloud, account: Keys) -> None:
+    iam = cloud.client("iam", account)
+    statement = {"Effect": "Allow", "Principal": {"AWS": account.account_id}, "Action": "sts:AssumeRole"}
+    trust_users = {"Version": "2012-10-17", "Statement": [statement]}
+    iam.create_role(RoleName="not-ec2", AssumeRolePolicyDocument=json.dumps(trust_users))
+    iam.create_instance_profile(InstanceProfileName="not-ec2")
+    iam.add_role_to_instance_profile(InstanceProfileName="not-ec2", RoleName="not-ec2")
+    instance = launch(cloud, account, IamInstanceProfile={"Name": "not-ec2"})
+    status, body = metadata(cloud, instance, "/latest/meta-data/iam/security-credentials/not-ec2", False)
+    assert status == 200 and json.loads(body)["Code"] == "AssumeRoleUnauthorizedAccess"
+    assert "AccessKeyId" not in json.loads(body)
+
+
+def test_passing_a_role_to_an_instance_needs_iam_pass_role(cloud: Cloud, account: Keys) -> None:
+    created = profile(cloud.client("iam", account), "passed")
+    ami = register_tiny_image(cloud, account)
+    launcher = user_keys(cloud, account, allow=["ec2:*"])
+    with pytest.raises(ClientError) as err:
+        cloud.client("ec2", launcher).run_instances(
+            ImageId=ami, MinCount=1, MaxCount=1, IamInstanceProfile={"Name": "passed"}
+        )
+    assert code(err) == "UnauthorizedOperation"
+    assert "iam:PassRole" in err.value.response["Error"]["Message"]
+    passer = user_keys(cloud, account, allow=["ec2:*", "iam:PassRole"])
+    started = cloud.client("ec2", passer).run_instances(
+        ImageId=ami, MinCount=1, MaxCount=1, IamInstanceProfile={"Arn": created["Arn"]}
+    )
+    assert started["Instances"][0]["IamInstanceProfile"]["Arn"] == created["Arn"]

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mallee.services.clc import instance_credentials
 from mallee.services.clc.ec2.instance_views import Network, public_dns
 from mallee.services.clc.ec2.tags import tags_of
 from mallee.services.clc.identity_document import DocumentSigner
@@ -128,6 +129,9 @@ def _tree(s: Session, i: Instance, tagged: bool = False) -> Tree:
         meta["public-keys"] = {"0": {"openssh-key": key.public_key + "\n"}}
     if tagged:
         meta["tags"] = {"instance": {t["Key"]: t["Value"] for t in tags_of(s, [i.id])[i.id]}}
+    iam = instance_credentials.iam_tree(s, i)  # with an instance profile: its role's credentials
+    if iam is not None:
+        meta["iam"] = iam
     return meta
 
 

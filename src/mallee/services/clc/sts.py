@@ -19,7 +19,7 @@ from mallee.core.policy import Decision
 from mallee.services.clc.apis import STS
 from mallee.services.clc.ec2.resources import unsupported
 from mallee.services.clc.iam import store
-from mallee.services.clc.iam.identity import condition_context
+from mallee.services.clc.iam.identity import caller_decision, condition_context
 from mallee.services.clc.iam.managed import AWS_MANAGED
 from mallee.services.clc.iam.roles import trust_policy
 from mallee.services.clc.tables import AccessKey, Role
@@ -82,7 +82,7 @@ def assume_role(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     if role is None or not may_assume(
         trust_policy(role.trust_policy),
         principal,
-        _caller_decision(s, principal, role_arn, context),
+        caller_decision(s, principal, ASSUME_ROLE, role_arn, context),
         role.account_id,
         role_arn,
         context,
@@ -165,25 +165,6 @@ def may_assume(
     if caller_decision is Decision.ALLOW:
         return True
     return caller.account_id == role_account and trusts(by_account=False) is Decision.ALLOW
-
-
-def _caller_decision(
-    s: Session, principal: Principal, role_arn: str, context: Mapping[str, str | Sequence[str]]
-) -> Decision:
-    """What the caller's own policies say about assuming the role (a root identity may do anything
-    its account may)."""
-    if principal.is_root:
-        return Decision.ALLOW
-    key = s.get(AccessKey, principal.access_key_id)
-    assert key is not None  # it signed this request
-    docs, session_docs = store.key_policy_documents(s, key)
-    return iam_policy.evaluate_session(
-        [iam_policy.parse_policy_cached(d) for d in docs],
-        None if session_docs is None else [iam_policy.parse_policy_cached(d) for d in session_docs],
-        ASSUME_ROLE,
-        role_arn,
-        context,
-    )
 
 
 def _find_role(s: Session, arn: str) -> Role | None:

@@ -15,11 +15,14 @@ from sqlalchemy.orm import Session
 from mallee.core import clock, ids
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
+from mallee.core.policy import Decision
 from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import filters
 from mallee.services.clc.ec2.resources import one_page
+from mallee.services.clc.iam.identity import caller_decision, condition_context
+from mallee.services.clc.iam.views import role_arn
 from mallee.services.clc.instance_profile_tables import MetadataOptions, ProfileAssociation
-from mallee.services.clc.tables import Instance, InstanceProfile
+from mallee.services.clc.tables import Instance, InstanceProfile, Role
 
 # -- metadata options ------------------------------------------------------------------------------
 
@@ -125,7 +128,25 @@ def resolve_profile(ctx: RequestContext, spec: dict[str, Any] | None) -> Profile
             f"Value ({value}) for parameter iamInstanceProfile.{member} is invalid. "
             f"Invalid IAM Instance Profile {what}",
         )
+    role = ctx.session.get(Role, profile.role_id) if profile.role_id else None
+    if role is not None:
+        _may_pass(ctx, role)
     return Profile(profile.id, _arn(profile))
+
+
+def _may_pass(ctx: RequestContext, role: Role) -> None:
+    """Giving an instance a profile passes its role to EC2: the caller needs iam:PassRole on the
+    role (or it could act through an instance with more than it may itself)."""
+    principal = ctx.principal
+    assert principal is not None
+    arn = role_arn(role)
+    context = condition_context(ctx, principal)
+    if caller_decision(ctx.session, principal, "iam:PassRole", arn, context) is not Decision.ALLOW:
+        raise CloudError(
+            "UnauthorizedOperation",
+            f"You are not authorized to perform this operation. User: {principal.arn} is not "
+            f"authorized to perform: iam:PassRole on resource: {arn}",
+        )
 
 
 def _arn(profile: InstanceProfile) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -172,6 +173,27 @@ def _resource(ctx: RequestContext, account_id: str) -> str:
         if "PolicyArn" in ctx.params:
             return str(ctx.params["PolicyArn"])
     return "*"
+
+
+def caller_decision(
+    s: Session, principal: Principal, action: str, resource: str, context: Mapping[str, str | Sequence[str]]
+) -> iam_policy.Decision:
+    """What the caller's own policies (and a session's session policies) say about `action` on
+    `resource`, read in the request's session: for what an operation checks beyond its own action
+    (iam:PassRole when RunInstances passes a role, sts:AssumeRole). A root identity may do
+    anything its account may."""
+    if principal.is_root:
+        return iam_policy.Decision.ALLOW
+    key = s.get(AccessKey, principal.access_key_id)
+    assert key is not None  # it signed this request
+    docs, session_docs = store.key_policy_documents(s, key)
+    return iam_policy.evaluate_session(
+        [iam_policy.parse_policy_cached(d) for d in docs],
+        None if session_docs is None else [iam_policy.parse_policy_cached(d) for d in session_docs],
+        action,
+        resource,
+        context,
+    )
 
 
 def condition_context(ctx: RequestContext, principal: Principal) -> dict[str, str | list[str]]:
