@@ -15,12 +15,20 @@ from support.postgres import admin, start_server
 
 
 @pytest.fixture(scope="session")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+def sqlite_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    """The session's cloud (every database SQLite). Named apart from `cloud`, which modules may
+    override (`on_both_databases`): an override that asked for the fixture it overrides, with
+    parameters, made pytest start a new session cloud for every test (~5 s each)."""
     c = start_cloud(tmp_path_factory.mktemp("cloud"))
     try:
         yield c
     finally:
         stop_cloud(c)
+
+
+@pytest.fixture(scope="session")
+def cloud(sqlite_cloud: Cloud) -> Cloud:
+    return sqlite_cloud
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +58,9 @@ def on_both_databases() -> Callable[..., Cloud]:
     session's cloud (Walrus on SQLite) and again on `postgresql_cloud`."""
 
     @pytest.fixture(params=["sqlite", "postgresql"])
-    def cloud(request: pytest.FixtureRequest, cloud: Cloud) -> Cloud:  # the session's, overridden
+    def cloud(request: pytest.FixtureRequest, sqlite_cloud: Cloud) -> Cloud:
         if request.param == "sqlite":
-            return cloud
+            return sqlite_cloud
         found: Cloud = request.getfixturevalue("postgresql_cloud")
         return found
 
