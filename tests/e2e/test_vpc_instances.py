@@ -11,11 +11,15 @@ instances, in test_vpc_network.py; here they hold for instances launched with th
 - two accounts' instances with the same private address run on one node, each reaches its own
   metadata, and neither VPC reaches into the other;
 - a custom VPC with two subnets routes between them, across two node controllers on this machine
-  (each with its own bridges and node directory) that carry the VPC over VXLAN.
+  (each with its own bridges and node directory) that carry the VPC over VXLAN;
+- (issue 16) a guest with an instance profile reads its role's credentials from the metadata
+  service, with IMDSv1 and v2, and they do from the host what the role allows and nothing else.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
-from support.cloud import allow_ssh, wait_for
+from support.cloud import Keys, allow_ssh, wait_for
 from support.vpc_cloud import (
     OUTSIDE_PORT,
     SSH_ANYWHERE,
@@ -228,3 +233,60 @@ def test_a_custom_vpc_routes_between_its_subnets_across_two_nodes(world: World) 
     assert one["PrivateIpAddress"].startswith("10.77.1.") and two["PrivateIpAddress"].startswith("10.77.2.")
     assert net.banner(world.key, one["PublicIpAddress"], two["PrivateIpAddress"]).startswith("SSH-2.0")
     assert net.banner(world.key, two["PublicIpAddress"], one["PrivateIpAddress"]).startswith("SSH-2.0")
+
+
+EC2_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ],
+}
+CREDENTIALS = "http://169.254.169.254/latest/meta-data/iam/security-credentials/app"
+# IMDSv2 from the guest: busybox wget cannot PUT, so the token request is written to nc by hand.
+TOKEN = (
+    "printf 'PUT /latest/api/token HTTP/1.0\\r\\nHost: 169.254.169.254\\r\\n"
+    "X-aws-ec2-metadata-token-ttl-seconds: 60\\r\\n\\r\\n' | timeout 3 nc 169.254.169.254 80 | tr -d '\\r' |"
+    " awk 'body { print } /^$/ { body = 1 }'"
+)
+
+
+def test_an_instance_profile_gives_the_guests_software_its_roles_credentials(world: World) -> None:
+    """Issue 16: a guest launched with a profile reads its role's credentials from the metadata
+    service (IMDSv1 and v2); from the host they do what the role allows and nothing else; with
+    HttpTokens=required a v1 read is refused; disassociated, the credentials are no longer served."""
+    net = world.net
+    account = net.new_account()
+    iam, ec2, s3 = (net.cloud.client(service, account) for service in ("iam", "ec2", "s3"))
+    key = key_pair(ec2, world.key.parent / "roles.pem", "roles")
+    allow_ssh(net.cloud, keys=account)
+    iam.create_role(RoleName="app", AssumeRolePolicyDocument=json.dumps(EC2_TRUST))
+    iam.attach_role_policy(RoleName="app", PolicyArn="arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess")
+    iam.create_instance_profile(InstanceProfileName="app")
+    iam.add_role_to_instance_profile(InstanceProfileName="app", RoleName="app")
+    bucket = f"roles-{account.account_id}"
+    s3.create_bucket(Bucket=bucket)
+    (instance,) = booted(ec2, [_launch(world, ec2, "roles", IamInstanceProfile={"Name": "app"})])
+    ip = instance["PublicIpAddress"]
+
+    def read(with_token: bool) -> subprocess.CompletedProcess[str]:
+        header = f'--header "X-aws-ec2-metadata-token: $({TOKEN})" ' if with_token else ""
+        return net.ssh(key, ip, f"timeout 5 wget -qO- {header}{CREDENTIALS}")
+
+    v1, v2 = read(False), read(True)
+    assert v1.returncode == 0 and v2.returncode == 0, (v1.stderr, v2.stderr)
+    found = json.loads(v1.stdout)
+    assert found["Code"] == "Success" and json.loads(v2.stdout)["AccessKeyId"] == found["AccessKeyId"]
+    keys = Keys(found["AccessKeyId"], found["SecretAccessKey"], found["Token"])
+    as_role = net.cloud.client("s3", keys)  # from the host, against the public endpoint
+    assert bucket in [b["Name"] for b in as_role.list_buckets()["Buckets"]]
+    with pytest.raises(ClientError) as err:
+        as_role.put_object(Bucket=bucket, Key="k", Body=b"no")
+    assert err.value.response["Error"]["Code"] == "AccessDenied"
+
+    ec2.modify_instance_metadata_options(InstanceId=instance["InstanceId"], HttpTokens="required")
+    assert read(False).returncode != 0  # 401 to IMDSv1
+    assert json.loads(read(True).stdout)["AccessKeyId"] == found["AccessKeyId"]
+
+    (association,) = ec2.describe_iam_instance_profile_associations()["IamInstanceProfileAssociations"]
+    ec2.disassociate_iam_instance_profile(AssociationId=association["AssociationId"])
+    assert read(True).returncode != 0  # 404: no profile, no credentials
