@@ -20,7 +20,7 @@ from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import filters
 from mallee.services.clc.ec2.resources import one_page
 from mallee.services.clc.iam.identity import caller_decision, condition_context
-from mallee.services.clc.iam.views import role_arn
+from mallee.services.clc.iam.views import instance_profile_arn, role_arn
 from mallee.services.clc.instance_profile_tables import MetadataOptions, ProfileAssociation
 from mallee.services.clc.tables import Instance, InstanceProfile, Role
 
@@ -121,7 +121,7 @@ def resolve_profile(ctx: RequestContext, spec: dict[str, Any] | None) -> Profile
     wanted = name or str(arn).rsplit("/", 1)[-1]
     q = select(InstanceProfile).where(InstanceProfile.account_id == ctx.account_id)
     profile = ctx.session.scalar(q.where(InstanceProfile.name == wanted))
-    if profile is None or (arn and _arn(profile) != arn):
+    if profile is None or (arn and instance_profile_arn(profile) != arn):
         member, value, what = ("arn", arn, "ARN") if arn else ("name", name, "name")
         raise CloudError(
             "InvalidParameterValue",
@@ -131,7 +131,7 @@ def resolve_profile(ctx: RequestContext, spec: dict[str, Any] | None) -> Profile
     role = ctx.session.get(Role, profile.role_id) if profile.role_id else None
     if role is not None:
         _may_pass(ctx, role)
-    return Profile(profile.id, _arn(profile))
+    return Profile(profile.id, instance_profile_arn(profile))
 
 
 def _may_pass(ctx: RequestContext, role: Role) -> None:
@@ -147,10 +147,6 @@ def _may_pass(ctx: RequestContext, role: Role) -> None:
             f"You are not authorized to perform this operation. User: {principal.arn} is not "
             f"authorized to perform: iam:PassRole on resource: {arn}",
         )
-
-
-def _arn(profile: InstanceProfile) -> str:
-    return f"arn:aws:iam::{profile.account_id}:instance-profile{profile.path}{profile.name}"
 
 
 def associate(s: Session, instance_id: str, profile: Profile) -> ProfileAssociation:

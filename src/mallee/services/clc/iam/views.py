@@ -55,6 +55,10 @@ def role_arn(role: Role) -> str:
     return f"arn:aws:iam::{role.account_id}:role{role.path}{role.name}"
 
 
+def instance_profile_arn(profile: InstanceProfile) -> str:
+    return f"arn:aws:iam::{profile.account_id}:instance-profile{profile.path}{profile.name}"
+
+
 def role_view(role: Role, *, with_tags: bool = True) -> dict[str, Any]:
     """A Role as GetRole answers it (ListRoles leaves out the tags, as AWS does). RoleLastUsed is
     left out until roles can be assumed."""
@@ -80,7 +84,7 @@ def instance_profile_view(profile: InstanceProfile, roles: Sequence[Role]) -> di
         "Path": profile.path,
         "InstanceProfileName": profile.name,
         "InstanceProfileId": profile.id,
-        "Arn": f"arn:aws:iam::{profile.account_id}:instance-profile{profile.path}{profile.name}",
+        "Arn": instance_profile_arn(profile),
         "CreateDate": profile.created,
         "Roles": [role_view(r) for r in roles],
     }
