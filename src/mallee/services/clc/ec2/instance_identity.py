@@ -17,7 +17,7 @@ from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.core.policy import Decision
 from mallee.services.clc.apis import EC2
-from mallee.services.clc.ec2 import filters
+from mallee.services.clc.ec2 import filters, resources
 from mallee.services.clc.ec2.resources import one_page
 from mallee.services.clc.iam.identity import caller_decision, condition_context
 from mallee.services.clc.iam.views import instance_profile_arn, role_arn
@@ -231,8 +231,9 @@ def describe_iam_instance_profile_associations(ctx: RequestContext, p: dict[str,
 
 
 def _instance(ctx: RequestContext, instance_id: str) -> Instance:
-    instance: Instance | None = ctx.session.get(Instance, instance_id)
-    if instance is None or instance.account_id != ctx.account_id or instance.state == "terminated":
+    """The caller's instance (resources.owned), not yet terminated."""
+    instance: Instance = resources.owned(ctx, Instance, instance_id, "i", "InvalidInstanceID.NotFound")
+    if instance.state == "terminated":
         raise CloudError("InvalidInstanceID.NotFound", f"The instance ID '{instance_id}' does not exist")
     return instance
 
