@@ -103,6 +103,10 @@ class Config:
     node_cores: int = 0
     node_memory_mib: int = 0
     node_disk_gib: int = 0
+    # New instances' firmware (SMBIOS) says they are EC2 instances, so cloud-init takes them for AWS
+    # and asks the metadata service with IMDSv2 tokens. Off by default: a guest that believes it runs
+    # on AWS may act on it, e.g. call AWS-only endpoints (docs/architecture.md, "Compute as built").
+    ec2_smbios: bool = False
     # Walrus processes on this host, sharing its port and database (0: one per CPU core, at most 4).
     walrus_workers: int = 0
     # New objects are encrypted at rest (SSE-S3) unless their bucket's encryption says otherwise,

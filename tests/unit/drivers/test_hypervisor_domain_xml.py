@@ -14,14 +14,17 @@ from mallee.drivers.hypervisor.base import (
     InstanceSpec,
     InvalidSpec,
     NicSpec,
+    Smbios,
     instance_uuid,
     validate_disk,
 )
 from mallee.drivers.hypervisor.domain_xml import (
+    NAMESPACE,
     DomainOptions,
     domain_xml,
     metadata_xml,
     spec_from_domain,
+    spec_from_metadata,
 )
 from mallee.drivers.hypervisor.fake import FakeHypervisor
 
@@ -97,6 +100,63 @@ def test_rng_can_be_left_out() -> None:
 
 def test_the_spec_reads_back_from_the_domain_xml() -> None:
     assert spec_from_domain(domain_xml(SPEC, DomainOptions())) == SPEC
+
+
+SMBIOS = Smbios(
+    manufacturer="Example Cloud",
+    product="m1.small",
+    serial="4a1b-serial",
+    bios_vendor="Example BIOS",
+    board_asset_tag="i-0123456789abcdef0",
+)
+
+
+def _entries(domain: ET.Element, section: str) -> dict[str, str]:
+    return {e.get("name", ""): e.text or "" for e in domain.findall(f"sysinfo/{section}/entry")}
+
+
+def test_an_smbios_description_becomes_sysinfo_the_guest_firmware_uses() -> None:
+    domain = _parse(replace(SPEC, smbios=SMBIOS), DomainOptions())
+
+    assert domain.find("sysinfo").get("type") == "smbios"  # type: ignore[union-attr]
+    assert domain.find("os/smbios").get("mode") == "sysinfo"  # type: ignore[union-attr]
+    assert _entries(domain, "system") == {
+        "manufacturer": "Example Cloud",
+        "product": "m1.small",
+        "serial": "4a1b-serial",
+        "uuid": domain.findtext("uuid"),  # libvirt refuses a sysinfo uuid that is not the domain's
+    }
+    assert _entries(domain, "bios") == {"vendor": "Example BIOS"}  # empty values are left out
+    assert _entries(domain, "baseBoard") == {"manufacturer": "Example Cloud", "asset": "i-0123456789abcdef0"}
+    assert _entries(domain, "chassis") == {"manufacturer": "Example Cloud"}
+
+
+def test_without_an_smbios_description_the_domain_has_no_sysinfo() -> None:
+    xml = domain_xml(SPEC, DomainOptions())
+
+    assert "sysinfo" not in xml and "smbios" not in xml  # QEMU's own tables, as before
+    os_element = ET.fromstring(xml).find("os")
+    assert os_element is not None
+    assert [child.tag for child in os_element] == ["type", "kernel", "initrd", "cmdline"]
+
+
+def test_the_smbios_description_reads_back_from_the_domain_and_its_metadata() -> None:
+    spec = replace(SPEC, uuid="ec2" + SPEC.uuid[3:], smbios=SMBIOS)
+
+    assert spec_from_domain(domain_xml(spec, DomainOptions())) == spec
+    # The form given to virDomainSetMetadata (attaching a volume rewrites the metadata) keeps it too.
+    stored = ET.fromstring(metadata_xml(spec))
+    for node in stored.iter():  # as libvirt stores it: in the namespace it was given
+        node.tag = f"{{{NAMESPACE}}}{node.tag}"
+    assert spec_from_metadata(stored) == spec
+
+
+def test_the_fake_hypervisor_keeps_the_smbios_description_across_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "fake-host.json"
+    spec = replace(SPEC, smbios=SMBIOS)
+    FakeHypervisor(check_files=False, state_file=state).spawn(spec)
+
+    assert FakeHypervisor(check_files=False, state_file=state).describe(spec.instance_id) == spec
 
 
 def test_a_volume_over_nbd_tcp_is_a_network_disk_at_its_host_and_port() -> None:

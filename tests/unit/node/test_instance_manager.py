@@ -1,9 +1,10 @@
 """The node's instance manager on the fake drivers: launch, report, guest-initiated shutdown, EBS
-launches waiting for their volumes, stop."""
+launches waiting for their volumes, stop, the EC2-style SMBIOS option."""
 
 from __future__ import annotations
 
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,9 @@ import msgspec
 import pytest
 
 from mallee.drivers import registry
+from mallee.drivers.hypervisor.base import instance_uuid
+from mallee.drivers.hypervisor.domain_xml import DomainOptions, domain_xml
+from mallee.drivers.hypervisor.fake import FakeHost, FakeHypervisor
 from mallee.rpc.node import (
     AttachVolume,
     ImageSource,
@@ -43,17 +47,22 @@ def _launch(instance_id: str) -> InstanceLaunch:
     )
 
 
-def _manager(tmp_path: Path) -> tuple[InstanceManager, Any]:
+def _manager(
+    tmp_path: Path, *, ec2_smbios: bool = False, host: FakeHost | None = None
+) -> tuple[InstanceManager, Any]:
+    """A manager on a fake hypervisor; give `host` to restart a node on the same "machine"."""
+
     def fetch(source: ImageSource, target: Path) -> None:
         target.write_bytes(b"\0" * 65536)
 
-    hypervisor = registry.hypervisor("fake")
+    hypervisor = registry.hypervisor("fake") if host is None else FakeHypervisor(host)
     manager = InstanceManager(
         tmp_path / "instances",
         hypervisor,
         ImageCache(tmp_path / "cache", 10**9, fetch),
         "m0",
         lambda _interface_id: True,  # every interface is applied (see test_node_network.py)
+        ec2_smbios=ec2_smbios,
     )
     return manager, hypervisor
 
@@ -157,3 +166,65 @@ def test_an_ebs_instance_whose_guest_powers_off_is_stopped(tmp_path: Path) -> No
     report = _wait(manager, instance_id, "stopped")
     assert report.reason.startswith("Client.InstanceInitiatedShutdown")
     assert instance_id not in manager.describe()  # reported once, then forgotten
+
+
+def _cloud_init_platform(domain: ET.Element) -> str:
+    """What cloud-init 22.4 makes of the guest's DMI: ds-identify's ec2_identify_platform (uuid and
+    serial start with "ec2", case-insensitively, and are equal ignoring case) and
+    DataSourceEc2.identify_aws (both lowered; uuid starts with "ec2" and equals the serial)."""
+    system = {e.get("name"): (e.text or "") for e in domain.findall("sysinfo/system/entry")}
+    uuid, serial = system.get("uuid", domain.findtext("uuid") or ""), system.get("serial", "")
+    ds_identify = uuid[:3].lower() == serial[:3].lower() == "ec2" and uuid.lower() == serial.lower()
+    identify_aws = uuid.lower().startswith("ec2") and uuid.lower() == serial.lower()
+    assert ds_identify == identify_aws
+    return "AWS" if identify_aws else "unknown"
+
+
+def test_with_ec2_smbios_cloud_init_takes_the_guest_for_an_aws_instance(tmp_path: Path) -> None:
+    manager, hypervisor = _manager(tmp_path, ec2_smbios=True)
+    instance_id = "i-0123456789abcdef6"
+    manager.run(_launch(instance_id))
+    _wait(manager, instance_id, "running")
+
+    domain = ET.fromstring(domain_xml(hypervisor.describe(instance_id), DomainOptions()))
+    system = {e.get("name"): e.text for e in domain.findall("sysinfo/system/entry")}
+    assert system["uuid"] == system["serial"] == domain.findtext("uuid")  # libvirt wants the domain's
+    assert system["uuid"] == "ec2" + instance_uuid(instance_id)[3:]  # still derived from the id
+    assert _cloud_init_platform(domain) == "AWS"
+    assert domain.find("os/smbios").get("mode") == "sysinfo"  # type: ignore[union-attr]
+    assert (system["manufacturer"], system["product"]) == ("Amazon EC2", "m1.small")
+    assert domain.findtext("sysinfo/bios/entry[@name='vendor']") == "Amazon EC2"
+    assert domain.findtext("sysinfo/baseBoard/entry[@name='asset']") == instance_id  # as on Nitro
+
+
+def test_without_ec2_smbios_the_guest_keeps_qemus_firmware_tables(tmp_path: Path) -> None:
+    manager, hypervisor = _manager(tmp_path)
+    instance_id = "i-0123456789abcdef7"
+    manager.run(_launch(instance_id))
+    _wait(manager, instance_id, "running")
+
+    spec = hypervisor.describe(instance_id)
+    assert spec.smbios is None and spec.uuid == instance_uuid(instance_id)
+    domain = ET.fromstring(domain_xml(spec, DomainOptions()))
+    assert domain.find("sysinfo") is None and domain.find("os/smbios") is None
+    assert _cloud_init_platform(domain) == "unknown"
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_instances_running_when_the_option_changes_are_adopted_and_managed(
+    tmp_path: Path, before: bool
+) -> None:
+    host = FakeHost()
+    manager, _ = _manager(tmp_path, ec2_smbios=before, host=host)
+    instance_id = "i-0123456789abcdef8"
+    manager.run(_launch(instance_id))
+    _wait(manager, instance_id, "running")
+    spec = host.instances[instance_id].spec
+
+    restarted, hypervisor = _manager(tmp_path, ec2_smbios=not before, host=host)
+    restarted.adopt()
+    assert restarted.describe()[instance_id].state == "running"
+    assert hypervisor.describe(instance_id) == spec  # it keeps the firmware it booted with
+    restarted.terminate(instance_id)
+    _wait(restarted, instance_id, "terminated")
+    assert hypervisor.list_instances() == []

@@ -93,6 +93,20 @@ class NicSpec:
 
 
 @dataclass(frozen=True)
+class Smbios:
+    """How the machine describes itself in its firmware tables (SMBIOS; /sys/class/dmi/id in a Linux
+    guest). The system uuid is always the instance's own: libvirt refuses a domain whose two differ."""
+
+    manufacturer: str  # of the system, base board and chassis (sys_vendor, board_vendor, ...)
+    product: str  # the system's product name (product_name)
+    serial: str  # the system's serial number (product_serial)
+    bios_vendor: str = ""
+    bios_version: str = ""
+    board_asset_tag: str = ""
+    chassis_asset_tag: str = ""
+
+
+@dataclass(frozen=True)
 class InstanceSpec:
     """Everything the hypervisor needs to run one instance."""
 
@@ -106,6 +120,7 @@ class InstanceSpec:
     disks: tuple[DiskSpec, ...] = ()
     nics: tuple[NicSpec, ...] = ()
     uuid: str = field(default="")  # derived from instance_id when empty
+    smbios: Smbios | None = None  # None: the hypervisor's own SMBIOS (QEMU's)
 
     def __post_init__(self) -> None:
         if not self.uuid:

@@ -9,10 +9,10 @@ console logged to a file by virtlogd, `on_crash=destroy`, a 32 MiB TCG translati
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from mallee.drivers.hypervisor.base import DiskSpec, InstanceSpec, NicSpec
+from mallee.drivers.hypervisor.base import DiskSpec, InstanceSpec, NicSpec, Smbios
 
 NAMESPACE = "https://mallee.dev/xmlns/libvirt/instance/1"
 PREFIX = "mallee"
@@ -41,6 +41,8 @@ def domain_xml(spec: InstanceSpec, options: DomainOptions) -> str:
     ET.SubElement(domain, "metadata").append(metadata_element(spec))
     _text(domain, "memory", str(spec.memory_mib), unit="MiB")
     _text(domain, "vcpu", str(spec.vcpus))
+    if spec.smbios is not None:
+        domain.append(_sysinfo(spec.uuid, spec.smbios))
     domain.append(_os(spec, options))
     features = ET.SubElement(domain, "features")
     ET.SubElement(features, "acpi")  # the power button: shutdown and reboot are ACPI requests
@@ -87,6 +89,9 @@ def metadata_element(spec: InstanceSpec) -> ET.Element:
         nic_element = ET.SubElement(root, _ns("nic"), mac=nic.mac, bridge=nic.bridge)
         if nic.device is not None:
             nic_element.set("device", nic.device)
+    if spec.smbios is not None:
+        smbios = {_attribute(f.name): getattr(spec.smbios, f.name) for f in fields(Smbios)}
+        ET.SubElement(root, _ns("smbios"), smbios)
     return root
 
 
@@ -146,6 +151,7 @@ def spec_from_metadata(element: ET.Element) -> InstanceSpec:
         cmdline=text("cmdline") or "",
         disks=disks,
         nics=nics,
+        smbios=_smbios(element.find(_ns("smbios"))),
     )
 
 
@@ -159,7 +165,39 @@ def _os(spec: InstanceSpec, options: DomainOptions) -> ET.Element:
         _text(os_element, "cmdline", spec.cmdline)
     else:
         ET.SubElement(os_element, "boot", dev="hd")
+    if spec.smbios is not None:
+        ET.SubElement(os_element, "smbios", mode="sysinfo")  # the tables from <sysinfo>, not QEMU's
     return os_element
+
+
+def _sysinfo(uuid: str, smbios: Smbios) -> ET.Element:
+    """`<sysinfo type='smbios'>`; empty values are left out (QEMU then writes its own or none)."""
+    sections = {
+        "bios": {"vendor": smbios.bios_vendor, "version": smbios.bios_version},
+        "system": {
+            "manufacturer": smbios.manufacturer,
+            "product": smbios.product,
+            "serial": smbios.serial,
+            "uuid": uuid,  # libvirt refuses a sysinfo uuid that is not the domain's
+        },
+        "baseBoard": {"manufacturer": smbios.manufacturer, "asset": smbios.board_asset_tag},
+        "chassis": {"manufacturer": smbios.manufacturer, "asset": smbios.chassis_asset_tag},
+    }
+    sysinfo = ET.Element("sysinfo", type="smbios")
+    for section, entries in sections.items():
+        present = {name: value for name, value in entries.items() if value}
+        if present:
+            element = ET.SubElement(sysinfo, section)
+            for name, value in present.items():
+                _text(element, "entry", value, name=name)
+    return sysinfo
+
+
+def _smbios(element: ET.Element | None) -> Smbios | None:
+    """The SMBIOS description `metadata_element` keeps, one attribute per field."""
+    if element is None:
+        return None
+    return Smbios(**{f.name: element.get(_attribute(f.name), "") for f in fields(Smbios)})
 
 
 def _devices(spec: InstanceSpec, options: DomainOptions) -> ET.Element:
@@ -220,3 +258,7 @@ def _text(parent: ET.Element, tag: str, text: str, **attributes: str) -> ET.Elem
 
 def _ns(tag: str) -> str:
     return f"{{{NAMESPACE}}}{tag}"
+
+
+def _attribute(field_name: str) -> str:
+    return field_name.replace("_", "-")

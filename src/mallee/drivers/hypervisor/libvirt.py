@@ -115,6 +115,8 @@ class LibvirtHypervisor(Hypervisor):
                 if existing.isActive():
                     self._consoles[spec.instance_id] = spec.console_log
                     return
+                if existing.UUIDString() != spec.uuid:  # libvirt keeps a name's uuid: undefine first
+                    self._remove(existing)
             self._consoles[spec.instance_id] = spec.console_log
             started = time.monotonic()
             domain = self._define(spec)

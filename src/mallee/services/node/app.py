@@ -121,6 +121,7 @@ def create_app(cfg: Config | None = None) -> App:
         cfg.vpc_prefix,
         network.interface_applied,
         on_change=pusher.changed,
+        ec2_smbios=cfg.ec2_smbios,
     )
     me = f"{cfg.host}:{cfg.port('nc')}"
 

@@ -55,6 +55,7 @@ STOPPING_FILE = "stopping"  # likewise for a stop
 _MARKERS: dict[InstanceState, str] = {"shutting-down": TERMINATING_FILE, "stopping": STOPPING_FILE}
 STOP_TIMEOUT = 30.0  # seconds a guest has to power off after the ACPI button before it is cut off
 INSTANCE_SHUTDOWN = "Client.InstanceInitiatedShutdown: Instance initiated shutdown"
+EC2_VENDOR = "Amazon EC2"
 
 
 class LaunchRefused(ValueError):
@@ -64,6 +65,32 @@ class LaunchRefused(ValueError):
 def tap_name(instance_id: str) -> str:
     """The instance's bridge port: stable, unique per instance, within Linux's 15 characters."""
     return "vn" + instance_id.split("-", 1)[1][-12:]
+
+
+def with_ec2_smbios(spec: hv.InstanceSpec, instance_type: str) -> hv.InstanceSpec:
+    """The spec with the firmware identity of an EC2 Nitro instance, so that cloud-init takes the
+    guest for one on AWS (and then asks the metadata service with IMDSv2 tokens).
+
+    cloud-init (ds-identify's ec2_identify_platform, DataSourceEc2.identify_aws) decides "AWS" when
+    the DMI system uuid and serial number both start with "ec2" and are equal; EC2 writes the uuid as
+    "ec2" and random-looking digits, the instance id as the base board's asset tag, and the type as
+    the product (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/identify_ec2_instances.html).
+    """
+    # The uuid stays derived from the instance id (a retried spawn or a re-adoption names the same
+    # VM) with its first three hex digits made "ec2": 110 bits of the hash are left, as unique as
+    # before in practice. libvirt wants the SMBIOS uuid to be the domain's, so the domain's uuid
+    # changes with the option; that is safe because domains are found by name, never by uuid.
+    uuid = "ec2" + hv.instance_uuid(spec.instance_id)[3:]
+    smbios = hv.Smbios(
+        manufacturer=EC2_VENDOR,
+        product=instance_type,
+        serial=uuid,
+        bios_vendor=EC2_VENDOR,
+        bios_version="1.0",
+        board_asset_tag=spec.instance_id,
+        chassis_asset_tag=EC2_VENDOR,
+    )
+    return replace(spec, uuid=uuid, smbios=smbios)
 
 
 @dataclass
@@ -95,15 +122,19 @@ class InstanceManager:
         prefix: str,
         interface_applied: Callable[[str], bool],
         on_change: Callable[[str], None] = lambda _id: None,
+        *,
+        ec2_smbios: bool = False,
     ) -> None:
         """`prefix`: the node's VPC prefix (bridges are vpc_bridge(prefix, vni));
-        `interface_applied(interface_id)`: whether the applied network has that interface."""
+        `interface_applied(interface_id)`: whether the applied network has that interface;
+        `ec2_smbios`: new instances' firmware says they run on EC2 (`with_ec2_smbios`)."""
         self.root = root
         self.hypervisor = hypervisor
         self.cache = cache
         self.prefix = prefix
         self.interface_applied = interface_applied
         self.on_change = on_change
+        self.ec2_smbios = ec2_smbios
         self.instances: dict[str, Instance] = {}
         self.lock = threading.RLock()
         self.network_changed = threading.Condition(self.lock)  # launches wait on it
@@ -257,7 +288,7 @@ class InstanceManager:
         ramdisk = self._cached(instance, image.ramdisk) if image.ramdisk else None
         # With a kernel: direct boot, root on the whole disk. Without: the disk boots itself (HVM).
         cmdline = "console=ttyS0 root=/dev/vda" if kernel else ""
-        return hv.InstanceSpec(
+        spec = hv.InstanceSpec(
             instance_id=instance.id,
             vcpus=itype.cpus,
             memory_mib=itype.memory_mib,
@@ -268,6 +299,7 @@ class InstanceManager:
             nics=(hv.NicSpec(mac=launch.mac, bridge=self._bridge(launch), device=tap_name(instance.id)),),
             console_log=directory / "console.log",
         )
+        return with_ec2_smbios(spec, itype.name) if self.ec2_smbios else spec
 
     def _bridge(self, launch: InstanceLaunch) -> str:
         assert launch.interface is not None
