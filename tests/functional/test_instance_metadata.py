@@ -1,7 +1,8 @@
 """The metadata service's answers for a running instance, as its node asks the CLC for them (the
 rpc a guest's GET of 169.254.169.254 turns into): the versions listed at `/`, each dated version
-serving only what existed then, and the keys cloud-init reads. (The guest's side — the node's
-proxy, IMDSv2 tokens — is tested in tests/unit/node and end to end in tests/e2e.)"""
+serving only what existed then, and the keys cloud-init reads; and whether a guest's IMDSv2 token
+PUT may be answered, with what hop limit. (The guest's side — the node's proxy issuing tokens, the
+hop limit as the answer's IP TTL — is tested in tests/unit/node and end to end in tests/e2e.)"""
 
 from __future__ import annotations
 
@@ -44,6 +45,18 @@ def get(launched: tuple[Cloud, dict[str, Any], Client], path: str) -> tuple[int,
     )
     answer = client.call(cloud_rpc.METADATA, request)
     return answer.status, answer.body.decode()
+
+
+def token(launched: tuple[Cloud, dict[str, Any], Client], instance: dict[str, Any]) -> tuple[int, int]:
+    """(status, hop limit) the CLC answers the node asking whether `instance` may have a token."""
+    request = cloud_rpc.MetadataRequest(
+        private_ip=instance["PrivateIpAddress"],
+        path="/latest/api/token",
+        vpc_id=instance["VpcId"],
+        token_request=True,
+    )
+    answer = launched[2].call(cloud_rpc.METADATA, request)
+    return answer.status, answer.hop_limit
 
 
 def test_every_version_is_listed_oldest_first_with_latest_last(launched: Any) -> None:
@@ -110,6 +123,42 @@ def test_an_address_that_is_no_instance_gets_nothing(launched: Any) -> None:
         vpc_id="vpc-0000000000000000a",
     )
     assert client.call(cloud_rpc.METADATA, other_vpc).status == 404
+
+
+def test_a_token_is_allowed_with_ec2s_default_hop_limit_of_one(launched: Any) -> None:
+    assert token(launched, launched[1]) == (200, 1)
+
+
+def test_a_token_is_allowed_with_the_instances_hop_limit_and_refused_while_the_endpoint_is_disabled(
+    launched: Any,
+) -> None:
+    cloud = launched[0]
+    account: Keys = cloud.new_account()
+    ec2 = cloud.client("ec2", account)
+    started = ec2.run_instances(
+        ImageId=register_tiny_image(cloud, account),
+        InstanceType="m1.small",
+        MinCount=1,
+        MaxCount=1,
+        MetadataOptions={"HttpPutResponseHopLimit": 2},
+    )["Instances"][0]
+    instance = wait_state(ec2, [started["InstanceId"]], "running")[0]
+    assert token(launched, instance) == (200, 2)
+    ec2.modify_instance_metadata_options(InstanceId=instance["InstanceId"], HttpPutResponseHopLimit=64)
+    assert token(launched, instance) == (200, 64)
+    ec2.modify_instance_metadata_options(InstanceId=instance["InstanceId"], HttpEndpoint="disabled")
+    assert token(launched, instance)[0] == 403
+    ec2.modify_instance_metadata_options(InstanceId=instance["InstanceId"], HttpEndpoint="enabled")
+    assert token(launched, instance) == (200, 64)
+    ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
+    wait_state(ec2, [instance["InstanceId"]], "terminated")
+    assert token(launched, instance)[0] == 404
+
+
+def test_a_token_for_an_address_that_is_no_instance_is_refused(launched: Any) -> None:
+    instance = launched[1]
+    assert token(launched, {**instance, "PrivateIpAddress": "10.255.255.254"})[0] == 404
+    assert token(launched, {**instance, "VpcId": "vpc-0000000000000000a"})[0] == 404
 
 
 def test_the_identity_document_is_signed_by_the_cloud_certificate(

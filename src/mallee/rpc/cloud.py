@@ -56,18 +56,25 @@ class Quota(Message):
     max_bytes: int | None = None
 
 
-class MetadataRequest(Message):
+# Both metadata messages leave out fields at their defaults on the wire, so a field added with a
+# default reaches a peer that predates it only when it is set (decoding refuses unknown fields).
+class MetadataRequest(Message, omit_defaults=True):
     """A guest's metadata request, proxied by its node."""
 
     private_ip: str
     path: str
     vpc_id: str = ""  # the VPC whose metadata address the guest called (addresses repeat across VPCs)
     with_token: bool = False  # it carried a valid IMDSv2 token (the node checked it)
+    # An IMDSv2 token PUT (`path` unused): may the node issue a token, and with what hop limit?
+    token_request: bool = False
 
 
-class MetadataAnswer(Message):
+class MetadataAnswer(Message, omit_defaults=True):
     status: int
     body: bytes
+    # For a token request answered 200: the instance's HttpPutResponseHopLimit, the IP TTL the node
+    # sends the token with.
+    hop_limit: int = 1
 
 
 HEARTBEAT = Operation(API, "heartbeat", ServiceDescription, Ok)

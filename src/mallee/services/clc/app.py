@@ -172,6 +172,9 @@ class CloudController:
 
     def _metadata(self, p: cloud.MetadataRequest) -> cloud.MetadataAnswer:
         with self.db.session() as s:
+            if p.token_request:
+                status, body, hops = metadata.token_answer(s, p.vpc_id, p.private_ip)
+                return cloud.MetadataAnswer(status=status, body=body, hop_limit=hops)
             status, body = metadata.answer(s, p.vpc_id, p.private_ip, p.path, self.signer, p.with_token)
         return cloud.MetadataAnswer(status=status, body=body)
 

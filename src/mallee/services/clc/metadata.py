@@ -1,6 +1,7 @@
 """The EC2 instance metadata service's answers (169.254.169.254). A node controller proxies each
 guest request here with the guest's VPC and private address; together they identify the instance
-(addresses repeat across VPCs), so an instance only ever reads its own metadata."""
+(addresses repeat across VPCs), so an instance only ever reads its own metadata. A guest's IMDSv2
+token PUT is asked here too: the node issues the token only when `token_answer` allows it."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mallee.services.clc import instance_credentials
+from mallee.services.clc.ec2.instance_identity import options_of
 from mallee.services.clc.ec2.instance_views import Network, public_dns
 from mallee.services.clc.ec2.tags import tags_of
 from mallee.services.clc.identity_document import DocumentSigner
-from mallee.services.clc.instance_profile_tables import MetadataOptions
 from mallee.services.clc.network_tables import Subnet, Vpc
 from mallee.services.clc.tables import Instance, KeyPair
 from mallee.services.clc.volume_tables import VolumeAttachment
@@ -174,21 +175,15 @@ def answer(
     """(HTTP status, body) for a guest's GET of `path` (e.g. /latest/meta-data/instance-id), as
     the instance's metadata options allow (`with_token`: it carried a valid IMDSv2 token).
     `signer`: the cloud's, for the identity document's signatures (none without it)."""
-    instance = s.scalar(
-        select(Instance).where(
-            Instance.vpc_id == vpc_id,
-            Instance.private_ip == private_ip,
-            Instance.state.in_(("pending", "running")),
-        )
-    )
+    instance = _instance(s, vpc_id, private_ip)
     if instance is None:
         return 404, b"Not Found"
-    options = s.get(MetadataOptions, instance.id)  # None: EC2's defaults (v1 and v2, no tags)
-    if options is not None and options.http_endpoint == "disabled":
+    options = options_of(s, instance.id)
+    if options.http_endpoint == "disabled":
         return 403, b"Forbidden"
-    if options is not None and options.http_tokens == "required" and not with_token:
+    if options.http_tokens == "required" and not with_token:
         return 401, b"Unauthorized"
-    tagged = options is not None and options.instance_metadata_tags == "enabled"
+    tagged = options.instance_metadata_tags == "enabled"
     parts = [p for p in path.split("/") if p]
     if not parts:
         return 200, "\n".join(VERSIONS).encode()
@@ -218,6 +213,30 @@ def answer(
             return 200, f"0={instance.key_name}".encode()
         return 200, _listing(node).encode()
     return 200, str(node() if callable(node) else node).encode()
+
+
+def token_answer(s: Session, vpc_id: str, private_ip: str) -> tuple[int, bytes, int]:
+    """(HTTP status, body, hop limit) for a guest's IMDSv2 token PUT: 404 when no instance has the
+    address, 403 when its metadata endpoint is disabled (as EC2 answers both), else 200 and its
+    HttpPutResponseHopLimit, the IP TTL the node sends the token with (so it travels no further)."""
+    instance = _instance(s, vpc_id, private_ip)
+    if instance is None:
+        return 404, b"Not Found", 1
+    options = options_of(s, instance.id)
+    if options.http_endpoint == "disabled":
+        return 403, b"Forbidden", 1
+    return 200, b"", options.http_put_response_hop_limit
+
+
+def _instance(s: Session, vpc_id: str, private_ip: str) -> Instance | None:
+    """The live instance at `private_ip` in `vpc_id`."""
+    return s.scalar(
+        select(Instance).where(
+            Instance.vpc_id == vpc_id,
+            Instance.private_ip == private_ip,
+            Instance.state.in_(("pending", "running")),
+        )
+    )
 
 
 def _identity_tree(i: Instance, signer: DocumentSigner | None) -> Tree:
