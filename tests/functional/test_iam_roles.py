@@ -3,6 +3,7 @@ tags, the refusals AWS answers, concurrent creates of one name, and that account
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import threading
@@ -17,9 +18,10 @@ from botocore.config import Config as BotoConfig
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError
 
+from functional import test_ec2_instance_profiles as instances
 from mallee.cli.client import ApiError
 from support.answers import code
-from support.cloud import Cloud, Keys, aws
+from support.cloud import Cloud, Keys, aws, user_keys
 
 TRUST = {
     "Version": "2012-10-17",
@@ -218,6 +220,40 @@ def test_role_tags(cloud: Cloud, account: Keys) -> None:
     assert _refused(iam.tag_role, RoleName="tagged", Tags=many) == "LimitExceeded"
     assert _refused(iam.tag_role, RoleName="ghost", Tags=many[:1]) == "NoSuchEntity"
     assert _refused(iam.list_role_tags, RoleName="ghost") == "NoSuchEntity"
+
+
+def test_role_last_used_is_empty_until_a_session_of_it_is_made(cloud: Cloud, account: Keys) -> None:
+    iam = cloud.client("iam", account)
+    trust = {**TRUST, "Statement": [{**TRUST["Statement"][0], "Principal": {"AWS": account.account_id}}]}
+    arn = iam.create_role(RoleName="used", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    assert iam.get_role(RoleName="used")["Role"]["RoleLastUsed"] == {}  # as AWS answers a new role
+
+    user = user_keys(cloud, account, allow=["sts:AssumeRole"])  # AWS refuses the root user
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    cloud.client("sts", user).assume_role(RoleArn=arn, RoleSessionName="s1")
+    used = iam.get_role(RoleName="used")["Role"]["RoleLastUsed"]
+    assert used["Region"] == cloud.region
+    assert before <= used["LastUsedDate"] <= dt.datetime.now(dt.UTC)
+    # ListRoles leaves it out, as AWS does (GetRole has it).
+    listed = [r for r in iam.list_roles()["Roles"] if r["RoleName"] == "used"]
+    assert len(listed) == 1 and "RoleLastUsed" not in listed[0]
+
+    # A refused AssumeRole is no use of the role.
+    stranger = user_keys(cloud, cloud.new_account("lu"), allow=["sts:AssumeRole"])
+    with pytest.raises(ClientError):
+        cloud.client("sts", stranger).assume_role(RoleArn=arn, RoleSessionName="x1")
+    assert iam.get_role(RoleName="used")["Role"]["RoleLastUsed"] == used
+
+
+def test_instance_role_credentials_are_a_use_of_the_role(cloud: Cloud, account: Keys) -> None:
+    iam = cloud.client("iam", account)
+    created = instances.profile(iam, "runner")
+    instance = instances.launch(cloud, account, IamInstanceProfile={"Arn": created["Arn"]})
+    assert iam.get_role(RoleName="runner")["Role"]["RoleLastUsed"] == {}  # not until they are read
+    path = "/latest/meta-data/iam/security-credentials/runner"
+    assert instances.metadata(cloud, instance, path, with_token=False)[0] == 200
+    used = iam.get_role(RoleName="runner")["Role"]["RoleLastUsed"]
+    assert used["Region"] == instance["Placement"]["AvailabilityZone"][:-1] and used["LastUsedDate"]
 
 
 # -- instance profiles ---------------------------------------------------------------------------

@@ -13,6 +13,10 @@ A statement matches when its Action (or NotAction), Resource (or NotResource), P
 policies only) and every condition match. Action names compare case-insensitively; resources
 compare case-sensitively, and a `*` in either spans any characters including ':' and '/'.
 
+A role session's session policies bound what it may do (`evaluate_session` for its identity
+policies; `evaluate(..., session_policies=...)` for a resource policy, where a grant naming the role
+is bounded and one naming the session itself is not).
+
 Pure Python, no I/O; parsed policies are cached per document text by `parse_policy_cached`.
 """
 
@@ -271,9 +275,19 @@ def _normalise_principal(kind: str, name: str) -> str:
 # --- evaluation ---
 
 
+class _Named(enum.IntEnum):
+    """How a statement's Principal names the caller (identity policies name no one: DIRECTLY)."""
+
+    NOT = 0
+    # Through the caller's role or account: for a role session, what its session policies allow.
+    THROUGH = 1
+    DIRECTLY = 2  # the caller's own ARN, or anyone ("*")
+
+
 class _Caller(NamedTuple):
-    arns: tuple[str, ...]
-    account: str | None
+    arn: str | None  # the caller's own ARN (None: anonymous)
+    role_arn: str | None  # a role session's role
+    account: str | None  # None: naming the account does not name the caller (by_account=False)
 
 
 def evaluate(
@@ -285,6 +299,7 @@ def evaluate(
     principal_arn: str | None = None,
     principal_account: str | None = None,
     role_arn: str | None = None,
+    session_policies: Sequence[Policy] | None = None,
     by_account: bool = True,
 ) -> Decision:
     """Decide a request against identity or resource policies (explicit deny > allow > implicit deny).
@@ -293,23 +308,35 @@ def evaluate(
     e.g. {"aws:username": "alice", "aws:SourceIp": "10.0.0.1", "aws:TagKeys": ["a", "b"]}.
     `principal_arn`/`principal_account` describe the caller for resource policies' Principal;
     identity policies ignore them. Anonymous callers pass neither. A role session also passes its
-    `role_arn`: a Principal naming the role stands for its sessions, as on AWS. `by_account=False`
-    asks whether a statement names the caller itself, not only its account (AssumeRole's rule for
-    trust policies in the role's own account).
+    `role_arn` and its `session_policies` (None: it was given none). A Principal naming the role
+    stands for its sessions, but grants a session only what its session policies also allow; one
+    naming the session's own ARN (or anyone) grants without them; an explicit Deny in the session
+    policies refuses ("Session policies", IAM User Guide:
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/access_policies.html#policies_session). A
+    grant naming the caller's account is bounded like one naming its role. `by_account=False` asks
+    whether a statement names the caller itself, not only its account (AssumeRole's rule for trust
+    policies in the role's own account).
     """
     ctx = RequestContext(context)
     account = principal_account or _account_of(principal_arn)
-    arns = tuple(arn for arn in (principal_arn, role_arn) if arn)
-    caller = _Caller(arns, account if by_account else None)
-    allowed = False
+    caller = _Caller(principal_arn, role_arn, account if by_account else None)
+    allowed = _Named.NOT
     for policy in policies:
         for statement in policy.statements:
-            if not _statement_applies(statement, action, resource, ctx, caller):
+            named = _statement_applies(statement, action, resource, ctx, caller)
+            if named is _Named.NOT:
                 continue
             if statement.effect == "Deny":
                 return Decision.DENY
-            allowed = True
-    return Decision.ALLOW if allowed else Decision.IMPLICIT_DENY
+            allowed = max(allowed, named)
+    if allowed is _Named.NOT:
+        return Decision.IMPLICIT_DENY
+    if session_policies is None:
+        return Decision.ALLOW
+    bound = evaluate(session_policies, action, resource, context)
+    if bound is Decision.DENY:
+        return Decision.DENY
+    return Decision.ALLOW if allowed is _Named.DIRECTLY else bound
 
 
 def evaluate_session(
@@ -333,38 +360,49 @@ def evaluate_session(
 
 def _statement_applies(
     statement: Statement, action: str, resource: str, ctx: RequestContext, caller: _Caller
-) -> bool:
-    return (
-        _principal_applies(statement, caller)
+) -> _Named:
+    """How the statement names the caller when it applies to this request; NOT when it does not."""
+    named = _principal_applies(statement, caller)
+    if (
+        named is not _Named.NOT
         and _any_match(statement.actions, action, ctx, ignore_case=True) != statement.not_action
         # An unresolvable policy variable makes its pattern match nothing; under NotResource that
         # means the resource is "not listed", so the statement applies.
         and _any_match(statement.resources, resource, ctx, ignore_case=False) != statement.not_resource
         and conditions_match(statement.conditions, ctx)
-    )
+    ):
+        return named
+    return _Named.NOT
 
 
 def _any_match(patterns: Sequence[Template], value: str, ctx: RequestContext, *, ignore_case: bool) -> bool:
     return any(pattern.matches(value, ctx, ignore_case=ignore_case) for pattern in patterns)
 
 
-def _principal_applies(statement: Statement, caller: _Caller) -> bool:
+def _principal_applies(statement: Statement, caller: _Caller) -> _Named:
     if statement.principals is None:
-        return True
-    listed = any(_principal_matches(principal, caller) for principal in statement.principals)
-    return listed != statement.not_principal
+        return _Named.DIRECTLY
+    listed = max((_principal_matches(p, caller) for p in statement.principals), default=_Named.NOT)
+    if statement.not_principal:
+        return _Named.DIRECTLY if listed is _Named.NOT else _Named.NOT
+    return listed
 
 
-def _principal_matches(principal: Principal, caller: _Caller) -> bool:
+def _principal_matches(principal: Principal, caller: _Caller) -> _Named:
     if principal.kind == "*" or (principal.kind == "AWS" and principal.value == "*"):
-        return True
-    if principal.kind == "AWS":
-        # An account's root ARN stands for every principal of that account.
-        root = _ROOT_ARN.fullmatch(principal.value)
-        if root is not None and caller.account == root.group(1):
-            return True
-    # A signed caller's ARNs are IAM/STS ARNs, so a service name (ec2.amazonaws.com) never matches them.
-    return principal.value in caller.arns
+        return _Named.DIRECTLY
+    # A signed caller's ARN is an IAM/STS ARN, so a service name (ec2.amazonaws.com) never matches it.
+    if caller.arn is not None and principal.value == caller.arn:
+        return _Named.DIRECTLY
+    if principal.kind != "AWS":
+        return _Named.NOT
+    if caller.role_arn is not None and principal.value == caller.role_arn:
+        return _Named.THROUGH
+    # An account's root ARN stands for every principal of that account.
+    root = _ROOT_ARN.fullmatch(principal.value)
+    if root is not None and caller.account == root.group(1):
+        return _Named.THROUGH
+    return _Named.NOT
 
 
 def _account_of(arn: str | None) -> str | None:

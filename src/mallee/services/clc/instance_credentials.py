@@ -93,7 +93,7 @@ def current_key(s: Session, instance: Instance, role: Role) -> AccessKey:
     if found is not None:
         return found
     return store.create_session_credentials(
-        s, role.account_id, None, LIFETIME, role=role, session_name=instance.id
+        s, role.account_id, None, LIFETIME, role=role, session_name=instance.id, region=instance.zone[:-1]
     )
 
 

@@ -19,7 +19,7 @@ from mallee.core.policy import Decision
 from mallee.services.clc.apis import STS
 from mallee.services.clc.ec2.resources import unsupported
 from mallee.services.clc.iam import store
-from mallee.services.clc.iam.identity import caller_decision, condition_context
+from mallee.services.clc.iam.identity import caller_decision, caller_session_policies, condition_context
 from mallee.services.clc.iam.managed import AWS_MANAGED
 from mallee.services.clc.iam.roles import trust_policy
 from mallee.services.clc.tables import AccessKey, Role
@@ -64,11 +64,16 @@ def get_session_token(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
 # enough on its own.
 @STS.operation(access="any")
 def assume_role(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    principal = ctx.principal
+    assert principal is not None
+    # AWS refuses the root user whatever the trust policy says ("You cannot use AWS account root
+    # user credentials to call this operation":
+    # https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html).
+    if principal.is_root:
+        raise CloudError("AccessDenied", "Roles may not be assumed by root accounts.")
     unsupported(
         p, "Tags", "TransitiveTagKeys", "SerialNumber", "TokenCode", "SourceIdentity", "ProvidedContexts"
     )
-    principal = ctx.principal
-    assert principal is not None
     s: Session = ctx.session
     role_arn, session_name = p["RoleArn"], p["RoleSessionName"]
     role = _find_role(s, role_arn)
@@ -86,6 +91,7 @@ def assume_role(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         role.account_id,
         role_arn,
         context,
+        session_policies=caller_session_policies(s, principal),
     ):
         raise CloudError(
             "AccessDenied",
@@ -121,6 +127,7 @@ def assume_role(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         session_name=session_name,
         session_policy=policy,
         session_policy_arns=arns or None,
+        region=ctx.region,
     )
     answer: dict[str, Any] = {
         "Credentials": _credentials(key),
@@ -141,11 +148,15 @@ def may_assume(
     role_account: str,
     role_arn: str,
     context: Mapping[str, str | Sequence[str]],
+    *,
+    session_policies: Sequence[iam_policy.Policy] | None = None,
 ) -> bool:
     """AWS's rule for AssumeRole ("Cross account resource access", IAM User Guide): the role's
     trust policy must allow the caller (naming it, its role, its account or "*"), and so must the
     caller's own policies (`caller_decision`) — except in the role's own account when the trust
-    policy names the caller itself, as a resource policy may there. An explicit Deny refuses."""
+    policy names the caller itself, as a resource policy may there. A role session's
+    `session_policies` bound what a trust policy naming its role grants (not one naming the
+    session). An explicit Deny refuses."""
 
     def trusts(by_account: bool) -> Decision:
         return iam_policy.evaluate(
@@ -156,6 +167,7 @@ def may_assume(
             principal_arn=caller.arn,
             principal_account=caller.account_id,
             role_arn=caller.role_arn,
+            session_policies=session_policies,
             by_account=by_account,
         )
 

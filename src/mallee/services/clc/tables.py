@@ -131,6 +131,9 @@ class Role(Base):
     max_session_duration: Mapped[int] = mapped_column(Integer, default=3600)  # seconds
     created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
     tags: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of {Key, Value}
+    # RoleLastUsed: when and in which region a session of the role was last made (None: never).
+    last_used: Mapped[_dt.datetime | None] = mapped_column(UTCDateTime)
+    last_used_region: Mapped[str | None] = mapped_column(String(64))
 
 
 class InstanceProfile(Base):

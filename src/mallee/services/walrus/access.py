@@ -2,6 +2,8 @@
 the bucket policy and the bucket's ACL:
 
 - an explicit Deny in either policy refuses;
+- a role session's session policies bound what a bucket policy naming its role grants it (not what
+  one naming the session itself grants: `core/policy.evaluate`);
 - the bucket owner's account: its root may do anything; its users need an IAM or bucket-policy Allow;
 - another account (or anonymous): the bucket policy or ACL must grant it, and an IAM user of that
   account also needs its own IAM Allow. The bucket's ACL grants listing and writing objects; an
@@ -215,6 +217,9 @@ class S3Access:
             principal is not None and not principal.is_root
         )
         context = _condition_context(ctx, params) if evaluated else {}  # only policies read it
+        key = None
+        if principal is not None and not principal.is_root:
+            key = self.identity.lookup(principal.access_key_id, principal.session_token)
         policy_decision = Decision.IMPLICIT_DENY
         if bucket is not None and bucket.policy:
             policy_decision = iam_policy.evaluate(
@@ -224,11 +229,12 @@ class S3Access:
                 context,
                 principal_arn=principal.arn if principal else None,
                 principal_account=principal.account_id if principal else None,
-                role_arn=principal.role_arn if principal else None,  # naming a role names its sessions
+                # Naming a role names its sessions, as far as their session policies allow.
+                role_arn=principal.role_arn if principal else None,
+                session_policies=key.session_policies if key else None,
             )
         iam_decision = Decision.IMPLICIT_DENY
-        if principal is not None and not principal.is_root:
-            key = self.identity.lookup(principal.access_key_id, principal.session_token)
+        if key is not None:
             iam_decision = iam_policy.evaluate_session(
                 key.policies, key.session_policies, action, resource, context
             )

@@ -196,6 +196,17 @@ def caller_decision(
     )
 
 
+def caller_session_policies(s: Session, principal: Principal) -> list[iam_policy.Policy] | None:
+    """A role session's session policies, read in the request's session (None: it was given none,
+    or the caller is no role session): they bound what a resource policy naming its role grants."""
+    if principal.role_name is None:
+        return None
+    key = s.get(AccessKey, principal.access_key_id)
+    assert key is not None  # it signed this request
+    docs = store.session_policy_documents(s, key)
+    return None if docs is None else [iam_policy.parse_policy_cached(d) for d in docs]
+
+
 def condition_context(ctx: RequestContext, principal: Principal) -> dict[str, str | list[str]]:
     """The global condition keys of a signed request (a role session's aws:PrincipalArn is its
     role's ARN, as on AWS)."""

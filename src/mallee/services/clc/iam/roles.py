@@ -55,7 +55,8 @@ def create_role(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
 
 @IAM.operation()
 def get_role(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    return {"Role": role_view(store.get_role(ctx.session, account_of(ctx), p["RoleName"]))}
+    role = store.get_role(ctx.session, account_of(ctx), p["RoleName"])
+    return {"Role": role_view(role, with_last_used=True)}
 
 
 @IAM.operation()

@@ -215,10 +215,14 @@ def create_session_credentials(
     session_name: str | None = None,
     session_policy: str | None = None,
     session_policy_arns: list[str] | None = None,
+    region: str | None = None,
 ) -> AccessKey:
     """Temporary keys: GetSessionToken's act as `user_id` (None: root), AssumeRole's as a session
-    of `role` named `session_name`, narrowed by the session policies given (None: none)."""
+    of `role` named `session_name`, narrowed by the session policies given (None: none). A new
+    session of a role is a use of it, made in `region` (GetRole's RoleLastUsed)."""
     now = clock.now()
+    if role is not None:
+        role.last_used, role.last_used_region = now, region
     key = AccessKey(
         id=ids.access_key_id(temporary=True),
         secret=ids.secret_access_key(),
@@ -261,17 +265,21 @@ def key_policy_documents(s: Session, key: AccessKey) -> tuple[list[str], list[st
     if key.role_id is not None:
         role = s.get(Role, key.role_id)
         assert role is not None  # foreign key
-        docs = policy_documents_for_role(s, role)
-        if key.session_policy is None and key.session_policy_arns is None:
-            return docs, None
-        session = [key.session_policy] if key.session_policy is not None else []
-        for arn in json.loads(key.session_policy_arns or "[]"):
-            doc = managed_policy_document(s, arn)
-            if doc is not None:
-                session.append(doc)
-        return docs, session
+        return policy_documents_for_role(s, role), session_policy_documents(s, key)
     user = s.get(User, key.user_id) if key.user_id else None
     return (policy_documents_for_user(s, user) if user else []), None
+
+
+def session_policy_documents(s: Session, key: AccessKey) -> list[str] | None:
+    """A role session's session policies, inline and managed (None when it was given none)."""
+    if key.session_policy is None and key.session_policy_arns is None:
+        return None
+    session = [key.session_policy] if key.session_policy is not None else []
+    for arn in json.loads(key.session_policy_arns or "[]"):
+        doc = managed_policy_document(s, arn)
+        if doc is not None:
+            session.append(doc)
+    return session
 
 
 def managed_policy_document(s: Session, arn: str) -> str | None:

@@ -59,9 +59,9 @@ def instance_profile_arn(profile: InstanceProfile) -> str:
     return f"arn:aws:iam::{profile.account_id}:instance-profile{profile.path}{profile.name}"
 
 
-def role_view(role: Role, *, with_tags: bool = True) -> dict[str, Any]:
-    """A Role as GetRole answers it (ListRoles leaves out the tags, as AWS does). RoleLastUsed is
-    left out until roles can be assumed."""
+def role_view(role: Role, *, with_tags: bool = True, with_last_used: bool = False) -> dict[str, Any]:
+    """A Role as IAM answers it: GetRole with its tags and RoleLastUsed (empty until a session of
+    the role is made, as AWS answers it); ListRoles leaves out both, as AWS does."""
     view: dict[str, Any] = {
         "Path": role.path,
         "RoleName": role.name,
@@ -76,6 +76,9 @@ def role_view(role: Role, *, with_tags: bool = True) -> dict[str, Any]:
     tags = tag_list(role.tags) if with_tags else []
     if tags:
         view["Tags"] = tags
+    if with_last_used:
+        used = {"LastUsedDate": role.last_used, "Region": role.last_used_region}
+        view["RoleLastUsed"] = {k: v for k, v in used.items() if v is not None}
     return view
 
 
