@@ -86,14 +86,19 @@ class Cloud:
             )
 
     def run(
-        self, program: str, *args: str, check: bool = False, env: dict[str, str] | None = None
+        self,
+        program: str,
+        *args: str,
+        check: bool = False,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(VENV_BIN / program), *args],
             env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout,
             check=check,
         )
 

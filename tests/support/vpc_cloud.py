@@ -73,15 +73,17 @@ class VpcCloud:
         )
         return done.returncode == 0
 
-    def ssh(self, key: Path, ip: str, *command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        """`command` run as root on the instance at `ip`, logged in from the outside."""
+    def ssh(
+        self, key: Path, ip: str, *command: str, timeout: float = 30, user: str = "root"
+    ) -> subprocess.CompletedProcess[str]:
+        """`command` run as `user` on the instance at `ip`, logged in from the outside."""
         options = (
             "StrictHostKeyChecking=no",
             "UserKnownHostsFile=/dev/null",
             "ConnectTimeout=3",
             "BatchMode=yes",
         )
-        argv = ["ssh", "-i", str(key), *(a for o in options for a in ("-o", o)), f"root@{ip}", *command]
+        argv = ["ssh", "-i", str(key), *(a for o in options for a in ("-o", o)), f"{user}@{ip}", *command]
         return self.outside.run(*argv, check=False, timeout=timeout)
 
     def banner(self, key: Path, via: str, target: str, port: int = 22) -> str:
@@ -160,8 +162,11 @@ def _node_dir() -> Path:
 
 
 @contextmanager
-def real_vpc_cloud(base_dir: Path, tag: str, memory_mib: int = 2048) -> Iterator[VpcCloud]:
-    """A cloud on libvirt and the VPC network, its underlay and its outside (see the module)."""
+def real_vpc_cloud(
+    base_dir: Path, tag: str, memory_mib: int = 2048, extra_env: dict[str, str] | None = None
+) -> Iterator[VpcCloud]:
+    """A cloud on libvirt and the VPC network, its underlay and its outside (see the module);
+    `extra_env`: more settings for its processes."""
     reason = libvirt_support.unavailable_reason()
     if reason:
         pytest.fail(f"libvirt cannot run here: {reason} (run ./setup as root)")
@@ -195,6 +200,7 @@ def real_vpc_cloud(base_dir: Path, tag: str, memory_mib: int = 2048) -> Iterator
                 "MALLEE_NODE_CORES": "8",
                 "MALLEE_NODE_MEMORY_MIB": str(memory_mib),
                 "MALLEE_NODE_DIR": str(first.directory),
+                **(extra_env or {}),
             },
         )
         stack.callback(registry.network("vpc", state_dir=first.directory / "network").teardown)

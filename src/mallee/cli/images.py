@@ -9,8 +9,8 @@ syslinux on a FAT boot partition, the ext4 root on the second partition; see ima
 `image publish` is a boto3 client with the aws profile: it uploads to the bucket
 `mallee-images-<account id>` and registers with RegisterImage, like any user could. It publishes a
 bundle directory (`*.manifest.xml` and its parts), a whole-disk image (`disk.img` or `disk.qcow2`,
-registered as hvm with root device /dev/vda and no kernel), or a tiny image directory (kernel,
-ramdisk and root file system).
+registered as hvm with root device /dev/vda and no kernel), or a kernel image directory (kernel,
+ramdisk and root file system: `image build tiny` or `image build debian`).
 `image to-ebs` turns a registered instance-store image (a raw or qcow2 root; not a bundle) into an
 EBS-backed one as a user would on AWS: ImportSnapshot of its root object, then RegisterImage with
 that snapshot at the same root device, kernel and ramdisk; it prints the new ami id.
@@ -30,7 +30,9 @@ from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 from mallee.cli.client import ApiError
 from mallee.core import config as config_mod
 
-TINY_FILES = {"kernel": "vmlinux", "ramdisk": "initrd.img", "machine": "rootfs.img"}
+# A kernel image directory: `image build tiny` (vmlinux, the PVH fast path) or `image build debian` (vmlinuz).
+KERNELS = ("vmlinux", "vmlinuz")
+KERNEL_IMAGE_FILES = {"ramdisk": "initrd.img", "machine": "rootfs.img"}
 DISK_FILES = ("disk.img", "disk.qcow2")
 
 
@@ -41,6 +43,8 @@ def add_parsers(sub: Any) -> None:
     )
     build = image.add_parser("build", help="build a guest image").add_subparsers(dest="kind", required=True)
     build.add_parser("tiny", help="the tiny Debian-based guest").add_argument("--out", type=Path)
+    debian = build.add_parser("debian", help="Debian 12 with the stock cloud-init (needs mmdebstrap, root)")
+    debian.add_argument("--out", type=Path)
     disk = build.add_parser("tiny-disk", help="the tiny guest as a whole-disk (hvm) image: OUT/disk.img")
     disk.add_argument("--out", type=Path, required=True, help="directory for disk.img (or disk.qcow2)")
     disk.add_argument("--format", default="raw", choices=("raw", "qcow2"))
@@ -90,6 +94,14 @@ def image(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from mallee.images.tiny import build_tiny  # heavy; only for this command
 
+    if args.kind == "debian":
+        from mallee.images.debian_cloud import BuildError, build_debian
+
+        try:
+            print(build_debian(args.out).directory)
+        except BuildError as exc:
+            raise ApiError(0, "ImageBuildFailed", str(exc)) from None
+        return 0
     if args.kind == "tiny-disk":
         from mallee.images.disk import DiskError, build_disk
 
@@ -179,13 +191,15 @@ def _publish_disk(ec2: Any, s3: Any, bucket: str, name: str, disk: Path) -> dict
 
 
 def _publish_tiny(ec2: Any, s3: Any, bucket: str, name: str, directory: Path) -> dict[str, str]:
-    missing = [f for f in TINY_FILES.values() if not (directory / f).is_file()]
+    kernel_file = next((f for f in KERNELS if (directory / f).is_file()), " or ".join(KERNELS))
+    files = {"kernel": kernel_file, **KERNEL_IMAGE_FILES}
+    missing = [f for f in files.values() if not (directory / f).is_file()]
     if missing:
         raise ApiError(
             0, "NotAnImage", f"{directory} has no {', '.join(missing)}, no *.manifest.xml and no disk.img"
         )
-    location = {kind: f"{bucket}/{name}/{file}" for kind, file in TINY_FILES.items()}
-    for file in TINY_FILES.values():
+    location = {kind: f"{bucket}/{name}/{file}" for kind, file in files.items()}
+    for file in files.values():
         s3.upload_file(str(directory / file), bucket, f"{name}/{file}")
     kernel = ec2.register_image(Name=f"{name}-kernel", ImageLocation=location["kernel"])["ImageId"]
     ramdisk = ec2.register_image(Name=f"{name}-ramdisk", ImageLocation=location["ramdisk"])["ImageId"]

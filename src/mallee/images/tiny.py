@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mallee.core.interprocess import exclusive
-from mallee.images import cpio, debs, guest_scripts, rootfs
+from mallee.images import cpio, debs, guest_scripts, image_cache, rootfs
 from mallee.images.guest import GuestSources, build_guest_tree, is_device
+from mallee.images.image_cache import MANIFEST
 from mallee.images.kernel import extract_vmlinux
 
 KERNEL_META = "linux-image-amd64"
@@ -30,9 +27,7 @@ CMDLINE = "console=ttyS0 quiet"
 ROOT_CMDLINE = f"{CMDLINE} root=/dev/vda"
 MIN_MEMORY_MIB = 96  # 80 MiB panics, 64 MiB hangs (shared/notes/vm-host-facts.md)
 FILES = ("vmlinux", "bzImage", "initrd.img", "rootfs.img")
-MANIFEST = "manifest.json"
 _FORMAT = 1
-_STALE_SCRATCH_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -52,29 +47,26 @@ class TinyImage:
     cached: bool  # True when no build ran in this call
 
 
-def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "mallee" / "images"
-
-
 def build_tiny(out_dir: Path | None = None, cache_dir: Path | None = None) -> TinyImage:
     """Build (or find in the cache) the tiny image; copy or hard-link it into `out_dir` if given.
 
     Idempotent, and safe for concurrent callers: one builds under a lock file, the others wait and
     then find its result. Raises debs.PackageError when apt cannot supply a package.
     """
-    cache_root = cache_dir or default_cache_dir()
+    cache_root = cache_dir or image_cache.default_cache_dir()
     cache_root.mkdir(parents=True, exist_ok=True)
     versions = resolve_versions(cache_root)
-    key = cache_key(versions)
-    final = cache_root / f"tiny-{key}"
-    cached = (final / MANIFEST).exists()  # complete: a build renames its directory into place last
-    if not cached:
-        with exclusive(cache_root / f"tiny-{key}.lock"):
-            cached = (final / MANIFEST).exists()
-            if not cached:
-                _build(final, versions, cache_root)
-    image = load_image(final, cached)
-    return image if out_dir is None else _export(image, out_dir)
+    directory, cached = image_cache.built(
+        cache_root,
+        "tiny",
+        cache_key(versions),
+        lambda output, work: _build(output, work, versions, cache_root),
+    )
+    image = load_image(directory, cached)
+    if out_dir is None:
+        return image
+    image_cache.export(directory, out_dir, (*FILES, MANIFEST))
+    return load_image(out_dir, cached)
 
 
 def resolve_versions(cache_root: Path) -> dict[str, str]:
@@ -123,38 +115,22 @@ def load_image(directory: Path, cached: bool = True) -> TinyImage:
     )
 
 
-def _build(final: Path, versions: dict[str, str], cache_root: Path) -> None:
-    """Build into a scratch directory next to `final`, then rename it into place (atomic)."""
+def _build(output: Path, work: Path, versions: dict[str, str], cache_root: Path) -> None:
+    """Write the image's files and manifest into `output`, working in `work`."""
     kernel = next(name for name in versions if name.startswith("linux-image-") and name != KERNEL_META)
     wanted = {name: version for name, version in versions.items() if name != KERNEL_META}
     packages = debs.download(wanted, cache_root / "debs")
-    _remove_stale_scratch(cache_root)
-    with tempfile.TemporaryDirectory(prefix="tiny-build-", dir=cache_root) as scratch:
-        work = Path(scratch)
-        unpacked = {name: debs.unpack(deb, work / "packages" / name) for name, deb in packages.items()}
-        release = kernel.removeprefix("linux-image-")
-        sources = GuestSources(
-            kernel=unpacked[kernel],
-            kernel_release=release,
-            busybox=unpacked["busybox-static"],
-            dropbear=unpacked["dropbear-bin"],
-            libraries=[path for name, path in unpacked.items() if name not in (kernel, *ROOT_PACKAGES)],
-        )
-        output = work / "output"
-        output.mkdir()
-        manifest = _write_outputs(output, work, sources, versions)
-        (output / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        for name in (*FILES, MANIFEST):
-            (output / name).chmod(0o444)  # shared through hard links: discourage writes
-        output.rename(final)
-
-
-def _remove_stale_scratch(cache_root: Path) -> None:
-    """Scratch directories (~400 MB: the unpacked kernel) left by builds that were killed. Another
-    key's build may be running, so only those untouched for an hour go."""
-    for scratch in cache_root.glob("tiny-build-*"):
-        if time.time() - scratch.stat().st_mtime > _STALE_SCRATCH_SECONDS:
-            shutil.rmtree(scratch, ignore_errors=True)
+    unpacked = {name: debs.unpack(deb, work / "packages" / name) for name, deb in packages.items()}
+    release = kernel.removeprefix("linux-image-")
+    sources = GuestSources(
+        kernel=unpacked[kernel],
+        kernel_release=release,
+        busybox=unpacked["busybox-static"],
+        dropbear=unpacked["dropbear-bin"],
+        libraries=[path for name, path in unpacked.items() if name not in (kernel, *ROOT_PACKAGES)],
+    )
+    manifest = _write_outputs(output, work, sources, versions)
+    (output / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 def _write_outputs(
@@ -179,33 +155,7 @@ def _write_outputs(
         "min_memory_mib": MIN_MEMORY_MIB,
         "ready_line": f"{guest_scripts.READY_PREFIX}<instance-id>",
         "packages": versions,
-        "files": {name: _describe(output / name) for name in FILES},
+        "files": {name: image_cache.describe(output / name) for name in FILES},
         "modules": tree.modules,
         "libraries": tree.libraries,
     }
-
-
-def _describe(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        while chunk := source.read(1 << 20):
-            digest.update(chunk)
-    return {"sha256": digest.hexdigest(), "size": path.stat().st_size}
-
-
-def _export(image: TinyImage, out_dir: Path) -> TinyImage:
-    """Place the image's files in `out_dir` (hard links when on the same file system, else copies),
-    each replaced atomically so a concurrent reader never sees half a file."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (*FILES, MANIFEST):
-        source, target = image.directory / name, out_dir / name
-        if target.exists() and os.path.samefile(source, target):
-            continue
-        temporary = out_dir / f".{name}.{os.getpid()}.tmp"
-        temporary.unlink(missing_ok=True)
-        try:
-            os.link(source, temporary)
-        except OSError:
-            shutil.copyfile(source, temporary)
-        temporary.replace(target)
-    return load_image(out_dir, image.cached)

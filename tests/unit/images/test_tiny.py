@@ -125,14 +125,11 @@ def test_remembered_versions_follow_the_apt_lists_fingerprint(tmp_path: Path) ->
 def test_concurrent_builds_of_one_key_build_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     builds: list[Path] = []
 
-    def fake_build(final: Path, versions: dict[str, str], cache_root: Path) -> None:
-        builds.append(final)
+    def fake_build(output: Path, work: Path, versions: dict[str, str], cache_root: Path) -> None:
+        builds.append(output)
         time.sleep(0.3)
-        scratch = cache_root / "scratch"
-        scratch.mkdir()
         manifest = {"kernel_release": "r", "cmdline": "c", "packages": versions, "files": {}}
-        (scratch / tiny.MANIFEST).write_text(json.dumps(manifest))
-        scratch.rename(final)
+        (output / tiny.MANIFEST).write_text(json.dumps(manifest))
 
     monkeypatch.setattr(tiny, "resolve_versions", lambda cache_root: {"busybox-static": "1"})
     monkeypatch.setattr(tiny, "_build", fake_build)
@@ -146,8 +143,10 @@ def test_concurrent_builds_of_one_key_build_once(tmp_path: Path, monkeypatch: py
         thread.join()
 
     assert len(builds) == 1
-    assert [image.directory for image in results] == [builds[0], builds[0]]
+    assert results[0].directory == results[1].directory
+    assert results[0].directory.name.startswith("tiny-") and (results[0].directory / tiny.MANIFEST).exists()
     assert sorted(image.cached for image in results) == [False, True]
+    assert not list(tmp_path.glob("tiny-build-*"))  # the scratch directory is gone
 
 
 @pytest.fixture(scope="module")
