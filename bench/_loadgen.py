@@ -40,6 +40,7 @@ class SignedRequest:
     body: str
     method: str = "POST"
     paths: tuple[str, ...] = ()  # if given, send to these targets in turn instead of the URL's
+    source: str | None = None  # the local address to connect from (the Python client only; wrk has no way)
 
     @property
     def host(self) -> str:
@@ -130,6 +131,8 @@ def _children_cpu() -> float:
 
 def run_wrk(request: SignedRequest, seconds: float, settings: LoadSettings, workdir: Path) -> LoadResult:
     """One wrk run replaying `request`; parsed from the BENCH_RESULT line _load.lua prints."""
+    if request.source is not None:
+        raise RuntimeError(f"wrk cannot connect from {request.source}: measure this with the Python client")
     request_file = workdir / "request.txt"
     header_lines = "".join(f"{name}: {value}\n" for name, value in request.headers.items())
     request_file.write_text(f"{request.method}\n{request.path}\n{header_lines}\n{request.body}")
@@ -217,7 +220,8 @@ async def _py_connection(
         while time.perf_counter() < deadline:
             payload = next(payloads)
             if writer is None:
-                reader, writer = await asyncio.open_connection(request.host, request.port)
+                local = (request.source, 0) if request.source else None
+                reader, writer = await asyncio.open_connection(request.host, request.port, local_addr=local)
             started = time.perf_counter()
             try:
                 writer.write(payload)

@@ -1,6 +1,6 @@
 """API benchmark: requests/s and p99 latency of EC2 DescribeRegions, DescribeInstanceTypes and
-DescribeInstances on Mallee and on moto's server, measured in the same run, with the ratios between
-them.
+DescribeInstances, STS AssumeRole and instance-metadata GETs on Mallee and on moto's server, measured
+in the same run, with the ratios between them.
 
 Both servers run on loopback for the whole run: Mallee as `python -m mallee.supervisor up` (five
 processes, the public endpoint on the base port) and moto as `python -m moto.server`. Each
@@ -15,8 +15,12 @@ lists the INSTANCES instances the benchmark launched on each (Mallee's node runs
 so its control plane — the reconciler, the CC's polls, their rpc — is busy as with real VMs).
 `--workload bare` sends the requests with no parameters instead.
 
+The identity rows (_api_identity.py): AssumeRole by an IAM user of a role whose trust policy names
+it, and IMDSv2 GETs of an instance's id and its role's credentials — on Mallee through the node's
+metadata proxy (from the instance's own address) and through the CLC's metadata rpc alone.
+
     .venv/bin/python bench/api.py [--seconds 8] [--connections 16] [--rounds 1] [--json]
-                                  [--baseline REV]
+                                  [--only ec2|identity] [--baseline REV]
 
 --baseline REV also runs Mallee as it was at git revision REV (its `src` extracted beside this
 tree) and prints this tree's figures as ratios of REV's: the cost of a change, in one run.
@@ -29,24 +33,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import botocore
 import botocore.exceptions
+from _api_common import (
+    LAUNCH_TIMEOUT,
+    Case,
+    Measurement,
+    combine_rounds,
+    invalid_reason,
+    measure,
+    query_answer,
+    ratios,
+    register_image,
+    run_instances,
+    sign_query,
+    wait_running,
+)
+from _api_identity import Identity, identity_cases, prepare_mallee, prepare_moto
 from _harness import (
     ProcessSet,
     Target,
     boto_client,
-    cpu_seconds,
     dist_version,
     interrupt_on_signals,
     machine_facts,
@@ -58,18 +74,14 @@ from _harness import (
     start_moto,
     workspace,
 )
-from _loadgen import LoadGenerator, LoadResult, LoadSettings, SignedRequest, choose_client, loadgen_version
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from _loadgen import LoadSettings, SignedRequest, choose_client, loadgen_version
 
 EC2_API_VERSION = "2016-11-15"
 INSTANCES = 20  # launched on each server before DescribeInstances is measured
-FORM_CONTENT_TYPE = "application/x-www-form-urlencoded; charset=utf-8"
 
 
 # ---------------------------------------------------------------------------------------------
-# Data
+# EC2 operations
 
 
 @dataclass(frozen=True)
@@ -80,35 +92,9 @@ class Operation:
     item_tag: str  # one per item in the XML answer: what to count
     params: Callable[[Target], dict[str, str]]
 
-    @property
-    def response_tag(self) -> str:
-        return f"<{self.name}Response"
-
-
-@dataclass
-class Measurement:
-    """One operation on one target: the load result plus what a single answer looked like."""
-
-    operation: str
-    target: str
-    client: str
-    items: int
-    response_bytes: int
-    load: LoadResult
-    server_cpu_pct: float
-    loadgen_cpu_pct: float = field(default=0.0)
-
-    def row(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("load")
-        data.update(asdict(self.load))
-        data["rps"] = round(self.load.rps, 1)
-        data["errors"] = self.load.errors
-        return data
-
-
-# ---------------------------------------------------------------------------------------------
-# Requests
+    def case(self, target: Target) -> Case:
+        request = partial(sign, target, self.params(target))
+        return Case(self.name, target, target.name, request, partial(check_once, operation=self))
 
 
 def _ec2_client(target: Target) -> Any:
@@ -125,27 +111,12 @@ def _answers_describe_regions(target: Target) -> bool:
 
 def sign(target: Target, params: dict[str, str]) -> SignedRequest:
     """An EC2 query-protocol POST for `params`, SigV4-signed for `target` with botocore."""
-    url = target.endpoint.rstrip("/") + "/"
-    body = urlencode({**params, "Version": EC2_API_VERSION})
-    headers = {"Host": urlsplit(url).netloc, "Content-Type": FORM_CONTENT_TYPE}
-    request = AWSRequest(method="POST", url=url, data=body, headers=headers)
-    SigV4Auth(Credentials(target.access_key, target.secret_key), "ec2", target.region).add_auth(request)
-    return SignedRequest(url, {name: str(value) for name, value in request.headers.items()}, body)
+    return sign_query(target, "ec2", {**params, "Version": EC2_API_VERSION})
 
 
 def check_once(request: SignedRequest, operation: Operation) -> tuple[int, int]:
     """Send the signed request once; it must answer 200 with the operation's XML. (items, bytes)."""
-    data = request.body.encode()
-    req = urllib.request.Request(request.url, data=data, headers=request.headers, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            status, payload = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, payload = exc.code, exc.read()
-    text = payload.decode(errors="replace")
-    if status != 200 or operation.response_tag not in text:
-        raise RuntimeError(f"{operation.name} on {request.url} answered {status}: {text[:500]}")
-    return text.count(f"<{operation.item_tag}>"), len(payload)
+    return query_answer(request, f"{operation.name}Response", operation.item_tag)
 
 
 def launch_instances(target: Target, count: int) -> None:
@@ -155,31 +126,10 @@ def launch_instances(target: Target, count: int) -> None:
     if target.name == "moto":
         image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     else:
-        s3 = boto_client("s3", target)
-        s3.create_bucket(Bucket="bench-images")
-        s3.put_object(Bucket="bench-images", Key="vmlinux", Body=b"\x7fELF" + b"\0" * 4092)
-        s3.put_object(Bucket="bench-images", Key="rootfs.img", Body=b"\0" * 65536)
-        kernel = ec2.register_image(Name="bench-k", ImageLocation="bench-images/vmlinux")["ImageId"]
-        image_id = ec2.register_image(
-            Name="bench-m", ImageLocation="bench-images/rootfs.img", KernelId=kernel
-        )["ImageId"]
-    deadline = time.monotonic() + 60
-    while True:  # a new cloud's zone has no capacity until its cluster has heard from its node
-        try:
-            ec2.run_instances(ImageId=image_id, InstanceType="t1.micro", MinCount=count, MaxCount=count)
-            break
-        except botocore.exceptions.ClientError as error:
-            if "InsufficientInstanceCapacity" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    while time.monotonic() < deadline:
-        states = [
-            i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
-        ]
-        if len(states) == count and set(states) == {"running"}:
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{target.name}: {count} instances not running within 60 s")
+        image_id = register_image(target, "bench-images")
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    params = {"ImageId": image_id, "InstanceType": "t1.micro", "MinCount": count, "MaxCount": count}
+    wait_running(ec2, run_instances(ec2, deadline, **params), deadline, target.name)
 
 
 def list_instance_types(target: Target) -> set[str]:
@@ -188,7 +138,8 @@ def list_instance_types(target: Target) -> set[str]:
 
 
 def build_operations(workload: str, targets: Sequence[Target]) -> list[Operation]:
-    """The two operations; for the 'matched' workload, parameterised so all targets return the same items."""
+    """The three operations; for the 'matched' workload, parameterised so all targets return the
+    same items."""
     if workload == "bare":
         return [
             Operation("DescribeRegions", "regionName", lambda t: {"Action": "DescribeRegions"}),
@@ -210,82 +161,6 @@ def build_operations(workload: str, targets: Sequence[Target]) -> list[Operation
         ),
         Operation("DescribeInstances", "instanceId", lambda t: {"Action": "DescribeInstances"}),
     ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring
-
-
-def measure(
-    target: Target,
-    operation: Operation,
-    client: tuple[str, LoadGenerator],
-    settings: LoadSettings,
-    workdir: Path,
-) -> Measurement:
-    request = sign(target, operation.params(target))
-    items, response_bytes = check_once(request, operation)
-    client_name, generate = client
-    if settings.warmup > 0:
-        generate(request, settings.warmup, settings, workdir)
-    cpu_before = cpu_seconds(target.root_pid)
-    load = generate(request, settings.seconds, settings, workdir)
-    server_cpu = cpu_seconds(target.root_pid) - cpu_before
-    return Measurement(
-        operation=operation.name,
-        target=target.name,
-        client=client_name,
-        items=items,
-        response_bytes=response_bytes,
-        load=load,
-        server_cpu_pct=round(100 * server_cpu / load.seconds, 1),
-        loadgen_cpu_pct=round(100 * load.loadgen_cpu_seconds / load.seconds, 1),
-    )
-
-
-def combine_rounds(rounds: Sequence[Measurement]) -> list[Measurement]:
-    """One measurement per (operation, target): requests and seconds added up (so req/s is the overall
-    rate), the median of the rounds' p50 and p99, the largest max, all errors, the mean CPU use."""
-    groups: dict[tuple[str, str], list[Measurement]] = {}
-    for m in rounds:
-        groups.setdefault((m.operation, m.target), []).append(m)
-    return [_combine(group) for group in groups.values()]
-
-
-def _combine(group: Sequence[Measurement]) -> Measurement:
-    if len(group) == 1:
-        return group[0]
-    loads = [m.load for m in group]
-    load = LoadResult.combined(loads)
-    first = group[0]
-    return Measurement(
-        operation=first.operation,
-        target=first.target,
-        client=first.client,
-        items=first.items,
-        response_bytes=first.response_bytes,
-        load=load,
-        server_cpu_pct=round(statistics.fmean(m.server_cpu_pct for m in group), 1),
-        loadgen_cpu_pct=round(statistics.fmean(m.loadgen_cpu_pct for m in group), 1),
-    )
-
-
-def ratios(results: Sequence[Measurement], other: str = "moto") -> list[dict[str, Any]]:
-    """Per operation: Mallee/`other` throughput and `other`/Mallee p99 (above 1 means Mallee is
-    better); None where a side measured nothing."""
-    out = []
-    for op in dict.fromkeys(m.operation for m in results):
-        by_target = {m.target: m.load for m in results if m.operation == op}
-        mallee, them = by_target["mallee"], by_target[other]
-        out.append(
-            {
-                "operation": op,
-                "against": other,
-                "throughput": round(mallee.rps / them.rps, 2) if them.rps else None,
-                "p99": round(them.p99_ms / mallee.p99_ms, 2) if mallee.p99_ms and them.requests else None,
-            }
-        )
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,9 +192,17 @@ def print_report(report: dict[str, Any], results: Sequence[Measurement]) -> None
         f"{settings['threads']} threads, {settings['warmup']} s warm-up + {settings['seconds']} s "
         f"per measurement, {settings['rounds']} round(s), workload '{settings['workload']}'"
     )
+    if any(m.operation.startswith("IMDS") for m in results):
+        print(
+            "IMDS:     the Python client on every server (Mallee's proxy knows a guest by the address "
+            "it connects from, which wrk cannot choose); 'rpc': the CLC's metadata rpc alone"
+        )
+    for note in report["notes"]:
+        print(f"note:     {note}")
     print()
+    width = max([16, *(len(m.target) for m in results)])
     header = (
-        f"{'operation':<22} {'target':<16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'operation':<22} {'target':<{width}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
         f"{'errors':>6} {'items':>5} {'bytes':>7} {'srv CPU':>8} {'gen CPU':>8}"
     )
     print(header)
@@ -327,19 +210,19 @@ def print_report(report: dict[str, Any], results: Sequence[Measurement]) -> None
     for m in results:
         load = m.load
         print(
-            f"{m.operation:<22} {m.target:<16} {_fmt_rps(load.rps):>8} "
+            f"{m.operation:<22} {m.target:<{width}} {_fmt_rps(load.rps):>8} "
             f"{load.p50_ms:>8.2f} {load.p99_ms:>8.2f} "
             f"{load.max_ms:>8.1f} {load.errors:>6} {m.items:>5} {m.response_bytes:>7} "
             f"{m.server_cpu_pct:>7.0f}% {m.loadgen_cpu_pct:>7.0f}%"
         )
     print()
     for ratio in report["ratios"]:
-        other = ratio["against"]
+        ours, theirs = ratio["target"], ratio["against"]
         by_target = {m.target: m.load for m in results if m.operation == ratio["operation"]}
-        mallee, them = by_target["mallee"], by_target[other]
+        mine, them = by_target[ours], by_target[theirs]
         print(
-            f"{ratio['operation']:<22} mallee {_fmt_rps(mallee.rps)} req/s p99 {mallee.p99_ms:.1f} ms | "
-            f"{other} {_fmt_rps(them.rps)} req/s p99 {them.p99_ms:.1f} ms | "
+            f"{ratio['operation']:<22} {ours} {_fmt_rps(mine.rps)} req/s p99 {mine.p99_ms:.1f} ms | "
+            f"{theirs} {_fmt_rps(them.rps)} req/s p99 {them.p99_ms:.1f} ms | "
             f"throughput {_fmt_ratio(ratio['throughput'])}, p99 {_fmt_ratio(ratio['p99'])}"
         )
 
@@ -379,6 +262,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="matched: both servers return the same items (default); bare: no parameters",
     )
     parser.add_argument(
+        "--only",
+        choices=("ec2", "identity"),
+        help="measure only the EC2 rows, or only the identity rows (AssumeRole, metadata GETs)",
+    )
+    parser.add_argument(
         "--baseline", metavar="REV", help="also measure Mallee at git revision REV, and compare"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
@@ -409,6 +297,7 @@ def run(
         procs, workdir, mallee_ports(mallee), _answers_describe_regions, "DescribeRegions answer"
     )
     targets: tuple[Target, ...] = (mallee, moto)
+    homes = {mallee.name: workdir}  # each Mallee's work directory: its log and data directory
     if args.baseline:
         print(f"starting mallee at {args.baseline} ...", file=sys.stderr)
         source = source_of(args.baseline, workdir / "baseline-src")
@@ -424,16 +313,29 @@ def run(
             source=source,
         )
         targets += (baseline,)
-    for target in targets:
-        launch_instances(target, INSTANCES)
-    operations = build_operations(args.workload, targets)
+        homes[baseline.name] = workdir / "baseline"
+    notes: list[str] = []
+    groups: list[list[Case]] = []
+    if args.only in (None, "ec2"):
+        for target in targets:
+            launch_instances(target, INSTANCES)
+        operations = build_operations(args.workload, targets)
+        groups += [[operation.case(target) for target in targets] for operation in operations]
+    if args.only in (None, "identity"):
+        print("preparing the identity rows ...", file=sys.stderr)
+        prepared = [(t, ident) for t in targets if (ident := _prepare_identity(t, homes, notes))]
+        groups += identity_cases(prepared, settings, notes)
     rounds: list[Measurement] = []
     for number in range(1, args.rounds + 1):
-        for operation in operations:
-            for target in targets:
-                print(f"round {number}/{args.rounds}: {operation.name} on {target.name} ...", file=sys.stderr)
-                rounds.append(measure(target, operation, client, settings, workdir))
+        for group in groups:
+            for case in group:
+                print(f"round {number}/{args.rounds}: {case.operation} on {case.label} ...", file=sys.stderr)
+                rounds.append(measure(case, client, settings, workdir))
     results = combine_rounds(rounds)
+    pairs = [("mallee", "moto"), ("mallee rpc", "moto")]
+    if args.baseline:
+        base = f"mallee@{args.baseline}"
+        pairs += [("mallee", base), ("mallee rpc", f"{base} rpc")]
     report = {
         "machine": machine,
         "versions": versions(client[0]),
@@ -442,12 +344,35 @@ def run(
             "client": client[0],
             "workload": args.workload,
             "rounds": args.rounds,
+            "only": args.only,
         },
+        "notes": notes,
         "results": [m.row() for m in results],
-        "ratios": ratios(results) + (ratios(results, f"mallee@{args.baseline}") if args.baseline else []),
+        "ratios": ratios(results, pairs[:2]) + ratios(results, pairs[2:]),
         "rounds": [m.row() for m in rounds] if args.rounds > 1 else [],
     }
     return report, results
+
+
+def _prepare_identity(target: Target, homes: dict[str, Path], notes: list[str]) -> Identity | None:
+    """What `target` is given for the identity rows. A baseline revision that cannot take it (an
+    older STS, IAM or metadata service) is left out of those rows, with a note."""
+    if target.name == "moto":
+        return prepare_moto(target)
+    if target.name == "mallee":
+        return prepare_mallee(target, homes[target.name])
+    try:
+        return prepare_mallee(target, homes[target.name], optional=True)
+    except (
+        RuntimeError,
+        OSError,
+        KeyError,
+        ValueError,
+        botocore.exceptions.BotoCoreError,
+        botocore.exceptions.ClientError,
+    ) as exc:
+        notes.append(f"{target.name}: identity rows not measured: {exc}")
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -460,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted; stopping the servers", file=sys.stderr)
             return 130
-        except RuntimeError as exc:
+        except (RuntimeError, botocore.exceptions.ClientError) as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return 2
         finally:
@@ -473,19 +398,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for problem in problems:
         print(f"ERROR: {problem}: these figures are not valid", file=sys.stderr)
     return 1 if problems else 0
-
-
-def invalid_reason(m: Measurement) -> str | None:
-    """Why a measurement cannot be trusted (error answers, or nothing measured), else None."""
-    load = m.load
-    if load.errors:
-        return (
-            f"{m.operation} on {m.target}: {load.non2xx} non-2xx, {load.socket_errors} socket errors, "
-            f"{load.timeouts} timeouts"
-        )
-    if load.requests == 0:
-        return f"{m.operation} on {m.target}: no request completed in {load.seconds:.1f} s"
-    return None
 
 
 if __name__ == "__main__":
