@@ -88,6 +88,11 @@ def test_a_dated_version_serves_what_existed_then(launched: Any) -> None:
     assert get(launched, "/2015-10-20/meta-data/services/partition") == (200, "aws")
     assert get(launched, "/2018-09-24/meta-data/instance-life-cycle")[0] == 404
     assert get(launched, "/2021-03-23/meta-data/instance-life-cycle") == (200, "on-demand")
+    # Parts worked out only when asked for are listed when present, and only then.
+    latest = get(launched, "/latest/meta-data/")[1].split("\n")
+    assert {"block-device-mapping/", "network/", "public-keys/", "security-groups"} <= set(latest)
+    assert "iam/" not in latest and "tags/" not in latest  # no instance profile; tags not enabled
+    assert get(launched, "/latest/meta-data/iam/info")[0] == 404
 
 
 def test_what_cloud_init_reads(launched: Any) -> None:

@@ -6,9 +6,10 @@ token PUT is asked here too: the node issues the token only when `token_answer` 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,7 +19,7 @@ from mallee.services.clc.ec2.instance_identity import options_of
 from mallee.services.clc.ec2.instance_views import Network, public_dns
 from mallee.services.clc.ec2.tags import tags_of
 from mallee.services.clc.identity_document import DocumentSigner
-from mallee.services.clc.network_tables import Subnet, Vpc
+from mallee.services.clc.network_tables import NetworkInterface, Subnet, Vpc
 from mallee.services.clc.tables import Instance, KeyPair
 from mallee.services.clc.volume_tables import VolumeAttachment
 
@@ -68,23 +69,29 @@ def _block_devices(s: Session, i: Instance) -> Tree:
     return tree
 
 
+class Lazy:
+    """A part of the tree worked out only when a request reaches it or lists its directory: most
+    GETs read one leaf, and each part costs queries. `make()` gives the value, or None: absent."""
+
+    __slots__ = ("make",)
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = functools.cache(make)
+
+
+def _resolve(value: Any) -> Any:
+    return value.make() if isinstance(value, Lazy) else value
+
+
 def _tree(s: Session, i: Instance, tagged: bool = False) -> Tree:
     """`tagged`: with the instance's tags (InstanceMetadataTags enabled)."""
-    key = (
-        s.scalar(select(KeyPair).where(KeyPair.account_id == i.account_id, KeyPair.name == i.key_name))
-        if i.key_name
-        else None
-    )
     hostname = f"ip-{i.private_ip.replace('.', '-')}"
-    net = Network.of(s, [i])
-    eni, public_ip = net.interfaces.get(i.id, (None, None))
-    groups = net.groups_of(eni) if eni is not None else []
-    public_hostname = public_dns(public_ip, i.zone[:-1]) if public_ip else ""
+    net = functools.cache(lambda: _Interface.of(s, i))
     meta: Tree = {
         "ami-id": i.image_id,
         "ami-launch-index": str(i.launch_index),
         "ami-manifest-path": "(unknown)",
-        "block-device-mapping": _block_devices(s, i),
+        "block-device-mapping": Lazy(lambda: _block_devices(s, i)),
         "hostname": hostname,
         "instance-action": "none",
         "instance-id": i.id,
@@ -93,47 +100,75 @@ def _tree(s: Session, i: Instance, tagged: bool = False) -> Tree:
         "local-hostname": hostname,
         "local-ipv4": i.private_ip,
         "mac": i.mac,
+        "network": Lazy(lambda: _network(s, i, net(), hostname)),
         "placement": {"availability-zone": i.zone, "region": i.zone[:-1]},
-        "public-hostname": public_hostname,
-        "public-ipv4": public_ip or "",
+        "public-hostname": lambda: net().public_hostname,
+        "public-ipv4": lambda: net().public_ip,
         "reservation-id": i.reservation_id,
-        "security-groups": "\n".join(g["GroupName"] for g in groups) or "default",
+        "security-groups": lambda: "\n".join(g["GroupName"] for g in net().groups) or "default",
         "services": {"domain": "amazonaws.com", "partition": "aws"},
     }
-    if eni is not None:  # what cloud-init reads to configure the interface
-        mac: Tree = {
-            "device-number": "0",
-            "interface-id": eni.id,
-            "local-hostname": hostname,
-            "local-ipv4s": eni.private_ip,
-            "mac": eni.mac,
-            "owner-id": i.account_id,
-            "security-group-ids": "\n".join(g["GroupId"] for g in groups),
-            "security-groups": "\n".join(g["GroupName"] for g in groups),
-            "subnet-id": eni.subnet_id,
-            "vpc-id": eni.vpc_id,
-        }
-        subnet, vpc = s.get(Subnet, eni.subnet_id), s.get(Vpc, eni.vpc_id)
-        if subnet is not None:
-            mac["subnet-ipv4-cidr-block"] = subnet.cidr
-        if vpc is not None:
-            mac["vpc-ipv4-cidr-block"] = mac["vpc-ipv4-cidr-blocks"] = vpc.cidr
-        if public_ip:
-            mac["public-ipv4s"] = public_ip
-            mac["public-hostname"] = public_hostname
-        meta["network"] = {"interfaces": {"macs": {eni.mac: mac}}}
     if i.kernel_id:
         meta["kernel-id"] = i.kernel_id
     if i.ramdisk_id:
         meta["ramdisk-id"] = i.ramdisk_id
-    if key is not None:
-        meta["public-keys"] = {"0": {"openssh-key": key.public_key + "\n"}}
+    if i.key_name:
+        meta["public-keys"] = Lazy(lambda: _public_keys(s, i))
     if tagged:
-        meta["tags"] = {"instance": {t["Key"]: t["Value"] for t in tags_of(s, [i.id])[i.id]}}
-    iam = instance_credentials.iam_tree(s, i)  # with an instance profile: its role's credentials
-    if iam is not None:
-        meta["iam"] = iam
+        meta["tags"] = Lazy(lambda: {"instance": {t["Key"]: t["Value"] for t in tags_of(s, [i.id])[i.id]}})
+    # With an instance profile: its role's credentials.
+    meta["iam"] = Lazy(lambda: instance_credentials.iam_tree(s, i))
     return meta
+
+
+class _Interface(NamedTuple):
+    """The instance's primary interface as the metadata shows it (one lookup, when first needed)."""
+
+    eni: NetworkInterface | None
+    public_ip: str
+    public_hostname: str
+    groups: list[dict[str, str]]
+
+    @classmethod
+    def of(cls, s: Session, i: Instance) -> _Interface:
+        net = Network.of(s, [i])
+        eni, public_ip = net.interfaces.get(i.id, (None, None))
+        groups = net.groups_of(eni) if eni is not None else []
+        public_hostname = public_dns(public_ip, i.zone[:-1]) if public_ip else ""
+        return cls(eni, public_ip or "", public_hostname, groups)
+
+
+def _network(s: Session, i: Instance, net: _Interface, hostname: str) -> Tree | None:
+    """network/interfaces/macs/<mac>/: what cloud-init reads to configure the interface."""
+    eni = net.eni
+    if eni is None:
+        return None
+    mac: Tree = {
+        "device-number": "0",
+        "interface-id": eni.id,
+        "local-hostname": hostname,
+        "local-ipv4s": eni.private_ip,
+        "mac": eni.mac,
+        "owner-id": i.account_id,
+        "security-group-ids": "\n".join(g["GroupId"] for g in net.groups),
+        "security-groups": "\n".join(g["GroupName"] for g in net.groups),
+        "subnet-id": eni.subnet_id,
+        "vpc-id": eni.vpc_id,
+    }
+    subnet, vpc = s.get(Subnet, eni.subnet_id), s.get(Vpc, eni.vpc_id)
+    if subnet is not None:
+        mac["subnet-ipv4-cidr-block"] = subnet.cidr
+    if vpc is not None:
+        mac["vpc-ipv4-cidr-block"] = mac["vpc-ipv4-cidr-blocks"] = vpc.cidr
+    if net.public_ip:
+        mac["public-ipv4s"] = net.public_ip
+        mac["public-hostname"] = net.public_hostname
+    return {"interfaces": {"macs": {eni.mac: mac}}}
+
+
+def _public_keys(s: Session, i: Instance) -> Tree | None:
+    key = s.scalar(select(KeyPair).where(KeyPair.account_id == i.account_id, KeyPair.name == i.key_name))
+    return {"0": {"openssh-key": key.public_key + "\n"}} if key is not None else None
 
 
 def as_of(version: str, tree: Tree, at: str = "") -> Tree:
@@ -143,8 +178,19 @@ def as_of(version: str, tree: Tree, at: str = "") -> Tree:
         path = f"{at}/{name}" if at else name
         if _introduced(path) > version:  # "1.0" sorts before every date
             continue
-        kept[name] = as_of(version, value, path) if isinstance(value, dict) else value
+        if isinstance(value, Lazy):  # filtered when worked out
+            kept[name] = _lazy_as_of(version, value, path)
+        else:
+            kept[name] = _as_of_value(version, value, path)
     return kept
+
+
+def _lazy_as_of(version: str, value: Lazy, path: str) -> Lazy:
+    return Lazy(lambda: _as_of_value(version, value.make(), path))
+
+
+def _as_of_value(version: str, value: Any, path: str) -> Any:
+    return as_of(version, value, path) if isinstance(value, dict) else value
 
 
 def _introduced(path: str) -> str:
@@ -157,6 +203,9 @@ def _introduced(path: str) -> str:
 def _listing(tree: Tree) -> str:
     names = []
     for name, value in tree.items():
+        value = _resolve(value)
+        if value is None:
+            continue
         if name == "public-keys":  # EC2 lists keys as "0=<key name>"
             names.append(name + "/")
         else:
@@ -207,7 +256,9 @@ def answer(
     for name in parts[2:]:
         if not isinstance(node, dict) or name not in node:
             return 404, b"Not Found"
-        node = node[name]
+        node = _resolve(node[name])
+        if node is None:
+            return 404, b"Not Found"
     if isinstance(node, dict):
         if parts[2:] == ["public-keys"] and instance.key_name:
             return 200, f"0={instance.key_name}".encode()
