@@ -168,6 +168,63 @@ def test_metadata_options_are_recorded_shown_and_enforced(cloud: Cloud, account:
     assert code(err) == "InvalidInstanceID.NotFound"
 
 
+def test_instance_profiles_and_metadata_options_with_the_aws_cli(cloud: Cloud, account: Keys) -> None:
+    iam, ec2 = cloud.client("iam", account), cloud.client("ec2", account)
+    web, batch = profile(iam, "web"), profile(iam, "batch")
+    started = aws(
+        cloud, "ec2", "run-instances", "--image-id", register_tiny_image(cloud, account),
+        "--instance-type", "m1.small", "--count", "2", "--iam-instance-profile", "Name=web",
+        "--metadata-options", "HttpTokens=required,HttpPutResponseHopLimit=2,InstanceMetadataTags=enabled",
+        keys=account,
+    )  # fmt: skip
+    web_shown = {"Arn": web["Arn"], "Id": web["InstanceProfileId"]}
+    assert [i["IamInstanceProfile"] for i in started["Instances"]] == [web_shown, web_shown]
+    first, second = (i["InstanceId"] for i in started["Instances"])
+    wait_state(ec2, [first, second], "running")
+
+    (instance,) = aws(cloud, "ec2", "describe-instances", "--instance-ids", first, keys=account)[
+        "Reservations"
+    ][0]["Instances"]
+    assert instance["IamInstanceProfile"] == web_shown
+    assert instance["MetadataOptions"] == {
+        "State": "applied",
+        "HttpTokens": "required",
+        "HttpPutResponseHopLimit": 2,
+        "HttpEndpoint": "enabled",
+        "HttpProtocolIpv6": "disabled",
+        "InstanceMetadataTags": "enabled",
+    }
+    associations = aws(cloud, "ec2", "describe-iam-instance-profile-associations", "--filters",
+                       f"Name=instance-id,Values={first}", keys=account)  # fmt: skip
+    (found,) = associations["IamInstanceProfileAssociations"]
+    assert found["AssociationId"].startswith("iip-assoc-") and found["Timestamp"]
+    assert (found["InstanceId"], found["IamInstanceProfile"], found["State"]) == (
+        first,
+        web_shown,
+        "associated",
+    )
+
+    replaced = aws(cloud, "ec2", "replace-iam-instance-profile-association", "--association-id",
+                   found["AssociationId"], "--iam-instance-profile", f"Arn={batch['Arn']}",
+                   keys=account)["IamInstanceProfileAssociation"]  # fmt: skip
+    batch_shown = {"Arn": batch["Arn"], "Id": batch["InstanceProfileId"]}
+    assert (replaced["InstanceId"], replaced["IamInstanceProfile"], replaced["State"]) == (
+        first,
+        batch_shown,
+        "associating",
+    )
+    assert replaced["AssociationId"] != found["AssociationId"]
+    gone = aws(cloud, "ec2", "disassociate-iam-instance-profile", "--association-id",
+               replaced["AssociationId"], keys=account)["IamInstanceProfileAssociation"]  # fmt: skip
+    assert (gone["AssociationId"], gone["IamInstanceProfile"], gone["State"]) == (
+        replaced["AssociationId"],
+        batch_shown,
+        "disassociating",
+    )
+    assert "IamInstanceProfile" not in describe(ec2, first)
+    assert describe(ec2, second)["IamInstanceProfile"] == web_shown  # the other instance keeps its own
+
+
 def test_an_instance_launched_without_options_has_ec2s_defaults(cloud: Cloud, account: Keys) -> None:
     instance = launch(cloud, account)
     assert instance["MetadataOptions"]["HttpTokens"] == "optional"

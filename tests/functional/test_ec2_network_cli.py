@@ -6,25 +6,17 @@ structures, booleans as flags), which is what these tests add."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 
 from functional.test_ec2_instances import register_tiny_image
-from support.cloud import Cloud, Keys, aws
+from support.cloud import Cloud, Keys, aws, aws_refusal
 
 
 def refused(cloud: Cloud, keys: Keys, *args: str) -> str:
-    """The AWS error code the CLI prints for a call that must fail."""
-    done = cloud.run(
-        "aws", "--endpoint-url", cloud.endpoint, "--region", cloud.region, "ec2", *args,
-        env={"AWS_ACCESS_KEY_ID": keys.access_key_id, "AWS_SECRET_ACCESS_KEY": keys.secret_access_key},
-    )  # fmt: skip
-    assert done.returncode != 0, done.stdout
-    found = re.search(r"An error occurred \(([^)]+)\)", done.stderr)
-    assert found, done.stderr
-    return found.group(1)
+    """The AWS error code the CLI prints for an EC2 call that must fail."""
+    return aws_refusal(cloud, "ec2", *args, keys=keys)[0]
 
 
 @pytest.fixture

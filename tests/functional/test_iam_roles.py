@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 from functional import test_ec2_instance_profiles as instances
 from mallee.cli.client import ApiError
 from support.answers import code
-from support.cloud import Cloud, Keys, aws, user_keys
+from support.cloud import Cloud, Keys, aws, aws_refusal, user_keys
 
 TRUST = {
     "Version": "2012-10-17",
@@ -335,35 +335,89 @@ def test_roles_and_instance_profiles_with_the_aws_cli(cloud: Cloud, account: Key
         "--max-session-duration",
         "3600",
         keys=account,
+    )["Role"]
+    assert created["Arn"] == f"arn:aws:iam::{account.account_id}:role/cli-role"
+    assert created["RoleId"].startswith("AROA") and created["Path"] == "/"
+    assert created["AssumeRolePolicyDocument"] == TRUST and created["MaxSessionDuration"] == 3600
+    aws(cloud, "iam", "update-role", "--role-name", "cli-role", "--description", "runs the cli",
+        "--max-session-duration", "7200", keys=account)  # fmt: skip
+    trust = {**TRUST, "Statement": [{**TRUST["Statement"][0], "Principal": {"AWS": account.account_id}}]}
+    aws(cloud, "iam", "update-assume-role-policy", "--role-name", "cli-role",
+        "--policy-document", json.dumps(trust), keys=account)  # fmt: skip
+    got = aws(cloud, "iam", "get-role", "--role-name", "cli-role", keys=account)["Role"]
+    assert (got["RoleName"], got["RoleId"], got["Description"], got["MaxSessionDuration"]) == (
+        "cli-role",
+        created["RoleId"],
+        "runs the cli",
+        7200,
     )
-    assert created["Role"]["AssumeRolePolicyDocument"] == TRUST
-    assert (
-        aws(cloud, "iam", "get-role", "--role-name", "cli-role", keys=account)["Role"]["RoleName"]
-        == "cli-role"
-    )
+    assert got["AssumeRolePolicyDocument"] == trust
     listed = aws(cloud, "iam", "list-roles", keys=account)["Roles"]
-    assert [r["RoleName"] for r in listed] == ["cli-role"]
+    assert [(r["RoleName"], r["Arn"]) for r in listed] == [("cli-role", created["Arn"])]
+
+    aws(cloud, "iam", "tag-role", "--role-name", "cli-role", "--tags", "Key=team,Value=ops",
+        "Key=tier,Value=back", keys=account)  # fmt: skip
+    aws(cloud, "iam", "untag-role", "--role-name", "cli-role", "--tag-keys", "tier", keys=account)
+    assert aws(cloud, "iam", "list-role-tags", "--role-name", "cli-role", keys=account) == {
+        "Tags": [{"Key": "team", "Value": "ops"}]
+    }
+
     aws(cloud, "iam", "put-role-policy", "--role-name", "cli-role", "--policy-name", "p",
         "--policy-document", ALLOW_S3_READ, keys=account)  # fmt: skip
-    assert aws(cloud, "iam", "list-role-policies", "--role-name", "cli-role", keys=account)[
-        "PolicyNames"
-    ] == ["p"]
-    aws(cloud, "iam", "create-instance-profile", "--instance-profile-name", "cli-profile", keys=account)
+    assert aws(
+        cloud, "iam", "get-role-policy", "--role-name", "cli-role", "--policy-name", "p", keys=account
+    ) == {
+        "RoleName": "cli-role",
+        "PolicyName": "p",
+        "PolicyDocument": json.loads(ALLOW_S3_READ),
+    }
+    assert aws(cloud, "iam", "list-role-policies", "--role-name", "cli-role", keys=account) == {
+        "PolicyNames": ["p"]
+    }
+    aws(cloud, "iam", "attach-role-policy", "--role-name", "cli-role", "--policy-arn", EC2_READ_ONLY,
+        keys=account)  # fmt: skip
+    assert aws(cloud, "iam", "list-attached-role-policies", "--role-name", "cli-role", keys=account) == {
+        "AttachedPolicies": [{"PolicyName": "AmazonEC2ReadOnlyAccess", "PolicyArn": EC2_READ_ONLY}]
+    }
+
+    profile = aws(
+        cloud, "iam", "create-instance-profile", "--instance-profile-name", "cli-profile", keys=account
+    )["InstanceProfile"]
+    assert profile["Arn"] == f"arn:aws:iam::{account.account_id}:instance-profile/cli-profile"
+    assert profile["InstanceProfileId"].startswith("AIPA") and profile["Roles"] == []
     aws(cloud, "iam", "add-role-to-instance-profile", "--instance-profile-name", "cli-profile",
         "--role-name", "cli-role", keys=account)  # fmt: skip
-    profile = aws(
+    got_profile = aws(
         cloud, "iam", "get-instance-profile", "--instance-profile-name", "cli-profile", keys=account
-    )
-    assert [r["RoleName"] for r in profile["InstanceProfile"]["Roles"]] == ["cli-role"]
-    assert profile["InstanceProfile"]["Roles"][0]["AssumeRolePolicyDocument"] == TRUST
+    )["InstanceProfile"]
+    assert got_profile["InstanceProfileId"] == profile["InstanceProfileId"]
+    assert [r["RoleName"] for r in got_profile["Roles"]] == ["cli-role"]
+    assert got_profile["Roles"][0]["AssumeRolePolicyDocument"] == trust
+    listed_profiles = aws(cloud, "iam", "list-instance-profiles", keys=account)["InstanceProfiles"]
+    assert [(p["InstanceProfileName"], [r["RoleName"] for r in p["Roles"]]) for p in listed_profiles] == [
+        ("cli-profile", ["cli-role"])
+    ]
     for_role = aws(cloud, "iam", "list-instance-profiles-for-role", "--role-name", "cli-role", keys=account)
-    assert [p["InstanceProfileName"] for p in for_role["InstanceProfiles"]] == ["cli-profile"]
+    assert [p["Arn"] for p in for_role["InstanceProfiles"]] == [profile["Arn"]]
+
+    # The CLI prints AWS's error code and message for a role still in use.
+    assert aws_refusal(cloud, "iam", "delete-role", "--role-name", "cli-role", keys=account) == (
+        "DeleteConflict",
+        "Cannot delete entity, must remove roles from instance profile first.",
+    )
     aws(cloud, "iam", "remove-role-from-instance-profile", "--instance-profile-name", "cli-profile",
         "--role-name", "cli-role", keys=account)  # fmt: skip
     aws(cloud, "iam", "delete-instance-profile", "--instance-profile-name", "cli-profile", keys=account)
     aws(cloud, "iam", "delete-role-policy", "--role-name", "cli-role", "--policy-name", "p", keys=account)
+    assert aws_refusal(cloud, "iam", "delete-role", "--role-name", "cli-role", keys=account) == (
+        "DeleteConflict",
+        "Cannot delete entity, must remove attached policies first.",
+    )
+    aws(cloud, "iam", "detach-role-policy", "--role-name", "cli-role", "--policy-arn", EC2_READ_ONLY,
+        keys=account)  # fmt: skip
     aws(cloud, "iam", "delete-role", "--role-name", "cli-role", keys=account)
     assert aws(cloud, "iam", "list-roles", keys=account)["Roles"] == []
+    assert cloud.client("iam", account).list_instance_profiles()["InstanceProfiles"] == []
 
 
 def test_another_account_sees_no_roles_or_profiles(cloud: Cloud, account: Keys) -> None:

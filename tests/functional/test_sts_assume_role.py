@@ -17,7 +17,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from support.answers import code
-from support.cloud import Cloud, Keys, aws, user_keys
+from support.cloud import Cloud, Keys, aws, aws_refusal, user_keys
 
 UNCHECKED = BotoConfig(parameter_validation=False, retries={"max_attempts": 1})
 
@@ -372,13 +372,31 @@ def test_role_session_expires(cloud: Cloud, account: Keys) -> None:
 
 
 def test_assume_role_with_the_aws_cli(cloud: Cloud, account: Keys) -> None:
-    role_arn = _role(cloud, account, _trust(account.account_id))
+    role_arn = _role(cloud, account, _trust(account.account_id), "ec2:Describe*")
+    role_id = cloud.client("iam", account).get_role(RoleName=role_arn.rsplit("/", 1)[1])["Role"]["RoleId"]
     answer = aws(
         cloud, "sts", "assume-role", "--role-arn", role_arn, "--role-session-name", "cli",
-        "--duration-seconds", "900", keys=_assumer(cloud, account),
+        "--duration-seconds", "900", "--policy", _allow("ec2:DescribeRegions"),
+        keys=_assumer(cloud, account),
     )  # fmt: skip
-    assert answer["Credentials"]["AccessKeyId"].startswith("ASIA")
-    assert answer["AssumedRoleUser"]["Arn"].endswith("/cli")
+    creds = answer["Credentials"]
+    assert creds["AccessKeyId"].startswith("ASIA") and creds["SecretAccessKey"] and creds["SessionToken"]
+    remaining = dt.datetime.fromisoformat(creds["Expiration"]) - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(minutes=14) < remaining <= dt.timedelta(minutes=15)
+    session_arn = f"arn:aws:sts::{account.account_id}:assumed-role/{role_arn.rsplit('/', 1)[1]}/cli"
+    assert answer["AssumedRoleUser"] == {"AssumedRoleId": f"{role_id}:cli", "Arn": session_arn}
+    assert 0 < answer["PackedPolicySize"] <= 100
+
+    # The session's keys in the environment, as a user exports them.
+    assert aws(cloud, "sts", "get-caller-identity", keys=_session(answer)) == {
+        "UserId": f"{role_id}:cli",
+        "Account": account.account_id,
+        "Arn": session_arn,
+    }
+    # And the CLI prints AWS's refusal of the root user.
+    assert aws_refusal(
+        cloud, "sts", "assume-role", "--role-arn", role_arn, "--role-session-name", "root", keys=account
+    ) == ("AccessDenied", "Roles may not be assumed by root accounts.")
 
 
 # -- S3 with a role session ------------------------------------------------------------------------

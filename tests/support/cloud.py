@@ -172,16 +172,31 @@ class Cloud:
         return self.blob_count() == count
 
 
-def aws(cloud: Cloud, *args: str, keys: Keys | None = None) -> Any:
-    """`aws --profile mallee --output json ARGS` as the cloud's administrator (or as `keys`); its
-    JSON answer."""
+def aws_run(cloud: Cloud, *args: str, keys: Keys | None = None) -> subprocess.CompletedProcess[str]:
+    """`aws --profile mallee --output json ARGS` as the cloud's administrator, or as `keys` given in
+    the environment as a user would (with a role session's token)."""
     env, who = None, ["--profile", "mallee"]
     if keys is not None:  # an explicit profile would win over keys in the environment
         env = {"AWS_ACCESS_KEY_ID": keys.access_key_id, "AWS_SECRET_ACCESS_KEY": keys.secret_access_key}
+        if keys.session_token:
+            env["AWS_SESSION_TOKEN"] = keys.session_token
         who = ["--endpoint-url", cloud.endpoint, "--region", cloud.region]
-    result = cloud.run("aws", *who, "--output", "json", *args, env=env)
+    return cloud.run("aws", *who, "--output", "json", *args, env=env)
+
+
+def aws(cloud: Cloud, *args: str, keys: Keys | None = None) -> Any:
+    """`aws_run`'s JSON answer; fails the test when the CLI fails."""
+    result = aws_run(cloud, *args, keys=keys)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def aws_refusal(cloud: Cloud, *args: str, keys: Keys | None = None) -> tuple[str, str]:
+    """The AWS error code and message the `aws` CLI prints when the cloud refuses `aws ARGS`."""
+    result = aws_run(cloud, *args, keys=keys)
+    printed = re.search(r"An error occurred \(([\w.]+)\) when calling the \w+ operation: (.+)", result.stderr)
+    assert result.returncode == 255 and printed, (result.returncode, result.stderr)
+    return printed[1], printed[2].strip()
 
 
 def user_keys(cloud: Cloud, root: Keys, name: str | None = None, allow: list[str] | None = None) -> Keys:
