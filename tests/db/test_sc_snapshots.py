@@ -319,7 +319,8 @@ class _WritingDriver:
 
 
 @pytest.mark.skipif(not REAL, reason="needs root and qemu")
-def test_a_snapshot_of_an_exported_volume_keeps_its_point_in_time_bytes(tmp_path: Path) -> None:
+def test_a_snapshot_of_an_exported_volume_keeps_its_point_in_time_bytes(short_tmp_path: Path) -> None:
+    tmp_path = short_tmp_path  # the export's sockets live under it
     sc = _sc("file", tmp_path)
     try:
         sc.volumes.create(storage.VolumeSpec(volume_id=VOL, size_gib=1))

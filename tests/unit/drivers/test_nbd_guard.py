@@ -68,7 +68,8 @@ print(json.dumps(out))
 """
 
 
-def test_a_tcp_export_admits_its_node_only(tmp_path: Path) -> None:
+def test_a_tcp_export_admits_its_node_only(short_tmp_path: Path) -> None:
+    tmp_path = short_tmp_path  # the export's sockets live under it
     namespace = f"mlg{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     try:
