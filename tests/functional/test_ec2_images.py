@@ -86,7 +86,10 @@ def test_describe_filters(cloud: Cloud, name: str, values: list[str] | None, exp
     made = _register_tiny(cloud, keys)
     by_id = {v: k for k, v in made.items()}
     wanted = values if values is not None else [made["kernel"]]
-    found = cloud.client("ec2", keys).describe_images(Filters=[{"Name": name, "Values": wanted}])["Images"]
+    # Owners=self: other tests' public images (on this worker's cloud) are not this test's concern.
+    found = cloud.client("ec2", keys).describe_images(
+        Owners=["self"], Filters=[{"Name": name, "Values": wanted}]
+    )["Images"]
     assert {by_id[i["ImageId"]] for i in found} == expect
 
 
