@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from mallee.drivers.network.vpc_contract import (
 from mallee.rpc import cloud
 from mallee.services.node.metadata_proxy import MetadataProxy, token_valid
 from support import netns
+from support.loops import running_loop
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("ip", "nft", "dnsmasq", "bridge"))
@@ -111,7 +111,7 @@ def hops() -> Iterator[Hops]:
         driver.apply(NodeNetwork(underlay, (vpc,)))
         guest.run("ip", "addr", "add", f"{GUEST_IP}/24", "dev", "eth0")
         guest.run("ip", "route", "replace", "default", "via", subnet.gateway)
-        proxy.bind(stack.enter_context(_running_loop()))
+        proxy.bind(stack.enter_context(running_loop()))
         proxy.follow([VPC_ID], lambda vpc_id: driver.metadata_listener(vpc_id, 80))
         stack.callback(_stop, proxy)
         container = stack.enter_context(_container_behind(guest, workdir))
@@ -133,19 +133,6 @@ def test_at_hop_limit_two_a_container_behind_the_instance_gets_a_token_too(hops:
     for ns in (hops.guest, hops.container):
         token = _token(ns)
         assert token is not None and token_valid(KEY, VPC_ID, GUEST_IP, token), ns.ns
-
-
-@contextmanager
-def _running_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield loop
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 def _stop(proxy: MetadataProxy) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from mallee.drivers.network.vpc_contract import NodeNetwork, NodeUnderlay, Subne
 from mallee.drivers.network.vpc_fake import FakeVpcDriver
 from mallee.rpc import cloud
 from mallee.services.node.metadata_proxy import MetadataProxy
+from support.loops import running_loop
 
 KEY = b"k" * 32
 
@@ -31,15 +31,8 @@ class FakeClc:
 
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
+    with running_loop() as loop:
         yield loop
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
 
 
 def _driver(*vpc_ids: str) -> FakeVpcDriver:
