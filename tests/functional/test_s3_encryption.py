@@ -255,3 +255,27 @@ def test_a_get_answered_on_the_event_loop_decrypts_too(cloud: Cloud, account: Ke
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.read() == body
         assert response.headers["x-amz-server-side-encryption"] == "AES256"
+
+
+def test_a_large_object_is_sent_from_a_thread_whole_ranged_and_to_a_client_that_leaves(
+    cloud: Cloud, account: Keys
+) -> None:
+    """An encrypted object of 4 MiB or more is decrypted and written to the socket by a thread
+    (walrus/decoding.py, the door's write_body): whole, in a range, on a kept-alive connection,
+    and a client that reads a little and hangs up leaves the endpoint serving."""
+    s3, bucket = new_bucket(cloud, account)
+    body = os.urandom(20 * 1024 * 1024 + 3)
+    s3.put_object(Bucket=bucket, Key="big", Body=body)
+    for _ in range(2):  # the second on the connection the first kept alive
+        got = s3.get_object(Bucket=bucket, Key="big")
+        assert got["ServerSideEncryption"] == "AES256" and got["Body"].read() == body
+    start, end = 3 * 1024 * 1024 + 11, 17 * 1024 * 1024 + 5
+    ranged = s3.get_object(Bucket=bucket, Key="big", Range=f"bytes={start}-{end}")["Body"].read()
+    assert ranged == body[start : end + 1]
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "big"})
+    logged = len(cloud.log())
+    for _ in range(3):
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.read(1024 * 1024) == body[: 1024 * 1024]  # and it hangs up
+    assert s3.get_object(Bucket=bucket, Key="big")["Body"].read() == body
+    assert "Traceback" not in cloud.log()[logged:]  # a client leaving is no error of the server's

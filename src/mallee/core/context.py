@@ -195,6 +195,21 @@ class HttpRequest:
         return params + cached[3]
 
 
+# The ASGI scope extension by which the public door offers to write a body from a thread, straight
+# to the socket (supervisor/door.py, DoorProtocol.write_body; Walrus's encrypted GETs use it).
+WRITE_BODY = "mallee.write_body"
+
+
+class Decoder(Protocol):
+    """Turns stored bytes, fed in order, into the bytes to send (a stream cipher's context)."""
+
+    def update(self, data: bytes | memoryview, /) -> bytes: ...
+
+    def update_into(self, data: bytes | memoryview, buf: bytearray | memoryview, /) -> int:
+        """Into `buf` (len(data) + 15 bytes at least, as `cryptography` asks); how many."""
+        ...
+
+
 @dataclass(frozen=True)
 class FileBody:
     """A response body sent from a file (a stored object or a range of it). `file`: the file
@@ -204,9 +219,9 @@ class FileBody:
     offset: int
     length: int
     file: BinaryIO | None = field(default=None, compare=False)
-    # (offset in the file, bytes read there) -> the bytes to send, when the file holds them
-    # transformed (Walrus: encrypted at rest); None: sent as they are (and may be mapped).
-    decode: Callable[[int, bytes | memoryview], bytes] | None = field(default=None, compare=False)
+    # When the file holds the bytes transformed (Walrus: encrypted at rest): an offset in the file
+    # -> a Decoder of what is read in order from there. None: sent as they are (and may be mapped).
+    decode: Callable[[int], Decoder] | None = field(default=None, compare=False)
 
     def open(self) -> BinaryIO:
         return self.file if self.file is not None else open(self.path, "rb", buffering=0)  # noqa: SIM115

@@ -24,18 +24,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http
 import logging
+import os
+import socket
+import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from mallee.core import ids
 from mallee.core.config import Config
-from mallee.core.context import HttpRequest
+from mallee.core.context import WRITE_BODY, HttpRequest
 from mallee.core.errors import CloudError
 from mallee.protocol import routing
 from mallee.protocol.serializer import serialize_error
@@ -46,6 +51,9 @@ log = logging.getLogger(__name__)
 
 LINGER_BYTES = 8 * 1024 * 1024  # what is read and dropped of a body after its request was answered
 LINGER_SECONDS = 10.0  # and for how long at most
+# A body written from a thread (see DoorProtocol.write_body) gives up when the client takes no
+# bytes for this long; the connection then closes.
+WRITE_SECONDS = 60.0
 
 # Open public connections per client address, in this process.
 _open: Counter[str] = Counter()
@@ -255,6 +263,10 @@ class DoorProtocol(HttpToolsProtocol):
         except UnicodeDecodeError:
             raise _HeadRefused(CloudError("InvalidURI", "Couldn't parse the specified URI.")) from None
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope["method"] == "GET":
+            offer: dict[str, Any] = {WRITE_BODY: functools.partial(self.write_body, cycle)}
+            cycle.scope["extensions"] = cast(dict[str, dict[object, object]], offer)
 
     def _head_too_large(self) -> CloudError:
         message = f"Your request's headers exceed the maximum of {self.door.max_header_bytes} bytes."
@@ -278,6 +290,79 @@ class DoorProtocol(HttpToolsProtocol):
             self._refuse(self._partial_request(), err, linger=False)
         else:
             self.real.close()
+
+    # -- bodies written from a thread -----------------------------------------------------------
+
+    async def write_body(
+        self, cycle: RequestResponseCycle, fill: Callable[[Callable[[memoryview], None]], None], length: int
+    ) -> bool:
+        """Write the next `length` bytes of `cycle`'s body on a thread: `fill(write)` runs there and
+        calls `write` with them, in order, which sends them straight to the socket (blocking).
+
+        For a body that costs CPU to make (Walrus decrypting an object): made and sent on one
+        thread, each chunk goes to the socket while it is still in the CPU's cache, and neither the
+        making nor the copying holds the event loop or waits for it. False when it cannot be done
+        now (the caller sends the bytes as usual): the head is not out yet, the body is chunked or
+        shorter. When the client goes or stops reading, the connection closes and the response
+        counts as cut off (True)."""
+        real = self.real
+        if (
+            real is None
+            or real.is_closing()
+            or cycle.disconnected
+            or not cycle.response_started
+            or cycle.response_complete
+            or cycle.chunked_encoding is not False
+            or length > cycle.expected_content_length
+            or real.get_write_buffer_size()  # the head must be out before the thread writes
+        ):
+            return False
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[BaseException | None] = loop.create_future()
+        stop = threading.Event()
+        # A descriptor of its own: the transport may close the connection's meanwhile (the client
+        # left), and a reused number must never receive these bytes.
+        sock = socket.socket(fileno=os.dup(real.get_extra_info("socket").fileno()))
+        sock.settimeout(WRITE_SECONDS)  # it stays non-blocking underneath: the loop's reads go on
+
+        sent = 0
+
+        def write(data: memoryview) -> None:
+            nonlocal sent
+            if stop.is_set():
+                raise ConnectionAbortedError("the response was abandoned")
+            if sent + len(data) > length:
+                raise RuntimeError(f"a body of {length} bytes was given more")
+            sock.sendall(data)
+            sent += len(data)
+
+        def run() -> None:
+            failure: BaseException | None = None
+            try:
+                fill(write)
+                if sent != length:
+                    raise RuntimeError(f"a body of {length} bytes was given {sent}")
+            except BaseException as exc:  # noqa: BLE001 - reported on the loop
+                failure = exc
+            finally:
+                sock.close()
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_settle, done, failure)
+
+        threading.Thread(target=run, name="door-body", daemon=True).start()
+        try:
+            failure = await asyncio.shield(done)
+        finally:
+            stop.set()  # cancelled (the server stops): the thread ends at its next chunk
+        if failure is None:
+            cycle.expected_content_length -= length
+            return True
+        if not isinstance(failure, OSError):
+            raise failure
+        log.debug("a body written from a thread was cut off: %s", failure)
+        cycle.disconnected = True  # as uvicorn marks it when the connection is lost
+        real.close()
+        return True
 
     # -- answers -------------------------------------------------------------------------------
 
@@ -321,6 +406,11 @@ class DoorProtocol(HttpToolsProtocol):
             real.close()
         else:
             self._linger()
+
+
+def _settle(done: asyncio.Future[BaseException | None], failure: BaseException | None) -> None:
+    if not done.done():
+        done.set_result(failure)
 
 
 def door_protocol(door: Door, base: type[DoorProtocol] = DoorProtocol) -> type[DoorProtocol]:

@@ -14,7 +14,6 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
@@ -22,7 +21,7 @@ from mallee import __version__
 from mallee.core import config as config_mod
 from mallee.core import ids
 from mallee.core.config import Config
-from mallee.core.context import FileBody, HttpRequest, HttpResponse, RequestContext
+from mallee.core.context import WRITE_BODY, FileBody, HttpRequest, HttpResponse, RequestContext
 from mallee.core.errors import CloudError
 from mallee.core.interprocess import SharedCounter, exclusive
 from mallee.core.periodic import Periodic
@@ -53,7 +52,7 @@ from mallee.rpc.transport import (
     serve_rpc,
     trusted_client,
 )
-from mallee.services.walrus import decode_ahead, garbage, lifecycle, post_upload, quota, runtime
+from mallee.services.walrus import decoding, garbage, lifecycle, post_upload, quota, runtime
 from mallee.services.walrus.access import S3Access
 from mallee.services.walrus.bodies import INLINE_MAX
 from mallee.services.walrus.bucket_cache import BucketCache
@@ -76,7 +75,7 @@ _SESSIONLESS = frozenset(("GetObject", "HeadObject", "PutObject", "GetObjectAttr
 _QUOTA_CHECKED = frozenset(("CopyObject", "CompleteMultipartUpload"))
 
 SMALL_BODY = 1024 * 1024  # bodies up to this size are read whole (XML payloads, small objects)
-SEND_CHUNK = decode_ahead.WINDOW  # mapped, not read (see decode_ahead.mapped)
+SEND_CHUNK = decoding.WINDOW  # mapped, not read (see decoding.mapped)
 # Response files up to this size are read by the handler's thread and sent as one body: one send
 # instead of three, and no file I/O on the event loop.
 SMALL_FILES = 64 * 1024
@@ -311,29 +310,26 @@ class Walrus:
             headers.append((b"content-length", str(total).encode()))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         if not head:
+            write_body = scope.get("extensions", {}).get(WRITE_BODY)
             for file in response.files:
-                await self._send_file(send, file)
+                await self._send_file(send, file, write_body)
         await send({"type": "http.response.body", "body": b""})
 
-    async def _send_file(self, send: Send, file: FileBody) -> None:
+    async def _send_file(self, send: Send, file: FileBody, write_body: decoding.WriteBody | None) -> None:
         with file.open() as f:
             if os.fstat(f.fileno()).st_size < file.offset + file.length:
                 raise OSError(f"{file.path} is shorter than its recorded size")  # never map past EOF
             if file.decode is not None:
-                await self._send_decoded(send, file, f)
+                if not await decoding.send_on_a_thread(file, f, write_body):
+                    for data in decoding.decoded(file, f):
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
                 return
             position, end = file.offset, file.offset + file.length
             while position < end:
-                chunk = decode_ahead.mapped(f, position, min(SEND_CHUNK, end - position))
+                chunk = decoding.mapped(f, position, min(SEND_CHUNK, end - position))
                 position += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 del chunk  # unmapped once the transport has sent it too
-
-    async def _send_decoded(self, send: Send, file: FileBody, f: BinaryIO) -> None:
-        """A file stored transformed (encrypted), decoded as it is sent (decode_ahead.py)."""
-        async with contextlib.aclosing(decode_ahead.decoded(file, f)) as chunks:
-            async for data in chunks:
-                await send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -404,7 +400,7 @@ def _read_file(file: FileBody) -> bytes:
         data = os.pread(f.fileno(), file.length, file.offset)
     if len(data) != file.length:
         raise OSError(f"{file.path} is shorter than its recorded size")
-    return file.decode(file.offset, data) if file.decode is not None else data
+    return file.decode(file.offset).update(data) if file.decode is not None else data
 
 
 def _close(files: tuple[FileBody, ...]) -> None:

@@ -23,7 +23,7 @@ from mallee.core.errors import CloudError
 from mallee.drivers.objectstore.base import BlobNotFound
 from mallee.services.walrus.bodies import BodySink, Cipher, ReceivedBody
 from mallee.services.walrus.checksums import Hashers
-from mallee.services.walrus.encryption import SegmentKeys, crypt, in_clear
+from mallee.services.walrus.encryption import SegmentKeys, crypt, in_clear, positioned
 from mallee.services.walrus.runtime import object_store
 from mallee.services.walrus.tables import ObjectVersion
 
@@ -62,7 +62,7 @@ def open_blob(locator: str, offset: int, length: int, key: bytes | None = None) 
     found = object_store().read(locator, offset, length)
     if not isinstance(found, FileBody):
         raise CloudError("NotImplemented", "this object store cannot stream from files yet", 501)
-    decode = functools.partial(crypt, key) if key is not None else None
+    decode = functools.partial(positioned, key) if key is not None else None
     try:
         return dataclasses.replace(found, file=found.open(), decode=decode)
     except FileNotFoundError:
@@ -116,12 +116,13 @@ def chunks(pieces: Opened) -> Iterator[bytes]:
         for piece in pieces:
             f = piece.open()
             position, end = piece.offset, piece.offset + piece.length
+            decoder = piece.decode(position) if piece.decode is not None else None
             while position < end:
                 data = os.pread(f.fileno(), min(CHUNK, end - position), position)
                 if not data:
                     raise OSError(f"{piece.path} is shorter than its recorded size")
-                if piece.decode is not None:
-                    data = piece.decode(position, data)
+                if decoder is not None:
+                    data = decoder.update(data)
                 position += len(data)
                 yield data
     finally:

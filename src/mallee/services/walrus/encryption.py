@@ -230,7 +230,7 @@ def answer(sse: str, customer: CustomerKey | None) -> dict[str, str]:
     return {}
 
 
-def _ctr(key: bytes, offset: int) -> CipherContext:
+def positioned(key: bytes, offset: int) -> CipherContext:
     """AES-256-CTR positioned at byte `offset` of the stream (encrypting and decrypting are one)."""
     block, skip = divmod(offset, _BLOCK)
     context = Cipher(algorithms.AES(key), modes.CTR(block.to_bytes(_BLOCK, "big"))).encryptor()
@@ -241,14 +241,14 @@ def _ctr(key: bytes, offset: int) -> CipherContext:
 
 def crypt(key: bytes, offset: int, data: bytes | memoryview) -> bytes:
     """`data` found at `offset` of a stream under `key`, in clear (or the reverse)."""
-    return _ctr(key, offset).update(data)
+    return positioned(key, offset).update(data)
 
 
 class StreamCipher:
     """Encrypts a stream written in order from its start (a body as it arrives)."""
 
     def __init__(self, key: bytes) -> None:
-        self._context = _ctr(key, 0)
+        self._context = positioned(key, 0)
 
     def update(self, data: bytes) -> bytes:
         return self._context.update(data)
