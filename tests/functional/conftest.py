@@ -1,6 +1,6 @@
 """Fixtures of the functional tests: one real cloud per session, a fresh account per test (and a
 boto3 S3 client of it); and, for the modules that ask for it (`on_both_databases`), a second
-cloud whose Walrus keeps its metadata in PostgreSQL."""
+cloud whose CLC, Walrus and SC keep their records in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -33,18 +33,19 @@ def cloud(sqlite_cloud: Cloud) -> Cloud:
 
 @pytest.fixture(scope="session")
 def postgresql_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    """A cloud whose Walrus keeps buckets and object versions in a PostgreSQL database (the
-    server started here, stopped by pid afterwards)."""
+    """A cloud on PostgreSQL, as a production cloud runs: one database for the CLC's records
+    (accounts, IAM, EC2), Walrus's (buckets, object versions) and the SC's (volumes, snapshots),
+    each service's in a schema of its own (Config.database_url_for); the server is started here
+    and stopped by pid afterwards."""
     try:
         server = start_server()
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
     atexit.register(server.stop)  # a session torn down abnormally
     try:
-        admin(server.url("postgres"), "CREATE DATABASE walrus")
-        c = start_cloud(
-            tmp_path_factory.mktemp("pgcloud"), {"MALLEE_WALRUS_DATABASE_URL": server.url("walrus")}
-        )
+        admin(server.url("postgres"), "CREATE DATABASE mallee")
+        # As the README says: `mallee up --database URL` (kept in mallee.toml for later runs).
+        c = start_cloud(tmp_path_factory.mktemp("pgcloud"), up_args=("--database", server.url("mallee")))
         try:
             yield c
         finally:
@@ -55,7 +56,7 @@ def postgresql_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud
 
 def on_both_databases() -> Callable[..., Cloud]:
     """A module's `cloud` fixture (`cloud = on_both_databases()`): each of its tests runs on the
-    session's cloud (Walrus on SQLite) and again on `postgresql_cloud`."""
+    session's cloud (SQLite) and again on `postgresql_cloud`."""
 
     @pytest.fixture(params=["sqlite", "postgresql"])
     def cloud(request: pytest.FixtureRequest, sqlite_cloud: Cloud) -> Cloud:

@@ -18,8 +18,11 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from support.answers import code
 from support.cloud import Cloud, Keys
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 
 @contextlib.contextmanager

@@ -15,8 +15,8 @@ from support.cloud import Cloud, start_cloud, stop_cloud
 def test_status_lists_five_enabled_services(cloud: Cloud) -> None:
     result = cloud.run("mallee", "status")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert lines[0].split() == ["TYPE", "NAME", "ZONE", "HOST", "STATE", "VERSION", "DETAIL"]
+    lines = result.stdout.strip().split("\n\n")[0].splitlines()  # the services; then what they count
+    assert lines[0].split() == ["TYPE", "NAME", "ZONE", "HOST", "STATE", "VERSION", "METRICS", "DETAIL"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert set(rows) == {"clc", "walrus", "cc", "sc", "nc"}
     assert all(r[4] == "ENABLED" for r in rows.values())

@@ -41,12 +41,15 @@ def test_availability_zones_verbose_lists_capacity_per_type(cloud: Cloud) -> Non
     names = [z["ZoneName"] for z in zones]
     assert names[0] == "mallee-1a"
     assert "|- m1.small" in names and "|- hs1.8xlarge" in names
-    small = next(z for z in zones if z["ZoneName"] == "|- m1.small")
-    free, _, most, cpus, ram, disk = small["State"].split()
-    # The test cloud's node offers 16 cores, 16 GiB, 200 GiB: m1.small (1 CPU, 256 MiB, 5 GiB)
-    # fits 16 times when empty, limited by cores.
-    assert (most, cpus, ram, disk) == ("0016", "1", "256", "5")
-    assert 0 <= int(free) <= 16
+    rows = {z["ZoneName"]: z["State"].split() for z in zones}
+    free, _, most, cpus, ram, disk = rows["|- m1.small"]
+    # The test cloud's node has 16 cores, 16 GiB, 200 GiB, and the cloud the default overcommit
+    # (4 vCPUs per core, memory 1.0): it offers 64 vCPUs, 16 GiB, 200 GiB. m1.small (1 CPU,
+    # 256 MiB, 5 GiB) fits 40 times when empty, limited by disk; m3.xlarge (4 CPUs, 2 GiB, 15 GiB)
+    # 8 times, limited by memory (4 without CPU overcommit).
+    assert (most, cpus, ram, disk) == ("0040", "1", "256", "5")
+    assert 0 <= int(free) <= 40
+    assert rows["|- m3.xlarge"][2:] == ["0008", "4", "2048", "15"]
 
 
 def test_unknown_zone_is_refused(cloud: Cloud) -> None:

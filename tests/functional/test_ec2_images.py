@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from mallee.images import bundle
 from support.cloud import Cloud, Keys
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 KERNEL = b"\x7fELF\x02\x01\x01" + bytes(200)
 RAMDISK = gzip.compress(b"070701" + bytes(100))

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from functional.test_ec2_instances import register_tiny_image, wait_state
 from mallee.rpc import cloud as cloud_rpc
 from mallee.rpc.transport import Client, load_key
 from support.answers import code
 from support.cloud import Cloud, Keys, aws, user_keys
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 TRUST = {
     "Version": "2012-10-17",
@@ -276,9 +278,8 @@ def test_an_instance_reads_its_roles_credentials_and_they_do_what_the_role_allow
     assert code(err) == "UnauthorizedOperation"
 
     # Rotation: once less than 15 minutes are left, the next read gets new keys.
-    soon = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)).isoformat(sep=" ")
-    with sqlite3.connect(cloud.data_dir / "clc.db") as db:
-        db.execute("UPDATE access_keys SET expires = ? WHERE id = ?", (soon, keys.access_key_id))
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
+    cloud.set_key_expiry(keys.access_key_id, soon)
     rotated = role_keys(metadata(cloud, instance, path, False)[1])
     assert rotated.access_key_id != keys.access_key_id
     assert json.loads(metadata(cloud, instance, path, False)[1])["AccessKeyId"] == rotated.access_key_id

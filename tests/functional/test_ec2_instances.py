@@ -17,8 +17,11 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from support.answers import code
 from support.cloud import Cloud, Keys
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 
 def register_tiny_image(cloud: Cloud, keys: Keys, public: bool = False) -> str:

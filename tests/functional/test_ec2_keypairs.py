@@ -11,7 +11,10 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from functional.conftest import on_both_databases
 from support.cloud import Cloud, Keys
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 
 def _name() -> str:

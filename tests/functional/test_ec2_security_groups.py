@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from support.cloud import Cloud, Keys, aws
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 SSH = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
 

@@ -15,10 +15,13 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from functional.test_ec2_instances import register_tiny_image, wait_state
 from functional.test_ec2_volumes import _available, _volume
 from support.answers import code
 from support.cloud import Cloud, Keys, wait_for
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 ZONE = "mallee-1a"
 SETTLE = 30  # seconds the reconciler and the SC get to move a state

@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from support.cloud import Cloud, Keys, aws
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 
 def code(err: pytest.ExceptionInfo[ClientError]) -> str:

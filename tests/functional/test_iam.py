@@ -9,8 +9,11 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from support.answers import code
 from support.cloud import Cloud, Keys, user_keys
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 ALLOW_EC2_DESCRIBE = json.dumps(
     {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}]}

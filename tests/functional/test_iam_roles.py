@@ -19,9 +19,12 @@ from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError
 
 from functional import test_ec2_instance_profiles as instances
+from functional.conftest import on_both_databases
 from mallee.cli.client import ApiError
 from support.answers import code
 from support.cloud import Cloud, Keys, aws, aws_refusal, user_keys
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 TRUST = {
     "Version": "2012-10-17",

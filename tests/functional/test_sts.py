@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import time
 
 import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from support.cloud import Cloud, Keys
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 
 def test_caller_identity_of_root_and_user(cloud: Cloud, account: Keys) -> None:
@@ -40,9 +42,8 @@ def test_session_token_works_then_expires(cloud: Cloud, account: Keys) -> None:
     assert err.value.response["Error"]["Code"] == "AuthFailure"
 
     # Move the expiry into the past in the database of record (waiting 15 minutes is no test).
-    past = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat(sep=" ")
-    with sqlite3.connect(cloud.data_dir / "clc.db") as db:
-        db.execute("UPDATE access_keys SET expires = ? WHERE id = ?", (past, temp.access_key_id))
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    cloud.set_key_expiry(temp.access_key_id, past)
     deadline = time.monotonic() + 10
     while True:
         try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-import sqlite3
 import time
 from typing import Any
 
@@ -16,8 +15,11 @@ import pytest
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from functional.conftest import on_both_databases
 from support.answers import code
 from support.cloud import Cloud, Keys, aws, aws_refusal, user_keys
+
+cloud = on_both_databases()  # every test here on SQLite and on PostgreSQL
 
 UNCHECKED = BotoConfig(parameter_validation=False, retries={"max_attempts": 1})
 
@@ -357,9 +359,8 @@ def test_role_session_expires(cloud: Cloud, account: Keys) -> None:
         cloud.client("sts", Keys(session.access_key_id, session.secret_access_key)).get_caller_identity()
     assert code(err) == "InvalidClientTokenId"
     # Move the expiry into the past in the database of record (waiting 15 minutes is no test).
-    past = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat(sep=" ")
-    with sqlite3.connect(cloud.data_dir / "clc.db") as db:
-        db.execute("UPDATE access_keys SET expires = ? WHERE id = ?", (past, session.access_key_id))
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    cloud.set_key_expiry(session.access_key_id, past)
     deadline = time.monotonic() + 10
     while True:
         try:

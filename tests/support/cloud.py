@@ -4,6 +4,7 @@ shared by the functional tests, and helpers to act as its administrator or as a 
 from __future__ import annotations
 
 import configparser
+import datetime as dt
 import json
 import os
 import re
@@ -24,6 +25,9 @@ import boto3
 from botocore.config import Config as BotoConfig
 
 from mallee.cli.client import AdminClient
+from mallee.core import config
+from mallee.db.session import Database
+from mallee.services.clc.tables import AccessKey
 
 VENV_BIN = Path(sys.executable).parent
 T = TypeVar("T")
@@ -37,7 +41,9 @@ _SHARED = threading.RLock()
 
 def _free_port_base(count: int = 6) -> int:
     for _ in range(200):
-        base = 20000 + secrets.randbelow(20000)
+        # Below the kernel's ephemeral ports (32768 and up): a client socket must never take one
+        # of a cloud's ports between this check and the cloud binding it.
+        base = 20000 + secrets.randbelow(32768 - 20000 - count)
         socks = []
         try:
             for port in range(base, base + count):
@@ -84,6 +90,17 @@ class Cloud:
                 config=kwargs.pop("config", BOTO),
                 **kwargs,
             )
+
+    def set_key_expiry(self, access_key_id: str, expires: dt.datetime) -> None:
+        """Move a temporary key's expiry in the CLC's database of record, whichever engine it is
+        (waiting out a session is no test)."""
+        url = config.load(self.data_dir, environ=self.env).database_url_for("clc")
+        db = Database(url)
+        try:
+            with db.session() as s:
+                s.query(AccessKey).filter(AccessKey.id == access_key_id).update({AccessKey.expires: expires})
+        finally:
+            db.dispose()
 
     def run(
         self,
@@ -255,10 +272,14 @@ def _wait_ready(cloud: Cloud, timeout: float) -> None:
 
 
 def start_cloud(
-    base_dir: Path, extra_env: dict[str, str] | None = None, port_base: int | None = None
+    base_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    port_base: int | None = None,
+    up_args: tuple[str, ...] = (),
 ) -> Cloud:
     """`extra_env`: more environment for `mallee up` (MALLEE_* settings such as MALLEE_S3_DOMAIN).
-    `port_base`: the ports of a cloud started before in `base_dir` (its aws profile names them)."""
+    `port_base`: the ports of a cloud started before in `base_dir` (its aws profile names them).
+    `up_args`: options of `mallee up` (`--verbose`)."""
     port_base = port_base or _free_port_base()
     env = dict(os.environ)
     env.update(
@@ -286,7 +307,10 @@ def start_cloud(
     log_path = base_dir / "mallee-up.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mallee.supervisor", "up"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "mallee.supervisor", "up", *up_args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 30
     creds = configparser.RawConfigParser()

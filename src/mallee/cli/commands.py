@@ -3,53 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from mallee.cli.client import AdminClient
+from mallee.cli.table import table
 from mallee.core import awsprofile
 from mallee.core import config as config_mod
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
-    ]
-    return "\n".join(lines)
-
-
-def status(args: argparse.Namespace) -> int:
-    root = AdminClient.from_profile(args.profile).call("ec2", "DescribeServices")
-    rows = [
-        [
-            item.findtext("serviceType", ""),
-            item.findtext("serviceName", ""),
-            item.findtext("partition", "") or "-",
-            f"{item.findtext('host', '')}:{item.findtext('port', '')}",
-            item.findtext("state", ""),
-            item.findtext("version", ""),
-            _detail(item.findtext("detail", "")),
-        ]
-        for item in root.iterfind("./serviceStatusSet/item")
-    ]
-    print(_table(rows, ["TYPE", "NAME", "ZONE", "HOST", "STATE", "VERSION", "DETAIL"]))
-    return 0
-
-
-def _detail(raw: str) -> str:
-    """A service's own report, in short: the node's accelerator and why, the cluster's nodes."""
-    try:
-        detail = json.loads(raw or "{}")
-    except ValueError:
-        return ""
-    if "hypervisor" in detail:
-        reason = f" ({detail['reason']})" if detail.get("reason") else ""
-        return f"hypervisor {detail['hypervisor']}{reason}"
-    if "nodes" in detail:
-        up = sum(1 for n in detail["nodes"] if n.get("state") == "ENABLED")
-        return f"{up}/{len(detail['nodes'])} nodes enabled"
-    return ""
 
 
 def account(args: argparse.Namespace) -> int:
@@ -121,7 +80,7 @@ def instance_type(args: argparse.Namespace) -> int:
     ]
     if args.type_command == "set":
         rows = [r for r in rows if r[0] == args.name]
-    print(_table(rows, ["TYPE", "CPUS", "MEMORY_MIB", "DISK_GIB"]))
+    print(table(rows, ["TYPE", "CPUS", "MEMORY_MIB", "DISK_GIB"]))
     return 0
 
 
@@ -139,7 +98,7 @@ def usage(args: argparse.Namespace) -> int:
         ]
         for m in root.iterfind(".//Accounts/member")
     ]
-    print(_table(rows, ["ACCOUNT", "ID", "BUCKETS", "OBJECTS", "BYTES", "MAX_OBJECTS", "MAX_BYTES"]))
+    print(table(rows, ["ACCOUNT", "ID", "BUCKETS", "OBJECTS", "BYTES", "MAX_OBJECTS", "MAX_BYTES"]))
     return 0
 
 

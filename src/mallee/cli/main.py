@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mallee.cli import commands, images
+from mallee.cli import commands, images, status
 from mallee.cli.client import ApiError
 
 SERVICES = ("clc", "walrus", "cc", "sc", "nc")
@@ -30,13 +30,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("up", help="initialise (first run) and run the whole cloud on this machine")
+    up = sub.add_parser("up", help="initialise (first run) and run the whole cloud on this machine")
+    up.add_argument("--verbose", action="store_true", help="log the services' detail (log_level INFO)")
+    up.add_argument("--database", metavar="URL", help=DATABASE_HELP)
     stop = sub.add_parser("down", help="end the all-in-one cloud and remove what it set up on this host")
     stop.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     serve = sub.add_parser("serve", help="run one service in the foreground (multi-host set-ups)")
-    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("service", choices=(*SERVICES, "nc-sim"))
+    serve.add_argument("--verbose", action="store_true", help="log the service's detail (log_level INFO)")
+    serve.add_argument(
+        "options",
+        nargs=argparse.REMAINDER,
+        help="nc-sim's: simulated nodes for scale work (see `mallee serve nc-sim --help`)",
+    )
 
-    sub.add_parser("status", help="registered services, their hosts, states and versions")
+    sub.add_parser(
+        "status", help="services, instances per state, node capacity and requests, from their metrics"
+    )
 
     account = sub.add_parser("account", help="cloud accounts").add_subparsers(
         dest="account_command", required=True
@@ -84,18 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DATABASE_HELP = (
+    "the cloud's PostgreSQL database, e.g. postgresql://mallee@/mallee (kept in mallee.toml as "
+    "database_url; default: SQLite files in the data directory)"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "up":
-        return _exec_supervisor(args, ["up"])
+        database = ["--database", args.database] if args.database else []
+        return _exec_supervisor(args, ["up", *(["--verbose"] if args.verbose else []), *database])
     if args.command == "down":
         return _exec_supervisor(args, ["down", *(["--yes"] if args.yes else [])])
     if args.command == "serve":
-        return _exec_supervisor(args, ["serve", args.service])
+        verbose = ["--verbose"] if args.verbose else []
+        return _exec_supervisor(args, ["serve", args.service, *verbose, *args.options])
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
-        "status": commands.status,
+        "status": status.status,
         "account": commands.account,
         "credentials": commands.credentials,
         "instance-type": commands.instance_type,

@@ -7,8 +7,11 @@ variables. The data directory is `$MALLEE_DATA_DIR`, else `~/.mallee`.
 from __future__ import annotations
 
 import ipaddress
+import json
+import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from mallee.core.errors import ConfigError
 SERVICES = ("clc", "walrus", "cc", "sc", "nc")
 # Offsets from port_base: the public endpoint is port_base itself (8773, as Eucalyptus).
 PORT_OFFSETS = {"clc": 0, "cc": 1, "nc": 2, "sc": 3, "walrus": 4, "metadata": 5}
+PLACEMENT_POLICIES = ("ROUNDROBIN", "GREEDY")  # the `scheduler` setting (services/cluster/scheduler.py)
 
 
 @dataclass(frozen=True)
@@ -28,13 +32,20 @@ class Config:
     region: str = "mallee-1"
     zone: str = "mallee-1a"  # the availability zone of this host's cluster controller
     clc_host: str = "127.0.0.1"  # where other services find the CLC
-    database_url: str = ""  # empty: SQLite in the data directory
-    # Walrus's metadata (buckets, object versions): empty, SQLite in the data directory; or a
-    # PostgreSQL URL (a database of its own, shared by every Walrus worker of the cloud).
+    # The cloud's records: empty, an SQLite file per service in the data directory; or a PostgreSQL
+    # URL, the production choice (several CLC processes, many hosts; README "PostgreSQL"). On
+    # PostgreSQL the CLC's tables are in the database's default schema, and Walrus's and the SC's
+    # each in a schema named after the service (made by their migrations), unless given below.
+    database_url: str = ""
+    # Walrus's metadata (buckets, object versions) elsewhere: a PostgreSQL URL of its own (shared
+    # by every Walrus worker of the cloud). Empty: as `database_url` says.
     walrus_database_url: str = ""
+    # The storage controller's records (volumes, snapshots, exports) elsewhere, likewise.
+    sc_database_url: str = ""
     aws_config_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "config")
     aws_credentials_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "credentials")
-    log_level: str = "INFO"
+    # WARNING: a quiet log, what a person should read (core/logging.py); INFO (`--verbose`): the detail.
+    log_level: str = "WARNING"
     # The door's limits, on the public endpoint (the CLC's and Walrus's connections; see
     # supervisor/door.py and docs/architecture.md, "The front door's limits"):
     # - a request head must arrive whole within `header_seconds` and fit in `max_header_bytes`
@@ -57,7 +68,9 @@ class Config:
     # the bucket. Empty: path-style addressing only.
     s3_domain: str = ""
     # Compute: the cluster's nodes ("host:port,…"; empty: this host's node controller), placement
-    # policy, and the node's drivers ("libvirt" or "fake"; "vpc" or "fake", the VPC data plane).
+    # policy (Eucalyptus' names: ROUNDROBIN spreads instances over the nodes in turn, GREEDY packs
+    # each node before it uses the next), and the node's drivers ("libvirt" or "fake"; "vpc" or
+    # "fake", the VPC data plane).
     nodes: str = ""
     scheduler: str = "ROUNDROBIN"
     hypervisor: str = "libvirt"
@@ -94,15 +107,21 @@ class Config:
     # EBS quotas per account (AWS's defaults): how many volumes, and how many GiB in all of them.
     max_volumes_per_account: int = 5000
     max_volume_gib_per_account: int = 51200
-    # What the node offers instances, overriding what the hypervisor measures (Eucalyptus'
-    # MAX_CORES / MAX_MEM / MAX_DISK; 0: as measured). Cores may be oversubscribed.
     # Where the node keeps images, instance disks and consoles: the hypervisor's own user must be
     # able to reach it, so not under /root (Eucalyptus used /var/lib/eucalyptus/instances).
     node_dir: str = "/var/lib/mallee/nc"
     seed_image: bool = True  # on a new cloud, publish the tiny guest image (see supervisor/seed.py)
+    # The node's own resources, overriding what the hypervisor measures (Eucalyptus' MAX_CORES /
+    # MAX_MEM / MAX_DISK; 0: as measured).
     node_cores: int = 0
     node_memory_mib: int = 0
     node_disk_gib: int = 0
+    # Overcommit, applied by the cluster controller to what each node reports: a node offers
+    # instances cores × `cpu_overcommit` vCPUs (4.0: OpenStack's default) and memory ×
+    # `memory_overcommit` MiB (1.0: memory is never promised twice unless an operator says so).
+    # Disk is never overcommitted. Ratios are > 0; below 1 holds some of a node back.
+    cpu_overcommit: float = 4.0
+    memory_overcommit: float = 1.0
     # New instances' firmware (SMBIOS) says they are EC2 instances, so cloud-init takes them for AWS
     # and asks the metadata service with IMDSv2 tokens. Off by default: a guest that believes it runs
     # on AWS may act on it, e.g. call AWS-only endpoints (docs/architecture.md, "Compute as built").
@@ -153,10 +172,18 @@ class Config:
         return f"http://{self.clc_host}:{self.port('clc')}"
 
     def database_url_for(self, service: str) -> str:
-        if service == "clc" and self.database_url:
+        own = {"walrus": self.walrus_database_url, "sc": self.sc_database_url}.get(service, "")
+        if own:
+            return own
+        if self.database_url.startswith("postgresql"):
+            # One database for the cloud: each service but the CLC in a schema of its own, so that
+            # their tables (and Alembic's version table) never meet.
+            if service == "clc":
+                return self.database_url
+            joiner = "&" if "?" in self.database_url else "?"
+            return f"{self.database_url}{joiner}options=-csearch_path%3D{service}"
+        if self.database_url and service == "clc":
             return self.database_url
-        if service == "walrus" and self.walrus_database_url:
-            return self.walrus_database_url
         return f"sqlite:///{self.data_dir / (service + '.db')}"
 
     @property
@@ -187,9 +214,34 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
         raise ConfigError(f"setting {name!r}: cannot use {raw!r} ({exc})") from exc
 
 
+def data_dir_of(data_dir: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The data directory: `data_dir`, else $MALLEE_DATA_DIR, else ~/.mallee."""
+    env = os.environ if environ is None else environ
+    return Path(data_dir or env.get("MALLEE_DATA_DIR") or Path.home() / ".mallee").expanduser().resolve()
+
+
+def remember(data_dir: Path, key: str, value: str) -> None:
+    """Keep a setting given on the command line (`mallee up --database URL`) in `mallee.toml`, so
+    that later runs use it too. The same value again changes nothing; another is refused, for a
+    cloud's records cannot move by a flag (change the file, and move the data, on purpose)."""
+    toml_path = data_dir / "mallee.toml"
+    try:
+        kept = tomllib.loads(toml_path.read_text()) if toml_path.exists() else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{toml_path}: {exc}") from exc
+    if key in kept:
+        if kept[key] != value:
+            raise ConfigError(f"{toml_path} already sets {key} = {kept[key]!r}; not changing it to {value!r}")
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    text = toml_path.read_text() if toml_path.exists() else ""
+    line = f"{key} = {json.dumps(value)}\n"  # a JSON string is a TOML basic string
+    toml_path.write_text(text + ("\n" if text and not text.endswith("\n") else "") + line)
+
+
 def load(data_dir: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
-    base = Path(data_dir or env.get("MALLEE_DATA_DIR") or Path.home() / ".mallee").expanduser().resolve()
+    base = data_dir_of(data_dir, env)
     cfg = Config(data_dir=base)
     if env.get("AWS_CONFIG_FILE"):
         cfg = replace(cfg, aws_config_file=Path(env["AWS_CONFIG_FILE"]))
@@ -211,11 +263,26 @@ def load(data_dir: str | Path | None = None, environ: dict[str, str] | None = No
             updates[key] = env[env_name]
     for key, raw in updates.items():
         updates[key] = _coerce(key, raw, getattr(cfg, key))
-    return replace(cfg, **updates)
+    return _checked(replace(cfg, **updates))
+
+
+def _checked(cfg: Config) -> Config:
+    """Refuse a placement setting no scheduler could use, naming it and what it may be."""
+    if cfg.scheduler not in PLACEMENT_POLICIES:
+        raise ConfigError(
+            f"setting 'scheduler': {cfg.scheduler!r} is not a placement policy "
+            "(ROUNDROBIN spreads instances over the nodes, GREEDY packs them)"
+        )
+    for name in ("cpu_overcommit", "memory_overcommit"):
+        ratio = getattr(cfg, name)
+        if not (math.isfinite(ratio) and ratio > 0):
+            raise ConfigError(f"setting {name!r}: {ratio!r} is not a ratio above 0 (1.0: no overcommit)")
+    return cfg
 
 
 def environ_for_children(cfg: Config) -> dict[str, str]:
     """The environment a supervised service process needs to load the same configuration."""
     env = dict(os.environ)
     env["MALLEE_DATA_DIR"] = str(cfg.data_dir)
+    env["MALLEE_LOG_LEVEL"] = cfg.log_level  # as `mallee up --verbose` may have set it
     return env

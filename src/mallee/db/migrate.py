@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -23,7 +24,19 @@ def _alembic_config(tree: str, engine: Engine) -> AlembicConfig:
 
 
 def upgrade(engine: Engine, tree: str, revision: str = "head") -> None:
+    if engine.dialect.name == "postgresql":
+        _make_own_schema(engine)
     command.upgrade(_alembic_config(tree, engine), revision)
+
+
+def _make_own_schema(engine: Engine) -> None:
+    """Make the schema the connection's search path names first, when it names one of its own (a
+    service sharing the cloud's database, see Config.database_url_for); the default path
+    ("$user", public) is left alone."""
+    with engine.begin() as conn:
+        first = str(conn.execute(text("SHOW search_path")).scalar_one()).split(",")[0].strip()
+        if first and first != "public" and not first.startswith('"$user"'):
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{first.strip(chr(34))}"'))
 
 
 def current_revision(engine: Engine) -> str | None:

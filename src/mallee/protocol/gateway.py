@@ -8,12 +8,13 @@ knows nothing of the database.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from mallee.core import clock, ids
+from mallee.core import clock, ids, metrics
 from mallee.core.context import HttpRequest, HttpResponse, Principal, RequestContext
 from mallee.core.errors import CloudError
 from mallee.protocol import auth, parser, routing, serializer
@@ -140,7 +141,16 @@ class Gateway:
         self.s3_domain = s3_domain  # virtual-hosted-style S3 (`<bucket>.<s3_domain>`); "" = off
 
     def handle(self, request: HttpRequest, **context: Any) -> HttpResponse:
+        started = time.perf_counter()
         ctx = RequestContext(request=request, request_id=ids.request_id(), region=self.region, **context)
+        service, response = self._answer(ctx)
+        metrics.api_requests.observe(service, ctx.operation or "unknown", response.status, started)
+        return response
+
+    def _answer(self, ctx: RequestContext) -> tuple[str, HttpResponse]:
+        """The API whose request it is (for an error before that is known: the shape of its
+        answer) and the answer."""
+        request = ctx.request
         service = "ec2"
         try:
             route = routing.classify(request, self.s3_domain)
@@ -154,14 +164,15 @@ class Gateway:
                     f"Mallee does not serve the '{route.foreign_service}' API on this endpoint.",
                 )
             ctx.service = service
-            return self._handle(ctx, service, route)
+            return service, self._handle(ctx, service, route)
         except AuthError as err:
-            return self._error(ctx, service, auth_error(service, err))
+            return service, self._error(ctx, service, auth_error(service, err))
         except CloudError as err:
-            return self._error(ctx, service, err)
+            return service, self._error(ctx, service, err)
         except Exception:
             log.exception("request %s failed", ctx.request_id)
-            return self._error(ctx, service, CloudError("InternalError", "An internal error has occurred."))
+            internal = CloudError("InternalError", "An internal error has occurred.")
+            return service, self._error(ctx, service, internal)
 
     def _handle(self, ctx: RequestContext, service: str, route: routing.Route) -> HttpResponse:
         request = ctx.request

@@ -7,6 +7,11 @@ SigV4 credential scope, the Eucalyptus-style path prefix, then the request's sha
 query or form is EC2, IAM or STS, told apart by the `Version` and the action; anything else is
 S3's REST API). A URL-encoded form POST whose body has not been read yet is undecided: the body
 names its API.
+
+One request is no API's: an unsigned `GET /metrics` with no query string (and no bucket in its
+Host) is Prometheus's scrape of the service's metrics (`METRICS`). Path-style S3 would read it as
+an anonymous ListObjects of a bucket named "metrics"; every other request to that bucket (signed,
+with any query, `/metrics/`, or virtual-hosted) is still S3's.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ PATH_PREFIXES = {
     "/services/walrus": "s3",
 }
 
+METRICS = "metrics"  # not an API: the service's Prometheus page (core/metrics.py)
+_METRICS_PATH = "/metrics"
+
 _API_VERSIONS = {"2016-11-15": "ec2", "2010-05-08": "iam", "2011-06-15": "sts"}
 _FORM = "application/x-www-form-urlencoded"
 
@@ -38,7 +46,7 @@ class Route(NamedTuple):
     """What a request's head (and a form's body) says about where it goes. (A named tuple: made
     for every request, it costs a fifth of a frozen dataclass.)"""
 
-    # "ec2" | "iam" | "sts" | "s3"; None: a form POST whose body, not read yet, decides.
+    # "ec2" | "iam" | "sts" | "s3" | METRICS; None: a form POST whose body, not read yet, decides.
     # A request whose signature cannot be read is routed as if unsigned (`signature_error`).
     service: str | None
     signature: SignatureInfo | None
@@ -55,11 +63,16 @@ class Route(NamedTuple):
         return self.service == "s3"
 
     @property
+    def is_metrics(self) -> bool:
+        return self.service == METRICS
+
+    @property
     def shape(self) -> str:
-        """The service whose error shape answers it: its own, else (a form POST not read yet) the
-        one it is signed for or addressed to, else EC2's (an S3 SDK cannot read EC2's errors)."""
+        """The service whose error shape answers it: its own (S3's for the metrics page, which it
+        would otherwise be), else (a form POST not read yet) the one it is signed for or
+        addressed to, else EC2's (an S3 SDK cannot read EC2's errors)."""
         if self.service is not None:
-            return self.service
+            return "s3" if self.service == METRICS else self.service
         signed = self.signature.service if self.signature is not None else None
         if signed in SERVICES:
             return signed
@@ -89,12 +102,20 @@ def _classify(request: HttpRequest, s3_domain: str) -> Route:
         service = "s3"
     elif signed:
         service = "ec2" if foreign else signed  # a foreign one is refused in EC2's shape
+    elif signature is None and error is None and _asks_for_metrics(request):
+        service = METRICS
     elif prefix_service is not None:
         service = prefix_service
     else:
         service = _by_shape(request)
     bucket, has_key = _s3_address(path, vhost)
     return Route(service, signature, error, foreign, prefix, path, vhost, bucket, has_key)
+
+
+def _asks_for_metrics(request: HttpRequest) -> bool:
+    """Prometheus's scrape: exactly `GET /metrics`, nothing after it (the caller saw no signature
+    and no bucket in the Host)."""
+    return request.raw_path == _METRICS_PATH and request.method == "GET" and not request.query_string
 
 
 def _by_shape(request: HttpRequest) -> str | None:

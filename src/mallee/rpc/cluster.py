@@ -62,8 +62,8 @@ class NodeSummary(Message):
     name: str  # host:port
     state: str  # ENABLED | NOTREADY
     hypervisor: str
-    total: Resources
-    free: Resources
+    total: Resources  # what the node offers instances: its resources × the cloud's overcommit ratios
+    free: Resources  # of `total`, what its instances do not take
     network_generation: int = 0  # of the last network the node applied (NodeReport)
     underlay: str = ""  # the node's VXLAN endpoint, "address:port"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from mallee.core import open_transactions
+from mallee.core import metrics, open_transactions
 from mallee.core.context import Headers, HttpRequest
 from mallee.core.errors import CloudError
 from mallee.rpc.contract import CONTRACT_HEADER, Handlers, Operation, Req, Resp, encode
@@ -100,7 +100,20 @@ class Client:
     def call(self, operation: Operation[Req, Resp], request: Req) -> Resp:
         """Send `request`, return the callee's answer decoded (and so checked) as the operation's
         response type. Raises RpcError for an error answer, OSError when the callee is unreachable."""
-        open_transactions.refuse_inside(f"rpc {operation.api.name}.{operation.name}")
+        name = f"{operation.api.name}.{operation.name}"
+        open_transactions.refuse_inside(f"rpc {name}")
+        try:
+            return self._call(operation, request)
+        except RpcError as err:
+            metrics.rpc_error(name, err.code)
+            raise
+        except OSError as err:
+            # urllib wraps a refused or timed-out connect in URLError (its `reason`)
+            cause = getattr(err, "reason", err)
+            metrics.rpc_error(name, "timeout" if isinstance(cause, TimeoutError) else "unreachable")
+            raise
+
+    def _call(self, operation: Operation[Req, Resp], request: Req) -> Resp:
         path = PREFIX + operation.name
         body = encode(request)
         date = str(time.time())

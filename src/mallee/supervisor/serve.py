@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from mallee.core import crashpoints
+from mallee.core import crashpoints, metrics
 from mallee.core import logging as mlog
 from mallee.core.config import Config
 from mallee.supervisor import door, handoff
@@ -71,6 +71,8 @@ class Server(uvicorn.Server):
 
 def serve(service: str, cfg: Config, worker: int = 0) -> None:
     mlog.setup(service, cfg.log_level)
+    # Before anything is counted: the service's processes count into files one scrape sums.
+    metrics.count_into(metrics.directory(cfg.data_dir, service))
     crashpoints.configure(cfg.crash_points_dir)
     app = build_app(service, cfg, worker)
     http: Any = "httptools"

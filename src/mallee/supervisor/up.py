@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from mallee.core import logging as mlog
+from mallee.core import metrics
 from mallee.core.config import SERVICES, Config, environ_for_children
 from mallee.db.session import Database
 from mallee.services.clc import live_instances
@@ -177,6 +178,7 @@ def pid_file(cfg: Config) -> Path:
 
 def up(cfg: Config) -> int:
     mlog.setup("up", cfg.log_level)
+    metrics.forget_counts(cfg.data_dir)  # a new run counts from zero
     admin = initialise(cfg)
     if admin.created:
         log.info("initialised %s: system account %s", cfg.data_dir, admin.account_id)

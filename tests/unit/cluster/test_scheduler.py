@@ -1,11 +1,12 @@
-"""Placement policies: ROUNDROBIN spreads, GREEDY fills, MinCount is all or nothing."""
+"""Placement policies: ROUNDROBIN spreads, GREEDY packs, MinCount is all or nothing; what a node
+offers under the overcommit ratios."""
 
 from __future__ import annotations
 
 import pytest
 
 from mallee.rpc.node import Resources
-from mallee.services.cluster.scheduler import NodeState, Scheduler
+from mallee.services.cluster.scheduler import NodeState, Overcommit, Scheduler
 
 SMALL = Resources(cores=1, memory_mib=256, disk_gib=5)
 
@@ -61,3 +62,27 @@ def test_every_resource_counts() -> None:
 def test_an_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError):
         Scheduler("BEST")
+
+
+def test_a_node_offers_cores_times_the_cpu_ratio_and_memory_times_the_memory_ratio() -> None:
+    real = Resources(cores=2, memory_mib=4096, disk_gib=100)
+    assert Overcommit(cpu=4.0, memory=1.5).offered(real) == Resources(cores=8, memory_mib=6144, disk_gib=100)
+
+
+def test_without_overcommit_a_node_offers_what_it_has() -> None:
+    real = Resources(cores=2, memory_mib=4096, disk_gib=100)
+    assert Overcommit().offered(real) == real
+
+
+def test_disk_is_never_overcommitted() -> None:
+    assert Overcommit(cpu=16.0, memory=16.0).offered(Resources(disk_gib=100)).disk_gib == 100
+
+
+def test_a_ratio_below_one_holds_part_of_a_node_back_rounding_down() -> None:
+    offered = Overcommit(cpu=0.5, memory=0.29).offered(Resources(cores=3, memory_mib=100))
+    assert (offered.cores, offered.memory_mib) == (1, 29)  # 100 × 0.29 is 28.999… in floating point
+
+
+def test_a_two_core_node_overcommitted_four_times_takes_eight_one_vcpu_instances() -> None:
+    node = NodeState("n0:8775", Overcommit(cpu=4.0).offered(Resources(cores=2, memory_mib=8192, disk_gib=80)))
+    assert Scheduler("GREEDY").place([node], [SMALL] * 9, 1) == ["n0:8775"] * 8

@@ -114,3 +114,33 @@ def test_an_unreadable_signature_is_routed_as_if_unsigned_and_kept_for_the_gatew
 def test_an_api_this_endpoint_does_not_serve_is_named_and_answered_in_ec2s_shape() -> None:
     route_ = classify(req("GET", headers=[("Authorization", V4.format(svc="dynamodb")), DATE]))
     assert route_.foreign_service == "dynamodb" and route_.service == "ec2"
+
+
+def test_an_unsigned_bare_get_of_metrics_is_the_metrics_page_not_s3() -> None:
+    route_ = classify(req("GET", "/metrics", headers=[("Host", "127.0.0.1:8773")]), "s3.test")
+    assert route_.is_metrics and not route_.is_s3
+    assert route_.shape == "s3"  # an error before it is answered: in the shape it would otherwise have
+
+
+@pytest.mark.parametrize(
+    ("request_", "domain"),
+    [
+        (req("GET", "/metrics", headers=[("Authorization", V4.format(svc="s3")), DATE]), ""),
+        (req("GET", "/metrics", "list-type=2"), ""),  # any query: ListObjectsV2 and the like
+        (req("GET", "/metrics", "X-Amz-Algorithm=AWS4-HMAC-SHA256"), ""),  # presigned (or half so)
+        (req("GET", "/metrics/"), ""),
+        (req("GET", "/metrics/key"), ""),
+        (req("HEAD", "/metrics"), ""),
+        (req("PUT", "/metrics"), ""),
+        (req("GET", "/Metrics"), ""),
+        (req("GET", "/services/objectstorage/metrics"), ""),
+        (req("GET", "/metrics", headers=[("Host", "metrics.s3.test")]), "s3.test"),  # virtual-hosted
+        (req("GET", "/metrics", headers=[("Authorization", "AWS4-HMAC-SHA256 Credential=x")]), ""),
+    ],
+)
+def test_every_other_request_for_metrics_is_s3s_bucket_of_that_name(
+    request_: HttpRequest, domain: str
+) -> None:
+    route_ = classify(request_, domain)
+    assert route_.is_s3 and not route_.is_metrics
+    assert route_.bucket == ("Metrics" if request_.raw_path == "/Metrics" else "metrics")

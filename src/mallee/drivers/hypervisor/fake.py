@@ -5,12 +5,14 @@ Instances live in a FakeHost; two drivers given the same host see the same insta
 tests simulate a Node Controller restarting and re-adopting its VMs. With a `state_file` the host is
 kept on disk, so its "VMs" outlive a killed node controller process as real ones would (the crash
 tests need that). Like libvirt, spawn fails (and leaves nothing) when the kernel, ramdisk or a disk
-file does not exist.
+file does not exist. A simulated node gives it its capacity (`resources`) and the time a start takes
+(`boot_delay`: spawn returns after it, the instance `starting` meanwhile, as libvirt's define+start).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +34,8 @@ from mallee.drivers.hypervisor.base import (
     validate_spec,
     without_disk,
 )
+
+READY = b"MALLEE-READY instance-id=unknown\n"  # what the tiny guest prints once it has booted
 
 
 @dataclass
@@ -61,9 +65,14 @@ class FakeHypervisor(Hypervisor):
         check_files: bool = True,
         on_spawn: Callable[[InstanceSpec], None] | None = None,
         state_file: Path | None = None,
+        resources: HostResources | None = None,
+        boot_delay: float = 0.0,
     ) -> None:
         self.state_file = state_file
         self.host = host or _load(state_file)
+        if resources is not None:
+            self.host.resources = resources
+        self.boot_delay = boot_delay
         self.check_files = check_files  # scale tests spawn thousands with made-up paths: turn it off
         self.on_spawn = on_spawn  # called before "starting"; may raise to simulate a failure
         self.capabilities = {"accelerator": "fake", "live_disk_attach": True, "console_log": True}
@@ -86,10 +95,27 @@ class FakeHypervisor(Hypervisor):
                 except Exception as error:
                     self.host.instances.pop(spec.instance_id, None)
                     raise SpawnFailed(f"instance {spec.instance_id}: {error}") from error
-            self.host.instances[spec.instance_id] = FakeInstance(spec)
+            booting = self.boot_delay > 0
+            instance = FakeInstance(spec, PowerState.STARTING if booting else PowerState.RUNNING)
+            self.host.instances[spec.instance_id] = instance
             console = self.host.consoles.setdefault(spec.instance_id, bytearray())
-            console[:] = f"fake boot of {spec.instance_id}\nMALLEE-READY instance-id=unknown\n".encode()
+            console[:] = f"fake boot of {spec.instance_id}\n".encode()
+            if not booting:
+                console += READY
             self._save()
+        if booting:
+            self._boot(instance)
+
+    def _boot(self, instance: FakeInstance) -> None:
+        """Wait out the start (without the host's lock: other instances start meanwhile); an
+        instance destroyed in between stays gone."""
+        time.sleep(self.boot_delay)
+        instance_id = instance.spec.instance_id
+        with self.host.lock:
+            if self.host.instances.get(instance_id) is instance and instance.state is PowerState.STARTING:
+                instance.state = PowerState.RUNNING
+                self.host.consoles[instance_id] += READY
+                self._save()
 
     def destroy(self, instance_id: str) -> None:
         with self.host.lock:
@@ -109,7 +135,7 @@ class FakeHypervisor(Hypervisor):
             if instance.state is not PowerState.RUNNING:
                 raise HypervisorError(f"instance {instance_id}: cannot reboot while {instance.state.value}")
             instance.boots += 1
-            self.host.consoles[instance_id] += b"MALLEE-READY instance-id=unknown\n"
+            self.host.consoles[instance_id] += READY
 
     def state(self, instance_id: str) -> PowerState | None:
         instance = self.host.instances.get(instance_id)

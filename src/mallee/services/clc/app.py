@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from mallee import __version__
 from mallee.core import config as config_mod
-from mallee.core import ids
+from mallee.core import ids, metrics
 from mallee.core.config import Config
 from mallee.core.context import HttpRequest, RequestContext
 from mallee.core.errors import CloudError, ConfigError
@@ -54,6 +54,7 @@ from mallee.services.clc.handlers import REGISTRIES
 from mallee.services.clc.iam import store
 from mallee.services.clc.iam.identity import Identity
 from mallee.services.clc.identity_document import DocumentSigner
+from mallee.services.clc.instance_metrics import instances_by_state
 from mallee.services.clc.reconcile import Reconciler
 from mallee.services.clc.tables import AccessKey, Account
 
@@ -90,6 +91,8 @@ class CloudController:
             Periodic("clc-heartbeat", self.register_self, cfg.heartbeat_seconds),
             self.reconciler,
         )
+        # What its metrics page reads when scraped, besides the counters (core/metrics.py).
+        self.readings = (metrics.service_info("clc", __version__), instances_by_state(self.db))
         self.rpc_handlers = Handlers()
         self.rpc_handlers.add(cloud.HEARTBEAT, self._heartbeat)
         self.rpc_handlers.add(cloud.RESOLVE_KEY, self._resolve_key)
@@ -219,6 +222,10 @@ class CloudController:
 
     async def _public(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = request_from_scope(scope)  # the head first: S3 is routed before any body is read
+        if routing.classify(request, self.cfg.s3_domain).is_metrics:
+            page = await asyncio.get_running_loop().run_in_executor(self.pool, metrics.render, *self.readings)
+            await send_response(send, 200, [("content-type", metrics.CONTENT_TYPE)], page)
+            return
         # Relayed by Walrus (a query-API request on a connection handed to it): the client's address.
         request.remote_addr = (
             trusted_client(self.key, request.headers.get(CLIENT_HEADER)) or request.remote_addr

@@ -17,7 +17,9 @@ from mallee.rpc import node as node_rpc
 from mallee.rpc.component import App, reporting_app
 from mallee.rpc.contract import Handlers, Ok, StateChanged
 from mallee.rpc.transport import Client, RpcError, load_key
+from mallee.services.cluster.capacity_metrics import node_capacity
 from mallee.services.cluster.controller import ClusterController
+from mallee.services.cluster.scheduler import Overcommit
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ def create_app(cfg: Config | None = None) -> App:
         cfg.scheduler,
         url=cfg.url("cc"),
         on_change=lambda ids: threading.Thread(target=push, args=(ids,), daemon=True).start(),
+        overcommit=Overcommit(cpu=cfg.cpu_overcommit, memory=cfg.memory_overcommit),
     )
     nodes = [n.strip() for n in cfg.nodes.split(",") if n.strip()] or [f"{cfg.host}:{cfg.port('nc')}"]
     for name in nodes:
@@ -104,4 +107,5 @@ def create_app(cfg: Config | None = None) -> App:
         lambda: {"nodes": msgspec.to_builtins(cc.describe().nodes)},  # free/total per node, for zones
         handlers,
         background=(poller,),
+        readings=(node_capacity(cfg.zone, cc.describe),),
     )

@@ -2,6 +2,10 @@
 which nodes have room. Nothing here is the truth for long: every poll of the nodes rebuilds it, so
 a restarted CC recovers by asking its nodes, and says it is `ready` only once it has asked them all.
 
+It is the one place that decides placement for its zone: every CLC worker and process asks it, and
+it checks room and records the placement under one lock, so launches at once never take more than
+the nodes offer (their reported resources × the cloud's overcommit ratios).
+
 Addresses and MACs come from the CLC, which records them before it asks for a launch; the CC only
 chooses nodes. Changes it sees (from a poll, or a node's push) are pushed on to the CLC at once.
 Each node's whole VPC network is made by the CLC and relayed to the node as it is
@@ -15,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,13 +30,14 @@ from mallee.rpc import node as node_rpc
 from mallee.rpc.contract import Message, Ok, Operation
 from mallee.rpc.node import InstanceLaunch, InstanceState, NodeInstance, Resources
 from mallee.rpc.transport import Client, RpcError
-from mallee.services.cluster.scheduler import NodeState, Scheduler
+from mallee.services.cluster.scheduler import NodeState, Overcommit, Scheduler
 
 log = logging.getLogger(__name__)
 Req = TypeVar("Req", bound=Message)
 
-# A launch sent to a node shows in its reports at once; one missing from a report for longer was
-# lost on the way (a node that died before keeping it): forget it, and the CLC sends it again.
+# A launch sent to a node shows in its reports at once; one still missing from them this long after
+# it was sent was lost on the way (a node that died before keeping it): forget it, and the CLC
+# sends it again.
 IN_FLIGHT_SECONDS = 10.0
 # A node reports a stopped or terminated instance once, then forgets it; the CC keeps reporting that
 # final state this long, so the CLC's reconciler sees it whatever its timing (a stop it missed would
@@ -47,7 +52,11 @@ class Placement:
     need: Resources
     state: InstanceState = "pending"
     reason: str = ""
+    # When the CC placed it or last finished sending its launch; while `sending`, the launch may
+    # not have reached the node. A report asked before either says nothing of this placement (its
+    # node may still report the instance's last life, stopped).
     since: float = field(default_factory=time.monotonic)
+    sending: bool = False
     final_since: float | None = None  # when a node first reported it stopped or terminated
     volumes: dict[str, str] = field(default_factory=dict)  # as the node last reported them
     awaiting: list[str] = field(default_factory=list)  # volumes a pending launch waits for
@@ -72,11 +81,13 @@ class ClusterController:
         policy: str = "ROUNDROBIN",
         url: str = "",
         on_change: Callable[[list[str]], None] = lambda _ids: None,
+        overcommit: Overcommit | None = None,
     ) -> None:
         self.key = key
         self.url = url  # where nodes push their changes
         self.on_change = on_change
         self.scheduler = Scheduler(policy)
+        self.overcommit = overcommit or Overcommit()
         self.nodes_file = nodes_file
         self.nodes: dict[str, Node] = {}
         self.placements: dict[str, Placement] = {}
@@ -119,6 +130,7 @@ class ClusterController:
             self.on_change(changed)
 
     def _poll_node(self, node: Node) -> list[str]:
+        asked = time.monotonic()
         try:
             report = node.client.call(node_rpc.DESCRIBE, node_rpc.DescribeNode(cluster_url=self.url))
         except (OSError, RpcError) as exc:
@@ -127,19 +139,23 @@ class ClusterController:
             node.reachable = False
             return []
         with self.lock:
-            return self._absorb(node, report)
+            return self._absorb(node, report, asked)
 
-    def _absorb(self, node: Node, report: node_rpc.NodeReport) -> list[str]:
+    def _absorb(self, node: Node, report: node_rpc.NodeReport, asked: float) -> list[str]:
+        """Apply a report the node was asked for at `asked`; placements made or sent since are newer
+        than it and keep what they say."""
         node.reachable = True
         node.hypervisor = report.hypervisor
         node.network_generation, node.underlay = report.network_generation, report.underlay
-        node.state.total = report.resources
+        node.state.total = self.overcommit.offered(report.resources)
         changed = []
         for instance_id, info in report.instances.items():
             placement = self.placements.get(instance_id)
             if placement is None:  # a node reports an instance we did not know: adopt it
                 placement = self.placements[instance_id] = Placement(instance_id, node.name, info.needs)
                 changed.append(instance_id)
+            elif _newer_than(placement, asked):
+                continue
             if _changed(placement, info):
                 changed.append(instance_id)
             placement.state, placement.reason, placement.volumes = info.state, info.reason, info.volumes
@@ -149,6 +165,8 @@ class ClusterController:
         now = time.monotonic()
         for placement in list(self.placements.values()):
             if placement.node != node.name or placement.instance_id in report.instances:
+                continue
+            if _newer_than(placement, asked):  # the launch may not have reached the node yet
                 continue
             if placement.final_since is not None:
                 gone = now - placement.final_since > KEEP_FINAL_SECONDS
@@ -175,50 +193,72 @@ class ClusterController:
     def run_instances(self, request: api.RunInstances) -> api.Placed:
         if not self.ready:
             self.poll()  # just started: learn what the nodes run before placing anything
-        with self.lock:
+        with self.lock:  # room is checked and taken in one step: launches at once never overfill
             placed: dict[str, str] = {}
-            todo: list[tuple[InstanceLaunch, str]] = []
+            pinned: list[tuple[InstanceLaunch, str]] = []
             unplaced: list[InstanceLaunch] = []
             for launch in request.instances:
                 known = self.placements.get(launch.instance_id)
                 if known is not None and known.state == "stopped":  # started again: placed anew
                     del self.placements[launch.instance_id]
                     known = None
-                pinned = request.nodes.get(launch.instance_id)
+                node_name = request.nodes.get(launch.instance_id)
                 if known is not None:  # a retried call: answer what was decided
                     placed[known.instance_id] = known.node
-                elif pinned in self.nodes:  # placed before, lost on the way: same node again
-                    todo.append((launch, pinned))
+                elif node_name in self.nodes:  # placed before, lost on the way: same node again
+                    pinned.append((launch, node_name))
                 else:
                     unplaced.append(launch)
-            needs = [launch.needs for launch in unplaced]
-            usable = [n.state for n in self.nodes.values() if n.reachable]
-            wanted = max(0, request.min_count - len(placed) - len(todo))
-            chosen = self.scheduler.place(usable, needs, wanted)
-            if unplaced and not chosen and wanted > 0:
-                raise CloudError(
-                    "InsufficientInstanceCapacity",
-                    "There is not enough capacity in the availability zone for the requested instances.",
-                    500,
-                )
-            todo += zip(unplaced, chosen, strict=False)
+            todo = self._place(pinned, unplaced, max(0, request.min_count - len(placed)))
+            sends = []
             for launch, node_name in todo:
-                self.placements[launch.instance_id] = Placement(launch.instance_id, node_name, launch.needs)
-                self.nodes[node_name].state.used = self._used(node_name)
+                placement = Placement(launch.instance_id, node_name, launch.needs, sending=True)
+                self.placements[launch.instance_id] = placement
+                sends.append((launch, placement))
                 placed[launch.instance_id] = node_name
+            for node_name in {node_name for _, node_name in todo}:
+                self.nodes[node_name].state.used = self._used(node_name)
         crashpoints.reached("cc.run.placed")
-        for launch, node_name in todo:
-            self._send_launch(launch, node_name)
+        for launch, placement in sends:
+            self._send_launch(launch, placement)
         crashpoints.reached("cc.run.sent")
         return api.Placed(placed=placed)
 
-    def _send_launch(self, launch: InstanceLaunch, node_name: str) -> None:
+    def _place(
+        self, pinned: list[tuple[InstanceLaunch, str]], unplaced: list[InstanceLaunch], min_count: int
+    ) -> list[tuple[InstanceLaunch, str]]:
+        """Where each launch goes, at least `min_count` of them, or InsufficientInstanceCapacity. A
+        pinned launch takes room on its own node or is not placed: never on another, as its node
+        may still hold it and start it later."""
+        nodes = {n.name: replace(n.state) for n in self.nodes.values() if n.reachable}
+        todo: list[tuple[InstanceLaunch, str]] = []
+        for launch, node_name in pinned:
+            state = nodes.get(node_name)
+            if state is not None and state.free.fits(launch.needs):
+                state.used = state.used.plus(launch.needs)
+                todo.append((launch, node_name))
+        wanted = max(0, min_count - len(todo))
+        chosen = self.scheduler.place(list(nodes.values()), [launch.needs for launch in unplaced], wanted)
+        if len(chosen) < wanted:
+            raise CloudError(
+                "InsufficientInstanceCapacity",
+                "There is not enough capacity in the availability zone for the requested instances.",
+                500,
+            )
+        return todo + list(zip(unplaced, chosen, strict=False))
+
+    def _send_launch(self, launch: InstanceLaunch, placement: Placement) -> None:
         try:
-            self.nodes[node_name].client.call(node_rpc.RUN_INSTANCE, node_rpc.RunInstance(launch=launch))
+            client = self.nodes[placement.node].client
+            client.call(node_rpc.RUN_INSTANCE, node_rpc.RunInstance(launch=launch))
         except (OSError, RpcError) as exc:
             # Left as placed: the node's next report shows whether it kept the launch; if not, the
             # placement is forgotten after IN_FLIGHT_SECONDS and the CLC sends the launch again.
-            log.warning("node %s did not take %s: %s", node_name, launch.instance_id, exc)
+            log.warning("node %s did not take %s: %s", placement.node, launch.instance_id, exc)
+        finally:
+            with self.lock:  # in flight from now on: the node's next report shows it
+                placement.sending = False
+                placement.since = time.monotonic()
 
     def terminate_instances(self, instance_ids: list[str]) -> None:
         for instance_id in instance_ids:  # one terminated already is asked again: the node confirms
@@ -324,6 +364,11 @@ class ClusterController:
                     for n in self.nodes.values()
                 ],
             )
+
+
+def _newer_than(placement: Placement, asked: float) -> bool:
+    """Whether the placement was made, or its launch sent, after a report was asked for."""
+    return placement.sending or placement.since >= asked
 
 
 def _changed(placement: Placement, info: NodeInstance) -> bool:

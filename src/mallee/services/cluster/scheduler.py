@@ -1,20 +1,42 @@
-"""Placing instances on nodes with room: Eucalyptus' ROUNDROBIN (default) and GREEDY policies.
+"""Placing instances on nodes with room, by Eucalyptus' policies: ROUNDROBIN (the default) spreads
+instances over the nodes in turn, GREEDY packs each node before it uses the next.
 
 Placement is all-or-nothing per request: either at least `min_count` of the instances fit (and
-that many, up to all, are placed) or none is, so nothing is half-launched.
+that many, up to all, are placed) or none is, so nothing is half-launched. A node's room is what
+it offers (`Overcommit.offered`) less what its instances take.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+from mallee.core.config import PLACEMENT_POLICIES
 from mallee.rpc.node import Resources
+
+
+@dataclass(frozen=True)
+class Overcommit:
+    """How much more than it has a node offers: `cpu` vCPUs per core (Eucalyptus let a node run more
+    vCPUs than cores, as OpenStack's `cpu_allocation_ratio` does) and `memory` MiB per MiB. Disk is
+    never promised twice: an instance's disk is written."""
+
+    cpu: float = 1.0
+    memory: float = 1.0
+
+    def offered(self, resources: Resources) -> Resources:
+        """What a node with `resources` (as it measured or was told them) offers instances."""
+        return Resources(
+            cores=_scaled(resources.cores, self.cpu),
+            memory_mib=_scaled(resources.memory_mib, self.memory),
+            disk_gib=resources.disk_gib,
+        )
 
 
 @dataclass
 class NodeState:
     name: str  # host:port
-    total: Resources
+    total: Resources  # what the node offers instances (its resources, overcommitted)
     used: Resources = field(default_factory=Resources)
     enabled: bool = True
 
@@ -25,7 +47,7 @@ class NodeState:
 
 class Scheduler:
     def __init__(self, policy: str = "ROUNDROBIN") -> None:
-        if policy not in ("ROUNDROBIN", "GREEDY"):
+        if policy not in PLACEMENT_POLICIES:
             raise ValueError(f"unknown scheduling policy {policy!r}")
         self.policy = policy
         self._next = 0  # round-robin cursor
@@ -59,3 +81,8 @@ class Scheduler:
             if free[name].fits(need):
                 return name
         return None
+
+
+def _scaled(amount: int, ratio: float) -> int:
+    # Rounded first so that a product such as 100 × 0.29 (28.999…) counts as the 29 it means.
+    return math.floor(round(amount * ratio, 6))

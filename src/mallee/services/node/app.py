@@ -94,12 +94,15 @@ class ChangePusher:
             log.info("push of %s's change to %s failed (the next poll sees it): %s", instance_id, target, exc)
 
 
-def create_app(cfg: Config | None = None) -> App:
+def create_app(cfg: Config | None = None, hypervisor_options: dict[str, Any] | None = None) -> App:
+    """`hypervisor_options`: more for the hypervisor driver (a simulated node's fake host: its
+    `resources` and `boot_delay`; supervisor/simulated_nodes.py)."""
     cfg = cfg or config_mod.load()
     key = load_key(cfg.deployment_key_file)
     node_dir = reachable_dir(Path(cfg.node_dir))
     registry.prepare_host(cfg.hypervisor)
-    hypervisor = registry.hypervisor(cfg.hypervisor, **node_hypervisor_options(cfg, node_dir))
+    options = {**node_hypervisor_options(cfg, node_dir), **(hypervisor_options or {})}
+    hypervisor = registry.hypervisor(cfg.hypervisor, **options)
     driver = registry.network(cfg.network, state_dir=node_dir / "network")
     pusher = ChangePusher(key)
     proxy = MetadataProxy(key, Client(cfg.clc_url, key))

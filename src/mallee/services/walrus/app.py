@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from mallee import __version__
 from mallee.core import config as config_mod
-from mallee.core import ids
+from mallee.core import ids, metrics
 from mallee.core.config import Config
 from mallee.core.context import WRITE_BODY, FileBody, HttpRequest, HttpResponse, RequestContext
 from mallee.core.errors import CloudError
@@ -62,6 +62,7 @@ from mallee.services.walrus.handlers import REGISTRIES
 from mallee.services.walrus.identity import RemoteIdentity
 from mallee.services.walrus.object_layer import ObjectLayer, deferred_commits
 from mallee.services.walrus.quota import Quotas
+from mallee.services.walrus.storage_metrics import stored
 from mallee.services.walrus.streaming import BridgeStream, BytesStream, SmallBodies
 from mallee.services.walrus.unsupported import refuse_unsupported
 
@@ -113,6 +114,8 @@ class Walrus:
         )
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="s3")
         self.small_bodies = SmallBodies(cfg.body_idle_seconds)
+        # What its metrics page reads when scraped, besides the counters of all its workers.
+        self.readings = (metrics.service_info("walrus", __version__), stored(self.db))
         self.rpc_handlers = Handlers()
         self.rpc_handlers.add(objectstorage.USAGE, self._usage)
         # Lifecycle rules are applied every `lifecycle_seconds`.
@@ -173,8 +176,12 @@ class Walrus:
             await send_response(send, 200, [("content-type", "text/plain")], b"ok\n")
         else:
             request = request_from_scope(scope)
-            if self._for_clc(scope, request):
+            if self._for_clc(scope, request):  # the public endpoint's metrics page is the CLC's
                 await self._relay_to_clc(scope, receive, send)
+            elif routing.classify(request, self.cfg.s3_domain).is_metrics:
+                loop = asyncio.get_running_loop()
+                page = await loop.run_in_executor(self.pool, metrics.render, *self.readings)
+                await send_response(send, 200, [("content-type", metrics.CONTENT_TYPE)], page)
             else:
                 await self.public(scope, receive, send, request)
 

@@ -20,12 +20,13 @@ import hmac
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-from mallee.core import clock, ids
+from mallee.core import clock, ids, metrics
 from mallee.core.context import BodyStream, Headers, HttpRequest, HttpResponse, RequestContext
 from mallee.core.errors import CloudError
 from mallee.protocol import routing, serializer, sigv4
@@ -222,6 +223,13 @@ class _FileStream:
 
 def handle(gateway: Gateway, request: HttpRequest) -> HttpResponse:
     """Answer a browser-based upload (see the module's docstring); never raises."""
+    started = time.perf_counter()
+    response = _answer(gateway, request)
+    metrics.api_requests.observe("s3", "PostObject", response.status, started)
+    return response
+
+
+def _answer(gateway: Gateway, request: HttpRequest) -> HttpResponse:
     ctx = RequestContext(request=request, request_id=ids.request_id(), region=gateway.region, service="s3")
     ctx.operation = "PostObject"
     bucket = routing.classify(request, gateway.s3_domain).bucket

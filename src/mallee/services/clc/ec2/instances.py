@@ -27,16 +27,14 @@ from mallee.services.clc import peers, placement
 from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import (
     block_devices,
-    filters,
     instance_identity,
+    instance_listing,
     interfaces,
     launch,
-    tags,
     volume_attachments,
     volumes,
 )
-from mallee.services.clc.ec2.instance_views import instance_views, reservation_views, state_view
-from mallee.services.clc.paging import page
+from mallee.services.clc.ec2.instance_views import reservation_views, state_view
 from mallee.services.clc.tables import Instance, InstanceType
 
 MAX_USER_DATA = 16 * 1024
@@ -152,21 +150,6 @@ def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     return reservation_views(ctx, kept)[0]
 
 
-_FILTERS: dict[str, filters.Getter[dict[str, Any]]] = {
-    "instance-id": lambda v: v["InstanceId"],
-    "image-id": lambda v: v["ImageId"],
-    "instance-type": lambda v: v["InstanceType"],
-    "instance-state-name": lambda v: v["State"]["Name"],
-    "instance-state-code": lambda v: v["State"]["Code"],
-    "availability-zone": lambda v: v["Placement"]["AvailabilityZone"],
-    "private-ip-address": lambda v: v.get("PrivateIpAddress"),
-    "key-name": lambda v: v.get("KeyName"),
-    "kernel-id": lambda v: v.get("KernelId"),
-    "ramdisk-id": lambda v: v.get("RamdiskId"),
-    "launch-index": lambda v: v["AmiLaunchIndex"],
-}
-
-
 def visible(ctx: RequestContext, instance_ids: list[str] | None) -> list[Instance]:
     q = (
         select(Instance)
@@ -175,15 +158,7 @@ def visible(ctx: RequestContext, instance_ids: list[str] | None) -> list[Instanc
     )
     found = list(ctx.session.scalars(q))
     if instance_ids:
-        for instance_id in instance_ids:
-            if not ids.is_resource_id(instance_id, "i"):
-                raise CloudError("InvalidInstanceID.Malformed", f'Invalid id: "{instance_id}"')
-        known = {i.id for i in found}
-        missing = [i for i in instance_ids if i not in known]
-        if missing:
-            raise CloudError(
-                "InvalidInstanceID.NotFound", f"The instance ID '{', '.join(missing)}' does not exist"
-            )
+        instance_listing.check_named(instance_ids, {i.id for i in found})
         found = [i for i in found if i.id in instance_ids]
     return found
 
@@ -197,20 +172,8 @@ def named(ctx: RequestContext, instance_ids: list[str]) -> list[Instance]:
 
 @EC2.operation()
 def describe_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    found = visible(ctx, p.get("InstanceIds"))
-    views = instance_views(ctx, found)
-    reservation_of = {i.id: i.reservation_id for i in found}
-    getters = {**_FILTERS, "reservation-id": lambda v: reservation_of[v["InstanceId"]]}
-    tagged = tags.with_tag_filters(list(views.values()), p.get("Filters"), getters)
-    keep = {v["InstanceId"] for v in tagged}
-    selected = [i for i in found if i.id in keep]
-    limit = p.get("MaxResults")
-    if limit is not None and not 5 <= limit <= 1000:
-        raise CloudError("InvalidParameterValue", "MaxResults must be between 5 and 1000.")
-    chunk, token = page(
-        selected, p.get("NextToken"), limit, default=len(selected) or 1, code="InvalidParameterValue"
-    )
-    out: dict[str, Any] = {"Reservations": reservation_views(ctx, chunk, views)}
+    chunk, token = instance_listing.selected_page(ctx, p)  # the page, from a few columns of each
+    out: dict[str, Any] = {"Reservations": reservation_views(ctx, chunk)}
     if token:
         out["NextToken"] = token
     return out

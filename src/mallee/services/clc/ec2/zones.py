@@ -1,7 +1,8 @@
 """DescribeAvailabilityZones: one zone per registered cluster controller.
 
 `--zone-names verbose` answers Eucalyptus-style capacity rows (free / max per instance type) from
-the resources the zone's cluster controller last reported.
+what the zone's cluster controller last reported its nodes offer: their resources × the cloud's
+`cpu_overcommit` and `memory_overcommit`, the same room it places instances in.
 """
 
 from __future__ import annotations
