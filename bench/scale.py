@@ -156,6 +156,7 @@ def measure_level(
         figure = run.page(case.name)
         figure.values[level] = timing.median_ms
         figure.baseline[level] = moto_ms.median_ms
+        progress(f"  {case.name}: {timing.median_ms:.0f} ms (moto {moto_ms.median_ms:.0f} ms)")
         if timing.items == 0 or timing.items > PAGE:
             run.notes.append(f"{case.name} at {level}: {timing.items} instances on the page")
     progress(f"{level:,} instances: memory and CPU at rest ({args.rest:.0f} s)")

@@ -91,3 +91,20 @@ def test_every_simulated_node_answers_at_its_own_address_with_its_capacity(tmp_p
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_fleet_whose_address_is_taken_stops_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "deployment.key").write_text(secrets.token_hex(32) + "\n")
+    base = _free_port_base()
+    env = {**os.environ, "MALLEE_DATA_DIR": str(tmp_path), "MALLEE_PORT_BASE": str(base)}
+    taken = socket.socket()
+    taken.bind(("127.0.9.2", base + PORT_OFFSETS["nc"]))
+    taken.listen()
+    command = [sys.executable, "-m", "mallee.supervisor", "serve", "nc-sim", "--count", "3"]
+    command += ["--first-address", "127.0.9.1", "--boot-delay", "0"]
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, timeout=30)
+    finally:
+        taken.close()
+    assert done.returncode == 3
+    assert b"serving" not in done.stdout

@@ -32,9 +32,9 @@ FILTERS: dict[str, filters.Getter[dict[str, Any]]] = {
     "ramdisk-id": lambda v: v.get("RamdiskId"),
     "launch-index": lambda v: v["AmiLaunchIndex"],
 }
-# Filters whose values, when none has a wildcard, also narrow the query itself: at 10,000 instances
-# a state or tag filter otherwise reads and tests every instance (and all their tags). FILTERS
-# still decide: the query only leaves out instances they would leave out.
+# Filters whose values, when none has a wildcard, the query decides itself: an exact match, as
+# FILTERS decide a value without wildcards. At 10,000 instances a state or tag filter otherwise
+# builds and tests every instance's filter view (and reads all their tags) for each page.
 _NARROWING = {
     "instance-id": Instance.id,
     "image-id": Instance.image_id,
@@ -77,7 +77,8 @@ def selected_page(ctx: RequestContext, p: dict[str, Any]) -> tuple[list[Instance
     named = p.get("InstanceIds")
     specs = p.get("Filters") or []
     if not named:  # named ones are checked against the whole listing: each must be the caller's
-        query = query.where(*_narrowing(specs))
+        clauses, specs = _narrowing(specs)
+        query = query.where(*clauses)
     rows = list(ctx.session.execute(query.order_by(Instance.launch_time, Instance.id)))
     if named:
         check_named(named, {r.id for r in rows})
@@ -94,20 +95,24 @@ def selected_page(ctx: RequestContext, p: dict[str, Any]) -> tuple[list[Instance
     return [records[i] for i in wanted], token
 
 
-def _narrowing(specs: list[dict[str, Any]]) -> list[ColumnElement[bool]]:
-    """What the query can leave out for the filters given (see _NARROWING)."""
+def _narrowing(specs: list[dict[str, Any]]) -> tuple[list[ColumnElement[bool]], list[dict[str, Any]]]:
+    """The query's conditions for the filters it can decide (_NARROWING, tag:KEY), and the filters
+    left to FILTERS."""
     clauses: list[ColumnElement[bool]] = []
+    left: list[dict[str, Any]] = []
     for spec in specs:
         name, values = str(spec.get("Name") or ""), [str(v) for v in spec.get("Values", [])]
-        if not values or any(_WILDCARDS.intersection(v) for v in values):
-            continue
         column = _NARROWING.get(name)
-        if column is not None:
+        if not values or any(_WILDCARDS.intersection(v) for v in values):
+            left.append(spec)
+        elif column is not None:
             clauses.append(column.in_(values))
         elif name.startswith("tag:"):
             tagged = select(Tag.resource_id).where(Tag.key == name[4:], Tag.value.in_(values))
             clauses.append(Instance.id.in_(tagged))
-    return clauses
+        else:
+            left.append(spec)
+    return clauses, left
 
 
 def _filtered(ctx: RequestContext, rows: list[Row[Any]], specs: list[dict[str, Any]]) -> list[Row[Any]]:
