@@ -2,6 +2,9 @@
 metadata proxy, through the CLC's metadata rpc alone, and on moto's server; what each server is given
 for them (a user, roles, an instance) and their requests.
 
+The rpc refuses a request it has served before (its nonce), so its rows cannot replay one: each
+send is sealed anew, as the node's rpc client does, by the Python client (SignedRequest.fresh).
+
 Mallee's metadata proxy knows a guest by the source address of its connection. The bench's Mallee
 runs the fake VPC network, whose metadata listener is a loopback socket, so the bench launches the
 instance with this machine's own address as its private address (in a VPC made around it): a
@@ -11,6 +14,7 @@ address it connects from, so the metadata rows use the Python client, on both se
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import re
@@ -40,9 +44,9 @@ from _harness import LOOPBACK, Target, boto_client
 from _loadgen import LoadSettings, SignedRequest, run_python
 
 from mallee.rpc import cloud as cloud_rpc
+from mallee.rpc import sealing
 from mallee.rpc.contract import CONTRACT_HEADER, encode
-from mallee.rpc.transport import MAX_SKEW, PREFIX, load_key
-from mallee.rpc.transport import sign as rpc_sign
+from mallee.rpc.transport import DATE_HEADER, NONCE_HEADER, PREFIX, SEALED, load_key
 
 IAM_API_VERSION = "2010-05-08"
 STS_API_VERSION = "2011-06-15"
@@ -250,31 +254,27 @@ def identity_cases(
 ) -> list[list[Case]]:
     """The identity rows, one group per operation with a case per server (and per part of Mallee
     measured). A baseline's case that does not answer as it should is left out, with a note."""
-    # Each run of the load generator signs the rpc anew; a run must end within the signature's life.
-    rpc_fits = max(settings.seconds, settings.warmup) + 5 < MAX_SKEW
-    if not rpc_fits:
-        notes.append(f"the CLC's metadata rpc is not measured: its signature lasts {MAX_SKEW:.0f} s")
     groups = [
         [Case("AssumeRole", t, t.name, partial(_assume_role, i), _check_assume_role) for t, i in prepared]
     ]
     for operation, path in IMDS_PATHS:
-        groups.append([case for t, i in prepared for case in _imds_cases(operation, path, t, i, rpc_fits)])
+        groups.append([case for t, i in prepared for case in _imds_cases(operation, path, t, i)])
     notes += [note for _, i in prepared for note in i.notes]
     optional = {t.name for t, i in prepared if i.optional}
     return [[c for c in group if c.target.name not in optional or _answers(c, notes)] for group in groups]
 
 
-def _imds_cases(operation: str, path: str, target: Target, ident: Identity, rpc: bool) -> list[Case]:
-    """A guest's GET of `path` through the server's metadata service and, on Mallee with `rpc`, the
-    CLC's rpc for it alone (target label `<server> rpc`)."""
+def _imds_cases(operation: str, path: str, target: Target, ident: Identity) -> list[Case]:
+    """A guest's GET of `path` through the server's metadata service and, on Mallee, the CLC's rpc
+    for it alone (target label `<server> rpc`)."""
     cases = []
     if ident.guest is not None:
         get = partial(_imds_get, ident.guest, path)
         check = partial(_check_imds, path, ident.guest.instance_id)
         cases.append(Case(operation, target, target.name, get, check, PYTHON_CLIENT))
-    if ident.clc is not None and rpc:
+    if ident.clc is not None:
         call = partial(_rpc_request, ident.clc, path)
-        check = partial(_check_rpc, path, ident.clc.instance_id)
+        check = partial(_check_rpc, path, ident.clc)
         cases.append(Case(operation, target, f"{target.name} rpc", call, check, PYTHON_CLIENT))
     return cases
 
@@ -316,35 +316,66 @@ def _check_imds(path: str, instance_id: str | None, request: SignedRequest) -> t
 
 
 def _rpc_request(rpc: ClcMetadata, path: str) -> SignedRequest:
-    """The CLC's `metadata` rpc exactly as the node's proxy sends it for a guest with a valid token
-    (rpc.transport.Client: its signature, a minute's validity, and a new connection per call)."""
+    """The CLC's `metadata` rpc as the node's proxy sends it for a guest with a valid token, sealed
+    for one send, naming how to seal the next (the server serves a nonce once)."""
+    return replace(_sealed_rpc(rpc, path), fresh=partial(_sealed_rpc, rpc, path))
+
+
+def _sealed_rpc(rpc: ClcMetadata, path: str) -> SignedRequest:
+    """One `metadata` rpc exactly as rpc.transport.Client sends it: sealed with the deployment key
+    under a new nonce and the current date, and a new connection per call."""
     body = encode(
         cloud_rpc.MetadataRequest(private_ip=rpc.private_ip, path=path, vpc_id=rpc.vpc_id, with_token=True)
     )
-    rpc_path = PREFIX + cloud_rpc.METADATA.name
-    date = str(time.time())
+    binding = sealing.Binding.new(PREFIX + cloud_rpc.METADATA.name, str(time.time()), cloud_rpc.API.header)
     headers = {
         "Host": urlsplit(rpc.url).netloc,
-        "Content-Type": "application/json",
-        "X-Mallee-Date": date,
-        "X-Mallee-Signature": rpc_sign(rpc.key, rpc_path, date, body),
-        CONTRACT_HEADER: cloud_rpc.API.header,
+        "Content-Type": SEALED,
+        DATE_HEADER: binding.date,
+        NONCE_HEADER: binding.nonce,
+        CONTRACT_HEADER: binding.contract,
         "Connection": "close",  # urllib's, which the node's rpc client uses
     }
-    return SignedRequest(rpc.url.rstrip("/") + rpc_path, headers, body.decode())
+    sealed = sealing.seal_request(rpc.key, binding, body).decode("latin-1")  # binary, as it is
+    return SignedRequest(rpc.url.rstrip("/") + binding.path, headers, sealed, encoding="latin-1")
 
 
-def _check_rpc(path: str, instance_id: str, request: SignedRequest) -> tuple[int, int]:
-    status, payload = send_once(request)
+def _check_rpc(path: str, rpc: ClcMetadata, request: SignedRequest) -> tuple[int, int]:
+    """Send the rpc once; its answer must be sealed to it, and hold the instance's metadata."""
+    where = f"metadata rpc for {path} on {request.url}"
+    status, answer_nonce, sealed = _send_rpc(request)
+    if answer_nonce is None:
+        raise RuntimeError(f"{where}: an unsealed answer: {status} {sealed[:300]!r}")
+    headers = request.headers
+    binding = sealing.Binding(
+        request.path, headers[DATE_HEADER], headers[NONCE_HEADER], headers[CONTRACT_HEADER]
+    )
+    try:
+        payload = sealing.open_response(rpc.key, binding, status, answer_nonce, sealed)
+    except sealing.SealError as exc:
+        raise RuntimeError(f"{where}: {exc}") from exc
     if status != 200:
-        raise RuntimeError(f"metadata rpc for {path} on {request.url}: {status} {payload[:300]!r}")
+        raise RuntimeError(f"{where}: {status} {payload[:300]!r}")
     try:
         answer = cloud_rpc.METADATA.decode_response(payload)
     except msgspec.MsgspecError as exc:
-        raise RuntimeError(f"metadata rpc for {path} on {request.url}: {exc}") from exc
-    if answer.status != 200 or not _imds_body_ok(path, answer.body, instance_id):
-        raise RuntimeError(f"metadata rpc for {path}: {answer.status} {answer.body[:300]!r}")
-    return 1, len(payload)
+        raise RuntimeError(f"{where}: {exc}") from exc
+    if answer.status != 200 or not _imds_body_ok(path, answer.body, rpc.instance_id):
+        raise RuntimeError(f"{where}: {answer.status} {answer.body[:300]!r}")
+    return 1, len(sealed)
+
+
+def _send_rpc(request: SignedRequest) -> tuple[int, str | None, bytes]:
+    """Send a sealed rpc once: (status, the answer's nonce header or None, its body as sent)."""
+    conn = http.client.HTTPConnection(request.host, request.port, timeout=10)
+    try:
+        conn.request(
+            request.method, request.path, body=request.body.encode(request.encoding), headers=request.headers
+        )
+        response = conn.getresponse()
+        return response.status, response.getheader(NONCE_HEADER), response.read()
+    finally:
+        conn.close()
 
 
 def _imds_body_ok(path: str, body: bytes, instance_id: str | None) -> bool:

@@ -3,7 +3,9 @@
 `run_wrk` drives `wrk` with bench/_load.lua (which counts non-2xx answers and prints one
 `BENCH_RESULT {json}` line); `run_python` is the fallback, an asyncio client (uvloop when
 installed) in the benchmark's own process, less accurate because it competes for the cores.
-`choose_client` picks one.
+`choose_client` picks one. A request the server refuses to see twice (a sealed rpc: each nonce is
+served once) names how to make a new one (`SignedRequest.fresh`), and only the Python client,
+which makes one per send, can send it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ LUA_SCRIPT = BENCH_DIR / "_load.lua"
 
 @dataclass(frozen=True)
 class SignedRequest:
-    """One HTTP request, signed once and replayed as is."""
+    """One HTTP request, signed once and replayed as is; or, with `fresh`, one of a kind made anew
+    for each send (the Python client calls it before taking the send's start time)."""
 
     url: str
     headers: dict[str, str]
@@ -41,6 +44,8 @@ class SignedRequest:
     method: str = "POST"
     paths: tuple[str, ...] = ()  # if given, send to these targets in turn instead of the URL's
     source: str | None = None  # the local address to connect from (the Python client only; wrk has no way)
+    fresh: Callable[[], SignedRequest] | None = None  # a new request per send (the Python client only)
+    encoding: str = "utf-8"  # how the body is sent; latin-1 carries any bytes (a sealed rpc) as they are
 
     @property
     def host(self) -> str:
@@ -57,7 +62,7 @@ class SignedRequest:
         return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
     def wire_bytes(self, path: str | None = None) -> bytes:
-        body = self.body.encode()
+        body = self.body.encode(self.encoding)
         lines = [f"{self.method} {path or self.path} HTTP/1.1"]
         lines += [f"{name}: {value}" for name, value in self.headers.items()]
         lines += [f"Content-Length: {len(body)}", "", ""]
@@ -133,6 +138,8 @@ def run_wrk(request: SignedRequest, seconds: float, settings: LoadSettings, work
     """One wrk run replaying `request`; parsed from the BENCH_RESULT line _load.lua prints."""
     if request.source is not None:
         raise RuntimeError(f"wrk cannot connect from {request.source}: measure this with the Python client")
+    if request.fresh is not None:
+        raise RuntimeError(f"wrk can only replay a request, {request.url} needs a new one per send")
     request_file = workdir / "request.txt"
     header_lines = "".join(f"{name}: {value}\n" for name, value in request.headers.items())
     request_file.write_text(f"{request.method}\n{request.path}\n{header_lines}\n{request.body}")
@@ -252,8 +259,14 @@ async def _py_load(request: SignedRequest, seconds: float, connections: int) -> 
     stats = _PyStats()
     started = time.perf_counter()
     deadline = started + seconds
-    # One shared cycle: no two requests in flight share a path while there are more paths than connections.
-    payloads = itertools.cycle([request.wire_bytes(p) for p in request.paths] or [request.wire_bytes()])
+    payloads: Iterator[bytes]
+    if request.fresh is not None:
+        fresh = request.fresh
+        payloads = (fresh().wire_bytes() for _ in itertools.repeat(None))
+    else:
+        # One shared cycle: no two requests in flight share a path while there are more paths
+        # than connections.
+        payloads = itertools.cycle([request.wire_bytes(p) for p in request.paths] or [request.wire_bytes()])
     await asyncio.gather(*(_py_connection(request, deadline, stats, payloads) for _ in range(connections)))
     return stats, time.perf_counter() - started
 

@@ -146,15 +146,19 @@ def test_every_operation_survives_malformed_input(
     [
         ("POST", "/", "x-mallee-client"),  # the front door's vouching for a client's address
         ("GET", "/fuzz-bucket/key", "x-mallee-client"),
-        ("POST", "/internal/v1/heartbeat", "x-mallee-signature"),  # the rpc's signature
+        # the rpc's seal headers, each the only bad one (so each is read): date, nonce, contract
+        ("POST", "/internal/v1/heartbeat", "x-mallee-date"),
+        ("POST", "/internal/v1/heartbeat", "x-mallee-nonce"),
+        ("POST", "/internal/v1/heartbeat", "x-mallee-contract"),
     ],
 )
 def test_internal_headers_with_non_ascii_values_are_refused_not_500(
     cloud: Cloud, method: str, path: str, header: str
 ) -> None:
     now = str(int(time.time()))
-    value = f"10.0.0.1 {now} \xe9\xe9" if header == "x-mallee-client" else "\xe9"
-    headers = {header: value, "x-mallee-date": now, "Content-Type": "application/x-www-form-urlencoded"}
+    value = f"10.0.0.1 {now} \xe9\xe9" if header == "x-mallee-client" else f"1\xe9{now}"
+    rpc = {"x-mallee-date": now, "x-mallee-nonce": secrets.token_hex(12), "x-mallee-contract": "cloud/1"}
+    headers = {**rpc, header: value, "Content-Type": "application/x-www-form-urlencoded"}
     parsed = urllib.parse.urlparse(cloud.endpoint)
     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=HANG_SECONDS)
     conn.request(method, path, body=b"Action=DescribeRegions&Version=2016-11-15", headers=headers)

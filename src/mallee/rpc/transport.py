@@ -1,9 +1,14 @@
-"""Internal rpc: small JSON-over-HTTP calls between components, signed with the deployment key.
+"""Internal rpc: small calls between components, sealed with the deployment key.
 
-A request is `POST /internal/v1/<method>` with a JSON body (a typed message, see contract.py) and
-three headers: `X-Mallee-Contract` (the contract version the caller speaks), `X-Mallee-Date` (unix
-seconds) and `X-Mallee-Signature` = hex HMAC-SHA256(key, "<path>\\n<date>\\n<sha256(body)>").
-Signatures older than a minute are refused, so a captured request cannot be replayed later.
+A request is `POST /internal/v1/<method>` with three headers: `X-Mallee-Contract` (the contract
+version the caller speaks), `X-Mallee-Date` (unix seconds) and `X-Mallee-Nonce` (96 random bits,
+hex). Its body is the JSON of a typed message (contract.py) sealed with AES-256-GCM (sealing.py),
+bound to the path and those three headers, so nobody on the way can read or change any of them.
+The callee refuses a date more than `MAX_SKEW` off its clock and a nonce it accepted before
+(replay.py: shared by all the processes serving the port), and seals its answer, errors included,
+bound to the request, with a nonce of its own in `X-Mallee-Nonce`. A request it cannot
+authenticate is refused with a plain 403 JSON error (the caller may not hold the key); a caller
+believes an unsealed answer only as such a refusal.
 This module and `services/*/app.py` are the only places that know the web server (ASGI).
 """
 
@@ -13,6 +18,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -25,11 +31,31 @@ import msgspec
 from mallee.core import metrics, open_transactions
 from mallee.core.context import Headers, HttpRequest
 from mallee.core.errors import CloudError
+from mallee.rpc import replay, sealing
 from mallee.rpc.contract import CONTRACT_HEADER, Handlers, Operation, Req, Resp, encode
 
 PREFIX = "/internal/v1/"
 MAX_SKEW = 60.0
 MAX_BODY = 8 * 1024 * 1024
+DATE_HEADER = "x-mallee-date"
+NONCE_HEADER = "x-mallee-nonce"
+SEALED = "application/octet-stream"
+# What a callee answers in clear: refusals before it knew the request authentic. A caller believes
+# no other code from an unsealed answer (anyone on the way could have written it).
+PLAIN_CODES = frozenset(
+    {
+        "MethodNotAllowed",
+        "RequestEntityTooLarge",
+        "RequestTimeout",
+        "MissingAuthenticationToken",
+        "AuthFailure",
+        "RequestTimeTooSkewed",
+        "RequestReplayed",
+        "RequestLimitExceeded",
+    }
+)
+
+log = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -71,24 +97,6 @@ def load_key(path: Path) -> bytes:
     return bytes.fromhex(path.read_text().strip())
 
 
-def sign(key: bytes, path: str, date: str, body: bytes) -> str:
-    text = f"{path}\n{date}\n{hashlib.sha256(body).hexdigest()}".encode()
-    return hmac.new(key, text, hashlib.sha256).hexdigest()
-
-
-def verify(key: bytes, path: str, date: str | None, signature: str | None, body: bytes) -> None:
-    if not date or not signature:
-        raise RpcError(403, "MissingAuthenticationToken", "rpc request is not signed")
-    try:
-        skew = abs(time.time() - float(date))
-    except ValueError as exc:
-        raise RpcError(403, "AuthFailure", "bad rpc date") from exc
-    if skew > MAX_SKEW:
-        raise RpcError(403, "AuthFailure", "rpc request too old or clock skewed")
-    if not hmac.compare_digest(sign(key, path, date, body).encode(), signature.encode()):
-        raise RpcError(403, "AuthFailure", "bad rpc signature")
-
-
 class Client:
     """A caller of one component's rpc operations (see rpc/contract.py)."""
 
@@ -114,35 +122,62 @@ class Client:
             raise
 
     def _call(self, operation: Operation[Req, Resp], request: Req) -> Resp:
-        path = PREFIX + operation.name
-        body = encode(request)
-        date = str(time.time())
+        binding = sealing.Binding.new(PREFIX + operation.name, str(time.time()), operation.api.header)
         http = urllib.request.Request(
-            self.base_url + path,
-            data=body,
+            self.base_url + binding.path,
+            data=sealing.seal_request(self.key, binding, encode(request)),
             method="POST",
             headers={
-                "Content-Type": "application/json",
-                "X-Mallee-Date": date,
-                "X-Mallee-Signature": sign(self.key, path, date, body),
-                CONTRACT_HEADER: operation.api.header,
+                "Content-Type": SEALED,
+                DATE_HEADER: binding.date,
+                NONCE_HEADER: binding.nonce,
+                CONTRACT_HEADER: binding.contract,
             },
         )
         try:
             with urllib.request.urlopen(http, timeout=self.timeout) as response:
-                answer = response.read()
+                status, answer_nonce, answer = (
+                    response.status,
+                    response.headers.get(NONCE_HEADER),
+                    response.read(),
+                )
         except urllib.error.HTTPError as exc:
-            try:
-                err = json.loads(exc.read())
-                raise RpcError(exc.code, err.get("code", "Error"), err.get("message", "")) from exc
-            except (ValueError, AttributeError):
-                raise RpcError(exc.code, "Error", str(exc)) from exc
+            status, answer_nonce, answer = exc.code, exc.headers.get(NONCE_HEADER), exc.read()
+        if answer_nonce is None:
+            raise _unsealed_refusal(status, answer)
         try:
-            return operation.decode_response(answer)
+            body = sealing.open_response(self.key, binding, status, answer_nonce, answer)
+        except sealing.SealError as exc:
+            raise RpcError(502, "AnswerNotAuthentic", f"{operation.name}: {exc}") from exc
+        if status != 200:
+            raise _error_of(status, body)
+        try:
+            return operation.decode_response(body)
         except msgspec.ValidationError as exc:
             raise RpcError(502, "MalformedAnswer", f"{operation.name}: {exc}") from exc
         except msgspec.DecodeError as exc:
             raise RpcError(502, "MalformedAnswer", f"{operation.name}: the answer is not JSON") from exc
+
+
+def _unsealed_refusal(status: int, body: bytes) -> RpcError:
+    """The error an answer without a seal stands for: the callee's refusal of a request it could
+    not authenticate, or (any other code, or a success) an answer nobody can vouch for."""
+    err = _error_of(status, body)
+    if status == 200 or err.code not in PLAIN_CODES:
+        return RpcError(
+            502 if status == 200 else status,
+            "AnswerNotAuthentic",
+            f"an answer without a seal: {status} {err.code}: {err.message}"[:500],
+        )
+    return err
+
+
+def _error_of(status: int, body: bytes) -> RpcError:
+    try:
+        err = json.loads(body)
+        return RpcError(status, str(err.get("code", "Error")), str(err.get("message", "")))
+    except (ValueError, AttributeError):
+        return RpcError(status, "Error", body[:200].decode("utf-8", "replace"))
 
 
 def request_from_scope(scope: Scope) -> HttpRequest:
@@ -230,15 +265,16 @@ async def send_response(send: Send, status: int, headers: list[tuple[str, str]],
 
 
 async def serve_rpc(scope: Scope, receive: Receive, send: Send, key: bytes, handlers: Handlers) -> None:
-    """Answer one rpc request: verify its signature and contract version, decode (and so check) its
-    body as the operation's request, run the handler in a thread, answer its response."""
+    """Answer one rpc request: check its date, open its seal, refuse a replay, check its contract
+    version, decode (and so check) its body as the operation's request, run the handler in a
+    thread, answer its response sealed to the request."""
     path: str = scope["path"]
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    binding: sealing.Binding | None = None  # set once the request is authentic: answers are sealed
     try:
         if scope["method"] != "POST":
             raise RpcError(405, "MethodNotAllowed", "rpc takes POST")
-        body = await read_body(receive, MAX_BODY)
-        verify(key, path, headers.get("x-mallee-date"), headers.get("x-mallee-signature"), body)
+        binding, body = authentic_request(key, path, headers, await read_body(receive, MAX_BODY))
         bound = handlers.table.get(path[len(PREFIX) :])
         if bound is None:
             raise RpcError(404, "UnknownMethod", f"no rpc method {path}")
@@ -253,8 +289,55 @@ async def serve_rpc(scope: Scope, receive: Receive, send: Send, key: bytes, hand
         except msgspec.DecodeError as exc:
             raise RpcError(400, "MalformedRequest", f"{operation.name}: the body is not JSON") from exc
         result = await asyncio.to_thread(fn, request)
-        await send_response(send, 200, [("content-type", "application/json")], encode(result))
+        await _answer(send, key, binding, 200, encode(result))
     except (RpcError, CloudError) as err:
-        status = err.status
         payload = json.dumps({"code": err.code, "message": err.message}).encode()
-        await send_response(send, status, [("content-type", "application/json")], payload)
+        await _answer(send, key, binding, err.status, payload)
+    except Exception:  # a handler's bug: its 500 is sealed too, and says which method failed
+        log.exception("rpc %s failed", path)
+        failed = {"code": "InternalError", "message": f"{path} failed; see the callee's log"}
+        await _answer(send, key, binding, 500, json.dumps(failed).encode())
+
+
+def authentic_request(
+    key: bytes, path: str, headers: dict[str, str], sealed: bytes, now: float | None = None
+) -> tuple[sealing.Binding, bytes]:
+    """(what the request is bound to, its opened body), for a request sealed with `key`, recent,
+    and not seen before; else RpcError (a plain 403 refusal, or 503 when too many to remember)."""
+    date, nonce = headers.get(DATE_HEADER), headers.get(NONCE_HEADER)
+    if not date or not nonce:
+        raise RpcError(403, "MissingAuthenticationToken", "rpc request is not sealed")
+    now = time.time() if now is None else now
+    try:
+        sent = float(date)
+    except ValueError as exc:
+        raise RpcError(403, "AuthFailure", "bad rpc date") from exc
+    if not abs(now - sent) <= MAX_SKEW:  # also refuses nan
+        raise RpcError(
+            403,
+            "RequestTimeTooSkewed",
+            "rpc request too old, or the two hosts' clocks differ by over a minute",
+        )
+    binding = sealing.Binding(path, date, nonce, headers.get(CONTRACT_HEADER, ""))
+    try:
+        body = sealing.open_request(key, binding, sealed)
+    except sealing.SealError as exc:
+        raise RpcError(403, "AuthFailure", f"rpc request not authentic: {exc}") from None
+    # Remembered while its date is in the window: a later copy is refused for its date.
+    until = int(sent + MAX_SKEW) + 1
+    try:
+        first = replay.store().first_use(bytes.fromhex(nonce), until, int(now))
+    except replay.StoreFull as exc:
+        raise RpcError(503, "RequestLimitExceeded", f"too many rpc requests to remember: {exc}") from None
+    if not first:
+        raise RpcError(403, "RequestReplayed", "this rpc request (its nonce) was served already")
+    return binding, body
+
+
+async def _answer(send: Send, key: bytes, binding: sealing.Binding | None, status: int, body: bytes) -> None:
+    """A JSON answer: sealed to its request when that was authentic, else in clear."""
+    if binding is None:
+        await send_response(send, status, [("content-type", "application/json")], body)
+        return
+    answer_nonce, sealed = sealing.seal_response(key, binding, status, body)
+    await send_response(send, status, [("content-type", SEALED), (NONCE_HEADER, answer_nonce)], sealed)

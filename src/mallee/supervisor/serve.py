@@ -17,6 +17,7 @@ import uvicorn
 from mallee.core import crashpoints, metrics
 from mallee.core import logging as mlog
 from mallee.core.config import Config
+from mallee.rpc import replay
 from mallee.supervisor import door, handoff
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ def serve(service: str, cfg: Config, worker: int = 0) -> None:
     mlog.setup(service, cfg.log_level)
     # Before anything is counted: the service's processes count into files one scrape sums.
     metrics.count_into(metrics.directory(cfg.data_dir, service))
+    # Every process of the service on this host remembers the rpc nonces it accepted in one table.
+    replay.keep_in(replay.file_for(cfg.data_dir, service))
     crashpoints.configure(cfg.crash_points_dir)
     app = build_app(service, cfg, worker)
     http: Any = "httptools"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,32 +11,15 @@ from sqlalchemy import text
 from mallee.core.open_transactions import CallInsideTransaction
 from mallee.db.session import Database
 from mallee.rpc import cluster, node
-from mallee.rpc.contract import CONTRACT_HEADER, Api, Handlers, Ok
-from mallee.rpc.transport import PREFIX, Client, RpcError, serve_rpc, sign
-
-KEY = b"k" * 32
+from mallee.rpc.contract import Api, Handlers, Ok
+from mallee.rpc.transport import Client, RpcError
+from unit.rpc.sealed_requests import KEY, opened, sealed, serve
 
 
 def _serve(handlers: Handlers, method: str, body: bytes, contract: str | None) -> tuple[int, Any]:
-    """One rpc request through serve_rpc, as the web server would pass it; (status, JSON answer)."""
-    date = str(time.time())
-    headers = [
-        (b"x-mallee-date", date.encode()),
-        (b"x-mallee-signature", sign(KEY, PREFIX + method, date, body).encode()),
-    ]
-    if contract is not None:
-        headers.append((CONTRACT_HEADER.encode(), contract.encode()))
-    scope = {"type": "http", "method": "POST", "path": PREFIX + method, "headers": headers}
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(serve_rpc(scope, receive, send, KEY, handlers))
-    return sent[0]["status"], json.loads(sent[1]["body"])
+    """One sealed rpc request through serve_rpc; (status, JSON answer opened from its seal)."""
+    request = sealed(method, body, contract or "")
+    return opened(serve(handlers, request), request)
 
 
 def _terminator(seen: list[str]) -> Handlers:
