@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import time
 from typing import Any
 
 from mallee.db.session import Database
@@ -206,3 +207,78 @@ def test_the_publisher_sends_what_changed_and_what_was_lost(database: Database) 
     zone.sent.clear()
     publisher.publish({"z": zone.report()})  # the nodes still report the older generation: lost
     assert sorted(m.node for m in zone.sent) == [A, B]
+
+
+def _published(publisher: Publisher, zone: FakeZone) -> list[str]:
+    """One pass; the nodes sent a network, each applying what it got."""
+    zone.sent.clear()
+    publisher.publish({"z": zone.report()})
+    for m in zone.sent:
+        zone.generations[m.node] = m.network.generation
+    return sorted(m.node for m in zone.sent)
+
+
+def test_a_node_whose_network_did_not_change_is_not_sent_it_again(database: Database) -> None:
+    _cloud(database)
+    zone = FakeZone()
+    publisher = Publisher(database, {"z": zone})  # type: ignore[dict-item]
+    assert _published(publisher, zone) == [A, B]
+    with database.session() as s:  # a public address for i-3, on A in vpc-b: only A's network has it
+        s.add(
+            PublicAddress(
+                public_ip="198.51.100.21", account_id="123456789012", interface_id="eni-3", created=NOW
+            )
+        )
+    assert _published(publisher, zone) == [A]
+    assert _published(publisher, zone) == []
+
+
+def test_a_node_whose_network_changed_is_sent_it_with_a_newer_generation(database: Database) -> None:
+    _cloud(database)
+    zone = FakeZone()
+    publisher = Publisher(database, {"z": zone})  # type: ignore[dict-item]
+    _published(publisher, zone)
+    before = dict(zone.generations)
+    with database.session() as s:  # i-5 is placed on B: a new interface there, remote and member on A
+        s.get_one(Instance, "i-5").node = B
+    assert _published(publisher, zone) == [A, B]
+    assert all(zone.generations[n] > before[n] for n in (A, B))
+    with database.session() as s:
+        docs = documents(s, UNDERLAYS)
+    sent = {m.node: m.network.vpcs for m in zone.sent}
+    assert sent == docs  # what was sent is the whole network, as built from the records
+    on_a = {v.vpc_id: v for v in sent[A]}["vpc-a"]
+    assert sorted(r.private_ip for r in on_a.remote) == ["172.31.0.6", "172.31.0.8"]
+    assert {g.group_id: g.members for g in on_a.groups}["sg-vpc-a"] == ["172.31.0.5", "172.31.0.8"]
+
+
+def test_a_restarted_clc_sends_every_node_its_network_again(database: Database) -> None:
+    _cloud(database)
+    zone = FakeZone()
+    _published(Publisher(database, {"z": zone}), zone)  # type: ignore[dict-item]
+    applied = dict(zone.generations)
+    restarted = Publisher(database, {"z": zone})  # type: ignore[dict-item]
+    assert _published(restarted, zone) == [A, B]
+    assert all(zone.generations[n] > applied[n] for n in (A, B))
+    assert _published(restarted, zone) == []
+
+
+def test_a_restarted_node_gets_its_network_again_only_if_it_lost_it(database: Database) -> None:
+    _cloud(database)
+    zone = FakeZone()
+    publisher = Publisher(database, {"z": zone})  # type: ignore[dict-item]
+    _published(publisher, zone)
+    # A restarted and applied the network it kept on disk again: it reports the same generation.
+    assert _published(publisher, zone) == []
+    zone.generations[B] = 0  # B restarted without it (killed before it kept the document)
+    assert _published(publisher, zone) == [B]
+    assert _published(publisher, zone) == []
+
+
+def test_a_new_generation_is_above_the_applied_one_even_if_the_clock_is_behind(database: Database) -> None:
+    _cloud(database)
+    zone = FakeZone()
+    future = (time.time_ns() // 1000) + 3_600_000_000  # applied from a CLC whose clock was an hour ahead
+    zone.generations = {A: future, B: future}
+    assert _published(Publisher(database, {"z": zone}), zone) == [A, B]  # type: ignore[dict-item]
+    assert all(g > future for g in zone.generations.values())

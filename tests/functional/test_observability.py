@@ -103,7 +103,7 @@ def test_instances_per_state_and_node_capacity(cloud: Cloud, account: Keys) -> N
     node = scrape(cloud, port(cloud, "cc"))
     assert node.value("mallee_node_up", **ours) == 1
     # What the node offers: MALLEE_NODE_CORES of the test cloud (16) × the default cpu_overcommit (4.0).
-    assert node.value("mallee_node_cores", kind="total", **ours) == 16 * 4
+    assert node.value("mallee_node_vcpus", kind="total", **ours) == 16 * 4
     assert node.value("mallee_node_memory_bytes", kind="total", **ours) == 16384 * 1024**2
     instance_id = ec2.run_instances(ImageId=ami, InstanceType="m1.small", MinCount=1, MaxCount=1)[
         "Instances"
@@ -113,8 +113,8 @@ def test_instances_per_state_and_node_capacity(cloud: Cloud, account: Keys) -> N
     assert running.value("mallee_instances") == before.value("mallee_instances") + 1  # every state
     assert running.value("mallee_instances", state="running") >= 1
     node = scrape(cloud, port(cloud, "cc"))
-    used = node.value("mallee_node_cores", kind="used", **ours)
-    assert used >= 1 and used + node.value("mallee_node_cores", kind="free", **ours) == 16 * 4
+    used = node.value("mallee_node_vcpus", kind="used", **ours)
+    assert used >= 1 and used + node.value("mallee_node_vcpus", kind="free", **ours) == 16 * 4
     ec2.terminate_instances(InstanceIds=[instance_id])
     wait_state(ec2, [instance_id], "terminated")
     ended = scrape(cloud, cloud.port_base)

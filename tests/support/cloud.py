@@ -276,15 +276,19 @@ def start_cloud(
     extra_env: dict[str, str] | None = None,
     port_base: int | None = None,
     up_args: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
 ) -> Cloud:
     """`extra_env`: more environment for `mallee up` (MALLEE_* settings such as MALLEE_S3_DOMAIN).
     `port_base`: the ports of a cloud started before in `base_dir` (its aws profile names them).
-    `up_args`: options of `mallee up` (`--verbose`)."""
+    `up_args`: options of `mallee up` (`--verbose`). `host`: the address its services listen on
+    (another host's node controller reaches the cloud there)."""
     port_base = port_base or _free_port_base()
     env = dict(os.environ)
     env.update(
         MALLEE_DATA_DIR=str(base_dir / "data"),
         MALLEE_PORT_BASE=str(port_base),
+        MALLEE_HOST=host,
+        MALLEE_CLC_HOST=host,
         MALLEE_HEARTBEAT_SECONDS="1",
         # API tests run the node controller on its fake drivers; tests/e2e boots real VMs.
         MALLEE_HYPERVISOR="fake",
@@ -321,9 +325,7 @@ def start_cloud(
         process.kill()
         raise RuntimeError(f"no admin profile written:\n{log_path.read_text()}")
     admin = Keys(creds.get("mallee", "aws_access_key_id"), creds.get("mallee", "aws_secret_access_key"))
-    cloud = Cloud(
-        f"http://127.0.0.1:{port_base}", "mallee-1", base_dir / "data", env, admin, process, log_path
-    )
+    cloud = Cloud(f"http://{host}:{port_base}", "mallee-1", base_dir / "data", env, admin, process, log_path)
     try:
         _wait_ready(cloud, 60)
     except BaseException:

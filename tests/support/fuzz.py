@@ -44,6 +44,11 @@ ADMIN_OPERATIONS = frozenset(
         "ec2:DescribeServices",
         "ec2:ModifyInstanceTypeAttribute",
         "ec2:RegisterNode",
+        "ec2:RegisterCluster",
+        "ec2:DescribeNodes",
+        "ec2:ModifyNodeMaintenance",
+        "ec2:EvacuateNode",
+        "ec2:DeregisterNode",
         "iam:CreateAccount",
         "iam:ListAccounts",
         "iam:DeleteAccount",
@@ -52,10 +57,18 @@ ADMIN_OPERATIONS = frozenset(
     }
 )
 # Baseline members that keep a request that gets through the parser from changing anything the
-# other tests see: RegisterNode of a host that is no host name (a spoiled Zone, even an empty one
-# that means the default zone, must not register a node the cluster then polls for good).
+# other tests see: RegisterNode and RegisterCluster of a host that is no host name (a spoiled Zone,
+# even an empty one that means the default zone, must not register a node the cluster then polls
+# for good, nor a zone); the
+# other node operations name a node that is none (no node of the shared cloud is put in
+# maintenance, evacuated or deregistered).
+_NO_NODE = {"Node": "fuzz is no host:1"}
 BASELINE_EXTRAS: dict[str, dict[str, str]] = {
-    "ec2:RegisterNode": {"Host": "fuzz is no host", "Zone": "fuzz-no-such-zone"}
+    "ec2:RegisterNode": {"Host": "fuzz is no host", "Zone": "fuzz-no-such-zone"},
+    "ec2:RegisterCluster": {"Host": "fuzz is no host", "Zone": "fuzz-no-such-zone"},
+    "ec2:ModifyNodeMaintenance": _NO_NODE,
+    "ec2:EvacuateNode": _NO_NODE,
+    "ec2:DeregisterNode": _NO_NODE,
 }
 # The administrator's requests name other things than the fresh account's (whose alias may
 # become "fuzz": an account is found by its alias, and DeleteAccount must not find it).

@@ -188,6 +188,9 @@ def real_vpc_cloud(
             netns.sh("ip", "addr", "add", f"{address}/32", "dev", device)
         netns.sh("ip", "link", "set", device, "up")
         stack.enter_context(libvirt_support.libvirt_running())
+        # Registered first (a cloud that fails to start may have made its node's network already);
+        # the driver is made at the end, when it can read what the node kept of its network.
+        stack.callback(lambda: registry.network("vpc", state_dir=first.directory / "network").teardown())
         cloud = start_cloud(
             base_dir,
             extra_env={
@@ -203,7 +206,6 @@ def real_vpc_cloud(
                 **(extra_env or {}),
             },
         )
-        stack.callback(registry.network("vpc", state_dir=first.directory / "network").teardown)
         # The SC's export servers outlive it (as VMs outlive their node): stopped by their pids.
         stack.callback(registry.blockstore("file", state_dir=sc_dir).teardown)
         stack.callback(stop_cloud, cloud)

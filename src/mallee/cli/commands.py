@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from mallee.cli.client import AdminClient
@@ -109,10 +111,60 @@ def quota(args: argparse.Namespace) -> int:
     return 0
 
 
-def node(args: argparse.Namespace) -> int:
-    params = {"Host": args.host, "Port": str(args.port)}
-    if args.zone:
-        params["Zone"] = args.zone
-    AdminClient.from_profile(args.profile).call("ec2", "RegisterNode", params)
-    print(f"registered node {args.host}:{args.port} (see: describe-availability-zones --zone-names verbose)")
+def cluster(args: argparse.Namespace) -> int:
+    client = AdminClient.from_profile(args.profile)
+    params = {"Host": args.host, "Port": str(args.port), "Zone": args.zone}
+    client.call("ec2", "RegisterCluster", params)
+    print(f"registered zone {args.zone}: cluster controller {args.host}:{args.port} (see: mallee node list)")
     return 0
+
+
+def node(args: argparse.Namespace) -> int:
+    client = AdminClient.from_profile(args.profile)
+    command = args.node_command
+    if command == "register":
+        params = {"Host": args.host, "Port": str(args.port)}
+        if args.zone:
+            params["Zone"] = args.zone
+        client.call("ec2", "RegisterNode", params)
+        print(f"registered node {args.host}:{args.port} (see: mallee node list)")
+    elif command == "list":
+        print(_nodes(client.call("ec2", "DescribeNodes", {"Zone": args.zone} if args.zone else {})))
+    elif command == "maintenance":
+        client.call(
+            "ec2", "ModifyNodeMaintenance", {"Node": args.node, "Maintenance": str(not args.off).lower()}
+        )
+        now = "back in service" if args.off else "in maintenance: it takes no new instances"
+        print(f"{args.node}: {now}")
+    elif command == "evacuate":
+        return _evacuated(client.call("ec2", "EvacuateNode", {"Node": args.node}))
+    else:
+        client.call("ec2", "DeregisterNode", {"Node": args.node})
+        print(f"deregistered node {args.node}")
+    return 0
+
+
+def _nodes(root: ET.Element) -> str:
+    rows = []
+    for item in root.iterfind("./nodeSet/item"):
+        row = [item.findtext(m, "") for m in ("nodeName", "zone", "state")]
+        row.append(str(len(item.findall("./instanceIdSet/item"))))
+        for member in ("cores", "memoryMiB", "diskGiB"):
+            row.append(f"{item.findtext(f'free/{member}', '0')}/{item.findtext(f'total/{member}', '0')}")
+        rows.append(row)
+    header = ["NODE", "ZONE", "STATE", "INSTANCES", "CORES_FREE/TOTAL", "MEMORY_MIB_FREE/TOTAL"]
+    return table(rows, [*header, "DISK_GIB_FREE/TOTAL"])
+
+
+def _evacuated(root: ET.Element) -> int:
+    """Print what moves and what cannot; 1 when some instance stays on the node."""
+    name = root.findtext("nodeName", "")
+    moving = [i.text or "" for i in root.iterfind("./movingInstanceSet/item")]
+    print(f"{name}: moving {', '.join(moving)}" if moving else f"{name}: no instance to move")
+    stuck = [
+        (i.findtext("instanceId", ""), i.findtext("reason", ""))
+        for i in root.iterfind("./unmovableInstanceSet/item")
+    ]
+    for instance_id, reason in stuck:
+        print(f"cannot move {instance_id}: {reason}", file=sys.stderr)
+    return 1 if stuck else 0

@@ -57,11 +57,32 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     delete.add_argument("--recursive", action="store_true", help="also delete its users, groups and keys")
 
+    cluster = sub.add_parser("cluster", help="availability zones and their cluster controllers")
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    register_cluster = cluster_commands.add_parser(
+        "register", help="add an availability zone served by a running cluster controller"
+    )
+    register_cluster.add_argument("host")
+    register_cluster.add_argument("--port", type=int, default=8774)
+    register_cluster.add_argument("--zone", required=True, help="the zone it serves (its zone setting)")
+
     node = sub.add_parser("node", help="node controllers").add_subparsers(dest="node_command", required=True)
     register = node.add_parser("register", help="add a node controller to a zone's cluster")
     register.add_argument("host")
     register.add_argument("--port", type=int, default=8775)
     register.add_argument("--zone", help="availability zone (default: the first)")
+    node.add_parser("list", help="each node: zone, state, instances, free/total room").add_argument(
+        "--zone", help="only this availability zone"
+    )
+    maintenance = node.add_parser("maintenance", help="stop placing new instances on a node (or --off)")
+    maintenance.add_argument("node", metavar="HOST[:PORT]")
+    maintenance.add_argument("--off", action="store_true", help="take the node out of maintenance")
+    evacuate = node.add_parser(
+        "evacuate", help="restart a node's EBS-backed instances on other nodes (it must be in maintenance)"
+    )
+    evacuate.add_argument("node", metavar="HOST[:PORT]")
+    deregister = node.add_parser("deregister", help="remove a node that runs no instances from its zone")
+    deregister.add_argument("node", metavar="HOST[:PORT]")
 
     sub.add_parser("usage", help="object storage used by each account, and its quota")
     quota = sub.add_parser("quota", help="object storage quotas").add_subparsers(
@@ -119,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "instance-type": commands.instance_type,
         "usage": commands.usage,
         "node": commands.node,
+        "cluster": commands.cluster,
         "quota": commands.quota,
         "image": images.image,
         "cloud-cert": images.cloud_cert,

@@ -110,7 +110,7 @@ def _instances(samples: list[Sample]) -> str:
 def _nodes(samples: list[Sample]) -> str:
     """Each node's cores, memory (MiB) and disk (GiB) as used/free; "-" where a node that does
     not answer leaves them unknown."""
-    units = {"mallee_node_cores": 1, "mallee_node_memory_bytes": MIB, "mallee_node_disk_bytes": GIB}
+    units = {"mallee_node_vcpus": 1, "mallee_node_memory_bytes": MIB, "mallee_node_disk_bytes": GIB}
     nodes: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for s in samples:
         key = (s.labels.get("node", ""), s.labels.get("zone", ""))
@@ -125,7 +125,7 @@ def _nodes(samples: list[Sample]) -> str:
             used, free = values.get(f"{name}:used"), values.get(f"{name}:free")
             row.append(f"{used:g}/{free:g}" if used is not None and free is not None else "-")
         rows.append(row)
-    header = ["NODE", "ZONE", "STATE", "CORES_USED/FREE", "MEMORY_MIB_USED/FREE", "DISK_GIB_USED/FREE"]
+    header = ["NODE", "ZONE", "STATE", "VCPUS_USED/FREE", "MEMORY_MIB_USED/FREE", "DISK_GIB_USED/FREE"]
     return table(rows, header)
 
 

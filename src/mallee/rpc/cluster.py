@@ -8,6 +8,8 @@ what is (`describe`); the CLC's reconciler moves one toward the other.
 
 from __future__ import annotations
 
+import msgspec
+
 from mallee.rpc.contract import Api, Empty, Message, Ok, Operation, StateChanged
 from mallee.rpc.node import (
     AttachVolume,
@@ -23,7 +25,9 @@ from mallee.rpc.node import (
 # 2: nodes report their network; apply_network relays a node's whole network to it.
 # 3: volumes: attach_volume and detach_volume go to the instance's node; instances report theirs.
 # 4: EBS-backed instances: stop_instances; instances report the volumes they await.
-API = Api("cluster", version=4, oldest=4)
+# 5: node maintenance and deregistration (set_node_maintenance, deregister_node); nodes report
+#    whether they are in maintenance.
+API = Api("cluster", version=5, oldest=5)
 
 
 class RunInstances(Message):
@@ -63,9 +67,13 @@ class NodeSummary(Message):
     state: str  # ENABLED | NOTREADY
     hypervisor: str
     total: Resources  # what the node offers instances: its resources × the cloud's overcommit ratios
-    free: Resources  # of `total`, what its instances do not take
+    free: Resources  # of `total`, what new instances may take (none while away or in maintenance)
+    used: Resources = msgspec.field(default_factory=Resources)  # of `total`, what its instances take
     network_generation: int = 0  # of the last network the node applied (NodeReport)
     underlay: str = ""  # the node's VXLAN endpoint, "address:port"
+    unreachable_since: float = 0.0  # unix time the node stopped answering (0: it answers)
+    # Takes no new instances (`free` is then empty); its instances keep running.
+    maintenance: bool = False
 
 
 class ApplyNetwork(Message):
@@ -89,6 +97,18 @@ class RegisterNode(Message):
     port: int
 
 
+class NodeMaintenance(Message):
+    """Put a node of the zone in maintenance (it takes no new instances), or take it out. An unknown
+    node is `UnknownNode` (404)."""
+
+    node: str  # host:port
+    maintenance: bool
+
+
+class NodeName(Message):
+    node: str  # host:port
+
+
 RUN_INSTANCES = Operation(API, "run_instances", RunInstances, Placed)
 TERMINATE_INSTANCES = Operation(API, "terminate_instances", InstanceIds, Ok)
 STOP_INSTANCES = Operation(API, "stop_instances", StopInstances, Ok)
@@ -96,6 +116,10 @@ REBOOT_INSTANCES = Operation(API, "reboot_instances", InstanceIds, Ok)
 DESCRIBE = Operation(API, "describe_cluster", Empty, ClusterReport)
 CONSOLE_OUTPUT = Operation(API, "console_output", InstanceRef, ConsoleOutput)
 REGISTER_NODE = Operation(API, "register_node", RegisterNode, Ok)
+SET_NODE_MAINTENANCE = Operation(API, "set_node_maintenance", NodeMaintenance, Ok)
+# Refused (`NodeInUse`, 409) while an instance on the node is not stopped or terminated; an unknown
+# node is `UnknownNode` (404).
+DEREGISTER_NODE = Operation(API, "deregister_node", NodeName, Ok)
 APPLY_NETWORK = Operation(API, "apply_network", ApplyNetwork, Ok)
 INSTANCES_CHANGED = Operation(API, "instances_changed", StateChanged, Ok)  # pushed by a node
 ATTACH_VOLUME = Operation(API, "attach_volume", AttachVolume, Ok)  # to the node running the instance

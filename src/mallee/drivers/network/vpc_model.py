@@ -148,6 +148,7 @@ def _validate(state: NodeNetwork, valid: Mapping[int, Vpc]) -> None:
         for remote in vpc.remote:
             if remote.mac in local_macs:
                 raise VpcNetworkError(f"{remote.mac} is both local and remote in {vpc.vpc_id}")
-            underlay_endpoint(remote.node, under.vxlan_port)
-        for peer in vpc.peers:
+        # Every remote entry's node is checked, each distinct one once (a VPC has many interfaces
+        # on few nodes).
+        for peer in {r.node for r in vpc.remote}.union(vpc.peers):
             underlay_endpoint(peer, under.vxlan_port)

@@ -76,12 +76,15 @@ class CloudController:
         peers.configure(
             peers.Peers(
                 walrus=Client(cfg.url("walrus"), self.key),
-                clusters={cfg.zone: Client(cfg.url("cc"), self.key)},
+                clusters=peers.ClusterRegistry(self.db, self.key),
+                # Storage controllers are not registered: only the CLC's own zone has one, and
+                # volumes are refused by name in any other (ec2/volumes.py).
                 storage={cfg.zone: Client(cfg.url("sc"), self.key)},
                 presign=self._presigner(),
                 public_pool=cfg.public_pool,
                 max_volumes=cfg.max_volumes_per_account,
                 max_volume_gib=cfg.max_volume_gib_per_account,
+                key=self.key,
             )
         )
         self.reconciler = Periodic(

@@ -87,7 +87,8 @@ def ensure_database(cfg: Config) -> AdminCredentials:
         migrate.upgrade(db.engine, "clc")
         with db.session() as s:
             install_defaults(s)
-            if s.get(Cluster, cfg.zone) is None:
+            own = s.get(Cluster, cfg.zone)
+            if own is None:
                 s.add(
                     Cluster(
                         zone=cfg.zone,
@@ -97,6 +98,8 @@ def ensure_database(cfg: Config) -> AdminCredentials:
                         created=clock.now(),
                     )
                 )
+            else:  # the CLC's own zone's controller is the configured one, wherever it moved
+                own.host, own.port = cfg.host, cfg.port("cc")
             account = store.system_account(s)
             created = account is None
             if account is None:

@@ -11,6 +11,7 @@ from mallee.services.clc.ec2 import (  # noqa: F401
     images,
     instance_identity,
     instance_power,
+    instance_status,
     instance_types,
     instances,
     internet_gateways,

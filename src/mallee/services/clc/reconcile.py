@@ -11,7 +11,8 @@ and at once when a cluster pushes a change. A crash anywhere is repaired by the 
   stop, and a stopped instance is recorded `stopped` once no node has it. An EBS-backed instance
   that shut itself down is stopped, or terminated when its shutdown behaviour says so; one whose
   launch could not be placed is stopped rather than terminated (its volumes are kept);
-- CreateImage's builds move on (ebs_images.py: stop, snapshot, start again);
+- CreateImage's builds move on (ebs_images.py: stop, snapshot, start again), and so do node
+  evacuations (evacuation.py: stopped, then started again on another node);
 - a VM the CLC knows nothing of, or recorded as terminated (an orphan), is destroyed after
   `ORPHAN_GRACE`, and the action is logged.
 
@@ -25,6 +26,7 @@ import datetime as _dt
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select
@@ -35,7 +37,7 @@ from mallee.db.session import Database
 from mallee.rpc import cluster
 from mallee.rpc.contract import Empty
 from mallee.rpc.transport import Client, RpcError
-from mallee.services.clc import network_state, placement
+from mallee.services.clc import evacuation, network_state, placement
 from mallee.services.clc.ec2 import ebs_images
 from mallee.services.clc.tables import Instance, Tag
 from mallee.services.clc.volume_reconcile import VolumeReconciler
@@ -62,7 +64,7 @@ class _Actions:
 
 class Reconciler:
     def __init__(
-        self, db: Database, clusters: dict[str, Client], storage: dict[str, Client] | None = None
+        self, db: Database, clusters: Mapping[str, Client], storage: Mapping[str, Client] | None = None
     ) -> None:
         self.db = db
         self.clusters = clusters
@@ -91,6 +93,8 @@ class Reconciler:
         self.volumes.run(reports)
         with self.db.session() as s:
             ebs_images.advance_builds(s)  # recorded only: the next pass stops or places instances
+        with self.db.session() as s:
+            evacuation.advance(s)  # likewise
         with self.db.session() as s:
             _forget_old(s)
 
@@ -123,7 +127,7 @@ class Reconciler:
             elif i.state == "pending":
                 if now - i.launch_time > LOST_AFTER:
                     placement.given_up(i, "Server.InternalError: the launch did not reach a node")
-                elif now - i.launch_time > PLACE_AFTER:
+                elif now - i.launch_time > PLACE_AFTER or i.evacuating_from:  # no handler asks for those
                     unplaced[i.reservation_id].append(i)
             elif tick - self.missing_since.setdefault(i.id, tick) > MISSING_GRACE:
                 state = placement.given_up(i, "Server.InternalError: the instance was lost")

@@ -234,6 +234,9 @@ class Instance(Base):
         String(16), default="instance-store", server_default="instance-store"
     )
     root_device_name: Mapped[str] = mapped_column(String(32), default="/dev/vda", server_default="/dev/vda")
+    # The node (host:port) an administrator's evacuation is moving it off: it is stopped, then
+    # started elsewhere (services/clc/evacuation.py); "" when no evacuation concerns it.
+    evacuating_from: Mapped[str] = mapped_column(String(255), default="")
 
 
 class KeyPair(Base):

@@ -26,6 +26,7 @@ answer, and no volume is unexported while a node may still have it open.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -67,7 +68,7 @@ class _Plan:
 
 class VolumeReconciler:
     def __init__(
-        self, db: Database, clusters: dict[str, Client], storage_controllers: dict[str, Client]
+        self, db: Database, clusters: Mapping[str, Client], storage_controllers: Mapping[str, Client]
     ) -> None:
         self.db = db
         self.clusters = clusters

@@ -50,7 +50,7 @@ def create_app(cfg: Config | None = None) -> App:
     nodes = [n.strip() for n in cfg.nodes.split(",") if n.strip()] or [f"{cfg.host}:{cfg.port('nc')}"]
     for name in nodes:
         host, _, port = name.rpartition(":")
-        cc.register_node(host, int(port))
+        cc.register_node(host, int(port), configured=True)
     poller = Periodic("poll-nodes", cc.poll, POLL_SECONDS)
 
     def terminate(p: api.InstanceIds) -> Ok:
@@ -67,6 +67,14 @@ def create_app(cfg: Config | None = None) -> App:
 
     def register(p: api.RegisterNode) -> Ok:
         cc.register_node(p.host, p.port)
+        return Ok()
+
+    def maintenance(p: api.NodeMaintenance) -> Ok:
+        cc.set_node_maintenance(p.node, p.maintenance)
+        return Ok()
+
+    def deregister(p: api.NodeName) -> Ok:
+        cc.deregister_node(p.node)
         return Ok()
 
     def apply_network(p: api.ApplyNetwork) -> Ok:
@@ -95,6 +103,8 @@ def create_app(cfg: Config | None = None) -> App:
     handlers.add(api.DESCRIBE, lambda _p: cc.describe())
     handlers.add(api.CONSOLE_OUTPUT, lambda p: cc.console_output(p.instance_id))
     handlers.add(api.REGISTER_NODE, register)
+    handlers.add(api.SET_NODE_MAINTENANCE, maintenance)
+    handlers.add(api.DEREGISTER_NODE, deregister)
     handlers.add(api.ATTACH_VOLUME, attach_volume)
     handlers.add(api.DETACH_VOLUME, detach_volume)
     handlers.add(api.APPLY_NETWORK, apply_network)

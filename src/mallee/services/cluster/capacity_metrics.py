@@ -15,14 +15,17 @@ GIB = 1024**3
 
 
 def node_capacity(zone: str, describe: Callable[[], ClusterReport]) -> Reading:
-    """`mallee_node_up`, and `mallee_node_cores`, `_memory_bytes`, `_disk_bytes` by kind (total,
-    used, free). A node that does not answer shows only its last total: what it has free is not
-    known, and nothing is placed on it."""
+    """`mallee_node_up`, and `mallee_node_vcpus`, `_memory_bytes`, `_disk_bytes` by kind (total,
+    used, free): what the node offers instances, after the cloud's overcommit ratios. A node that
+    does not answer shows only its last total: what it has free is not known, and nothing is placed
+    on it; one in maintenance has nothing free."""
 
     def read() -> Iterable[Metric]:
         node_labels, labels = ("zone", "node"), ("zone", "node", "kind")
         up = GaugeMetricFamily("mallee_node_up", "1 while the node answers polls.", labels=node_labels)
-        cores = GaugeMetricFamily("mallee_node_cores", "Cores a node offers instances.", labels=labels)
+        vcpus = GaugeMetricFamily(
+            "mallee_node_vcpus", "vCPUs a node offers instances (cores x cpu_overcommit).", labels=labels
+        )
         memory = GaugeMetricFamily("mallee_node_memory_bytes", "Memory a node offers.", labels=labels)
         disk = GaugeMetricFamily("mallee_node_disk_bytes", "Instance disk a node offers.", labels=labels)
         for node in describe().nodes:
@@ -30,11 +33,11 @@ def node_capacity(zone: str, describe: Callable[[], ClusterReport]) -> Reading:
             up.add_metric((zone, node.name), 1 if answers else 0)
             kinds = {"total": node.total}
             if answers:
-                kinds.update(used=node.total.minus(node.free), free=node.free)
+                kinds.update(used=node.used, free=node.free)
             for kind, amount in kinds.items():
-                cores.add_metric((zone, node.name, kind), amount.cores)
+                vcpus.add_metric((zone, node.name, kind), amount.cores)
                 memory.add_metric((zone, node.name, kind), amount.memory_mib * MIB)
                 disk.add_metric((zone, node.name, kind), amount.disk_gib * GIB)
-        yield from (up, cores, memory, disk)
+        yield from (up, vcpus, memory, disk)
 
     return read

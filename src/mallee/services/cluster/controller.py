@@ -1,6 +1,8 @@
 """The Cluster Controller's state: its nodes (from their reports), where each instance runs, and
 which nodes have room. Nothing here is the truth for long: every poll of the nodes rebuilds it, so
 a restarted CC recovers by asking its nodes, and says it is `ready` only once it has asked them all.
+What it keeps on disk (`nodes_file`) is what no node can tell it: which nodes it has, which are in
+maintenance (they take no new instances) and which the administrator deregistered.
 
 It is the one place that decides placement for its zone: every CLC worker and process asks it, and
 it checks room and records the placement under one lock, so launches at once never take more than
@@ -18,13 +20,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, ItemsView, Iterator, MutableMapping, ValuesView
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
 from mallee.core import crashpoints
 from mallee.core.errors import CloudError
+from mallee.core.files import write_atomically
 from mallee.rpc import cluster as api
 from mallee.rpc import node as node_rpc
 from mallee.rpc.contract import Message, Ok, Operation
@@ -62,6 +65,57 @@ class Placement:
     awaiting: list[str] = field(default_factory=list)  # volumes a pending launch waits for
 
 
+class Placements(MutableMapping[str, Placement]):
+    """The zone's placements by instance id, indexed by node as well (`on`), so that absorbing a
+    node's report costs O(that node's instances), not O(the zone's). Every change goes through the
+    mapping, which keeps the index right; a placement's `node` is never changed in place (an
+    instance that moves gets a new placement)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Placement] = {}
+        self._by_node: dict[str, dict[str, Placement]] = {}
+
+    def on(self, node_name: str) -> list[Placement]:
+        """The placements on the node (a copy: the caller may change the mapping meanwhile)."""
+        return list(self._by_node.get(node_name, {}).values())
+
+    def __getitem__(self, instance_id: str) -> Placement:
+        return self._by_id[instance_id]
+
+    def __setitem__(self, instance_id: str, placement: Placement) -> None:
+        self._unindex(instance_id)
+        self._by_id[instance_id] = placement
+        self._by_node.setdefault(placement.node, {})[instance_id] = placement
+
+    def __delitem__(self, instance_id: str) -> None:
+        self._unindex(instance_id)
+        del self._by_id[instance_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, instance_id: object) -> bool:
+        return instance_id in self._by_id
+
+    def values(self) -> ValuesView[Placement]:
+        return self._by_id.values()
+
+    def items(self) -> ItemsView[str, Placement]:
+        return self._by_id.items()
+
+    def _unindex(self, instance_id: str) -> None:
+        placement = self._by_id.get(instance_id)
+        if placement is None:
+            return
+        on_node = self._by_node.get(placement.node, {})
+        on_node.pop(instance_id, None)
+        if not on_node:
+            self._by_node.pop(placement.node, None)
+
+
 @dataclass
 class Node:
     name: str  # host:port
@@ -71,6 +125,7 @@ class Node:
     hypervisor: str = ""
     network_generation: int = 0  # from the node's last report
     underlay: str = ""
+    unreachable_since: float = 0.0  # unix time of the first poll it did not answer (0: it answers)
 
 
 class ClusterController:
@@ -90,34 +145,86 @@ class ClusterController:
         self.overcommit = overcommit or Overcommit()
         self.nodes_file = nodes_file
         self.nodes: dict[str, Node] = {}
-        self.placements: dict[str, Placement] = {}
+        self.placements = Placements()
         self.lock = threading.RLock()
         # Every node has been asked since this CC started, so its picture is whole (instances on a
         # node that did not answer are unknown, and that node is reported NOTREADY).
         self.ready = False
-        for name in self._saved_nodes():
-            self._add_node(name)
+        # Nodes the administrator deregistered: one the configuration names stays out of the
+        # cluster until it is registered again by name.
+        self.deregistered: set[str] = set()
+        for name, maintenance in self._saved_nodes():
+            self._add_node(name).state.maintenance = maintenance
 
     # -- nodes ----------------------------------------------------------------------------------
 
-    def _saved_nodes(self) -> list[str]:
+    def _saved_nodes(self) -> list[tuple[str, bool]]:
+        """Each kept node and whether it is in maintenance; the deregistered names are read on the
+        way. The file's first format, a bare list of names, is read too."""
         if not self.nodes_file.exists():
             return []
-        return list(json.loads(self.nodes_file.read_text()))
+        saved = json.loads(self.nodes_file.read_text())
+        if isinstance(saved, list):
+            return [(name, False) for name in saved]
+        self.deregistered = set(saved.get("deregistered", []))
+        maintenance = set(saved.get("maintenance", []))
+        return [(name, name in maintenance) for name in saved.get("nodes", [])]
 
-    def register_node(self, host: str, port: int) -> None:
+    def _save_nodes(self) -> None:
+        """Keep the nodes, their maintenance and the deregistered names (under the lock), whole or
+        not at all: a restarted CC finds them as they were."""
+        saved = {
+            "nodes": sorted(self.nodes),
+            "maintenance": sorted(n.name for n in self.nodes.values() if n.state.maintenance),
+            "deregistered": sorted(self.deregistered),
+        }
+        write_atomically(self.nodes_file, json.dumps(saved), fsync=True)
+
+    def register_node(self, host: str, port: int, *, configured: bool = False) -> None:
+        """Add a node. One the configuration names (`configured`, at each start) is not added back
+        when the administrator deregistered it; registering it by name does."""
         name = f"{host}:{port}"
         with self.lock:
-            if name in self.nodes:
+            if name in self.nodes or (configured and name in self.deregistered):
                 return
+            self.deregistered.discard(name)
             self._add_node(name)
-            tmp = self.nodes_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(sorted(self.nodes)))
-            tmp.replace(self.nodes_file)
+            self._save_nodes()
 
-    def _add_node(self, name: str) -> None:
+    def set_node_maintenance(self, name: str, maintenance: bool) -> None:
+        """In maintenance a node takes no new instance (the scheduler skips it) and those it runs
+        keep running; kept across restarts."""
+        with self.lock:
+            node = self._registered(name)
+            if node.state.maintenance != maintenance:
+                node.state.maintenance = maintenance
+                self._save_nodes()
+
+    def deregister_node(self, name: str) -> None:
+        """Remove a node that runs nothing (`NodeInUse` otherwise): it is no longer polled, placed on
+        or counted. Its stopped and terminated instances' last reports go with it."""
+        with self.lock:
+            self._registered(name)
+            on_node = self.placements.on(name)
+            live = sorted(p.instance_id for p in on_node if p.state not in ("stopped", "terminated"))
+            if live:
+                raise RpcError(409, "NodeInUse", f"{name} still has instances: {', '.join(live)}")
+            del self.nodes[name]
+            for placement in on_node:
+                del self.placements[placement.instance_id]
+            self.deregistered.add(name)
+            self._save_nodes()
+
+    def _registered(self, name: str) -> Node:
+        node = self.nodes.get(name)
+        if node is None:
+            raise RpcError(404, "UnknownNode", f"{name} is no node of this cluster")
+        return node
+
+    def _add_node(self, name: str) -> Node:
         client = Client(f"http://{name}", self.key, timeout=10)
-        self.nodes[name] = Node(name, client, NodeState(name, Resources()))
+        node = self.nodes[name] = Node(name, client, NodeState(name, Resources()))
+        return node
 
     def poll(self) -> None:
         """Ask every node what it runs and has; rebuild placements and free resources from it, and
@@ -136,15 +243,19 @@ class ClusterController:
         except (OSError, RpcError) as exc:
             if node.reachable:
                 log.warning("node %s stopped answering: %s", node.name, exc)
+            if node.reachable or not node.unreachable_since:
+                node.unreachable_since = time.time()
             node.reachable = False
             return []
         with self.lock:
+            if self.nodes.get(node.name) is not node:  # deregistered while it was asked
+                return []
             return self._absorb(node, report, asked)
 
     def _absorb(self, node: Node, report: node_rpc.NodeReport, asked: float) -> list[str]:
         """Apply a report the node was asked for at `asked`; placements made or sent since are newer
         than it and keep what they say."""
-        node.reachable = True
+        node.reachable, node.unreachable_since = True, 0.0
         node.hypervisor = report.hypervisor
         node.network_generation, node.underlay = report.network_generation, report.underlay
         node.state.total = self.overcommit.offered(report.resources)
@@ -163,8 +274,8 @@ class ClusterController:
             if info.state in node_rpc.FINAL_STATES and placement.final_since is None:
                 placement.final_since = time.monotonic()
         now = time.monotonic()
-        for placement in list(self.placements.values()):
-            if placement.node != node.name or placement.instance_id in report.instances:
+        for placement in self.placements.on(node.name):
+            if placement.instance_id in report.instances:
                 continue
             if _newer_than(placement, asked):  # the launch may not have reached the node yet
                 continue
@@ -183,8 +294,8 @@ class ClusterController:
 
     def _used(self, node_name: str) -> Resources:
         used = Resources()
-        for p in self.placements.values():
-            if p.node == node_name and p.state not in node_rpc.FINAL_STATES:
+        for p in self.placements.on(node_name):
+            if p.state not in node_rpc.FINAL_STATES:
                 used = used.plus(p.need)
         return used
 
@@ -357,9 +468,13 @@ class ClusterController:
                         state="ENABLED" if n.reachable else "NOTREADY",
                         hypervisor=n.hypervisor,
                         total=n.state.total,
-                        free=n.state.free if n.reachable else Resources(),
+                        # the room new instances may take: none on a node away or in maintenance
+                        free=n.state.free if n.reachable and not n.state.maintenance else Resources(),
+                        used=n.state.used,
                         network_generation=n.network_generation,
                         underlay=n.underlay,
+                        unreachable_since=n.unreachable_since,
+                        maintenance=n.state.maintenance,
                     )
                     for n in self.nodes.values()
                 ],

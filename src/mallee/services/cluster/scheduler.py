@@ -3,7 +3,7 @@ instances over the nodes in turn, GREEDY packs each node before it uses the next
 
 Placement is all-or-nothing per request: either at least `min_count` of the instances fit (and
 that many, up to all, are placed) or none is, so nothing is half-launched. A node's room is what
-it offers (`Overcommit.offered`) less what its instances take.
+it offers (`Overcommit.offered`) less what its instances take; a node in maintenance offers none.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class NodeState:
     total: Resources  # what the node offers instances (its resources, overcommitted)
     used: Resources = field(default_factory=Resources)
     enabled: bool = True
+    # The administrator's `mallee node maintenance`: no new instance goes there; those it runs stay.
+    maintenance: bool = False
 
     @property
     def free(self) -> Resources:
@@ -55,7 +57,7 @@ class Scheduler:
     def place(self, nodes: list[NodeState], needs: list[Resources], min_count: int) -> list[str]:
         """Node names for the first N of `needs` (N ≥ min_count), or [] when fewer than min_count fit.
         Does not change `nodes`; the caller commits the placement."""
-        free = {n.name: n.free for n in nodes if n.enabled}
+        free = {n.name: n.free for n in nodes if n.enabled and not n.maintenance}
         order = sorted(free)
         chosen: list[str] = []
         cursor = self._next

@@ -65,6 +65,7 @@ def stop_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
                 f"The instance '{i.id}' is not in a state from which it can be stopped.",
             )
         before = state_view(i)
+        i.evacuating_from = ""  # its owner's stop ends an evacuation (evacuation.py): it stays stopped
         if i.state != "stopped":
             placement.stopping(i)
             by_zone.setdefault(i.zone, []).append(i.id)

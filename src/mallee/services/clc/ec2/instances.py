@@ -1,5 +1,6 @@
 """Instances: RunInstances, DescribeInstances, TerminateInstances, RebootInstances, GetConsoleOutput,
-DescribeInstanceStatus, Describe/ModifyInstanceAttribute (Stop/Start: instance_power.py).
+Describe/ModifyInstanceAttribute (Stop/Start: instance_power.py; DescribeInstanceStatus:
+instance_status.py).
 
 Record, then ask: the CLC commits what the user wants (new instances as `pending`, with their
 addresses and launch; `terminated` as the desired state) before it calls the zone's cluster
@@ -98,6 +99,8 @@ def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     client = peers.get().clusters.get(zone)
     if client is None:
         raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
+    if devices:
+        volumes.check_storage(zone)
     reservation_id = ids.resource_id("r")
     now = clock.now()
     records = [
@@ -246,27 +249,6 @@ def get_console_output(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]
         )
         output = answer.output
     return {"InstanceId": instance.id, "Timestamp": clock.now(), "Output": output}
-
-
-@EC2.operation()
-def describe_instance_status(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    found = visible(ctx, p.get("InstanceIds"))
-    if not p.get("IncludeAllInstances"):
-        found = [i for i in found if i.state == "running"]
-    statuses = []
-    for i in found:
-        ok = "ok" if i.state == "running" else "not-applicable"
-        detail = [{"Name": "reachability", "Status": "passed" if ok == "ok" else "not-applicable"}]
-        statuses.append(
-            {
-                "InstanceId": i.id,
-                "AvailabilityZone": i.zone,
-                "InstanceState": state_view(i),
-                "InstanceStatus": {"Status": ok, "Details": detail},
-                "SystemStatus": {"Status": ok, "Details": detail},
-            }
-        )
-    return {"InstanceStatuses": statuses}
 
 
 @EC2.operation()

@@ -23,7 +23,7 @@ from mallee.core import clock, ids
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.db.session import hold_write_lock
-from mallee.services.clc.ec2 import resources, security_groups, subnets, vpcs
+from mallee.services.clc.ec2 import resources, security_groups, subnets, vpcs, zones
 from mallee.services.clc.network_tables import NetworkInterface, PublicAddress, SecurityGroup, Subnet, Vpc
 from mallee.services.clc.tables import Instance
 
@@ -89,11 +89,15 @@ def place(ctx: RequestContext, p: dict[str, Any], zone: str | None, count: int) 
         if default is None:
             raise CloudError("VPCIdNotSpecified", "No default VPC for this user; give a SubnetId.")
         vpc = default
+        known = zones.zone_ids(ctx.session, ctx.region)
+        if zone and zone not in known:
+            raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
         found = ctx.session.scalars(
-            select(Subnet)
-            .where(Subnet.vpc_id == vpc.id, Subnet.default_for_az.is_(True))
-            .order_by(Subnet.zone)
+            select(Subnet).where(Subnet.vpc_id == vpc.id, Subnet.default_for_az.is_(True))
         ).all()
+        # Without a zone, the first registered one's (the CLC's own), as before a second existed.
+        rank = {name: index for index, name in enumerate(known)}
+        found = sorted(found, key=lambda n: rank.get(n.zone, len(rank)))
         chosen = next((n for n in found if zone in (None, n.zone)), None)
         if chosen is None:
             raise CloudError("MissingInput", f"No default subnet for availability zone: '{zone}'.")

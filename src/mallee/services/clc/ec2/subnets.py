@@ -17,9 +17,8 @@ from mallee.core import ids
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.services.clc.apis import EC2
-from mallee.services.clc.ec2 import resources, tags, vpcs
+from mallee.services.clc.ec2 import resources, tags, vpcs, zones
 from mallee.services.clc.network_tables import NetworkInterface, RouteTableAssociation, Subnet
-from mallee.services.clc.tables import Cluster
 
 MAX_SUBNETS = 200  # per VPC, AWS's default quota
 RESERVED_AT_START = 4
@@ -70,8 +69,7 @@ def view(
 
 def zone_ids(ctx: RequestContext) -> dict[str, str]:
     """Zone name -> zone id, as DescribeAvailabilityZones numbers them."""
-    zones = ctx.session.scalars(select(Cluster.zone).order_by(Cluster.zone))
-    return {zone: f"{ctx.region}-az{index}" for index, zone in enumerate(zones, 1)}
+    return zones.zone_ids(ctx.session, ctx.region)
 
 
 _FILTERS: dict[str, Any] = {

@@ -20,9 +20,8 @@ from mallee.core.errors import CloudError
 from mallee.db.session import hold_write_lock
 from mallee.services.clc import peers
 from mallee.services.clc.apis import EC2
-from mallee.services.clc.ec2 import filters, resources, snapshot_attributes, tags
+from mallee.services.clc.ec2 import filters, resources, snapshot_attributes, tags, zones
 from mallee.services.clc.paging import page
-from mallee.services.clc.tables import Cluster
 from mallee.services.clc.volume_tables import Volume, VolumeAttachment
 
 
@@ -144,15 +143,26 @@ def _zone(ctx: RequestContext, p: dict[str, Any]) -> str:
         )
     if not name and not zone_id:
         raise CloudError("MissingParameter", "The request must contain the parameter AvailabilityZone")
-    zones = list(ctx.session.scalars(select(Cluster.zone).order_by(Cluster.zone)))
+    known = zones.zone_ids(ctx.session, ctx.region)
     if zone_id:  # as DescribeAvailabilityZones numbers them
-        by_id = {f"{ctx.region}-az{index + 1}": zone for index, zone in enumerate(zones)}
+        by_id = {zid: zone for zone, zid in known.items()}
         if zone_id not in by_id:
             raise CloudError("InvalidZone.NotFound", f"The zone ID '{zone_id}' does not exist.")
-        return str(by_id[zone_id])
-    if name not in zones:
+        name = by_id[zone_id]
+    if name not in known:
         raise CloudError("InvalidZone.NotFound", f"The zone '{name}' does not exist.")
+    check_storage(str(name))
     return str(name)
+
+
+def check_storage(zone: str) -> None:
+    """Volumes live only in a zone with a storage controller (the CLC's own): elsewhere the request
+    is refused by name rather than recorded as a volume nobody would ever create."""
+    if zone not in peers.get().storage:
+        raise CloudError(
+            "Unsupported",
+            f"The zone '{zone}' has no storage controller: EBS volumes are not available there.",
+        )
 
 
 def check_quota(s: Session, account_id: str, more_volumes: int, more_gib: int) -> None:

@@ -1,4 +1,5 @@
-"""DescribeAvailabilityZones: one zone per registered cluster controller.
+"""DescribeAvailabilityZones: one zone per registered cluster controller (the CLC's own zone, and
+each one RegisterCluster added: ec2/services.py), numbered az1, az2, … in registration order.
 
 `--zone-names verbose` answers Eucalyptus-style capacity rows (free / max per instance type) from
 what the zone's cluster controller last reported its nodes offer: their resources × the cloud's
@@ -11,6 +12,7 @@ import json
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
@@ -18,6 +20,16 @@ from mallee.services.clc import components
 from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import filters
 from mallee.services.clc.tables import Cluster, InstanceType
+
+
+def registered(s: Session) -> list[Cluster]:
+    """The zones in registration order, which their ids follow (a zone keeps its id for good)."""
+    return list(s.scalars(select(Cluster).order_by(Cluster.created, Cluster.zone)))
+
+
+def zone_ids(s: Session, region: str) -> dict[str, str]:
+    """Zone name -> zone id (`mallee-1-az1`, …), in registration order."""
+    return {c.zone: f"{region}-az{index}" for index, c in enumerate(registered(s), 1)}
 
 
 def _zone_view(ctx: RequestContext, cluster: Cluster, index: int) -> dict[str, Any]:
@@ -66,7 +78,7 @@ def _fits(resources: dict[str, int], t: InstanceType) -> int:
 
 @EC2.operation()
 def describe_availability_zones(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
-    clusters = list(ctx.session.scalars(select(Cluster).order_by(Cluster.zone)))
+    clusters = registered(ctx.session)
     names = list(p.get("ZoneNames", []))
     verbose = "verbose" in names
     names = [n for n in names if n != "verbose"]
