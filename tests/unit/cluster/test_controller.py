@@ -191,6 +191,38 @@ def test_an_unreachable_node_is_reported_notready_with_no_free_room(tmp_path: Pa
         cc.run_instances(api.RunInstances(instances=[_launch(1)], min_count=1))
 
 
+class HangingNode(FakeNode):
+    """A host that is gone without a word: its describe takes `seconds` (a connect timing out)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def call(self, operation: Any, request: Any) -> Any:
+        if operation is node.DESCRIBE:
+            time.sleep(self.seconds)
+            raise OSError("timed out")
+        return super().call(operation, request)
+
+
+def test_nodes_that_do_not_answer_are_asked_aside_all_at_once(tmp_path: Path) -> None:
+    """Hosts that are gone (their connects timing out) are asked at once, beside the nodes that
+    answer: four of them cost a poll one timeout, not four, on the first poll (no node has answered
+    yet) and on every poll after."""
+    hanging = [HangingNode(0.6) for _ in range(4)]
+    healthy = FakeNode()
+    cc, _ = _cc(tmp_path, healthy, *hanging)
+    for _ in range(2):
+        started = time.monotonic()
+        cc.poll()
+        took = time.monotonic() - started
+        assert took < 4 * 0.6, f"the four hanging nodes were asked one after another ({took:.2f} s)"
+        states = {s.name: s.state for s in cc.describe().nodes}
+        assert states["127.0.0.1:9000"] == "ENABLED"
+        assert [states[f"127.0.0.1:{9001 + i}"] for i in range(4)] == ["NOTREADY"] * 4
+    assert all(s.unreachable_since > 0 for s in cc.describe().nodes if s.state == "NOTREADY")
+
+
 def _network(generation: int) -> node.NodeNetwork:
     return node.NodeNetwork(generation=generation, vpcs=[])
 

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, ItemsView, Iterator, MutableMapping, ValuesView
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -46,6 +47,7 @@ IN_FLIGHT_SECONDS = 10.0
 # final state this long, so the CLC's reconciler sees it whatever its timing (a stop it missed would
 # look like an instance lost).
 KEEP_FINAL_SECONDS = 30.0
+POLL_CONCURRENCY = 16  # nodes that did not answer the last poll, asked at once by the next
 
 
 @dataclass
@@ -147,6 +149,7 @@ class ClusterController:
         self.nodes: dict[str, Node] = {}
         self.placements = Placements()
         self.lock = threading.RLock()
+        self._pollers = ThreadPoolExecutor(POLL_CONCURRENCY, thread_name_prefix="poll-node")
         # Every node has been asked since this CC started, so its picture is whole (instances on a
         # node that did not answer are unknown, and that node is reported NOTREADY).
         self.ready = False
@@ -229,9 +232,17 @@ class ClusterController:
     def poll(self) -> None:
         """Ask every node what it runs and has; rebuild placements and free resources from it, and
         push the instances whose state changed to the CLC."""
-        changed: list[str] = []
+        answering, away = [], []
         for node in list(self.nodes.values()):
-            changed += self._poll_node(node)
+            (answering if node.reachable else away).append(node)
+        # Nodes that did not answer last time are asked aside, all at once: a host that is gone (its
+        # connect timing out) then delays no other node's report. Those that answer are asked one
+        # after another, which on a busy host costs less than asking them all at once.
+        aside = [self._pollers.submit(self._poll_node, node) for node in away]
+        changed = [i for node in answering for i in self._poll_node(node)]
+        if changed:
+            self.on_change(changed)
+        changed = [i for asked in aside for i in asked.result()]
         self.ready = True
         if changed:
             self.on_change(changed)
