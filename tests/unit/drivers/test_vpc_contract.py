@@ -23,6 +23,7 @@ from mallee.drivers.network.vpc_contract import (
     Interface,
     NodeNetwork,
     NodeUnderlay,
+    RemoteInterface,
     Rule,
     SecurityGroup,
     Subnet,
@@ -138,7 +139,21 @@ def _bad_states() -> dict[str, Vpc]:
         "public IP off the public network": replace(good, interfaces=(a, replace(b, public_ip="192.0.2.7"))),
         "subnet outside the VPC": replace(good, subnets=(Subnet("subnet-a", "10.9.0.0/24"),)),
         "VNI out of range": replace(good, vni=0),
+        # Among many good remote entries on one node, one whose node is no address, or a bad port:
+        # each distinct node is checked once, and every entry's is checked.
+        "remote node not an address": replace(good, remote=(*_remotes(9), _remote(99, "not-an-ip"))),
+        "remote node's port out of range": replace(
+            good, remote=(*_remotes(9), _remote(99, "10.0.0.8:70000"))
+        ),
     }
+
+
+def _remote(k: int, node: str = "10.0.0.7") -> RemoteInterface:
+    return RemoteInterface(f"02:00:00:00:fe:{k:02x}", f"172.31.0.{100 + k}", node)
+
+
+def _remotes(count: int) -> tuple[RemoteInterface, ...]:
+    return tuple(_remote(k) for k in range(count))
 
 
 @pytest.mark.parametrize("case", sorted(_bad_states()))
