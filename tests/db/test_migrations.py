@@ -7,7 +7,7 @@ import datetime as _dt
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import MetaData, inspect, select
+from sqlalchemy import MetaData, Table, inspect, select, text
 
 import mallee.services.clc.tables  # noqa: F401  (registers the CLC tables on Base.metadata)
 from mallee.db import migrate
@@ -119,3 +119,37 @@ def test_schema_comparison_sees_a_drifted_schema(database: Database) -> None:
             MigrationContext.configure(conn, opts={"compare_type": True}), _clc_metadata()
         )
     assert [(d[0], d[1].name) for d in diffs] == [("add_index", "ix_users_account_id")]
+
+
+def _row(table: Table, **given: object) -> dict[str, object]:
+    """A row for `table` with `given` and a plain value in every other required column."""
+    now = _dt.datetime.now(_dt.UTC)
+    values: dict[str, object] = {}
+    for column in table.columns:
+        if column.name in given or column.nullable or column.server_default is not None:
+            continue
+        kind = getattr(column.type, "impl", column.type).python_type
+        values[column.name] = {str: "x", int: 1, bool: False, float: 1.0}.get(kind, now)
+    return {**values, **given}
+
+
+def test_upgrades_keep_the_rows_that_depend_on_an_instance(blank_database: Database) -> None:
+    """A migration that rebuilds `instances` (SQLite's batch mode does, to drop a column default)
+    drops the table, and with foreign keys on that deletes every row cascading from it. Rows made
+    at 0013 are all there at the head."""
+    engine = blank_database.engine
+    migrate.upgrade(engine, "clc", "0013")
+    tables = MetaData()
+    tables.reflect(engine, only=["accounts", "instances", "instance_metadata_options"])
+    with engine.begin() as conn:
+        conn.execute(
+            tables.tables["accounts"].insert().values(_row(tables.tables["accounts"], id="123456789012"))
+        )
+        instance = _row(tables.tables["instances"], id="i-0123456789abcdef0", account_id="123456789012")
+        conn.execute(tables.tables["instances"].insert().values(instance))
+        options = _row(tables.tables["instance_metadata_options"], instance_id="i-0123456789abcdef0")
+        conn.execute(tables.tables["instance_metadata_options"].insert().values(options))
+    migrate.upgrade(engine, "clc")
+    with engine.connect() as conn:
+        for name in ("instances", "instance_metadata_options"):
+            assert conn.execute(text(f"SELECT count(*) FROM {name}")).scalar_one() == 1, name

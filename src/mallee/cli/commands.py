@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from mallee.cli.client import AdminClient
+from mallee.cli.client import AdminClient, ApiError
 from mallee.cli.table import table
 from mallee.core import awsprofile
 from mallee.core import config as config_mod
@@ -57,6 +58,48 @@ def credentials(args: argparse.Namespace) -> int:
     print(f"wrote aws profile '{name}' ({cfg.aws_config_file}) and {eucarc}")
     print(f"  aws --profile {name} sts get-caller-identity")
     return 0
+
+
+def console_password(args: argparse.Namespace) -> int:
+    """Give an IAM user of any account a console password, as the cloud administrator acting in
+    that account (DelegateAccount): CreateLoginProfile, or UpdateLoginProfile when it has one."""
+    password = _read_password(args.password_stdin)
+    if password is None:
+        return 1
+    client = AdminClient.from_profile(args.profile)
+    params = {
+        "DelegateAccount": args.account,
+        "UserName": args.user,
+        "Password": password,
+        "PasswordResetRequired": str(args.reset_required).lower(),
+    }
+    try:
+        client.call("iam", "CreateLoginProfile", params)
+        done = "set"
+    except ApiError as exc:
+        if exc.code != "EntityAlreadyExists":
+            raise
+        client.call("iam", "UpdateLoginProfile", params)
+        done = "changed"
+    then = " (to be changed at the next sign-in)" if args.reset_required else ""
+    print(f"{args.account}: console password of user {args.user} {done}{then}")
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str | None:
+    """The new password: standard input's first line, or typed twice at a prompt that does not
+    echo it; None (and why, on stderr) when there is none or the two differ."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("New console password: ")
+        if getpass.getpass("Again: ") != password:
+            print("mallee: the two passwords differ; nothing changed", file=sys.stderr)
+            return None
+    if not password:
+        print("mallee: no password given; nothing changed", file=sys.stderr)
+        return None
+    return password
 
 
 def instance_type(args: argparse.Namespace) -> int:

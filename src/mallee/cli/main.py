@@ -101,6 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--eucarc", type=Path, help="where to write the eucarc (default: DATA_DIR/credentials/)"
     )
 
+    password = sub.add_parser(
+        "console-password",
+        help="set an IAM user's console password (makes its login profile, or replaces the password)",
+    )
+    password.add_argument("account", help="the user's account (name or id)")
+    password.add_argument("--user", required=True, help="the IAM user's name")
+    password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input, not a prompt"
+    )
+    password.add_argument(
+        "--reset-required",
+        action="store_true",
+        help="the user must choose another password at its next sign-in",
+    )
+
     itype = sub.add_parser("instance-type", help="instance types").add_subparsers(
         dest="type_command", required=True
     )
@@ -137,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": status.status,
         "account": commands.account,
         "credentials": commands.credentials,
+        "console-password": commands.console_password,
         "instance-type": commands.instance_type,
         "usage": commands.usage,
         "node": commands.node,

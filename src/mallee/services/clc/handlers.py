@@ -37,6 +37,8 @@ from mallee.services.clc.iam import (  # noqa: F401
     accounts,
     groups,
     instance_profiles,
+    login_profiles,
+    password_policy,
     policies,
     roles,
     users,

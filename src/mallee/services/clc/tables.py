@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mallee.db.base import Base, UTCDateTime
@@ -24,6 +24,9 @@ class Account(Base):
     max_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # Whether its default VPC was made (once: an account that deletes it keeps none).
     default_vpc_made: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The account's password policy (UpdateAccountPasswordPolicy), JSON of its members as IAM names
+    # them (iam/password_policy.py); None: none set, AWS's default password rules apply.
+    password_policy: Mapped[str | None] = mapped_column(Text)
 
 
 class User(Base):
@@ -36,6 +39,15 @@ class User(Base):
     path: Mapped[str] = mapped_column(String(512), default="/")
     created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
     tags: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of {Key, Value}
+    # Its login profile (console password, iam/login_profiles.py); all None when it has none. The
+    # password only as a salted slow hash (iam/passwords.py); the hashes of the ones before it
+    # (newest first, as many as the password policy's PasswordReusePrevention needs) in a JSON list.
+    # Deferred: only the password operations read them.
+    password_hash: Mapped[str | None] = mapped_column(String(255), deferred=True)
+    password_history: Mapped[str | None] = mapped_column(Text, deferred=True)
+    password_created: Mapped[_dt.datetime | None] = mapped_column(UTCDateTime)  # the profile's CreateDate
+    password_changed: Mapped[_dt.datetime | None] = mapped_column(UTCDateTime)  # its age, for MaxPasswordAge
+    password_reset_required: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class Group(Base):
@@ -236,7 +248,7 @@ class Instance(Base):
     root_device_name: Mapped[str] = mapped_column(String(32), default="/dev/vda", server_default="/dev/vda")
     # The node (host:port) an administrator's evacuation is moving it off: it is stopped, then
     # started elsewhere (services/clc/evacuation.py); "" when no evacuation concerns it.
-    evacuating_from: Mapped[str] = mapped_column(String(255), default="")
+    evacuating_from: Mapped[str] = mapped_column(String(255), default="", server_default=text("''"))
 
 
 class KeyPair(Base):

@@ -232,7 +232,8 @@ class ClusterController:
     def poll(self) -> None:
         """Ask every node what it runs and has; rebuild placements and free resources from it, and
         push the instances whose state changed to the CLC."""
-        answering, away = [], []
+        answering: list[Node] = []
+        away: list[Node] = []
         for node in list(self.nodes.values()):
             (answering if node.reachable else away).append(node)
         # Nodes that did not answer last time are asked aside, all at once: a host that is gone (its

@@ -89,7 +89,10 @@ def update_user(ctx: RequestContext, p: dict[str, Any]) -> None:
 def delete_user(ctx: RequestContext, p: dict[str, Any]) -> None:
     s, account_id = ctx.session, account_of(ctx)
     user = store.get_user(s, account_id, p["UserName"])
-    # AWS refuses while the user still has things attached; the error says what to remove first.
+    # AWS refuses while the user still has things attached; the error says what to remove first,
+    # its password (login profile) before anything else.
+    if user.password_hash is not None:
+        raise CloudError("DeleteConflict", "Cannot delete entity, must delete login profile first.")
     for what, query in (
         ("access keys", exists().where(AccessKey.user_id == user.id, AccessKey.session_token.is_(None))),
         ("group memberships", exists().where(GroupMember.user_id == user.id)),

@@ -17,13 +17,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("instances", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("evacuating_from", sa.String(255), nullable=False, server_default=""))
-    # The empty default was for the rows already there only (as the model has none).
-    with op.batch_alter_table("instances", schema=None) as batch_op:
-        batch_op.alter_column("evacuating_from", server_default=None)
+    # Added in place, and the empty default kept (the model declares it too): dropping a default
+    # on SQLite rebuilds the table, and dropping `instances` with foreign keys on deletes the rows
+    # of every table that cascades from it (metadata options, interfaces, attachments).
+    op.add_column(
+        "instances", sa.Column("evacuating_from", sa.String(255), nullable=False, server_default="")
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("instances", schema=None) as batch_op:
-        batch_op.drop_column("evacuating_from")
+    op.drop_column("instances", "evacuating_from")  # ALTER TABLE … DROP COLUMN: no rebuild either
