@@ -153,3 +153,32 @@ def test_upgrades_keep_the_rows_that_depend_on_an_instance(blank_database: Datab
     with engine.connect() as conn:
         for name in ("instances", "instance_metadata_options"):
             assert conn.execute(text(f"SELECT count(*) FROM {name}")).scalar_one() == 1, name
+
+
+def test_upgrades_keep_the_permissions_of_images_and_snapshots(blank_database: Database) -> None:
+    """The same for `images` and `snapshots` (0009 added columns to both): launch and
+    create-volume permissions made at 0008 are all there at the head."""
+    engine = blank_database.engine
+    migrate.upgrade(engine, "clc", "0008")
+    tables = MetaData()
+    names = ["accounts", "images", "launch_permissions", "snapshots", "snapshot_permissions"]
+    tables.reflect(engine, only=names)
+    owner, other = "123456789012", "210987654321"
+    rows = {
+        "accounts": _row(tables.tables["accounts"], id=owner),
+        "images": _row(tables.tables["images"], id="ami-0123456789abcdef0", account_id=owner),
+        "launch_permissions": _row(
+            tables.tables["launch_permissions"], image_id="ami-0123456789abcdef0", account_id=other
+        ),
+        "snapshots": _row(tables.tables["snapshots"], id="snap-0123456789abcdef0", account_id=owner),
+        "snapshot_permissions": _row(
+            tables.tables["snapshot_permissions"], snapshot_id="snap-0123456789abcdef0", account_id=other
+        ),
+    }
+    with engine.begin() as conn:
+        for name in names:
+            conn.execute(tables.tables[name].insert().values(rows[name]))
+    migrate.upgrade(engine, "clc")
+    with engine.connect() as conn:
+        for name in names:
+            assert conn.execute(text(f"SELECT count(*) FROM {name}")).scalar_one() == 1, name

@@ -298,7 +298,7 @@ class Image(Base):
     # CreateImage of a running instance without NoReboot (ebs_images.py): the instance it stops,
     # snapshots and starts again, and how far that got ("stopping", "snapshotting"; "" when done).
     build_instance_id: Mapped[str | None] = mapped_column(String(32))
-    build_stage: Mapped[str] = mapped_column(String(16), default="")
+    build_stage: Mapped[str] = mapped_column(String(16), default="", server_default=text("''"))
 
 
 class LaunchPermission(Base):

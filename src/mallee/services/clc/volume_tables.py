@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mallee.db.base import Base, UTCDateTime
@@ -107,8 +107,8 @@ class Snapshot(Base):
     client_token: Mapped[str | None] = mapped_column(String(64))
     # ImportSnapshot: its task id, the Walrus object (bucket/key) and format (raw, qcow2) imported.
     import_task_id: Mapped[str | None] = mapped_column(String(32), index=True)
-    import_source: Mapped[str] = mapped_column(String(1024), default="")
-    import_format: Mapped[str] = mapped_column(String(8), default="")
+    import_source: Mapped[str] = mapped_column(String(1024), default="", server_default=text("''"))
+    import_format: Mapped[str] = mapped_column(String(8), default="", server_default=text("''"))
 
 
 class SnapshotPermission(Base):

@@ -35,12 +35,10 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("import_source", sa.String(1024), nullable=False, server_default=""))
         batch_op.add_column(sa.Column("import_format", sa.String(8), nullable=False, server_default=""))
         batch_op.create_index(batch_op.f("ix_snapshots_import_task_id"), ["import_task_id"], unique=False)
-    # The empty defaults were for the rows already there only (as the models have none).
-    with op.batch_alter_table("images", schema=None) as batch_op:
-        batch_op.alter_column("build_stage", server_default=None)
-    with op.batch_alter_table("snapshots", schema=None) as batch_op:
-        batch_op.alter_column("import_source", server_default=None)
-        batch_op.alter_column("import_format", server_default=None)
+    # The empty defaults stay (the models declare them too): dropping a default on SQLite rebuilds
+    # the table, and dropping `images` or `snapshots` with foreign keys on deletes the rows that
+    # cascade from them (launch and create-volume permissions). Clouds that ran this revision
+    # before it was changed have no default on these columns; the models set "" anyway.
 
 
 def downgrade() -> None:
