@@ -1,13 +1,14 @@
-"""The CLC's zones (`peers.ClusterRegistry`): read from the `clusters` table, so a zone registered
-through any CLC process is found by every other on its first use, in registration order."""
+"""The CLC's zones (`peers.ClusterRegistry`) and their storage controllers (`peers.StorageRegistry`):
+read from the `clusters` and `storage_controllers` tables, so a zone or a storage controller
+registered through any CLC process is found by every other on its first use, in registration order."""
 
 from __future__ import annotations
 
 import datetime as _dt
 
 from mallee.db.session import Database
-from mallee.services.clc.peers import ClusterRegistry
-from mallee.services.clc.tables import Cluster
+from mallee.services.clc.peers import ClusterRegistry, StorageRegistry
+from mallee.services.clc.tables import Cluster, StorageController
 
 KEY = b"k" * 32
 T0 = _dt.datetime(2026, 12, 1, 12, 0, tzinfo=_dt.UTC)
@@ -68,3 +69,38 @@ def test_a_client_is_kept_while_its_zone_address_is_unchanged(database: Database
     zones.reload()
     assert zones["mallee-1a"] is not first
     assert zones["mallee-1a"].base_url == "http://10.0.0.9:8774"
+
+
+def _register_storage(db: Database, zone: str, host: str, minutes: int, port: int = 8776) -> None:
+    with db.session() as s:
+        s.add(
+            StorageController(
+                zone=zone,
+                name=f"sc-{zone}",
+                host=host,
+                port=port,
+                created=T0 + _dt.timedelta(minutes=minutes),
+            )
+        )
+
+
+def test_storage_controllers_are_read_from_their_own_table(database: Database) -> None:
+    _register(database, "mallee-1a", "10.0.0.1", 0)
+    _register(database, "mallee-1b", "10.0.0.2", 1)
+    _register_storage(database, "mallee-1a", "10.0.0.1", 0)
+    zones, storage = ClusterRegistry(database, KEY), StorageRegistry(database, KEY)
+    assert list(zones) == ["mallee-1a", "mallee-1b"]
+    assert list(storage) == ["mallee-1a"]  # a zone with a cluster but no storage controller: absent
+    assert storage["mallee-1a"].base_url == "http://10.0.0.1:8776"
+    assert "mallee-1b" not in storage and storage.get("mallee-1b") is None
+
+
+def test_a_storage_controller_registered_elsewhere_is_found_on_its_first_use(database: Database) -> None:
+    _register(database, "mallee-1a", "10.0.0.1", 0)
+    _register(database, "mallee-1b", "10.0.0.2", 1)
+    _register_storage(database, "mallee-1a", "10.0.0.1", 0)
+    storage = StorageRegistry(database, KEY, refresh_seconds=3600)
+    assert "mallee-1b" not in storage
+    _register_storage(database, "mallee-1b", "10.0.0.2", 1)  # as RegisterStorageController in another process
+    assert storage["mallee-1b"].base_url == "http://10.0.0.2:8776"
+    assert dict(storage.items()).keys() == {"mallee-1a", "mallee-1b"}  # the volume reconciler's iteration

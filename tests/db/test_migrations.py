@@ -29,6 +29,7 @@ CLC_TABLES = {
     "instance_profiles",
     "services",
     "clusters",
+    "storage_controllers",
     "instance_types",
     "key_pairs",
     "images",

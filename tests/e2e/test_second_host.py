@@ -120,12 +120,16 @@ def _statuses(w: World, ids: list[str]) -> dict[str, dict[str, Any]]:
 
 def test_a_node_on_another_host_runs_loses_and_gets_back_its_instance(world: World) -> None:
     w = world
-    here = _launch(w)  # only this host's node is registered
+    here = _launch(w)  # only this host's node is registered: it fits this one
+    most = _room(w.ec2)[1]
     registered = w.cloud.run(
         "mallee", "node", "register", w.host.address, "--port", str(w.cloud.port_base + 2)
     )
     assert registered.returncode == 0, registered.stderr
-    away = wait_for("the second host's node placed on", lambda: _away_launch(w), 60, every=2)
+    # Once the cluster has asked the new node, its room counts (the zone's most grows); the next
+    # launch can only go there.
+    wait_for("the second host's room counted", lambda: _room(w.ec2)[1] > most, 60, every=0.5)
+    away = _launch(w)
     a, b = booted(w.ec2, [here, away], BOOT_WAIT)
     assert (w.host.node_dir / "instances" / away).exists() and not (
         w.host.node_dir / "instances" / here
@@ -188,8 +192,3 @@ def _room(ec2: Any) -> tuple[int, int]:
     zones = ec2.describe_availability_zones(ZoneNames=["verbose"])["AvailabilityZones"]
     state = next(z["State"] for z in zones if z["ZoneName"] == "|- m1.small").split()
     return int(state[0]), int(state[2])
-
-
-def _away_launch(w: World) -> str | None:
-    """Launch one more instance once the zone counts the second host's room; its id."""
-    return _launch(w) if _room(w.ec2)[0] > 0 else None

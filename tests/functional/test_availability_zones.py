@@ -2,7 +2,9 @@
 on an address of its own) that the administrator registers (`mallee cluster register`,
 RegisterCluster); simulated nodes serve each zone. Instances go to the zone they ask for (or their
 subnet's), run on that zone's nodes, and a zone whose controller dies is unavailable while the
-other carries on; back, it is reconciled and nothing was lost."""
+other carries on; back, it is reconciled and nothing was lost. Its storage controller is another
+`mallee serve sc` (`mallee storage register`, RegisterStorageController): volumes, attachments
+and snapshots there, and a zone whose SC dies refuses volume work while the other carries on."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from functional.test_ec2_instances import register_tiny_image, wait_state
 from mallee.cli.client import ApiError
-from mallee.rpc import cluster
+from mallee.rpc import cluster, storage
 from mallee.rpc.contract import Empty
 from mallee.rpc.transport import Client, load_key
 from support.cloud import Cloud, Keys, start_cloud, stop_cloud, stop_process, wait_for
@@ -352,3 +354,158 @@ def _running(ec2: Any) -> list[str]:
 def _states(ec2: Any, ids: list[str]) -> dict[str, str]:
     found = ec2.describe_instances(InstanceIds=ids)["Reservations"]
     return {i["InstanceId"]: i["State"]["Name"] for r in found for i in r["Instances"]}
+
+
+# -- the second zone's storage controller ----------------------------------------------------------
+
+
+def _start_sc(zones: Zones) -> tuple[str, int]:
+    """The second zone's storage controller: another `mallee serve sc` (zone mallee-1b) with a data
+    directory of its own, at the second controller's address; its host and port."""
+    sc_dir = zones.logs / "sc-b"
+    sc_dir.mkdir(exist_ok=True)
+    shutil.copy(zones.cloud.data_dir / "deployment.key", sc_dir / "deployment.key")
+    env = {
+        **zones.cloud.env,
+        "MALLEE_ZONE": SECOND,
+        "MALLEE_HOST": zones.cc_host,
+        "MALLEE_DATA_DIR": str(sc_dir),
+    }
+    log = open(zones.logs / "sc-b.log", "ab")  # noqa: SIM115  (the process keeps it)
+    command = [sys.executable, "-m", "mallee.supervisor", "serve", "sc"]
+    zones.processes["sc"] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    key = load_key(zones.cloud.data_dir / "deployment.key")
+    port = zones.cloud.port_base + 3
+    sc = Client(f"http://{zones.cc_host}:{port}", key, timeout=5)
+    wait_for("the second zone's storage controller", lambda: _sc_answers(sc), 30, 0.2)
+    return zones.cc_host, port
+
+
+def _sc_answers(client: Client) -> bool:
+    try:
+        client.call(storage.DESCRIBE, Empty())
+    except OSError:
+        return False
+    return True
+
+
+def _not_ready(api: Any) -> set[str]:
+    """The components DescribeServices shows NOTREADY."""
+    services = api.call("ec2", "DescribeServices").iterfind(".//serviceStatusSet/item")
+    return {item.findtext("serviceName", "") for item in services if item.findtext("state") == "NOTREADY"}
+
+
+def _volume_state(ec2: Any, volume_id: str) -> str:
+    return str(ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["State"])
+
+
+def _snapshot_state(ec2: Any, snapshot_id: str) -> str:
+    return str(ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]["State"])
+
+
+def _error(call: Any) -> dict[str, Any]:
+    with pytest.raises(ClientError) as refused:
+        call()
+    return {
+        **refused.value.response["Error"],
+        "Status": refused.value.response["ResponseMetadata"]["HTTPStatusCode"],
+    }
+
+
+def test_a_registered_storage_controller_gives_its_zone_volumes_and_snapshots(
+    zones: Zones, account: tuple[Keys, str]
+) -> None:
+    keys, ami = account
+    host, port = _start_sc(zones)
+    api = zones.cloud.admin_api()
+    sc = {"Host": host, "Port": port}
+    # Refused: a zone nobody registered, a zone that has its controller, an address nobody answers at.
+    status, code, message = _refusal(
+        lambda: api.call("ec2", "RegisterStorageController", {**sc, "Zone": "mallee-1c"})
+    )
+    assert (status, code) == (400, "InvalidZone.NotFound") and "mallee-1c" in message
+    status, code, message = _refusal(
+        lambda: api.call("ec2", "RegisterStorageController", {**sc, "Zone": FIRST})
+    )
+    assert (status, code) == (400, "InvalidParameterValue") and "already registered" in message
+    nobody = {"Host": host, "Port": port + 20, "Zone": SECOND}
+    status, code, message = _refusal(lambda: api.call("ec2", "RegisterStorageController", nobody))
+    assert (status, code) == (503, "ServiceUnavailable") and f"{host}:{port + 20}" in message
+    ec2 = zones.cloud.client("ec2", keys)
+    assert _error(lambda: ec2.create_volume(Size=1, AvailabilityZone=SECOND))["Code"] == "Unsupported"
+
+    args = ["storage", "register", host, "--port", str(port), "--zone", SECOND]
+    registered = zones.cloud.run("mallee", *args)
+    assert registered.returncode == 0, registered.stderr
+    assert f"zone {SECOND}" in registered.stdout
+    assert zones.cloud.run("mallee", *args).returncode == 0  # again: nothing changes
+
+    # A volume in the second zone, attached to an instance there, snapshotted.
+    (instance,) = ec2.run_instances(
+        ImageId=ami, InstanceType="t1.micro", MinCount=1, MaxCount=1, Placement={"AvailabilityZone": SECOND}
+    )["Instances"]
+    instance_id = instance["InstanceId"]
+    volume = ec2.create_volume(Size=1, AvailabilityZone=SECOND)
+    assert volume["AvailabilityZone"] == SECOND
+    volume_id = volume["VolumeId"]
+    in_a = ec2.create_volume(Size=1, AvailabilityZone=FIRST)["VolumeId"]
+    wait_state(ec2, [instance_id], "running", timeout=30)
+    wait_for(
+        "the volumes", lambda: {_volume_state(ec2, v) for v in (volume_id, in_a)} == {"available"}, 20, 0.3
+    )
+    held = Client(f"http://{host}:{port}", load_key(zones.cc_dir / "deployment.key"))
+    assert volume_id in held.call(storage.DESCRIBE, Empty()).volumes  # made by the second zone's SC
+    ec2.attach_volume(VolumeId=volume_id, InstanceId=instance_id, Device="/dev/sdf")
+    # AWS's answer to an attachment across zones.
+    mismatch = _error(lambda: ec2.attach_volume(VolumeId=in_a, InstanceId=instance_id, Device="/dev/sdg"))
+    assert (mismatch["Status"], mismatch["Code"]) == (400, "InvalidVolume.ZoneMismatch")
+    wait_for(
+        "the attachment",
+        lambda: (
+            [a["State"] for a in ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"][0]["Attachments"]]
+            == ["attached"]
+        ),
+        20,
+        0.3,
+    )
+    assert held.call(storage.DESCRIBE, Empty()).volumes[volume_id].node in zones.nodes_b  # exported there
+    snapshot_id = ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"]
+    wait_for("the snapshot", lambda: _snapshot_state(ec2, snapshot_id) == "completed", 20, 0.3)
+
+    # Restored in its own zone; another zone's SC cannot read it (each keeps its own part of the
+    # snapshot bucket), so a volume there is refused by name rather than made to fail.
+    restored = ec2.create_volume(SnapshotId=snapshot_id, AvailabilityZone=SECOND)["VolumeId"]
+    across = _error(lambda: ec2.create_volume(SnapshotId=snapshot_id, AvailabilityZone=FIRST))
+    assert (across["Status"], across["Code"]) == (400, "Unsupported")
+    assert snapshot_id in across["Message"] and SECOND in across["Message"]
+    wait_for("the restored volume", lambda: _volume_state(ec2, restored) == "available", 20, 0.3)
+
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    wait_state(ec2, [instance_id], "terminated", timeout=30)
+    wait_for("the volume detached", lambda: _volume_state(ec2, volume_id) == "available", 20, 0.3)
+
+
+def test_a_dead_storage_controller_fails_its_zones_volume_calls_only(
+    zones: Zones, account: tuple[Keys, str]
+) -> None:
+    keys, _ami = account
+    ec2 = zones.cloud.client("ec2", keys)
+    zones.processes["sc"].send_signal(signal.SIGKILL)
+    zones.processes["sc"].wait(10)
+    # The other zone carries on while the dead one's heartbeats age.
+    in_a = ec2.create_volume(Size=1, AvailabilityZone=FIRST)["VolumeId"]
+    wait_for("the first zone's volume", lambda: _volume_state(ec2, in_a) == "available", 20, 0.3)
+
+    api = zones.cloud.admin_api()
+    wait_for(
+        "the second zone's storage controller not ready",
+        lambda: f"sc-{SECOND}" in _not_ready(api),
+        25,
+        0.5,
+    )
+    answer = _error(lambda: ec2.create_volume(Size=1, AvailabilityZone=SECOND))
+    assert (answer["Status"], answer["Code"]) == (503, "ServiceUnavailable") and SECOND in answer["Message"]
+    kept = next(v for v in ec2.describe_volumes()["Volumes"] if v["AvailabilityZone"] == SECOND)
+    snapshot = _error(lambda: ec2.create_snapshot(VolumeId=kept["VolumeId"]))
+    assert (snapshot["Status"], snapshot["Code"]) == (503, "ServiceUnavailable")
+    assert ec2.create_volume(Size=1, AvailabilityZone=FIRST)["AvailabilityZone"] == FIRST

@@ -45,6 +45,7 @@ ADMIN_OPERATIONS = frozenset(
         "ec2:ModifyInstanceTypeAttribute",
         "ec2:RegisterNode",
         "ec2:RegisterCluster",
+        "ec2:RegisterStorageController",
         "ec2:DescribeNodes",
         "ec2:ModifyNodeMaintenance",
         "ec2:EvacuateNode",
@@ -57,15 +58,16 @@ ADMIN_OPERATIONS = frozenset(
     }
 )
 # Baseline members that keep a request that gets through the parser from changing anything the
-# other tests see: RegisterNode and RegisterCluster of a host that is no host name (a spoiled Zone,
-# even an empty one that means the default zone, must not register a node the cluster then polls
-# for good, nor a zone); the
+# other tests see: RegisterNode, RegisterCluster and RegisterStorageController of a host that is no
+# host name (a spoiled Zone, even an empty one that means the default zone, must not register a node
+# the cluster then polls for good, nor a zone, nor a zone's storage controller); the
 # other node operations name a node that is none (no node of the shared cloud is put in
 # maintenance, evacuated or deregistered).
 _NO_NODE = {"Node": "fuzz is no host:1"}
 BASELINE_EXTRAS: dict[str, dict[str, str]] = {
     "ec2:RegisterNode": {"Host": "fuzz is no host", "Zone": "fuzz-no-such-zone"},
     "ec2:RegisterCluster": {"Host": "fuzz is no host", "Zone": "fuzz-no-such-zone"},
+    "ec2:RegisterStorageController": {"Host": "fuzz is no host", "Zone": "fuzz-no-such-zone"},
     "ec2:ModifyNodeMaintenance": _NO_NODE,
     "ec2:EvacuateNode": _NO_NODE,
     "ec2:DeregisterNode": _NO_NODE,

@@ -162,6 +162,14 @@ def cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def storage(args: argparse.Namespace) -> int:
+    client = AdminClient.from_profile(args.profile)
+    params = {"Host": args.host, "Port": str(args.port), "Zone": args.zone}
+    client.call("ec2", "RegisterStorageController", params)
+    print(f"registered the storage controller of zone {args.zone}: {args.host}:{args.port}")
+    return 0
+
+
 def node(args: argparse.Namespace) -> int:
     client = AdminClient.from_profile(args.profile)
     command = args.node_command

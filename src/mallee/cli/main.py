@@ -66,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     register_cluster.add_argument("--port", type=int, default=8774)
     register_cluster.add_argument("--zone", required=True, help="the zone it serves (its zone setting)")
 
+    storage = sub.add_parser("storage", help="the zones' storage controllers (EBS volumes and snapshots)")
+    storage_commands = storage.add_subparsers(dest="storage_command", required=True)
+    register_storage = storage_commands.add_parser(
+        "register", help="give a registered zone its running storage controller"
+    )
+    register_storage.add_argument("host")
+    register_storage.add_argument("--port", type=int, default=8776)
+    register_storage.add_argument("--zone", required=True, help="the zone it serves (its zone setting)")
+
     node = sub.add_parser("node", help="node controllers").add_subparsers(dest="node_command", required=True)
     register = node.add_parser("register", help="add a node controller to a zone's cluster")
     register.add_argument("host")
@@ -157,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "usage": commands.usage,
         "node": commands.node,
         "cluster": commands.cluster,
+        "storage": commands.storage,
         "quota": commands.quota,
         "image": images.image,
         "cloud-cert": images.cloud_cert,

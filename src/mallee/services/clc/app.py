@@ -77,9 +77,7 @@ class CloudController:
             peers.Peers(
                 walrus=Client(cfg.url("walrus"), self.key),
                 clusters=peers.ClusterRegistry(self.db, self.key),
-                # Storage controllers are not registered: only the CLC's own zone has one, and
-                # volumes are refused by name in any other (ec2/volumes.py).
-                storage={cfg.zone: Client(cfg.url("sc"), self.key)},
+                storage=peers.StorageRegistry(self.db, self.key),
                 presign=self._presigner(),
                 public_pool=cfg.public_pool,
                 max_volumes=cfg.max_volumes_per_account,

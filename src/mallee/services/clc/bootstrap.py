@@ -25,7 +25,7 @@ from mallee.db import migrate
 from mallee.db.session import Database
 from mallee.services.clc.ec2.instance_types import install_defaults
 from mallee.services.clc.iam import store
-from mallee.services.clc.tables import AccessKey, Cluster
+from mallee.services.clc.tables import AccessKey, Cluster, StorageController
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,19 @@ def ensure_database(cfg: Config) -> AdminCredentials:
                 )
             else:  # the CLC's own zone's controller is the configured one, wherever it moved
                 own.host, own.port = cfg.host, cfg.port("cc")
+            own_sc = s.get(StorageController, cfg.zone)
+            if own_sc is None:
+                s.add(
+                    StorageController(
+                        zone=cfg.zone,
+                        name=f"sc-{cfg.zone}",
+                        host=cfg.host,
+                        port=cfg.port("sc"),
+                        created=clock.now(),
+                    )
+                )
+            else:  # and so is its storage controller
+                own_sc.host, own_sc.port = cfg.host, cfg.port("sc")
             account = store.system_account(s)
             created = account is None
             if account is None:

@@ -192,6 +192,20 @@ class Cluster(Base):
     created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
 
 
+class StorageController(Base):
+    """A zone's storage controller (its volumes and snapshots): the CLC's own zone's, made by
+    bootstrap, or one the administrator registered (RegisterStorageController) for a zone that has
+    a cluster. A zone without one has no EBS volumes."""
+
+    __tablename__ = "storage_controllers"
+
+    zone: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    created: Mapped[_dt.datetime] = mapped_column(UTCDateTime)
+
+
 class InstanceType(Base):
     __tablename__ = "instance_types"
 

@@ -100,7 +100,7 @@ def run_instances(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     if client is None:
         raise CloudError("InvalidParameterValue", f"Invalid availability zone: [{zone}]")
     if devices:
-        volumes.check_storage(zone)
+        volumes.check_storage(s, zone, [d.snapshot_id for d in devices if d.snapshot_id])
     reservation_id = ids.resource_id("r")
     now = clock.now()
     records = [

@@ -1,10 +1,12 @@
 """Administrator extensions about the cloud's components: DescribeServices (euca-describe-services,
 what `mallee status` shows), RegisterCluster (euca_conf --register-cluster: a zone and its cluster
-controller, `mallee cluster register`) and the node controllers of the zones' clusters (`mallee node`):
-RegisterNode (euca_conf --register-nodes), DescribeNodes, ModifyNodeMaintenance, EvacuateNode
-(euserv-migrate-instances, for EBS-backed instances: evacuation.py) and DeregisterNode.
+controller, `mallee cluster register`), RegisterStorageController (euca_conf --register-sc: a zone's
+storage controller, `mallee storage register`) and the node controllers of the zones' clusters
+(`mallee node`): RegisterNode (euca_conf --register-nodes), DescribeNodes, ModifyNodeMaintenance,
+EvacuateNode (euserv-migrate-instances, for EBS-backed instances: evacuation.py) and DeregisterNode.
 
-Zones are the CLC's (the `clusters` table, which `peers.ClusterRegistry` reads): only the
+Zones are the CLC's (the `clusters` table, which `peers.ClusterRegistry` reads; their storage
+controllers the `storage_controllers` table, which `peers.StorageRegistry` reads): only the
 administrator makes one, so a component that merely heartbeats with the deployment key cannot. Nodes
 are the clusters' (each CC keeps its own in `cc-nodes.json`), so these ask the CCs and record
 nothing, except EvacuateNode, which records each instance's move before it asks anyone."""
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -21,17 +24,18 @@ from sqlalchemy.exc import IntegrityError
 from mallee.core import clock, crashpoints
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
-from mallee.rpc import cluster
+from mallee.rpc import cluster, storage
 from mallee.rpc.contract import Empty, Message, Ok, Operation
 from mallee.rpc.node import Resources
 from mallee.rpc.transport import Client, RpcError
 from mallee.services.clc import components, evacuation, peers
 from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import instance_power
-from mallee.services.clc.tables import Cluster, ServiceRecord
+from mallee.services.clc.tables import Cluster, ServiceRecord, StorageController
 
 DEFAULT_NODE_PORT = 8775  # a node controller's port with the default port_base
 DEFAULT_CLUSTER_PORT = 8774  # a cluster controller's
+DEFAULT_STORAGE_PORT = 8776  # a storage controller's
 # Zone names as AWS spells them (us-east-1a): lower-case letters, digits and inner hyphens.
 _ZONE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 # RFC 1123 host names (IPv4 addresses among them): dot-separated labels of letters, digits and
@@ -69,8 +73,40 @@ def register_cluster(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     """Add the zone `Zone`, served by the cluster controller at Host:Port, which must answer (with
     the deployment key) before the zone exists: zones cannot be deregistered, so a mistyped
     address must not make one. Registering a zone again at the same address changes nothing."""
+    _register(ctx, p, _CLUSTER)
+    return {"Return": True}
+
+
+@EC2.operation(access="system")
+def register_storage_controller(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
+    """Give the registered zone `Zone` the storage controller at Host:Port (euca_conf
+    --register-sc), checked as RegisterCluster checks a cluster controller: it must answer, and
+    must not heartbeat as another zone's. Its volumes and snapshots are then the zone's."""
+    _register(ctx, p, _STORAGE)
+    return {"Return": True}
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """A kind of zone controller the administrator registers, one per zone."""
+
+    table: type[Cluster] | type[StorageController]
+    type: str  # as it heartbeats (ServiceRecord.type), its partition being its zone
+    title: str
+    prefix: str  # of its name: cluster-mallee-1a, sc-mallee-1a
+    default_port: int
+    describe: Operation[Empty, Any]  # what it must answer before it is recorded
+
+
+_CLUSTER = _Kind(Cluster, "cc", "cluster controller", "cluster-", DEFAULT_CLUSTER_PORT, cluster.DESCRIBE)
+_STORAGE = _Kind(StorageController, "sc", "storage controller", "sc-", DEFAULT_STORAGE_PORT, storage.DESCRIBE)
+
+
+def _register(ctx: RequestContext, p: dict[str, Any], kind: _Kind) -> None:
+    """Record `kind`'s controller of the zone `Zone` at Host:Port, once it answered: refused when
+    the zone has another already, the address serves another zone, or it heartbeats as another."""
     zone, host = p["Zone"], p["Host"]
-    port = int(p["Port"]) if p.get("Port") is not None else DEFAULT_CLUSTER_PORT
+    port = int(p["Port"]) if p.get("Port") is not None else kind.default_port
     if not _ZONE_NAME.fullmatch(zone):
         raise CloudError(
             "InvalidParameterValue",
@@ -79,49 +115,55 @@ def register_cluster(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         )
     _check_address(host, port)
     s = ctx.session
-    known = s.get(Cluster, zone)
+    if kind.table is StorageController and s.get(Cluster, zone) is None:
+        raise CloudError(
+            "InvalidZone.NotFound",
+            f"The zone '{zone}' does not exist: register its cluster controller first "
+            f"(mallee cluster register HOST --zone {zone}).",
+        )
+    table = kind.table
+    known = s.get(table, zone)
     if known is not None:
         if (known.host, known.port) == (host, port):
-            return {"Return": True}
+            return
         raise CloudError(
             "InvalidParameterValue",
-            f"The zone '{zone}' is already registered, served by the cluster controller at "
+            f"The zone '{zone}' is already registered, served by the {kind.title} at "
             f"{known.host}:{known.port}.",
         )
-    taken = s.scalar(select(Cluster).where(Cluster.host == host, Cluster.port == port))
+    taken = s.scalar(select(table).where(table.host == host, table.port == port))
     if taken is not None:
         raise CloudError(
             "InvalidParameterValue",
-            f"The cluster controller at {host}:{port} already serves the zone '{taken.zone}'.",
+            f"The {kind.title} at {host}:{port} already serves the zone '{taken.zone}'.",
         )
     other = s.scalar(
         select(ServiceRecord.partition).where(
-            ServiceRecord.type == "cc", ServiceRecord.host == host, ServiceRecord.port == port
+            ServiceRecord.type == kind.type, ServiceRecord.host == host, ServiceRecord.port == port
         )
     )
     if other is not None and other != zone:
         raise CloudError(
             "InvalidParameterValue",
-            f"The cluster controller at {host}:{port} reports the zone '{other}', not '{zone}': start "
+            f"The {kind.title} at {host}:{port} reports the zone '{other}', not '{zone}': start "
             f"it with zone = {zone}.",
         )
     s.commit()  # no rpc inside a transaction
     try:
-        Client(f"http://{host}:{port}", peers.get().key, timeout=5).call(cluster.DESCRIBE, Empty())
+        Client(f"http://{host}:{port}", peers.get().key, timeout=5).call(kind.describe, Empty())
     except (OSError, RpcError) as exc:
         raise CloudError(
             "ServiceUnavailable",
-            f"No cluster controller answered at {host}:{port} ({exc}); start it (mallee serve cc "
-            f"with zone = {zone}) and register the zone again.",
+            f"No {kind.title} answered at {host}:{port} ({exc}); start it (mallee serve {kind.type} "
+            f"with zone = {zone}) and register it again.",
             503,
         ) from exc
-    s.add(Cluster(zone=zone, name=f"cluster-{zone}", host=host, port=port, created=clock.now()))
+    s.add(table(zone=zone, name=f"{kind.prefix}{zone}", host=host, port=port, created=clock.now()))
     try:
         s.flush()
     except IntegrityError as exc:  # the same zone registered at the same moment by another call
         s.rollback()
-        raise CloudError("InvalidParameterValue", f"The zone '{zone}' is already registered.") from exc
-    return {"Return": True}
+        raise CloudError("InvalidParameterValue", f"The zone '{zone}' already has its {kind.title}.") from exc
 
 
 @EC2.operation(access="system")

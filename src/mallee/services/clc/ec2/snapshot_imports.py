@@ -19,10 +19,10 @@ from mallee.core import clock, ids
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.rpc import storage
+from mallee.services.clc import peers
 from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import images, resources, tags
 from mallee.services.clc.paging import page
-from mallee.services.clc.tables import Cluster
 from mallee.services.clc.volume_tables import Snapshot
 
 FORMATS = {"RAW": "raw", "QCOW2": "qcow2"}
@@ -93,9 +93,9 @@ def import_snapshot(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     if size == 0:
         raise CloudError("InvalidParameter", f"{location} is empty: there is no disk image to import.")
     s = ctx.session
-    zone = s.scalar(select(Cluster.zone).order_by(Cluster.zone))
+    zone = next(iter(peers.get().storage), None)  # the first registered: the CLC's own zone
     if zone is None:
-        raise CloudError("InternalError", "The cloud has no availability zone to keep the snapshot in.")
+        raise CloudError("InternalError", "The cloud has no storage controller to keep the snapshot.")
     description = str(p.get("Description") or (p.get("DiskContainer") or {}).get("Description") or "")
     snapshot = Snapshot(
         id=ids.resource_id("snap"),

@@ -173,6 +173,7 @@ def create_snapshot(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
     s = ctx.session
     hold_write_lock(s, [f"snapshots:{account_id}", f"volume:{p['VolumeId']}"])  # the quota; DeleteVolume
     volume = _snapshottable(volumes.owned(ctx, p["VolumeId"]))
+    volumes.check_storage_answers(s, volume.zone)
     _check_quota(s, account_id, 1)
     snapshot = record(s, account_id, volume.id, volume.size_gib, volume.zone, description)
     tags.from_specifications(s, account_id, snapshot.id, "snapshot", p.get("TagSpecifications"))
@@ -214,6 +215,7 @@ def create_snapshots(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         for volume_id in attached
         if volume_id not in excluded and (volume := s.get(Volume, volume_id)) is not None
     ]
+    volumes.check_storage_answers(s, instance.zone)
     _check_quota(s, account_id, len(chosen))
     volume_tags = tags.tags_of(s, [v.id for v in chosen]) if copy_tags == "volume" else {}
     made = []

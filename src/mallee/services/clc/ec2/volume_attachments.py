@@ -77,6 +77,7 @@ def attach_volume(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
             "InvalidVolume.ZoneMismatch",
             f"The volume '{volume.id}' is not in the same availability zone as instance '{instance.id}'",
         )
+    volumes.check_storage_answers(s, volume.zone)
     if instance.state not in ("running", "stopped"):  # a stopped one has it plugged in at its start
         raise CloudError("IncorrectState", f"Instance '{instance.id}' is not 'running'.")
     root = _root_device(ctx, instance)

@@ -8,6 +8,7 @@ after every EC2 call that is not a Describe, and the reconciler asks the zone's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +19,12 @@ from mallee.core import clock, ids
 from mallee.core.context import RequestContext
 from mallee.core.errors import CloudError
 from mallee.db.session import hold_write_lock
-from mallee.services.clc import peers
+from mallee.services.clc import components, peers
 from mallee.services.clc.apis import EC2
 from mallee.services.clc.ec2 import filters, resources, snapshot_attributes, tags, zones
 from mallee.services.clc.paging import page
-from mallee.services.clc.volume_tables import Volume, VolumeAttachment
+from mallee.services.clc.tables import ServiceRecord
+from mallee.services.clc.volume_tables import Snapshot, Volume, VolumeAttachment
 
 
 @dataclass(frozen=True)
@@ -151,17 +153,42 @@ def _zone(ctx: RequestContext, p: dict[str, Any]) -> str:
         name = by_id[zone_id]
     if name not in known:
         raise CloudError("InvalidZone.NotFound", f"The zone '{name}' does not exist.")
-    check_storage(str(name))
     return str(name)
 
 
-def check_storage(zone: str) -> None:
-    """Volumes live only in a zone with a storage controller (the CLC's own): elsewhere the request
-    is refused by name rather than recorded as a volume nobody would ever create."""
+def check_storage(s: Session, zone: str, snapshot_ids: Sequence[str] = ()) -> None:
+    """That volumes (from `snapshot_ids`, if any) can be made in `zone` now. Refused by name rather
+    than recorded as volumes nobody would make: a zone without a storage controller (none was
+    registered: `mallee storage register`), one whose controller stopped heartbeating (503, as the
+    zone's other volume work, which it would only hold up), and a snapshot another zone's controller
+    keeps: each SC reads only its own zone's part of the snapshot bucket (services/storage/chunks.py),
+    so the volume would end in `error`."""
     if zone not in peers.get().storage:
         raise CloudError(
             "Unsupported",
             f"The zone '{zone}' has no storage controller: EBS volumes are not available there.",
+        )
+    check_storage_answers(s, zone)
+    for snapshot_id in snapshot_ids:
+        kept_in = s.scalar(select(Snapshot.zone).where(Snapshot.id == snapshot_id))
+        if kept_in is not None and kept_in != zone:
+            raise CloudError(
+                "Unsupported",
+                f"The snapshot '{snapshot_id}' is kept in the zone '{kept_in}': volumes from it can be "
+                f"made in '{kept_in}' only (Mallee does not move snapshots between zones yet).",
+            )
+
+
+def check_storage_answers(s: Session, zone: str) -> None:
+    """ServiceUnavailable (503) while the zone's storage controller does not heartbeat: volume work
+    recorded there would wait for it (components.py: NOTREADY after STALE_AFTER seconds)."""
+    beat = s.scalar(select(ServiceRecord).where(ServiceRecord.type == "sc", ServiceRecord.partition == zone))
+    if beat is not None and components.state_of(beat) != "ENABLED":
+        raise CloudError(
+            "ServiceUnavailable",
+            f"The storage controller of the zone '{zone}' is not answering: EBS volumes and snapshots "
+            "there cannot be changed now. Try again later, or use another zone.",
+            503,
         )
 
 
@@ -336,6 +363,7 @@ def create_volume(ctx: RequestContext, p: dict[str, Any]) -> dict[str, Any]:
         )
     iops, throughput = performance(volume_type, size, p.get("Iops"), p.get("Throughput"))
     zone = _zone(ctx, p)
+    check_storage(s, zone, [snapshot_id] if snapshot_id else [])
     token = p.get("ClientToken")
     if token:
         earlier = s.scalar(
